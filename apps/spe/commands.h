@@ -1,0 +1,11 @@
+#pragma once
+// The subcommands of the `spe` CLI: each adds itself to the app and runs from its callback.
+// Errors are thrown (std::exception or c10::Error) and reported by main.
+#include <CLI/CLI.hpp>
+
+namespace spe::cli {
+
+void add_info_command(CLI::App& app);
+void add_kernel_command(CLI::App& app);
+
+}  // namespace spe::cli

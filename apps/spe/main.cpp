@@ -1,0 +1,34 @@
+// spe: relative positional encoding for transformers with linear complexity.
+#include <ATen/Parallel.h>
+#include <c10/util/Exception.h>
+
+#include <iostream>
+#include <thread>
+
+#include "commands.h"
+#include "spe/spe.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"spe: stochastic positional encoding (SPE) and linear attention on LibTorch"};
+  app.set_version_flag("--version", std::string("spe ") + spe::version());
+  app.require_subcommand(1);
+  int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  app.add_option("--threads", threads, "intra-op threads for LibTorch and spe kernels")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.parse_complete_callback([&] { at::set_num_threads(threads); });
+  spe::cli::add_info_command(app);
+  spe::cli::add_kernel_command(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const c10::Error& e) {
+    std::cerr << "error: " << e.what_without_backtrace() << "\n";
+    return 1;
+  } catch (const std::exception& e) {
+    std::cerr << "error: " << e.what() << "\n";
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,47 @@
+#pragma once
+// Convolutional Stochastic Positional Encoding (convSPE, Liutkus et al. 2021) over sequences
+// (ndim = 1) or images (ndim = 2), with the reference initialisation.
+//
+// weight_q produces Qbar and weight_k produces Kbar. The authors' code swaps the names (its
+// `conv_k` produces Qbar): to load its checkpoints, put its conv_k.weight into weight_q.
+#include <torch/arg.h>
+#include <torch/nn/cloneable.h>
+#include <torch/nn/pimpl.h>
+
+#include "spe/encoding/spe_code.h"
+#include "spe/random.h"
+
+namespace spe {
+
+struct ConvSPEOptions {
+  ConvSPEOptions(int64_t heads, int64_t dim) : heads_(heads), dim_(dim) {}
+  TORCH_ARG(int64_t, heads);              // H
+  TORCH_ARG(int64_t, dim);                // D
+  TORCH_ARG(int64_t, ndim) = 1;           // 1: sequences, 2: images (S x S kernels)
+  TORCH_ARG(int64_t, kernel_size) = 200;  // S
+  TORCH_ARG(int64_t, realizations) = 256; // R
+};
+
+class ConvSPEImpl : public torch::nn::Cloneable<ConvSPEImpl> {
+ public:
+  explicit ConvSPEImpl(const ConvSPEOptions& options);
+
+  void reset() override;
+  void pretty_print(std::ostream& stream) const override;
+
+  // Draws a code for a sequence {L} or an image {L1, L2} (flattened row-major into N = L1 L2).
+  SPECode forward(at::IntArrayRef shape, c10::optional<int64_t> realizations = c10::nullopt,
+                  OptionalGenerator generator = c10::nullopt);
+
+  // Exact E[sum_r Qbar[m] Kbar[m - lag]] for every lag of a sequence or image of this shape:
+  // (H, D, 2L - 1) or (H, D, 2L1 - 1, 2L2 - 1), lag 0 in the middle.
+  at::Tensor expected_kernel(at::IntArrayRef shape,
+                             c10::optional<int64_t> realizations = c10::nullopt) const;
+
+  ConvSPEOptions options;
+  at::Tensor weight_q;  // (H, D, S) or (H, D, S, S): the filter that produces Qbar
+  at::Tensor weight_k;  // same shape: the filter that produces Kbar
+};
+TORCH_MODULE(ConvSPE);
+
+}  // namespace spe

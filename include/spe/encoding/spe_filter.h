@@ -1,0 +1,52 @@
+#pragma once
+// Applies an SPE code to queries and keys: qhat = sum_d q_d Qbar_d, khat = sum_d k_d Kbar_d,
+// optionally with the gate that mixes the positional kernel with a position-free constant.
+#include <torch/arg.h>
+#include <torch/nn/cloneable.h>
+#include <torch/nn/pimpl.h>
+
+#include <utility>
+
+#include "spe/encoding/spe_code.h"
+#include "spe/random.h"
+
+namespace spe {
+
+struct SPEFilterOptions {
+  SPEFilterOptions(int64_t heads, int64_t dim) : heads_(heads), dim_(dim) {}
+  TORCH_ARG(int64_t, heads);
+  TORCH_ARG(int64_t, dim);
+  TORCH_ARG(bool, gated) = true;
+};
+
+class SPEFilterImpl : public torch::nn::Cloneable<SPEFilterImpl> {
+ public:
+  explicit SPEFilterImpl(const SPEFilterOptions& options);
+
+  void reset() override;
+  void pretty_print(std::ostream& stream) const override;
+
+  // q, k: (B, N, H, D) with N <= code length -> (qhat, khat): (B, N, H, R).
+  // When gated, draws the gate noise from `generator` (one draw shared by all positions).
+  std::pair<at::Tensor, at::Tensor> forward(const at::Tensor& q, const at::Tensor& k,
+                                            const SPECode& code,
+                                            OptionalGenerator generator = c10::nullopt);
+
+  // The gated code: Qbar' = sqrt(1 - s) Qbar + sqrt(s) eps, same for Kbar, s = sigmoid(gate),
+  // eps ~ N(0, 1) (H, D, R) / (D R)^(1/4). Returns the code unchanged when not gated.
+  SPECode apply_gate(const SPECode& code, OptionalGenerator generator = c10::nullopt) const;
+
+  // The expected kernel after the gate, given the ungated one (H, D, lags...) for R realizations:
+  // (1 - s) P + s sqrt(R / D). Unchanged when not gated.
+  at::Tensor expected_kernel(const at::Tensor& ungated, int64_t realizations) const;
+
+  SPEFilterOptions options;
+  at::Tensor gate;  // (H, D), only when gated
+};
+TORCH_MODULE(SPEFilter);
+
+// The filtering alone, by materialising the product: q (B, N, H, D), qbar (>= N, H, D, R)
+// -> (B, N, H, R).
+at::Tensor spe_apply_code(const at::Tensor& x, const at::Tensor& code);
+
+}  // namespace spe

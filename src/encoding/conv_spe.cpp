@@ -1,0 +1,109 @@
+// convSPE. White noise Z ~ N(0, 1) of extent L + 4S (per axis) for every (r, h, d) is
+// cross-correlated with each filter without padding and cropped to [S, S + L):
+//   Qbar = (Z * w_q) / (R D)^(1/4),   Kbar = (Z * w_k) / (R D)^(1/4)
+// so E[sum_r Qbar(m) Kbar(n)] = sqrt(R / D) sum_j w_q[j] w_k[j + (m - n)] (per axis for images).
+#include "spe/encoding/conv_spe.h"
+
+#include <ATen/ATen.h>
+
+#include <cmath>
+
+#include "check.h"
+
+namespace spe {
+namespace {
+
+// Depthwise cross-correlation of x (batch, H*D, extent...) with w (H, D, S...), no padding.
+at::Tensor depthwise_correlate(const at::Tensor& x, const at::Tensor& w) {
+  const int64_t channels = w.size(0) * w.size(1);
+  auto weight_shape = w.sizes().vec();
+  weight_shape.erase(weight_shape.begin(), weight_shape.begin() + 2);
+  weight_shape.insert(weight_shape.begin(), {channels, 1});
+  at::Tensor weight = w.reshape(weight_shape);  // (H*D, 1, S...)
+  const at::Tensor no_bias;
+  if (w.dim() == 3) {
+    return at::conv1d(x, weight, no_bias, at::IntArrayRef{1}, at::IntArrayRef{0},
+                      at::IntArrayRef{1}, channels);
+  }
+  return at::conv2d(x, weight, no_bias, at::IntArrayRef{1, 1}, at::IntArrayRef{0, 0},
+                    at::IntArrayRef{1, 1}, channels);
+}
+
+}  // namespace
+
+ConvSPEImpl::ConvSPEImpl(const ConvSPEOptions& options_) : options(options_) {
+  detail::check_positive("ConvSPE", "heads", options.heads());
+  detail::check_positive("ConvSPE", "dim", options.dim());
+  detail::check_positive("ConvSPE", "kernel_size (S)", options.kernel_size());
+  detail::check_positive("ConvSPE", "realizations (R)", options.realizations());
+  TORCH_CHECK(options.ndim() == 1 || options.ndim() == 2,
+              "ConvSPE: ndim must be 1 (sequences) or 2 (images), got ", options.ndim());
+  reset();
+}
+
+void ConvSPEImpl::reset() {
+  std::vector<int64_t> shape{options.heads(), options.dim()};
+  for (int64_t i = 0; i < options.ndim(); ++i) shape.push_back(options.kernel_size());
+  // Reference initialisation: U[0, 1) / sqrt(prod(kernel) / 2).
+  const double scale =
+      std::sqrt(std::pow(static_cast<double>(options.kernel_size()), options.ndim()) / 2.0);
+  at::NoGradGuard no_grad;
+  weight_q = register_parameter("weight_q", at::rand(shape) / scale);
+  weight_k = register_parameter("weight_k", at::rand(shape) / scale);
+}
+
+void ConvSPEImpl::pretty_print(std::ostream& stream) const {
+  stream << "spe::ConvSPE(heads=" << options.heads() << ", dim=" << options.dim()
+         << ", ndim=" << options.ndim() << ", kernel_size=" << options.kernel_size()
+         << ", realizations=" << options.realizations() << ")";
+}
+
+static void check_shape(const ConvSPEOptions& options, at::IntArrayRef shape) {
+  TORCH_CHECK(static_cast<int64_t>(shape.size()) == options.ndim(), "ConvSPE: expected a shape of ",
+              options.ndim(), " extent(s) for ndim=", options.ndim(), ", got ", shape);
+  for (int64_t extent : shape) detail::check_positive("ConvSPE", "every extent of the shape", extent);
+}
+
+SPECode ConvSPEImpl::forward(at::IntArrayRef shape, c10::optional<int64_t> realizations,
+                             OptionalGenerator generator) {
+  check_shape(options, shape);
+  const int64_t r = realizations.value_or(options.realizations());
+  detail::check_positive("ConvSPE", "realizations (R)", r);
+  const int64_t s = options.kernel_size();
+  const int64_t h = options.heads(), d = options.dim();
+
+  std::vector<int64_t> noise_shape{r, h * d};
+  for (int64_t extent : shape) noise_shape.push_back(extent + 4 * s);
+  at::Tensor z = at::randn(noise_shape, generator, weight_q.options().requires_grad(false));
+
+  const double scale = std::pow(static_cast<double>(r * d), 0.25);
+  auto code_of = [&](const at::Tensor& w) {
+    at::Tensor c = depthwise_correlate(z, w);  // (R, H*D, extent + 3S + 1 ...)
+    for (size_t axis = 0; axis < shape.size(); ++axis) c = c.narrow(2 + axis, s, shape[axis]);
+    // (R, H*D, L...) -> (L..., H, D, R) -> (N, H, D, R)
+    std::vector<int64_t> order;
+    for (size_t axis = 0; axis < shape.size(); ++axis) order.push_back(2 + axis);
+    order.insert(order.end(), {1, 0});
+    return c.permute(order).reshape({-1, h, d, r}) / scale;
+  };
+  return {code_of(weight_q), code_of(weight_k)};
+}
+
+at::Tensor ConvSPEImpl::expected_kernel(at::IntArrayRef shape,
+                                        c10::optional<int64_t> realizations) const {
+  check_shape(options, shape);
+  const int64_t r = realizations.value_or(options.realizations());
+  detail::check_positive("ConvSPE", "realizations (R)", r);
+  // c[lag] = sum_j w_q[j] w_k[j + lag]: correlate w_k, zero-padded by L - 1 on both sides,
+  // with w_q, so output index t is lag t - (L - 1).
+  std::vector<int64_t> padding;
+  for (auto it = shape.rbegin(); it != shape.rend(); ++it) padding.insert(padding.end(), {*it - 1, *it - 1});
+  at::Tensor padded = at::constant_pad_nd(weight_k.flatten(0, 1).unsqueeze(0), padding, 0.0);
+  at::Tensor c = depthwise_correlate(padded, weight_q).squeeze(0);  // (H*D, 2L - 1 ...)
+  auto out_shape = c.sizes().vec();
+  out_shape.erase(out_shape.begin());
+  out_shape.insert(out_shape.begin(), {options.heads(), options.dim()});
+  return c.reshape(out_shape) * std::sqrt(static_cast<double>(r) / options.dim());
+}
+
+}  // namespace spe

@@ -1,0 +1,107 @@
+// sineSPE. For head h, feature d, sine k (f = sigmoid(freqs)/2, theta = offsets,
+// lambda = softplus(gains)) and position t:
+//   Omega_q(t) = interleave_k [cos(2 pi f_k t + theta_k), sin(2 pi f_k t + theta_k)]   (2K)
+//   Omega_k(t) = interleave_k [cos(2 pi f_k t),           sin(2 pi f_k t)]             (2K)
+//   Z ~ N(0, 1) (H, D, 2K, R) / sqrt(2K), row j scaled by lambda_{j/2}
+//   Qbar(t) = Omega_q(t) Z / (R D)^(1/4),   Kbar(t) = Omega_k(t) Z / (R D)^(1/4)
+// so E[sum_r Qbar(m) Kbar(n)] = sqrt(R / D) / (2K) sum_k lambda_k^2 cos(2 pi f_k (m - n) + theta_k).
+#include "spe/encoding/sine_spe.h"
+
+#include <ATen/ATen.h>
+
+#include <cmath>
+
+#include "check.h"
+
+namespace spe {
+namespace {
+
+constexpr double kTwoPi = 2.0 * M_PI;
+
+// Interleaves cos and sin of phases (..., K) into (..., 2K): [cos_0, sin_0, cos_1, sin_1, ...].
+at::Tensor interleaved_cos_sin(const at::Tensor& phases) {
+  auto sizes = phases.sizes().vec();
+  sizes.back() *= 2;
+  return at::stack({at::cos(phases), at::sin(phases)}, -1).reshape(sizes);
+}
+
+}  // namespace
+
+SineSPEImpl::SineSPEImpl(const SineSPEOptions& options_) : options(options_) {
+  detail::check_positive("SineSPE", "heads", options.heads());
+  detail::check_positive("SineSPE", "dim", options.dim());
+  detail::check_positive("SineSPE", "sines (K)", options.sines());
+  detail::check_positive("SineSPE", "realizations (R)", options.realizations());
+  reset();
+}
+
+void SineSPEImpl::reset() {
+  const std::vector<int64_t> shape{options.heads(), options.dim(), options.sines()};
+  at::NoGradGuard no_grad;
+  // Reference initialisation: N(0, 1); gains /= sqrt(||gains||_K) / 2; freqs -= 4.
+  at::Tensor f = at::randn(shape) - 4.0;
+  at::Tensor o = at::randn(shape);
+  at::Tensor g = at::randn(shape);
+  g = g / (at::sqrt(g.norm(2, {-1}, /*keepdim=*/true)) / 2.0);
+  freqs = register_parameter("freqs", f);
+  offsets = register_parameter("offsets", o);
+  gains = register_parameter("gains", g);
+}
+
+void SineSPEImpl::pretty_print(std::ostream& stream) const {
+  stream << "spe::SineSPE(heads=" << options.heads() << ", dim=" << options.dim()
+         << ", sines=" << options.sines() << ", realizations=" << options.realizations() << ")";
+}
+
+at::Tensor SineSPEImpl::sample_noise(int64_t realizations, OptionalGenerator generator) const {
+  detail::check_positive("SineSPE", "realizations (R)", realizations);
+  const int64_t two_k = 2 * options.sines();
+  // lambda repeated for the cos and the sin row of each sine: (H, D, 2K)
+  at::Tensor lambda = at::softplus(gains).repeat_interleave(2, -1);
+  at::Tensor z = at::randn({options.heads(), options.dim(), two_k, realizations}, generator,
+                           gains.options().requires_grad(false));
+  return z * (lambda.unsqueeze(-1) / std::sqrt(static_cast<double>(two_k)));  // (H, D, 2K, R)
+}
+
+SPECode SineSPEImpl::code_at(const at::Tensor& positions, const at::Tensor& noise) const {
+  TORCH_CHECK(positions.dim() == 1, "SineSPE: positions must be 1-D (N,), got shape ",
+              positions.sizes());
+  const int64_t two_k = 2 * options.sines();
+  TORCH_CHECK(noise.dim() == 4 && noise.size(0) == options.heads() &&
+                  noise.size(1) == options.dim() && noise.size(2) == two_k,
+              "SineSPE: noise must be (H, D, 2K, R) = (", options.heads(), ", ", options.dim(),
+              ", ", two_k, ", R), got ", noise.sizes());
+  const int64_t r = noise.size(3);
+  at::Tensor t = positions.to(freqs.options().requires_grad(false));  // (N,)
+  at::Tensor f = at::sigmoid(freqs) / 2.0;                            // (H, D, K)
+  // phases: (N, H, D, K)
+  at::Tensor phase_k = kTwoPi * f.unsqueeze(0) * t.view({-1, 1, 1, 1});
+  at::Tensor phase_q = phase_k + offsets.unsqueeze(0);
+  const double scale = std::pow(static_cast<double>(r * options.dim()), 0.25);
+  at::Tensor qbar = at::einsum("nhdj,hdjr->nhdr", {interleaved_cos_sin(phase_q), noise}) / scale;
+  at::Tensor kbar = at::einsum("nhdj,hdjr->nhdr", {interleaved_cos_sin(phase_k), noise}) / scale;
+  return {qbar, kbar};
+}
+
+SPECode SineSPEImpl::forward(int64_t length, c10::optional<int64_t> realizations,
+                             OptionalGenerator generator) {
+  detail::check_positive("SineSPE", "length", length);
+  at::Tensor noise = sample_noise(realizations.value_or(options.realizations()), generator);
+  return code_at(at::arange(length, freqs.options().requires_grad(false)), noise);
+}
+
+at::Tensor SineSPEImpl::expected_kernel(int64_t length, c10::optional<int64_t> realizations) const {
+  detail::check_positive("SineSPE", "length", length);
+  const int64_t r = realizations.value_or(options.realizations());
+  detail::check_positive("SineSPE", "realizations (R)", r);
+  at::Tensor lags = at::arange(-(length - 1), length, freqs.options().requires_grad(false));
+  at::Tensor f = at::sigmoid(freqs) / 2.0;                      // (H, D, K)
+  at::Tensor lambda2 = at::softplus(gains).pow(2);              // (H, D, K)
+  // (H, D, K, lags)
+  at::Tensor terms = lambda2.unsqueeze(-1) *
+                     at::cos(kTwoPi * f.unsqueeze(-1) * lags + offsets.unsqueeze(-1));
+  const double constant = std::sqrt(static_cast<double>(r) / options.dim()) / (2.0 * options.sines());
+  return terms.sum(2) * constant;  // (H, D, 2 length - 1)
+}
+
+}  // namespace spe

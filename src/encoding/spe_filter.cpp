@@ -1,0 +1,82 @@
+#include "spe/encoding/spe_filter.h"
+
+#include <ATen/ATen.h>
+
+#include <cmath>
+
+#include "check.h"
+
+namespace spe {
+
+SPEFilterImpl::SPEFilterImpl(const SPEFilterOptions& options_) : options(options_) {
+  detail::check_positive("SPEFilter", "heads", options.heads());
+  detail::check_positive("SPEFilter", "dim", options.dim());
+  reset();
+}
+
+void SPEFilterImpl::reset() {
+  if (options.gated()) {
+    at::NoGradGuard no_grad;
+    gate = register_parameter("gate", at::randn({options.heads(), options.dim()}));
+  }
+}
+
+void SPEFilterImpl::pretty_print(std::ostream& stream) const {
+  stream << "spe::SPEFilter(heads=" << options.heads() << ", dim=" << options.dim()
+         << ", gated=" << (options.gated() ? "true" : "false") << ")";
+}
+
+SPECode SPEFilterImpl::apply_gate(const SPECode& code, OptionalGenerator generator) const {
+  check_code(code);
+  TORCH_CHECK(code.heads() == options.heads() && code.dim() == options.dim(),
+              "SPEFilter: code has (H, D) = (", code.heads(), ", ", code.dim(),
+              ") but the filter was built for (", options.heads(), ", ", options.dim(), ")");
+  if (!options.gated()) return code;
+  const int64_t r = code.realizations();
+  at::Tensor eps = at::randn({options.heads(), options.dim(), r}, generator,
+                             code.qbar.options().requires_grad(false)) /
+                   std::pow(static_cast<double>(options.dim() * r), 0.25);
+  at::Tensor s = at::sigmoid(gate).unsqueeze(-1).to(code.qbar.scalar_type());  // (H, D, 1)
+  at::Tensor keep = at::sqrt(1.0 - s), noise = at::sqrt(s) * eps;              // (H, D, R)
+  return {keep * code.qbar + noise, keep * code.kbar + noise};
+}
+
+at::Tensor SPEFilterImpl::expected_kernel(const at::Tensor& ungated, int64_t realizations) const {
+  detail::check_positive("SPEFilter", "realizations (R)", realizations);
+  TORCH_CHECK(ungated.dim() >= 2 && ungated.size(0) == options.heads() &&
+                  ungated.size(1) == options.dim(),
+              "SPEFilter: expected kernel must be (H, D, lags...) with (H, D) = (", options.heads(),
+              ", ", options.dim(), "), got ", ungated.sizes());
+  if (!options.gated()) return ungated;
+  auto shape = gate.sizes().vec();
+  shape.resize(ungated.dim(), 1);
+  at::Tensor s = at::sigmoid(gate).view(shape).to(ungated.scalar_type());
+  return (1.0 - s) * ungated + s * std::sqrt(static_cast<double>(realizations) / options.dim());
+}
+
+at::Tensor spe_apply_code(const at::Tensor& x, const at::Tensor& code) {
+  TORCH_CHECK(x.dim() == 4, "SPE filter: queries/keys must be (B, N, H, D), got shape ", x.sizes());
+  TORCH_CHECK(code.dim() == 4, "SPE filter: code must be (N, H, D, R), got shape ", code.sizes());
+  TORCH_CHECK(x.size(2) == code.size(1) && x.size(3) == code.size(2),
+              "SPE filter: queries/keys have (H, D) = (", x.size(2), ", ", x.size(3),
+              ") but the code has (", code.size(1), ", ", code.size(2), ")");
+  TORCH_CHECK(x.size(1) <= code.size(0), "SPE filter: sequence length ", x.size(1),
+              " exceeds the code length ", code.size(0));
+  TORCH_CHECK(x.scalar_type() == code.scalar_type(), "SPE filter: queries/keys are ",
+              x.scalar_type(), " but the code is ", code.scalar_type());
+  TORCH_CHECK(x.device() == code.device(), "SPE filter: queries/keys are on ", x.device(),
+              " but the code is on ", code.device());
+  // (B, N, H, D) x (N, H, D, R) -> (B, N, H, R)
+  return at::einsum("bnhd,nhdr->bnhr", {x, code.narrow(0, 0, x.size(1))});
+}
+
+std::pair<at::Tensor, at::Tensor> SPEFilterImpl::forward(const at::Tensor& q, const at::Tensor& k,
+                                                         const SPECode& code,
+                                                         OptionalGenerator generator) {
+  TORCH_CHECK(q.sizes() == k.sizes(), "SPEFilter: queries ", q.sizes(), " and keys ", k.sizes(),
+              " must have the same shape (B, N, H, D)");
+  SPECode gated = apply_gate(code, generator);
+  return {spe_apply_code(q, gated.qbar), spe_apply_code(k, gated.kbar)};
+}
+
+}  // namespace spe

@@ -1,0 +1,7 @@
+#include "spe/spe.h"
+
+namespace spe {
+
+const char* version() { return SPE_VERSION; }
+
+}  // namespace spe

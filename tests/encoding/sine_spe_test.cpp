@@ -1,0 +1,227 @@
+// sineSPE against slow, explicit float64 implementations written here.
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "code_statistics.h"
+#include "spe/encoding/sine_spe.h"
+#include "spe/encoding/spe_filter.h"
+#include "support/errors.h"
+#include "support/gradcheck.h"
+
+namespace spe {
+namespace {
+
+constexpr double kPi = M_PI;
+
+double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
+double softplus(double x) { return std::log1p(std::exp(x)); }
+
+SineSPE make_sine(int64_t heads, int64_t dim, int64_t sines, int64_t realizations, uint64_t seed = 0) {
+  at::manual_seed(seed);
+  SineSPE spe(SineSPEOptions(heads, dim).sines(sines).realizations(realizations));
+  spe->to(at::kDouble);
+  return spe;
+}
+
+// Omega_q(t) or Omega_k(t) of (h, d) entry j, written out.
+double omega(const SineSPE& spe, int64_t h, int64_t d, int64_t j, double t, bool query) {
+  const int64_t k = j / 2;
+  const double f = sigmoid(spe->freqs[h][d][k].item<double>()) / 2;
+  const double phase = 2 * kPi * f * t + (query ? spe->offsets[h][d][k].item<double>() : 0.0);
+  return j % 2 == 0 ? std::cos(phase) : std::sin(phase);
+}
+
+double lambda_sq_over_2k(const SineSPE& spe, int64_t h, int64_t d, int64_t j) {
+  const double lambda = softplus(spe->gains[h][d][j / 2].item<double>());
+  return lambda * lambda / (2.0 * spe->options.sines());
+}
+
+TEST(SineSPE, InitialisationFollowsTheReference) {
+  const int64_t H = 3, D = 4, K = 5;
+  at::manual_seed(11);
+  SineSPE spe(SineSPEOptions(H, D).sines(K));
+  at::manual_seed(11);  // the same draws, in the reference's order: freqs, offsets, gains
+  at::Tensor f = at::randn({H, D, K}), o = at::randn({H, D, K}), g = at::randn({H, D, K});
+  EXPECT_TRUE(at::allclose(spe->freqs, f - 4.0));
+  EXPECT_TRUE(at::allclose(spe->offsets, o));
+  for (int64_t h = 0; h < H; ++h)
+    for (int64_t d = 0; d < D; ++d) {
+      double norm = 0;
+      for (int64_t k = 0; k < K; ++k) norm += std::pow(g[h][d][k].item<double>(), 2);
+      norm = std::sqrt(norm);
+      for (int64_t k = 0; k < K; ++k)
+        EXPECT_NEAR(spe->gains[h][d][k].item<double>(), g[h][d][k].item<double>() / (std::sqrt(norm) / 2), 1e-5);
+    }
+  EXPECT_EQ(spe->parameters().size(), 3u);
+}
+
+TEST(SineSPE, CodeMatchesExplicitSums) {
+  const int64_t H = 2, D = 3, K = 2, R = 4, L = 6;
+  SineSPE spe = make_sine(H, D, K, R);
+  SPECode code = spe->forward(L, c10::nullopt, make_generator(5));
+  auto g = make_generator(5);
+  at::Tensor z = at::randn({H, D, 2 * K, R}, g, at::kDouble);  // the same raw draws
+  const double scale = std::pow(R * D, 0.25);
+  for (int64_t t = 0; t < L; ++t)
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t d = 0; d < D; ++d)
+        for (int64_t r = 0; r < R; ++r) {
+          double q = 0, k = 0;
+          for (int64_t j = 0; j < 2 * K; ++j) {
+            const double zs = z[h][d][j][r].item<double>() * std::sqrt(lambda_sq_over_2k(spe, h, d, j));
+            q += omega(spe, h, d, j, t, true) * zs;
+            k += omega(spe, h, d, j, t, false) * zs;
+          }
+          EXPECT_NEAR(code.qbar[t][h][d][r].item<double>(), q / scale, 1e-12);
+          EXPECT_NEAR(code.kbar[t][h][d][r].item<double>(), k / scale, 1e-12);
+        }
+}
+
+TEST(SineSPE, ExpectedKernelEqualsTheExplicitPositionalMatrix) {
+  const int64_t H = 2, D = 3, K = 3, R = 16, L = 7;
+  SineSPE spe = make_sine(H, D, K, R, 3);
+  at::Tensor kernel = spe->expected_kernel(L);
+  ASSERT_EQ(kernel.sizes(), at::IntArrayRef({H, D, 2 * L - 1}));
+  const double constant = R / std::sqrt(double(R * D));
+  for (int64_t h = 0; h < H; ++h)
+    for (int64_t d = 0; d < D; ++d)
+      for (int64_t m = 0; m < L; ++m)
+        for (int64_t n = 0; n < L; ++n) {
+          // E[Qbar(m) Kbar(n)] = Omega_q(m)^T diag(lambda^2 / 2K) Omega_k(n) * R / sqrt(R D)
+          double p = 0;
+          for (int64_t j = 0; j < 2 * K; ++j)
+            p += omega(spe, h, d, j, m, true) * lambda_sq_over_2k(spe, h, d, j) * omega(spe, h, d, j, n, false);
+          EXPECT_NEAR(kernel[h][d][m - n + L - 1].item<double>(), constant * p, 1e-12);
+        }
+}
+
+// Exact per-(h, d) variances and covariance of the unscaled codes Qbar(m), Kbar(n).
+struct Moments {
+  at::Tensor var_q, var_k, cov;
+};
+Moments sine_moments(const SineSPE& spe, int64_t m, int64_t n) {
+  const int64_t H = spe->options.heads(), D = spe->options.dim(), K = spe->options.sines();
+  Moments out{at::zeros({H, D}, at::kDouble), at::zeros({H, D}, at::kDouble), at::zeros({H, D}, at::kDouble)};
+  for (int64_t h = 0; h < H; ++h)
+    for (int64_t d = 0; d < D; ++d)
+      for (int64_t j = 0; j < 2 * K; ++j) {
+        const double w = lambda_sq_over_2k(spe, h, d, j);
+        out.var_q[h][d] += w * std::pow(omega(spe, h, d, j, m, true), 2);
+        out.var_k[h][d] += w * std::pow(omega(spe, h, d, j, n, false), 2);
+        out.cov[h][d] += w * omega(spe, h, d, j, m, true) * omega(spe, h, d, j, n, false);
+      }
+  return out;
+}
+
+TEST(SineSPE, EmpiricalKernelConvergesAtRateOneOverSqrtR) {
+  const int64_t H = 4, D = 8, K = 3, m = 9, n = 4;
+  for (int64_t R : {16, 256}) {
+    SineSPE spe = make_sine(H, D, K, R, 21);
+    Moments mo = sine_moments(spe, m, n);
+    testing::expect_code_statistics(
+        [&](uint64_t seed) { return spe->forward(12, c10::nullopt, make_generator(seed)); }, m, n,
+        mo.var_q, mo.var_k, mo.cov, 60);
+  }
+}
+
+TEST(SineSPE, GatedCodeHasTheGatedMoments) {
+  const int64_t H = 4, D = 8, K = 3, R = 64, m = 2, n = 7;
+  SineSPE spe = make_sine(H, D, K, R, 22);
+  SPEFilter filter(SPEFilterOptions(H, D).gated(true));
+  filter->to(at::kDouble);
+  Moments mo = sine_moments(spe, m, n);
+  at::Tensor s = at::sigmoid(filter->gate).detach();
+  testing::expect_code_statistics(
+      [&](uint64_t seed) {
+        return filter->apply_gate(spe->forward(10, c10::nullopt, make_generator(seed)), make_generator(seed + 7));
+      },
+      m, n, (1 - s) * mo.var_q + s, (1 - s) * mo.var_k + s, (1 - s) * mo.cov + s, 60);
+  // and the filter's expected kernel is that mean
+  at::Tensor gated = filter->expected_kernel(spe->expected_kernel(10), R);
+  at::Tensor mean = R * ((1 - s) * mo.cov + s) / std::sqrt(double(R * D));
+  EXPECT_TRUE(at::allclose(gated.select(2, m - n + 9), mean, 1e-10, 1e-12));
+}
+
+TEST(SineSPE, FilteredScoresHaveTheRelativeExpectation) {
+  // E[qhat_m . khat_n] = sum_d q_md k_nd P_d(m - n), P the expected kernel.
+  const int64_t H = 2, D = 4, K = 2, R = 32, L = 8, draws = 400;
+  SineSPE spe = make_sine(H, D, K, R, 5);
+  SPEFilter filter(SPEFilterOptions(H, D).gated(false));
+  at::manual_seed(8);
+  at::Tensor q = at::randn({1, L, H, D}, at::kDouble), k = at::randn({1, L, H, D}, at::kDouble);
+  at::Tensor kernel = spe->expected_kernel(L);
+  std::vector<at::Tensor> scores;
+  for (int t = 0; t < draws; ++t) {
+    auto [qhat, khat] = filter->forward(q, k, spe->forward(L, c10::nullopt, make_generator(50 + t)));
+    scores.push_back(at::einsum("bmhr,bnhr->hmn", {qhat, khat}));
+  }
+  at::Tensor all = at::stack(scores);  // (draws, H, L, L)
+  at::Tensor mean = all.mean(0), standard_error = all.std(0) / std::sqrt(double(draws));
+  for (int64_t h = 0; h < H; ++h)
+    for (int64_t m = 0; m < L; ++m)
+      for (int64_t n = 0; n < L; ++n) {
+        double exact = 0;
+        for (int64_t d = 0; d < D; ++d)
+          exact += q[0][m][h][d].item<double>() * k[0][n][h][d].item<double>() * kernel[h][d][m - n + L - 1].item<double>();
+        EXPECT_LT(std::abs(mean[h][m][n].item<double>() - exact), 5 * standard_error[h][m][n].item<double>())
+            << "h " << h << " m " << m << " n " << n;
+      }
+}
+
+TEST(SineSPE, GradientsOfEveryParameter) {
+  const int64_t H = 2, D = 2, K = 2, R = 3, L = 5;
+  SineSPE spe = make_sine(H, D, K, R, 9);
+  at::manual_seed(1);
+  at::Tensor q = at::randn({2, L, H, D}, at::kDouble), k = at::randn({2, L, H, D}, at::kDouble);
+  at::Tensor wq = at::randn({2, L, H, R}, at::kDouble), wk = at::randn({2, L, H, R}, at::kDouble);
+  SPEFilter filter(SPEFilterOptions(H, D).gated(true));
+  filter->to(at::kDouble);
+  auto loss = [&] {
+    auto [qhat, khat] = filter->forward(q, k, spe->forward(L, c10::nullopt, make_generator(4)), make_generator(6));
+    return (qhat * wq).sum() + (khat * wk).sum() + spe->expected_kernel(L).pow(2).sum();
+  };
+  testing::expect_gradients_match(loss, {{"freqs", spe->freqs}, {"offsets", spe->offsets},
+                                         {"gains", spe->gains}, {"gate", filter->gate}});
+}
+
+TEST(SineSPE, RealizationsOverrideSeedsAndDtypes) {
+  SineSPE spe = make_sine(2, 3, 2, 8);
+  EXPECT_EQ(spe->forward(5).qbar.sizes(), at::IntArrayRef({5, 2, 3, 8}));
+  EXPECT_EQ(spe->forward(5, 3).kbar.sizes(), at::IntArrayRef({5, 2, 3, 3}));
+  SPECode a = spe->forward(5, c10::nullopt, make_generator(1));
+  SPECode b = spe->forward(5, c10::nullopt, make_generator(1));
+  SPECode c = spe->forward(5, c10::nullopt, make_generator(2));
+  EXPECT_TRUE(at::equal(a.qbar, b.qbar));
+  EXPECT_FALSE(at::allclose(a.qbar, c.qbar));
+  SineSPE single = make_sine(2, 3, 2, 8);
+  single->to(at::kFloat);
+  SPECode f = single->forward(5, c10::nullopt, make_generator(1));
+  EXPECT_EQ(f.qbar.scalar_type(), at::kFloat);
+  // float32 draws its noise in float32: compare the deterministic part, the expected kernel
+  EXPECT_TRUE(at::allclose(single->expected_kernel(5).to(at::kDouble), spe->expected_kernel(5), 1e-5, 1e-6));
+}
+
+TEST(SineSPE, CodeAtNewPositionsExtendsTheSequence) {
+  SineSPE spe = make_sine(2, 3, 2, 8);
+  at::Tensor noise = spe->sample_noise(8, make_generator(3));
+  SPECode whole = spe->code_at(at::arange(10, at::kLong), noise);
+  SPECode last = spe->code_at(at::full({1}, 9, at::kLong), noise);
+  EXPECT_TRUE(at::allclose(whole.qbar[9], last.qbar[0]));
+  EXPECT_TRUE(at::allclose(whole.kbar[9], last.kbar[0]));
+}
+
+TEST(SineSPE, BadArgumentsAreNamed) {
+  EXPECT_ERROR_CONTAINS(SineSPE(SineSPEOptions(2, 4).sines(0)), "sines (K) must be positive, got 0");
+  EXPECT_ERROR_CONTAINS(SineSPE(SineSPEOptions(0, 4)), "heads must be positive, got 0");
+  EXPECT_ERROR_CONTAINS(SineSPE(SineSPEOptions(2, 4).realizations(-3)), "realizations (R) must be positive, got -3");
+  SineSPE spe(SineSPEOptions(2, 4));
+  EXPECT_ERROR_CONTAINS(spe->forward(4, 0), "realizations (R) must be positive, got 0");
+  EXPECT_ERROR_CONTAINS(spe->forward(0), "length must be positive, got 0");
+  EXPECT_ERROR_CONTAINS(spe->code_at(at::zeros({2, 2}), spe->sample_noise(4)), "positions must be 1-D");
+  EXPECT_ERROR_CONTAINS(spe->code_at(at::arange(3), at::zeros({2, 4, 3, 4})), "noise must be (H, D, 2K, R) = (2, 4, 2, R)");
+}
+
+}  // namespace
+}  // namespace spe
