@@ -11,7 +11,7 @@
 int main(int argc, char** argv) {
   CLI::App app{"spe: stochastic positional encoding (SPE) and linear attention on LibTorch"};
   app.set_version_flag("--version", std::string("spe ") + spe::version());
-  app.require_subcommand(1);
+  app.require_subcommand(0, 1);
   int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   app.add_option("--threads", threads, "intra-op threads for LibTorch and spe kernels")
       ->check(CLI::PositiveNumber)
@@ -21,6 +21,10 @@ int main(int argc, char** argv) {
   spe::cli::add_kernel_command(app);
   try {
     app.parse(argc, argv);
+    if (app.get_subcommands().empty()) {
+      std::cerr << app.help() << "\nerror: a subcommand is required (info, kernel)\n";
+      return 1;
+    }
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   } catch (const c10::Error& e) {

@@ -17,6 +17,7 @@ struct SinusoidalEncodingOptions {
 class SinusoidalEncodingImpl : public torch::nn::Cloneable<SinusoidalEncodingImpl> {
  public:
   explicit SinusoidalEncodingImpl(const SinusoidalEncodingOptions& options);
+  explicit SinusoidalEncodingImpl(int64_t dim) : SinusoidalEncodingImpl(SinusoidalEncodingOptions(dim)) {}
   void reset() override {}
   void pretty_print(std::ostream& stream) const override;
 

@@ -16,6 +16,7 @@ struct RotaryEncodingOptions {
 class RotaryEncodingImpl : public torch::nn::Cloneable<RotaryEncodingImpl> {
  public:
   explicit RotaryEncodingImpl(const RotaryEncodingOptions& options);
+  explicit RotaryEncodingImpl(int64_t dim) : RotaryEncodingImpl(RotaryEncodingOptions(dim)) {}
   void reset() override {}
   void pretty_print(std::ostream& stream) const override;
 

@@ -1,0 +1,152 @@
+// The `spe` command line, run as a user runs it: outputs checked against formulas recomputed here
+// from the parameters it reports, and bad arguments checked for a message that names them.
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+
+#include "spe/encoding/sine_spe.h"
+
+namespace spe {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct CliRun {
+  int status;
+  std::string output;  // stdout and stderr
+};
+
+CliRun run_cli(const std::string& arguments) {
+  const std::string command = std::string(SPE_CLI) + " " + arguments + " 2>&1";
+  FILE* pipe = ::popen(command.c_str(), "r");
+  EXPECT_NE(pipe, nullptr);
+  std::string output;
+  char buffer[4096];
+  for (size_t n; (n = std::fread(buffer, 1, sizeof buffer, pipe)) > 0;) output.append(buffer, n);
+  const int status = ::pclose(pipe);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, output};
+}
+
+fs::path scratch(const std::string& name) {
+  fs::path dir = fs::temp_directory_path() / ("spe_cli_test_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  return dir / name;
+}
+
+nlohmann::json read_json(const fs::path& path) {
+  std::ifstream in(path);
+  return nlohmann::json::parse(in);
+}
+
+std::string slurp(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+double sigmoid(double x) { return 1 / (1 + std::exp(-x)); }
+
+TEST(CliKernel, SineJsonHoldsTheExactGatedKernelOfItsParameters) {
+  const fs::path json = scratch("sine.json"), png = scratch("sine.png");
+  CliRun run = run_cli("kernel --pe sine --heads 2 --dim 3 --length 20 --realizations 16 --sines 4 --gated --seed 5 --json " +
+                    json.string() + " --png " + png.string());
+  ASSERT_EQ(run.status, 0) << run.output;
+  nlohmann::json j = read_json(json);
+  EXPECT_EQ(j["pe"], "sine");
+  EXPECT_EQ(j["heads"], 2);
+  EXPECT_EQ(j["dim"], 3);
+  EXPECT_EQ(j["length"], 20);
+  EXPECT_EQ(j["realizations"], 16);
+  EXPECT_EQ(j["gated"], true);
+  ASSERT_EQ(j["lags"].size(), 39u);
+  EXPECT_EQ(j["lags"][0], -19);
+  EXPECT_EQ(j["lags"][38], 19);
+  const auto& p = j["params"];
+  const double R = 16, D = 3, K = 4;
+  for (int h = 0; h < 2; ++h)
+    for (int d = 0; d < 3; ++d) {
+      const double s = sigmoid(p["gate"][h][d].get<double>());
+      for (int i = 0; i < 39; ++i) {
+        const double lag = j["lags"][i].get<double>();
+        double sum = 0;
+        for (int k = 0; k < K; ++k) {
+          const double f = sigmoid(p["freqs"][h][d][k].get<double>()) / 2;
+          const double lambda = std::log1p(std::exp(p["gains"][h][d][k].get<double>()));
+          sum += lambda * lambda * std::cos(2 * M_PI * f * lag + p["offsets"][h][d][k].get<double>());
+        }
+        const double exact = (1 - s) * std::sqrt(R / D) * sum / (2 * K) + s * std::sqrt(R / D);
+        EXPECT_NEAR(j["expected"][h][d][i].get<double>(), exact, 1e-12);
+        EXPECT_TRUE(std::isfinite(j["empirical"][h][d][i].get<double>()));
+      }
+    }
+  // the parameters are those the seed draws, exactly: freqs with the -4 shift already in it
+  at::manual_seed(5);
+  SineSPE spe(SineSPEOptions(2, 3).sines(4));
+  for (int h = 0; h < 2; ++h)
+    for (int d = 0; d < 3; ++d)
+      for (int k = 0; k < 4; ++k)
+        EXPECT_EQ(p["freqs"][h][d][k].get<double>(), spe->freqs[h][d][k].item<double>());
+  EXPECT_EQ(slurp(png).substr(0, 4), "\x89PNG");
+  // the same seed gives the same file
+  const fs::path again = scratch("again.json");
+  ASSERT_EQ(run_cli("kernel --pe sine --heads 2 --dim 3 --length 20 --realizations 16 --sines 4 --gated --seed 5 --json " + again.string()).status, 0);
+  EXPECT_EQ(slurp(json), slurp(again));
+}
+
+TEST(CliKernel, ConvJsonHoldsTheExactKernelOfItsFilters) {
+  const fs::path json = scratch("conv.json");
+  CliRun run = run_cli("kernel --pe conv --heads 1 --dim 2 --length 12 --realizations 8 --kernel-size 5 --seed 3 --dtype float32 --json " + json.string());
+  ASSERT_EQ(run.status, 0) << run.output;
+  nlohmann::json j = read_json(json);
+  const auto& a = j["params"]["weight_q"];
+  const auto& b = j["params"]["weight_k"];
+  ASSERT_EQ(a[0][0].size(), 5u);
+  EXPECT_FALSE(j["params"].contains("gate"));
+  for (int d = 0; d < 2; ++d)
+    for (int lag = -11; lag <= 11; ++lag) {
+      double sum = 0;
+      for (int i = 0; i < 5; ++i)
+        if (i + lag >= 0 && i + lag < 5) sum += a[0][d][i].get<double>() * b[0][d][i + lag].get<double>();
+      EXPECT_NEAR(j["expected"][0][d][lag + 11].get<double>(), std::sqrt(8.0 / 2.0) * sum, 1e-6);
+    }
+}
+
+TEST(CliKernel, BadArgumentsAreNamed) {
+  const std::string base = "kernel --heads 2 --dim 2 --length 16 --realizations 4 --seed 1 ";
+  auto expect_error = [](const CliRun& run, const std::string& message) {
+    EXPECT_NE(run.status, 0);
+    EXPECT_NE(run.output.find(message), std::string::npos) << run.output;
+  };
+  expect_error(run_cli(base + "--pe fourier"), "--pe: fourier not in {sine,conv}");
+  expect_error(run_cli("kernel --pe sine --heads 0 --dim 2 --length 16 --realizations 4 --seed 1"), "--heads: Value 0 not in range");
+  expect_error(run_cli("kernel --pe sine --heads 2 --dim 2 --length 16 --realizations -4 --seed 1"), "--realizations");
+  expect_error(run_cli(base + "--pe sine --sines 0"), "--sines: Value 0 not in range");
+  expect_error(run_cli(base + "--pe conv --kernel-size 40"), "--kernel-size: 40 is longer than --length 16");
+  expect_error(run_cli(base + "--pe conv --sines 3"), "--sines: applies to --pe sine only");
+  expect_error(run_cli(base + "--pe sine --kernel-size 3"), "--kernel-size: applies to --pe conv only");
+  expect_error(run_cli("kernel --pe sine --heads 2 --dim 2 --length 16 --realizations 4"), "--seed is required");
+  expect_error(run_cli(base + "--pe sine --dtype float16"), "--dtype: float16 not in {float32,float64}");
+  expect_error(run_cli(base + "--pe sine --json /nonexistent-dir/k.json"), "error: cannot create '/nonexistent-dir/k.json.tmp");
+  expect_error(run_cli("frobnicate"), "frobnicate");
+}
+
+TEST(CliInfo, ReportsVersionsBlasThreadsAndGemmRate) {
+  CliRun run = run_cli("--threads 1 info --gemm-size 128");
+  ASSERT_EQ(run.status, 0) << run.output;
+  for (const char* part : {"spe ", "LibTorch ", "threads: intra-op 1", "BLAS libraries loaded", "GEMM float32 128^3", "GFLOP/s"})
+    EXPECT_NE(run.output.find(part), std::string::npos) << part << "\n" << run.output;
+  CliRun help = run_cli("--help");
+  EXPECT_EQ(help.status, 0);
+  EXPECT_NE(help.output.find("kernel"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace spe

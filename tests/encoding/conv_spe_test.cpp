@@ -1,0 +1,189 @@
+// convSPE (1-D and 2-D) against slow, explicit float64 implementations written here.
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "code_statistics.h"
+#include "spe/encoding/conv_spe.h"
+#include "spe/encoding/spe_filter.h"
+#include "support/errors.h"
+#include "support/gradcheck.h"
+
+namespace spe {
+namespace {
+
+ConvSPE make_conv(int64_t heads, int64_t dim, int64_t ndim, int64_t size, int64_t realizations,
+                  uint64_t seed = 0) {
+  at::manual_seed(seed);
+  ConvSPE spe(ConvSPEOptions(heads, dim).ndim(ndim).kernel_size(size).realizations(realizations));
+  spe->to(at::kDouble);
+  return spe;
+}
+
+double w(const at::Tensor& weight, int64_t h, int64_t d, int64_t j1, int64_t j2 = -1) {
+  return j2 < 0 ? weight[h][d][j1].item<double>() : weight[h][d][j1][j2].item<double>();
+}
+
+TEST(ConvSPE, InitialisationIsUniformScaled) {
+  for (int64_t ndim : {1, 2}) {
+    const int64_t S = 6;
+    ConvSPE spe = make_conv(4, 8, ndim, S, 4, 3);
+    const double top = 1.0 / std::sqrt(std::pow(S, ndim) / 2.0);
+    for (const at::Tensor& weight : {spe->weight_q, spe->weight_k}) {
+      EXPECT_EQ(weight.dim(), 2 + ndim);
+      EXPECT_GE(weight.min().item<double>(), 0.0);
+      EXPECT_LT(weight.max().item<double>(), top);
+      // the mean of n U[0, top) draws: top / 2 +- 5 top / sqrt(12 n)
+      const double n = weight.numel();
+      EXPECT_NEAR(weight.mean().item<double>(), top / 2, 5 * top / std::sqrt(12 * n));
+    }
+  }
+}
+
+TEST(ConvSPE, OneDimensionalCodeMatchesExplicitSums) {
+  const int64_t H = 2, D = 2, S = 3, R = 3, L = 5;
+  ConvSPE spe = make_conv(H, D, 1, S, R);
+  SPECode code = spe->forward({L}, c10::nullopt, make_generator(8));
+  auto g = make_generator(8);
+  at::Tensor z = at::randn({R, H * D, L + 4 * S}, g, at::kDouble);
+  const double scale = std::pow(R * D, 0.25);
+  for (int64_t n = 0; n < L; ++n)
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t d = 0; d < D; ++d)
+        for (int64_t r = 0; r < R; ++r) {
+          double q = 0, k = 0;
+          for (int64_t j = 0; j < S; ++j) {
+            const double noise = z[r][h * D + d][n + S + j].item<double>();
+            q += w(spe->weight_q, h, d, j) * noise;
+            k += w(spe->weight_k, h, d, j) * noise;
+          }
+          EXPECT_NEAR(code.qbar[n][h][d][r].item<double>(), q / scale, 1e-12);
+          EXPECT_NEAR(code.kbar[n][h][d][r].item<double>(), k / scale, 1e-12);
+        }
+}
+
+TEST(ConvSPE, TwoDimensionalCodeMatchesExplicitSums) {
+  const int64_t H = 1, D = 2, S = 2, R = 2, L1 = 3, L2 = 4;
+  ConvSPE spe = make_conv(H, D, 2, S, R);
+  SPECode code = spe->forward({L1, L2}, c10::nullopt, make_generator(9));
+  ASSERT_EQ(code.qbar.sizes(), at::IntArrayRef({L1 * L2, H, D, R}));
+  auto g = make_generator(9);
+  at::Tensor z = at::randn({R, H * D, L1 + 4 * S, L2 + 4 * S}, g, at::kDouble);
+  const double scale = std::pow(R * D, 0.25);
+  for (int64_t n1 = 0; n1 < L1; ++n1)
+    for (int64_t n2 = 0; n2 < L2; ++n2)
+      for (int64_t d = 0; d < D; ++d)
+        for (int64_t r = 0; r < R; ++r) {
+          double q = 0, k = 0;
+          for (int64_t j1 = 0; j1 < S; ++j1)
+            for (int64_t j2 = 0; j2 < S; ++j2) {
+              const double noise = z[r][d][n1 + S + j1][n2 + S + j2].item<double>();
+              q += w(spe->weight_q, 0, d, j1, j2) * noise;
+              k += w(spe->weight_k, 0, d, j1, j2) * noise;
+            }
+          const int64_t n = n1 * L2 + n2;  // row-major flattening
+          EXPECT_NEAR(code.qbar[n][0][d][r].item<double>(), q / scale, 1e-12);
+          EXPECT_NEAR(code.kbar[n][0][d][r].item<double>(), k / scale, 1e-12);
+        }
+}
+
+// Qbar(m) = sum_i A[m, i] z_i: the explicit linear map of one (h, d) from the noise to the code,
+// so that E[Qbar(m) Kbar(n)] = (A B^T)[m, n] * R / sqrt(R D).
+at::Tensor noise_map_1d(const at::Tensor& weight, int64_t h, int64_t d, int64_t length) {
+  const int64_t S = weight.size(2);
+  at::Tensor map = at::zeros({length, length + 4 * S}, at::kDouble);
+  for (int64_t m = 0; m < length; ++m)
+    for (int64_t j = 0; j < S; ++j) map[m][m + S + j] = w(weight, h, d, j);
+  return map;
+}
+
+TEST(ConvSPE, ExpectedKernelEqualsTheExplicitPositionalMatrix) {
+  const int64_t H = 2, D = 3, S = 4, R = 8, L = 6;
+  ConvSPE spe = make_conv(H, D, 1, S, R, 4);
+  at::Tensor kernel = spe->expected_kernel({L});
+  ASSERT_EQ(kernel.sizes(), at::IntArrayRef({H, D, 2 * L - 1}));
+  for (int64_t h = 0; h < H; ++h)
+    for (int64_t d = 0; d < D; ++d) {
+      at::Tensor p = at::mm(noise_map_1d(spe->weight_q, h, d, L), noise_map_1d(spe->weight_k, h, d, L).t()) *
+                     (R / std::sqrt(double(R * D)));
+      for (int64_t m = 0; m < L; ++m)
+        for (int64_t n = 0; n < L; ++n)
+          EXPECT_NEAR(kernel[h][d][m - n + L - 1].item<double>(), p[m][n].item<double>(), 1e-12);
+    }
+}
+
+TEST(ConvSPE, TwoDimensionalExpectedKernelEqualsTheExplicitPositionalMatrix) {
+  const int64_t H = 1, D = 2, S = 2, R = 4, L1 = 3, L2 = 3;
+  ConvSPE spe = make_conv(H, D, 2, S, R, 5);
+  at::Tensor kernel = spe->expected_kernel({L1, L2});
+  ASSERT_EQ(kernel.sizes(), at::IntArrayRef({H, D, 2 * L1 - 1, 2 * L2 - 1}));
+  const int64_t E1 = L1 + 4 * S, E2 = L2 + 4 * S;
+  for (int64_t d = 0; d < D; ++d) {
+    at::Tensor a = at::zeros({L1 * L2, E1 * E2}, at::kDouble), b = at::zeros({L1 * L2, E1 * E2}, at::kDouble);
+    for (int64_t m1 = 0; m1 < L1; ++m1)
+      for (int64_t m2 = 0; m2 < L2; ++m2)
+        for (int64_t j1 = 0; j1 < S; ++j1)
+          for (int64_t j2 = 0; j2 < S; ++j2) {
+            a[m1 * L2 + m2][(m1 + S + j1) * E2 + m2 + S + j2] = w(spe->weight_q, 0, d, j1, j2);
+            b[m1 * L2 + m2][(m1 + S + j1) * E2 + m2 + S + j2] = w(spe->weight_k, 0, d, j1, j2);
+          }
+    at::Tensor p = at::mm(a, b.t()) * (R / std::sqrt(double(R * D)));
+    for (int64_t m = 0; m < L1 * L2; ++m)
+      for (int64_t n = 0; n < L1 * L2; ++n) {
+        const int64_t lag1 = m / L2 - n / L2, lag2 = m % L2 - n % L2;
+        EXPECT_NEAR(kernel[0][d][lag1 + L1 - 1][lag2 + L2 - 1].item<double>(), p[m][n].item<double>(), 1e-12);
+      }
+  }
+}
+
+TEST(ConvSPE, EmpiricalKernelConvergesAtRateOneOverSqrtR) {
+  const int64_t H = 4, D = 8, S = 5, L = 10, m = 6, n = 3;
+  for (int64_t R : {16, 256}) {
+    ConvSPE spe = make_conv(H, D, 1, S, R, 12);
+    at::Tensor var_q = at::zeros({H, D}, at::kDouble), var_k = at::zeros({H, D}, at::kDouble),
+               cov = at::zeros({H, D}, at::kDouble);
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t d = 0; d < D; ++d) {
+        at::Tensor a = noise_map_1d(spe->weight_q, h, d, L)[m], b = noise_map_1d(spe->weight_k, h, d, L)[n];
+        var_q[h][d] = a.dot(a);
+        var_k[h][d] = b.dot(b);
+        cov[h][d] = a.dot(b);
+      }
+    testing::expect_code_statistics(
+        [&](uint64_t seed) { return spe->forward({L}, c10::nullopt, make_generator(seed)); }, m, n,
+        var_q, var_k, cov, 60);
+  }
+}
+
+TEST(ConvSPE, GradientsOfEveryParameter) {
+  for (int64_t ndim : {1, 2}) {
+    const int64_t H = 1, D = 2, S = 2, R = 2;
+    ConvSPE spe = make_conv(H, D, ndim, S, R, 2);
+    std::vector<int64_t> shape(ndim, 3);
+    const int64_t N = ndim == 1 ? 3 : 9;
+    at::manual_seed(1);
+    at::Tensor q = at::randn({2, N, H, D}, at::kDouble), k = at::randn({2, N, H, D}, at::kDouble);
+    at::Tensor wq = at::randn({2, N, H, R}, at::kDouble), wk = at::randn({2, N, H, R}, at::kDouble);
+    SPEFilter filter(SPEFilterOptions(H, D).gated(false));
+    auto loss = [&] {
+      auto [qhat, khat] = filter->forward(q, k, spe->forward(shape, c10::nullopt, make_generator(4)));
+      return (qhat * wq).sum() + (khat * wk).sum() + spe->expected_kernel(shape).pow(2).sum();
+    };
+    testing::expect_gradients_match(loss, {{"weight_q", spe->weight_q}, {"weight_k", spe->weight_k}});
+  }
+}
+
+TEST(ConvSPE, BadArgumentsAreNamed) {
+  EXPECT_ERROR_CONTAINS(ConvSPE(ConvSPEOptions(2, 4).ndim(3)), "ndim must be 1 (sequences) or 2 (images), got 3");
+  EXPECT_ERROR_CONTAINS(ConvSPE(ConvSPEOptions(2, 4).kernel_size(0)), "kernel_size (S) must be positive, got 0");
+  EXPECT_ERROR_CONTAINS(ConvSPE(ConvSPEOptions(2, -1)), "dim must be positive, got -1");
+  ConvSPE spe(ConvSPEOptions(2, 4).kernel_size(3).realizations(4));
+  EXPECT_ERROR_CONTAINS(spe->forward({4, 4}), "expected a shape of 1 extent(s) for ndim=1, got [4, 4]");
+  EXPECT_ERROR_CONTAINS(spe->forward({0}), "every extent of the shape must be positive, got 0");
+  EXPECT_ERROR_CONTAINS(spe->forward({5}, -2), "realizations (R) must be positive, got -2");
+  EXPECT_ERROR_CONTAINS(spe->expected_kernel({5, 5}), "expected a shape of 1 extent(s)");
+}
+
+}  // namespace
+}  // namespace spe
