@@ -21,6 +21,8 @@ at::Tensor RotaryEncodingImpl::rotate(const at::Tensor& x, const at::Tensor& pos
   TORCH_CHECK(x.dim() == 4, "RotaryEncoding: input must be (B, N, H, D), got shape ", x.sizes());
   TORCH_CHECK(x.size(3) == options.dim(), "RotaryEncoding: input has D = ", x.size(3),
               ", expected ", options.dim());
+  TORCH_CHECK(at::isFloatingType(x.scalar_type()), "RotaryEncoding: input must be floating point, got ",
+              x.scalar_type());
   TORCH_CHECK(positions.dim() == 1 && positions.size(0) == x.size(1),
               "RotaryEncoding: positions must be (N,) with N = ", x.size(1), ", got ",
               positions.sizes());

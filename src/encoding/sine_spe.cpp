@@ -72,14 +72,18 @@ SPECode SineSPEImpl::code_at(const at::Tensor& positions, const at::Tensor& nois
               "SineSPE: noise must be (H, D, 2K, R) = (", options.heads(), ", ", options.dim(),
               ", ", two_k, ", R), got ", noise.sizes());
   const int64_t r = noise.size(3);
-  at::Tensor t = positions.to(freqs.options().requires_grad(false));  // (N,)
-  at::Tensor f = at::sigmoid(freqs) / 2.0;                            // (H, D, K)
+  // Phases in float64 whatever the parameters' dtype: 2 pi f t loses its precision in float32
+  // once t reaches the thousands.
+  at::Tensor t = positions.to(at::kDouble);                     // (N,)
+  at::Tensor f = at::sigmoid(freqs.to(at::kDouble)) / 2.0;    // (H, D, K)
   // phases: (N, H, D, K)
   at::Tensor phase_k = kTwoPi * f.unsqueeze(0) * t.view({-1, 1, 1, 1});
-  at::Tensor phase_q = phase_k + offsets.unsqueeze(0);
+  at::Tensor phase_q = phase_k + offsets.to(at::kDouble).unsqueeze(0);
+  const auto dtype = freqs.scalar_type();
   const double scale = std::pow(static_cast<double>(r * options.dim()), 0.25);
-  at::Tensor qbar = at::einsum("nhdj,hdjr->nhdr", {interleaved_cos_sin(phase_q), noise}) / scale;
-  at::Tensor kbar = at::einsum("nhdj,hdjr->nhdr", {interleaved_cos_sin(phase_k), noise}) / scale;
+  at::Tensor z = noise.to(dtype);
+  at::Tensor qbar = at::einsum("nhdj,hdjr->nhdr", {interleaved_cos_sin(phase_q).to(dtype), z}) / scale;
+  at::Tensor kbar = at::einsum("nhdj,hdjr->nhdr", {interleaved_cos_sin(phase_k).to(dtype), z}) / scale;
   return {qbar, kbar};
 }
 
@@ -94,12 +98,13 @@ at::Tensor SineSPEImpl::expected_kernel(int64_t length, c10::optional<int64_t> r
   detail::check_positive("SineSPE", "length", length);
   const int64_t r = realizations.value_or(options.realizations());
   detail::check_positive("SineSPE", "realizations (R)", r);
-  at::Tensor lags = at::arange(-(length - 1), length, freqs.options().requires_grad(false));
-  at::Tensor f = at::sigmoid(freqs) / 2.0;                      // (H, D, K)
+  auto f64 = freqs.options().dtype(at::kDouble).requires_grad(false);
+  at::Tensor lags = at::arange(-(length - 1), length, f64);
+  at::Tensor f = at::sigmoid(freqs.to(at::kDouble)) / 2.0;    // (H, D, K)
   at::Tensor lambda2 = at::softplus(gains).pow(2);              // (H, D, K)
-  // (H, D, K, lags)
-  at::Tensor terms = lambda2.unsqueeze(-1) *
-                     at::cos(kTwoPi * f.unsqueeze(-1) * lags + offsets.unsqueeze(-1));
+  // (H, D, K, lags): the phases in float64, as in code_at
+  at::Tensor cosines = at::cos(kTwoPi * f.unsqueeze(-1) * lags + offsets.to(at::kDouble).unsqueeze(-1));
+  at::Tensor terms = lambda2.unsqueeze(-1) * cosines.to(freqs.scalar_type());
   const double constant = std::sqrt(static_cast<double>(r) / options.dim()) / (2.0 * options.sines());
   return terms.sum(2) * constant;  // (H, D, 2 length - 1)
 }

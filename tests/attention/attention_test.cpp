@@ -74,6 +74,18 @@ TEST(SoftmaxAttention, MatchesExplicitLoopsWithMasks) {
   EXPECT_EQ(got[1][0].abs().max().item<double>(), 0.0);
 }
 
+TEST(Attention, Float32AgreesWithFloat64) {
+  Inputs in = make_inputs(2, 6, 2, 3, 4, true);
+  auto f32 = [](const at::Tensor& t) { return t.to(at::kFloat); };
+  auto mask = AttentionMask::padding(in.padding, true);
+  EXPECT_TRUE(at::allclose(softmax_attention(f32(in.q), f32(in.k), f32(in.v), mask).to(at::kDouble),
+                           softmax_attention(in.q, in.k, in.v, mask), 1e-5, 1e-6));
+  EXPECT_TRUE(at::allclose(causal_linear_attention(f32(in.q), f32(in.k), f32(in.v), in.padding).to(at::kDouble),
+                           causal_linear_attention(in.q, in.k, in.v, in.padding), 1e-5, 1e-6));
+  EXPECT_TRUE(at::allclose(linear_attention(f32(in.q), f32(in.k), f32(in.v), in.padding).to(at::kDouble),
+                           linear_attention(in.q, in.k, in.v, in.padding), 1e-5, 1e-6));
+}
+
 TEST(SoftmaxAttention, BadInputIsNamed) {
   at::Tensor q = at::randn({2, 3, 2, 4});
   EXPECT_ERROR_CONTAINS(softmax_attention(q, q, q, AttentionMask::padding(at::ones({2, 3}))),

@@ -76,6 +76,8 @@ TEST(RotaryEncoding, ScoreDependsOnlyOnTheOffset) {
   EXPECT_GT(std::abs(score(3, 0) - score(0, 0)), 1e-6);  // and it does depend on the offset
   EXPECT_ERROR_CONTAINS(RotaryEncoding(RotaryEncodingOptions(5)), "dim must be even (features rotate in pairs), got 5");
   EXPECT_ERROR_CONTAINS(rope->forward(at::randn({1, 2, 1, 6}, at::kDouble)), "input has D = 6, expected 8");
+  EXPECT_ERROR_CONTAINS(rope->forward(at::ones({1, 2, 1, 8}, at::kLong)), "input must be floating point, got Long");
+  EXPECT_ERROR_CONTAINS(rope->forward(at::randn({2, 8})), "input must be (B, N, H, D), got shape [2, 8]");
 }
 
 // Shaw et al. attention written out: e_ij = q_i . (k_j + wK_c(j-i)) / sqrt(D), masked softmax,

@@ -174,6 +174,19 @@ TEST(ConvSPE, GradientsOfEveryParameter) {
   }
 }
 
+TEST(ConvSPE, Float32AgreesWithFloat64) {
+  for (int64_t ndim : {1, 2}) {
+    ConvSPE f64 = make_conv(2, 3, ndim, 4, 8, 6);
+    ConvSPE f32 = make_conv(2, 3, ndim, 4, 8, 6);
+    f32->to(at::kFloat);
+    std::vector<int64_t> shape(ndim, 7);
+    EXPECT_TRUE(at::allclose(f32->expected_kernel(shape).to(at::kDouble), f64->expected_kernel(shape), 1e-5, 1e-6));
+    SPECode code = f32->forward(shape, c10::nullopt, make_generator(1));
+    EXPECT_EQ(code.qbar.scalar_type(), at::kFloat);
+    EXPECT_EQ(code.qbar.size(0), ndim == 1 ? 7 : 49);
+  }
+}
+
 TEST(ConvSPE, BadArgumentsAreNamed) {
   EXPECT_ERROR_CONTAINS(ConvSPE(ConvSPEOptions(2, 4).ndim(3)), "ndim must be 1 (sequences) or 2 (images), got 3");
   EXPECT_ERROR_CONTAINS(ConvSPE(ConvSPEOptions(2, 4).kernel_size(0)), "kernel_size (S) must be positive, got 0");

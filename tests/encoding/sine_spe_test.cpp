@@ -195,11 +195,16 @@ TEST(SineSPE, RealizationsOverrideSeedsAndDtypes) {
   SPECode c = spe->forward(5, c10::nullopt, make_generator(2));
   EXPECT_TRUE(at::equal(a.qbar, b.qbar));
   EXPECT_FALSE(at::allclose(a.qbar, c.qbar));
+  // float32 parameters give float32 codes that agree with float64 ones, even far into a sequence
   SineSPE single = make_sine(2, 3, 2, 8);
   single->to(at::kFloat);
-  SPECode f = single->forward(5, c10::nullopt, make_generator(1));
-  EXPECT_EQ(f.qbar.scalar_type(), at::kFloat);
-  // float32 draws its noise in float32: compare the deterministic part, the expected kernel
+  at::Tensor noise = spe->sample_noise(8, make_generator(1));
+  at::Tensor far = at::arange(100000, 100010, at::kLong);
+  SPECode f32 = single->code_at(far, noise.to(at::kFloat)), f64 = spe->code_at(far, noise);
+  EXPECT_EQ(f32.qbar.scalar_type(), at::kFloat);
+  EXPECT_TRUE(at::allclose(f32.qbar.to(at::kDouble), f64.qbar, 1e-4, 1e-5));
+  EXPECT_TRUE(at::allclose(f32.kbar.to(at::kDouble), f64.kbar, 1e-4, 1e-5));
+  EXPECT_EQ(single->forward(5).qbar.scalar_type(), at::kFloat);
   EXPECT_TRUE(at::allclose(single->expected_kernel(5).to(at::kDouble), spe->expected_kernel(5), 1e-5, 1e-6));
 }
 
