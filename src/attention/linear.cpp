@@ -4,6 +4,7 @@
 
 #include "spe/attention/masks.h"
 #include "spe/attention/softmax.h"
+#include "spe/ops/causal_linear_attention.h"
 
 namespace spe {
 namespace {
@@ -40,7 +41,10 @@ at::Tensor causal_linear_attention(const at::Tensor& phi_q, const at::Tensor& ph
   TORCH_CHECK(phi_q.size(1) == phi_k.size(1), "causal_linear_attention: queries (", phi_q.size(1),
               ") and keys (", phi_k.size(1), ") must have the same length");
   at::Tensor keys = mask_keys(phi_k, key_padding);
-  // (B, H, N, N) similarities, keeping n <= m only
+  const bool fused = phi_q.device().is_cpu() &&
+                     (phi_q.scalar_type() == at::kFloat || phi_q.scalar_type() == at::kDouble);
+  if (fused) return ops::causal_linear_attention(phi_q, keys, v, eps);
+  // Other devices: the quadratic form, (B, H, N, N) similarities keeping n <= m only.
   at::Tensor similarity = at::einsum("bmhk,bnhk->bhmn", {phi_q, keys}).tril();
   at::Tensor numerator = at::einsum("bhmn,bnhd->bmhd", {similarity, v});
   at::Tensor denominator = similarity.sum(-1).transpose(1, 2);  // (B, N, H)

@@ -1,0 +1,14 @@
+#pragma once
+// The fused causal linear attention op: chunked GEMMs forward and backward, memory flat in N.
+#include <ATen/core/Tensor.h>
+
+namespace spe::ops {
+
+// phi_q, phi_k: (B, N, H, M), v: (B, N, H, Dv), CPU, float32 or float64 -> (B, N, H, Dv):
+// out_m = sum_{n <= m} (phi_q_m . phi_k_n) v_n / max(sum_{n <= m} phi_q_m . phi_k_n, eps).
+// Differentiable once with respect to all three inputs. `chunk` is the block of positions
+// handled by one masked C x C product.
+at::Tensor causal_linear_attention(const at::Tensor& phi_q, const at::Tensor& phi_k, const at::Tensor& v,
+                                   double eps = 1e-6, int64_t chunk = 64);
+
+}  // namespace spe::ops
