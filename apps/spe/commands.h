@@ -7,5 +7,6 @@ namespace spe::cli {
 
 void add_info_command(CLI::App& app);
 void add_kernel_command(CLI::App& app);
+void add_bench_command(CLI::App& app);
 
 }  // namespace spe::cli

@@ -3,8 +3,6 @@
 #include <ATen/Parallel.h>
 #include <torch/version.h>
 
-#include <algorithm>
-#include <chrono>
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
@@ -14,6 +12,7 @@
 #include <vector>
 
 #include "commands.h"
+#include "measure.h"
 #include "spe/spe.h"
 
 namespace spe::cli {
@@ -33,21 +32,6 @@ std::set<std::string> loaded_blas_libraries() {
     }
   }
   return found;
-}
-
-// Median GFLOP/s of an n x n float32 matrix product over `repeats` runs.
-double measure_gemm_gflops(int64_t n, int repeats) {
-  at::Tensor a = at::randn({n, n}), b = at::randn({n, n}), c = at::empty({n, n});
-  at::mm_out(c, a, b);  // warm-up
-  std::vector<double> rates;
-  for (int i = 0; i < repeats; ++i) {
-    const auto start = std::chrono::steady_clock::now();
-    at::mm_out(c, a, b);
-    const std::chrono::duration<double> elapsed = std::chrono::steady_clock::now() - start;
-    rates.push_back(2.0 * n * n * n / elapsed.count() / 1e9);
-  }
-  std::nth_element(rates.begin(), rates.begin() + rates.size() / 2, rates.end());
-  return rates[rates.size() / 2];
 }
 
 void print_env(const char* name) {

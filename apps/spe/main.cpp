@@ -19,10 +19,11 @@ int main(int argc, char** argv) {
   app.parse_complete_callback([&] { at::set_num_threads(threads); });
   spe::cli::add_info_command(app);
   spe::cli::add_kernel_command(app);
+  spe::cli::add_bench_command(app);
   try {
     app.parse(argc, argv);
     if (app.get_subcommands().empty()) {
-      std::cerr << app.help() << "\nerror: a subcommand is required (info, kernel)\n";
+      std::cerr << app.help() << "\nerror: a subcommand is required (info, kernel, bench)\n";
       return 1;
     }
   } catch (const CLI::ParseError& e) {

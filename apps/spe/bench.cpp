@@ -1,0 +1,114 @@
+// `spe bench`: the fused kernels against the slow reference paths, side by side in one run,
+// with GFLOP/s against this machine's GEMM rate measured in the same process. One JSON line
+// per (scenario, implementation, size) on stdout.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <fmt/format.h>
+
+#include <cstdlib>
+#include <iostream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "commands.h"
+#include "measure.h"
+#include "spe/ops/causal_linear_attention.h"
+
+namespace spe::cli {
+namespace {
+
+struct BenchArgs {
+  std::vector<int64_t> lengths{4096};
+  int64_t batch = 4, heads = 8, dim = 64, value_dim = 64, chunk = 64;
+  int repeats = 5;
+  std::string dtype = "float32";
+  bool reference = true;
+  int64_t reference_max_length = 8192;
+};
+
+std::string env_or_unset(const char* name) {
+  const char* v = std::getenv(name);
+  return v ? v : "unset";
+}
+
+// The flops the fused kernel itself performs (masked chunk products counted whole).
+double fused_flops(const BenchArgs& a, int64_t n, bool backward) {
+  double per_pair = 0;
+  const double m = a.dim, dv = a.value_dim;
+  for (int64_t start = 0; start < n; start += a.chunk) {
+    const double c = std::min(a.chunk, n - start);
+    per_pair += backward ? 6 * c * c * (m + dv) + 10 * c * m * dv : 2 * c * c * (m + dv) + 4 * c * m * dv;
+  }
+  return per_pair * a.batch * a.heads;
+}
+
+at::Tensor quadratic_causal(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+  at::Tensor s = at::einsum("bmhf,bnhf->bhmn", {q, k}).tril();
+  return at::einsum("bhmn,bnhd->bmhd", {s, v}) / s.sum(-1).transpose(1, 2).clamp_min(1e-6).unsqueeze(-1);
+}
+
+void bench_causal(const BenchArgs& a) {
+  const auto dtype = a.dtype == "float64" ? at::kDouble : at::kFloat;
+  const double gemm = measure_gemm_gflops(2048, 5);
+  for (int64_t n : a.lengths) {
+    at::Tensor q = at::rand({a.batch, n, a.heads, a.dim}, dtype).requires_grad_();
+    at::Tensor k = at::rand({a.batch, n, a.heads, a.dim}, dtype).requires_grad_();
+    at::Tensor v = at::randn({a.batch, n, a.heads, a.value_dim}, dtype).requires_grad_();
+    at::Tensor grad = at::randn({a.batch, n, a.heads, a.value_dim}, dtype);
+    using Attention = std::function<at::Tensor()>;
+    std::vector<std::pair<std::string, Attention>> impls{
+        {"fused", [&] { return ops::causal_linear_attention(q, k, v, 1e-6, a.chunk); }}};
+    if (a.reference && n <= a.reference_max_length) impls.push_back({"quadratic", [&] { return quadratic_causal(q, k, v); }});
+    double fused_total = 0;
+    for (const auto& [name, attention] : impls) {
+      auto forward = [&] {
+        at::NoGradGuard no_grad;
+        attention();
+      };
+      auto forward_backward = [&] {
+        for (at::Tensor* x : {&q, &k, &v}) x->mutable_grad().reset();
+        attention().backward(grad);
+      };
+      const Timing f = time_median(forward, a.repeats);
+      const Timing fb = time_median(forward_backward, a.repeats);
+      const double memory = peak_memory_mib(forward_backward);
+      if (name == "fused") fused_total = fb.median_s;
+      const double flops_f = fused_flops(a, n, false), flops_fb = flops_f + fused_flops(a, n, true);
+      std::cout << fmt::format(
+          "{{\"scenario\": \"causal_linear_attention\", \"impl\": \"{}\", \"dtype\": \"{}\", \"B\": {}, \"N\": {}, "
+          "\"H\": {}, \"M\": {}, \"Dv\": {}, \"chunk\": {}, \"threads\": {}, \"forward_s\": {:.6g}, "
+          "\"forward_backward_s\": {:.6g}, \"fused_gflop_forward\": {:.4g}, \"fused_gflop_forward_backward\": {:.4g}, "
+          "\"gflops_forward\": {:.4g}, \"gflops_forward_backward\": {:.4g}, \"gemm_gflops\": {:.4g}, "
+          "\"fraction_of_gemm_forward\": {:.3f}, \"peak_above_inputs_mib\": {:.1f}, \"speedup_of_fused\": {:.3g}, "
+          "\"OPENBLAS_NUM_THREADS\": \"{}\", \"OPENBLAS_CORETYPE\": \"{}\"}}\n",
+          name, a.dtype, a.batch, n, a.heads, a.dim, a.value_dim, a.chunk, at::get_num_threads(), f.median_s,
+          fb.median_s, flops_f / 1e9, flops_fb / 1e9, flops_f / f.median_s / 1e9, flops_fb / fb.median_s / 1e9,
+          gemm, flops_f / f.median_s / 1e9 / gemm, memory, fb.median_s / fused_total,
+          env_or_unset("OPENBLAS_NUM_THREADS"), env_or_unset("OPENBLAS_CORETYPE"));
+      std::cout.flush();
+    }
+  }
+}
+
+}  // namespace
+
+void add_bench_command(CLI::App& app) {
+  auto* sub = app.add_subcommand("bench", "fused kernels against the reference paths (JSON lines)");
+  sub->require_subcommand(1);
+  auto a = std::make_shared<BenchArgs>();
+  auto* causal = sub->add_subcommand("causal", "causal linear attention: fused chunked kernel vs quadratic form");
+  causal->add_option("--length", a->lengths, "sequence lengths N (several allowed)")->check(CLI::PositiveNumber)->capture_default_str();
+  causal->add_option("--batch", a->batch, "B")->check(CLI::PositiveNumber)->capture_default_str();
+  causal->add_option("--heads", a->heads, "H")->check(CLI::PositiveNumber)->capture_default_str();
+  causal->add_option("--dim", a->dim, "M, query/key features")->check(CLI::PositiveNumber)->capture_default_str();
+  causal->add_option("--value-dim", a->value_dim, "Dv")->check(CLI::PositiveNumber)->capture_default_str();
+  causal->add_option("--chunk", a->chunk, "C, positions per chunk")->check(CLI::Range(int64_t{1}, int64_t{4096}))->capture_default_str();
+  causal->add_option("--repeats", a->repeats, "timed repeats (median reported)")->check(CLI::PositiveNumber)->capture_default_str();
+  causal->add_option("--dtype", a->dtype, "float32 or float64")->check(CLI::IsMember({"float32", "float64"}))->capture_default_str();
+  causal->add_option("--reference-max-length", a->reference_max_length, "skip the quadratic reference above this N")->capture_default_str();
+  causal->add_flag("!--no-reference", a->reference, "only the fused kernel");
+  causal->callback([a] { bench_causal(*a); });
+}
+
+}  // namespace spe::cli

@@ -1,0 +1,56 @@
+#include "measure.h"
+
+#include <ATen/ATen.h>
+#include <malloc.h>
+
+#include <algorithm>
+#include <chrono>
+#include <fstream>
+#include <string>
+
+namespace spe::cli {
+namespace {
+
+// A field of /proc/self/status in kB, e.g. "VmHWM" or "VmRSS".
+double status_kib(const std::string& field) {
+  std::ifstream status("/proc/self/status");
+  for (std::string line; std::getline(status, line);) {
+    if (line.rfind(field + ":", 0) == 0) return std::stod(line.substr(field.size() + 1));
+  }
+  return 0.0;
+}
+
+}  // namespace
+
+Timing time_median(const std::function<void()>& work, int repeats) {
+  work();
+  Timing t{0.0, {}};
+  for (int i = 0; i < repeats; ++i) {
+    const auto start = std::chrono::steady_clock::now();
+    work();
+    t.all_s.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  }
+  std::vector<double> sorted = t.all_s;
+  std::sort(sorted.begin(), sorted.end());
+  t.median_s = sorted[sorted.size() / 2];
+  return t;
+}
+
+double peak_memory_mib(const std::function<void()>& work) {
+  // A fixed mmap threshold makes glibc return every large block to the system when it is freed,
+  // so resident memory follows live memory; then trim what earlier work left cached.
+  mallopt(M_MMAP_THRESHOLD, 128 * 1024);
+  malloc_trim(0);
+  { std::ofstream("/proc/self/clear_refs") << "5"; }  // resets VmHWM to the current RSS
+  const double before = status_kib("VmRSS");
+  work();
+  return std::max(0.0, status_kib("VmHWM") - before) / 1024.0;
+}
+
+double measure_gemm_gflops(int64_t n, int repeats) {
+  at::Tensor a = at::randn({n, n}), b = at::randn({n, n}), c = at::empty({n, n});
+  const Timing t = time_median([&] { at::mm_out(c, a, b); }, repeats);
+  return 2.0 * n * n * n / t.median_s / 1e9;
+}
+
+}  // namespace spe::cli
