@@ -18,13 +18,6 @@ namespace {
 
 constexpr double kTwoPi = 2.0 * M_PI;
 
-// Interleaves cos and sin of phases (..., K) into (..., 2K): [cos_0, sin_0, cos_1, sin_1, ...].
-at::Tensor interleaved_cos_sin(const at::Tensor& phases) {
-  auto sizes = phases.sizes().vec();
-  sizes.back() *= 2;
-  return at::stack({at::cos(phases), at::sin(phases)}, -1).reshape(sizes);
-}
-
 }  // namespace
 
 SineSPEImpl::SineSPEImpl(const SineSPEOptions& options_) : options(options_) {
@@ -63,27 +56,26 @@ at::Tensor SineSPEImpl::sample_noise(int64_t realizations, OptionalGenerator gen
   return z * (lambda.unsqueeze(-1) / std::sqrt(static_cast<double>(two_k)));  // (H, D, 2K, R)
 }
 
-SPECode SineSPEImpl::code_at(const at::Tensor& positions, const at::Tensor& noise) const {
-  TORCH_CHECK(positions.dim() == 1, "SineSPE: positions must be 1-D (N,), got shape ",
-              positions.sizes());
+SineCodeFactors SineSPEImpl::factors(const at::Tensor& noise, int64_t length) const {
   const int64_t two_k = 2 * options.sines();
-  TORCH_CHECK(noise.dim() == 4 && noise.size(0) == options.heads() &&
-                  noise.size(1) == options.dim() && noise.size(2) == two_k,
-              "SineSPE: noise must be (H, D, 2K, R) = (", options.heads(), ", ", options.dim(),
-              ", ", two_k, ", R), got ", noise.sizes());
-  const int64_t r = noise.size(3);
-  // Phases in float64 whatever the parameters' dtype: 2 pi f t loses its precision in float32
-  // once t reaches the thousands.
-  at::Tensor t = positions.to(at::kDouble);                     // (N,)
-  at::Tensor f = at::sigmoid(freqs.to(at::kDouble)) / 2.0;    // (H, D, K)
-  // phases: (N, H, D, K)
-  at::Tensor phase_k = kTwoPi * f.unsqueeze(0) * t.view({-1, 1, 1, 1});
-  at::Tensor phase_q = phase_k + offsets.to(at::kDouble).unsqueeze(0);
-  const auto dtype = freqs.scalar_type();
-  const double scale = std::pow(static_cast<double>(r * options.dim()), 0.25);
-  at::Tensor z = noise.to(dtype);
-  at::Tensor qbar = at::einsum("nhdj,hdjr->nhdr", {interleaved_cos_sin(phase_q).to(dtype), z}) / scale;
-  at::Tensor kbar = at::einsum("nhdj,hdjr->nhdr", {interleaved_cos_sin(phase_k).to(dtype), z}) / scale;
+  TORCH_CHECK(noise.dim() == 4 && noise.size(0) == options.heads() && noise.size(1) == options.dim() &&
+                  noise.size(2) == two_k,
+              "SineSPE: noise must be (H, D, 2K, R) = (", options.heads(), ", ", options.dim(), ", ", two_k,
+              ", R), got ", noise.sizes());
+  const double scale = std::pow(static_cast<double>(noise.size(3) * options.dim()), 0.25);
+  SineCodeFactors f;
+  // Frequencies and offsets in float64 whatever the parameters' dtype: 2 pi f t loses its
+  // precision in float32 once t reaches the thousands.
+  f.frequencies = at::sigmoid(freqs.to(at::kDouble)) / 2.0;
+  f.offsets = offsets.to(at::kDouble);
+  f.weights = noise.to(freqs.scalar_type()) / scale;
+  f.length = length;
+  return f;
+}
+
+SPECode SineSPEImpl::code_at(const at::Tensor& positions, const at::Tensor& noise) const {
+  TORCH_CHECK(positions.dim() == 1, "SineSPE: positions must be 1-D (N,), got shape ", positions.sizes());
+  auto [qbar, kbar] = sine_code_at(factors(noise, positions.size(0)), positions);
   return {qbar, kbar};
 }
 
@@ -91,7 +83,7 @@ SPECode SineSPEImpl::forward(int64_t length, c10::optional<int64_t> realizations
                              OptionalGenerator generator) {
   detail::check_positive("SineSPE", "length", length);
   at::Tensor noise = sample_noise(realizations.value_or(options.realizations()), generator);
-  return code_at(at::arange(length, freqs.options().requires_grad(false)), noise);
+  return SPECode::factored(factors(noise, length));
 }
 
 at::Tensor SineSPEImpl::expected_kernel(int64_t length, c10::optional<int64_t> realizations) const {

@@ -2,11 +2,42 @@
 
 #include <ATen/ATen.h>
 
+#include <cmath>
 #include <vector>
 
 namespace spe {
 
+std::pair<at::Tensor, at::Tensor> sine_code_at(const SineCodeFactors& c, const at::Tensor& positions) {
+  TORCH_CHECK(positions.dim() == 1, "sine code: positions must be 1-D (N,), got shape ", positions.sizes());
+  const auto dtype = c.weights.scalar_type();
+  // phases in float64: (N, H, D, K)
+  at::Tensor phase_k = 2.0 * M_PI * c.frequencies.unsqueeze(0) * positions.to(at::kDouble).view({-1, 1, 1, 1});
+  at::Tensor phase_q = phase_k + c.offsets.unsqueeze(0);
+  auto code_of = [&](const at::Tensor& phases) {
+    // Omega: interleaved [cos_0, sin_0, cos_1, sin_1, ...]: (N, H, D, 2K)
+    auto sizes = phases.sizes().vec();
+    sizes.back() *= 2;
+    at::Tensor omega = at::stack({at::cos(phases), at::sin(phases)}, -1).reshape(sizes).to(dtype);
+    at::Tensor code = at::einsum("nhdj,hdjr->nhdr", {omega, c.weights});
+    if (c.gate_scale.defined()) code = code * c.gate_scale.unsqueeze(-1);
+    if (c.gate_shift.defined()) code = code + c.gate_shift;
+    return code;
+  };
+  return {code_of(phase_q), code_of(phase_k)};
+}
+
+SPECode SPECode::materialise() const {
+  if (materialised()) return *this;
+  auto [q, k] = sine_code_at(*sine, at::arange(sine->length, sine->weights.options().dtype(at::kLong)));
+  return {q, k};
+}
+
 void check_code(const SPECode& code) {
+  if (!code.materialised()) {
+    TORCH_CHECK(code.sine.has_value() && code.sine->weights.defined() && code.sine->weights.dim() == 4,
+                "SPE code: neither qbar/kbar nor sine factors are set");
+    return;
+  }
   TORCH_CHECK(code.qbar.defined() && code.kbar.defined(), "SPE code: qbar and kbar must be defined");
   TORCH_CHECK(code.qbar.dim() == 4, "SPE code: qbar must be (N, H, D, R), got shape ",
               code.qbar.sizes());
@@ -18,8 +49,9 @@ void check_code(const SPECode& code) {
               code.qbar.device(), " but kbar is on ", code.kbar.device());
 }
 
-at::Tensor empirical_kernel(const SPECode& code) {
-  check_code(code);
+at::Tensor empirical_kernel(const SPECode& factored_or_not) {
+  check_code(factored_or_not);
+  const SPECode code = factored_or_not.materialise();
   const int64_t n = code.length();
   std::vector<at::Tensor> per_lag;
   per_lag.reserve(2 * n - 1);

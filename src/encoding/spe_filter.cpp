@@ -33,12 +33,20 @@ SPECode SPEFilterImpl::apply_gate(const SPECode& code, OptionalGenerator generat
               ") but the filter was built for (", options.heads(), ", ", options.dim(), ")");
   if (!options.gated()) return code;
   const int64_t r = code.realizations();
-  at::Tensor eps = at::randn({options.heads(), options.dim(), r}, generator,
-                             code.qbar.options().requires_grad(false)) /
+  const auto dtype = code.scalar_type();
+  at::Tensor eps = at::randn({options.heads(), options.dim(), r}, generator, gate.options().dtype(dtype).requires_grad(false)) /
                    std::pow(static_cast<double>(options.dim() * r), 0.25);
-  at::Tensor s = at::sigmoid(gate).unsqueeze(-1).to(code.qbar.scalar_type());  // (H, D, 1)
-  at::Tensor keep = at::sqrt(1.0 - s), noise = at::sqrt(s) * eps;              // (H, D, R)
-  return {keep * code.qbar + noise, keep * code.kbar + noise};
+  at::Tensor s = at::sigmoid(gate).to(dtype);                   // (H, D)
+  at::Tensor keep = at::sqrt(1.0 - s), noise = at::sqrt(s).unsqueeze(-1) * eps;  // (H, D), (H, D, R)
+  if (code.materialised()) {
+    at::Tensor k = keep.unsqueeze(-1);
+    return {k * code.qbar + noise, k * code.kbar + noise};
+  }
+  // Factored: code' = keep (a P + c) + noise = (keep a) P + (keep c + noise).
+  SineCodeFactors f = *code.sine;
+  f.gate_shift = f.gate_shift.defined() ? keep.unsqueeze(-1) * f.gate_shift + noise : noise;
+  f.gate_scale = f.gate_scale.defined() ? keep * f.gate_scale : keep;
+  return SPECode::factored(f);
 }
 
 at::Tensor SPEFilterImpl::expected_kernel(const at::Tensor& ungated, int64_t realizations) const {
@@ -76,6 +84,17 @@ std::pair<at::Tensor, at::Tensor> SPEFilterImpl::forward(const at::Tensor& q, co
   TORCH_CHECK(q.sizes() == k.sizes(), "SPEFilter: queries ", q.sizes(), " and keys ", k.sizes(),
               " must have the same shape (B, N, H, D)");
   SPECode gated = apply_gate(code, generator);
+  const bool fused = !gated.materialised() && q.device().is_cpu() && gated.sine->weights.device().is_cpu() &&
+                     (q.scalar_type() == at::kFloat || q.scalar_type() == at::kDouble);
+  if (fused) {
+    TORCH_CHECK(q.dim() == 4, "SPE filter: queries/keys must be (B, N, H, D), got shape ", q.sizes());
+    TORCH_CHECK(q.size(2) == code.heads() && q.size(3) == code.dim(), "SPE filter: queries/keys have (H, D) = (",
+                q.size(2), ", ", q.size(3), ") but the code has (", code.heads(), ", ", code.dim(), ")");
+    TORCH_CHECK(q.scalar_type() == gated.scalar_type(), "SPE filter: queries/keys are ", q.scalar_type(),
+                " but the code is ", gated.scalar_type());
+    return {ops::sine_spe_filter(q, *gated.sine, true), ops::sine_spe_filter(k, *gated.sine, false)};
+  }
+  gated = gated.materialise();
   return {spe_apply_code(q, gated.qbar), spe_apply_code(k, gated.kbar)};
 }
 

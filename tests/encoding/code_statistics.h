@@ -21,7 +21,7 @@ inline void expect_code_statistics(const std::function<SPECode(uint64_t seed)>& 
   std::vector<double> z;
   double realizations = 0;
   for (int t = 0; t < draws; ++t) {
-    SPECode code = draw(1000 + t);
+    SPECode code = draw(1000 + t).materialise();
     const double r = code.realizations(), d = code.dim();
     realizations = r;
     at::Tensor s = (code.qbar[m] * code.kbar[n]).sum(-1).to(at::kDouble);  // (H, D)

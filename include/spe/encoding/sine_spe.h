@@ -27,14 +27,18 @@ class SineSPEImpl : public torch::nn::Cloneable<SineSPEImpl> {
   void reset() override;
   void pretty_print(std::ostream& stream) const override;
 
-  // Draws a code for positions 0 .. length-1 with R = realizations (or options.realizations()).
+  // Draws a code for positions 0 .. length-1 with R = realizations (or options.realizations()),
+  // held as its factors: SPEFilter applies it without materialising it; code.materialise()
+  // gives qbar and kbar.
   SPECode forward(int64_t length, c10::optional<int64_t> realizations = c10::nullopt,
                   OptionalGenerator generator = c10::nullopt);
 
   // The Gaussian weights of one code, Z scaled by the gains: (H, D, 2K, R). Keep it to extend
   // a code position by position (decoding): code_at(positions, noise) is then consistent.
   at::Tensor sample_noise(int64_t realizations, OptionalGenerator generator = c10::nullopt) const;
-  // The code at arbitrary positions for given noise. positions: (N,) any integer or float dtype.
+  // The factors of the code for given noise, covering positions 0 .. length-1.
+  SineCodeFactors factors(const at::Tensor& noise, int64_t length) const;
+  // The materialised code at arbitrary positions for given noise. positions: (N,).
   SPECode code_at(const at::Tensor& positions, const at::Tensor& noise) const;
 
   // Exact E[sum_r Qbar[m,h,d,r] Kbar[m-lag,h,d,r]] for lag in [-(length-1), length-1]:

@@ -1,22 +1,46 @@
 #pragma once
 // The code an SPE module draws for one forward pass: the realizations Qbar and Kbar of two
-// Gaussian processes whose cross-covariance is the positional kernel P_d(m - n).
+// Gaussian processes whose cross-covariance is the positional kernel P_d(m - n). A sinusoidal
+// code is kept as its factors, so that the fused filter never materialises it.
 #include <ATen/core/Tensor.h>
+#include <c10/util/Optional.h>
+
+#include <utility>
+
+#include "spe/ops/sine_spe_filter.h"
 
 namespace spe {
 
 struct SPECode {
-  at::Tensor qbar;  // (N, H, D, R): N positions (a 2-D grid is flattened row-major)
-  at::Tensor kbar;  // (N, H, D, R)
+  SPECode() = default;
+  SPECode(at::Tensor qbar_, at::Tensor kbar_) : qbar(std::move(qbar_)), kbar(std::move(kbar_)) {}
+  static SPECode factored(SineCodeFactors factors) {
+    SPECode code;
+    code.sine = std::move(factors);
+    return code;
+  }
 
-  int64_t length() const { return qbar.size(0); }
-  int64_t heads() const { return qbar.size(1); }
-  int64_t dim() const { return qbar.size(2); }
-  int64_t realizations() const { return qbar.size(3); }
+  at::Tensor qbar;  // (N, H, D, R): N positions (a 2-D grid is flattened row-major); undefined
+  at::Tensor kbar;  // (N, H, D, R)  when the code is held as sine factors
+  c10::optional<SineCodeFactors> sine;
+
+  bool materialised() const { return qbar.defined(); }
+  int64_t length() const { return materialised() ? qbar.size(0) : sine->length; }
+  int64_t heads() const { return materialised() ? qbar.size(1) : sine->weights.size(0); }
+  int64_t dim() const { return materialised() ? qbar.size(2) : sine->weights.size(1); }
+  int64_t realizations() const { return materialised() ? qbar.size(3) : sine->weights.size(3); }
+  at::ScalarType scalar_type() const { return materialised() ? qbar.scalar_type() : sine->weights.scalar_type(); }
+
+  // The same code with qbar and kbar computed (a copy of the tensors' handles when already so).
+  SPECode materialise() const;
 };
 
-// Checks that a code is well formed: two tensors of the same 4-D shape, dtype and device.
+// Checks that a code is well formed: two tensors of the same 4-D shape, dtype and device, or
+// consistent sine factors.
 void check_code(const SPECode& code);
+
+// Qbar and Kbar of a factored sine code at the given positions (N,): each (N, H, D, R).
+std::pair<at::Tensor, at::Tensor> sine_code_at(const SineCodeFactors& factors, const at::Tensor& positions);
 
 // The empirical kernel of a 1-D code: for each lag = m - n in [-(N-1), N-1],
 // the average over all position pairs with that lag of sum_r qbar[m, h, d, r] * kbar[n, h, d, r].

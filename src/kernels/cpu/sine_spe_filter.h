@@ -1,0 +1,35 @@
+#pragma once
+// The sineSPE filter without materialising the codes (raw pointers, no LibTorch types).
+//
+// For position n (first_position + i), head h, feature d:
+//   Omega_{2k}(n) = cos(2 pi f_k n + theta_k),  Omega_{2k+1}(n) = sin(2 pi f_k n + theta_k)
+//   code[n, h, d, :] = a[h, d] * sum_j Omega_j(n) W[h, d, j, :] + c[h, d, :]
+//   out[b, n, h, :]  = sum_d x[b, n, h, d] code[n, h, d, :]
+// The code of one position (D x R) is built once and applied to the whole batch, then
+// dropped: memory O(D R) per thread instead of O(N H D R).
+//
+// Layout (contiguous): x (B, N, H, D), out (B, N, H, R), frequencies and phases (H, D, K) in
+// float64 (phases are computed in float64 whatever T is), weights W (H, D, 2K, R),
+// gate_scale a (H, D) and gate_shift c (H, D, R) (a = 1, c = 0 without a gate).
+#include <cstdint>
+
+namespace spe::kernels::cpu {
+
+struct SineFilterShape {
+  int64_t batch, length, heads, dim, sines, realizations;  // B, N, H, D, K, R
+  int64_t first_position;
+};
+
+template <typename T>
+void sine_spe_filter_forward(const SineFilterShape& shape, const T* x, const double* frequencies,
+                             const double* phases, const T* weights, const T* gate_scale,
+                             const T* gate_shift, T* out);
+
+// Gradients of sum(out * grad_out) with respect to every input.
+template <typename T>
+void sine_spe_filter_backward(const SineFilterShape& shape, const T* x, const double* frequencies,
+                              const double* phases, const T* weights, const T* gate_scale,
+                              const T* gate_shift, const T* grad_out, T* grad_x, double* grad_frequencies,
+                              double* grad_phases, T* grad_weights, T* grad_gate_scale, T* grad_gate_shift);
+
+}  // namespace spe::kernels::cpu
