@@ -13,6 +13,8 @@
 
 #include "commands.h"
 #include "measure.h"
+#include "spe/encoding/sine_spe.h"
+#include "spe/encoding/spe_filter.h"
 #include "spe/ops/causal_linear_attention.h"
 
 namespace spe::cli {
@@ -21,6 +23,8 @@ namespace {
 struct BenchArgs {
   std::vector<int64_t> lengths{4096};
   int64_t batch = 4, heads = 8, dim = 64, value_dim = 64, chunk = 64;
+  int64_t realizations = 64, sines = 5;
+  bool gated = true;
   int repeats = 5;
   std::string dtype = "float32";
   bool reference = true;
@@ -91,6 +95,67 @@ void bench_causal(const BenchArgs& a) {
   }
 }
 
+// Flops of the fused sineSPE filter for q and k: per (h, n), building the code costs 4 D K R,
+// applying it 2 B D R; the backward rebuilds it and costs 3 x 4 D K R + 2 x 2 B D R.
+double sine_flops(const BenchArgs& a, int64_t n, bool backward) {
+  const double code = 4.0 * a.dim * a.sines * a.realizations, apply = 2.0 * a.batch * a.dim * a.realizations;
+  return 2.0 * n * a.heads * (backward ? 3 * code + 2 * apply : code + apply);
+}
+
+void bench_sine(const BenchArgs& a) {
+  const auto dtype = a.dtype == "float64" ? at::kDouble : at::kFloat;
+  const double gemm = measure_gemm_gflops(2048, 5);
+  SineSPE spe(SineSPEOptions(a.heads, a.dim).sines(a.sines).realizations(a.realizations));
+  SPEFilter filter(SPEFilterOptions(a.heads, a.dim).gated(a.gated));
+  spe->to(dtype);
+  filter->to(dtype);
+  for (int64_t n : a.lengths) {
+    at::Tensor q = at::randn({a.batch, n, a.heads, a.dim}, dtype).requires_grad_();
+    at::Tensor k = at::randn({a.batch, n, a.heads, a.dim}, dtype).requires_grad_();
+    at::Tensor wq = at::randn({a.batch, n, a.heads, a.realizations}, dtype);
+    at::Tensor wk = at::randn({a.batch, n, a.heads, a.realizations}, dtype);
+    // one training step's SPE work: draw the code, filter q and k (fused, or materialised)
+    auto filtered = [&](bool fused) {
+      SPECode code = spe->forward(n);
+      if (fused) return filter->forward(q, k, code);
+      SPECode gated = filter->apply_gate(code.materialise());
+      return std::make_pair(spe_apply_code(q, gated.qbar), spe_apply_code(k, gated.kbar));
+    };
+    std::vector<std::pair<std::string, bool>> impls{{"fused", true}};
+    if (a.reference && n <= a.reference_max_length) impls.push_back({"materialised", false});
+    double fused_total = 0;
+    for (const auto& [name, fused] : impls) {
+      auto forward = [&] {
+        at::NoGradGuard no_grad;
+        filtered(fused);
+      };
+      auto forward_backward = [&] {
+        for (auto& p : spe->parameters()) p.mutable_grad().reset();
+        for (at::Tensor* x : {&q, &k}) x->mutable_grad().reset();
+        auto [qhat, khat] = filtered(fused);
+        ((qhat * wq).sum() + (khat * wk).sum()).backward();
+      };
+      const Timing f = time_median(forward, a.repeats);
+      const Timing fb = time_median(forward_backward, a.repeats);
+      const double memory = peak_memory_mib(forward_backward);
+      if (fused) fused_total = fb.median_s;
+      const double flops_f = sine_flops(a, n, false), flops_fb = flops_f + sine_flops(a, n, true);
+      std::cout << fmt::format(
+          "{{\"scenario\": \"sine_spe_filter\", \"impl\": \"{}\", \"dtype\": \"{}\", \"gated\": {}, \"B\": {}, "
+          "\"N\": {}, \"H\": {}, \"D\": {}, \"R\": {}, \"K\": {}, \"threads\": {}, \"forward_s\": {:.6g}, "
+          "\"forward_backward_s\": {:.6g}, \"fused_gflop_forward\": {:.4g}, \"fused_gflop_forward_backward\": {:.4g}, "
+          "\"gflops_forward_backward\": {:.4g}, \"gemm_gflops\": {:.4g}, \"fraction_of_gemm_forward_backward\": {:.3f}, "
+          "\"peak_above_inputs_mib\": {:.1f}, \"speedup_of_fused\": {:.3g}, \"OPENBLAS_NUM_THREADS\": \"{}\", "
+          "\"OPENBLAS_CORETYPE\": \"{}\"}}\n",
+          name, a.dtype, a.gated ? "true" : "false", a.batch, n, a.heads, a.dim, a.realizations, a.sines,
+          at::get_num_threads(), f.median_s, fb.median_s, flops_f / 1e9, flops_fb / 1e9,
+          flops_fb / fb.median_s / 1e9, gemm, flops_fb / fb.median_s / 1e9 / gemm, memory,
+          fb.median_s / fused_total, env_or_unset("OPENBLAS_NUM_THREADS"), env_or_unset("OPENBLAS_CORETYPE"));
+      std::cout.flush();
+    }
+  }
+}
+
 }  // namespace
 
 void add_bench_command(CLI::App& app) {
@@ -109,6 +174,20 @@ void add_bench_command(CLI::App& app) {
   causal->add_option("--reference-max-length", a->reference_max_length, "skip the quadratic reference above this N")->capture_default_str();
   causal->add_flag("!--no-reference", a->reference, "only the fused kernel");
   causal->callback([a] { bench_causal(*a); });
+
+  auto* sine = sub->add_subcommand("sine", "sineSPE filter of q and k: fused kernel vs materialised codes");
+  sine->add_option("--length", a->lengths, "sequence lengths N (several allowed)")->check(CLI::PositiveNumber)->capture_default_str();
+  sine->add_option("--batch", a->batch, "B")->check(CLI::PositiveNumber)->capture_default_str();
+  sine->add_option("--heads", a->heads, "H")->check(CLI::PositiveNumber)->capture_default_str();
+  sine->add_option("--dim", a->dim, "D, features per head")->check(CLI::PositiveNumber)->capture_default_str();
+  sine->add_option("--realizations", a->realizations, "R")->check(CLI::PositiveNumber)->capture_default_str();
+  sine->add_option("--sines", a->sines, "K")->check(CLI::PositiveNumber)->capture_default_str();
+  sine->add_flag("!--ungated", a->gated, "without the gate");
+  sine->add_option("--repeats", a->repeats, "timed repeats (median reported)")->check(CLI::PositiveNumber)->capture_default_str();
+  sine->add_option("--dtype", a->dtype, "float32 or float64")->check(CLI::IsMember({"float32", "float64"}))->capture_default_str();
+  sine->add_option("--reference-max-length", a->reference_max_length, "skip the materialised reference above this N")->capture_default_str();
+  sine->add_flag("!--no-reference", a->reference, "only the fused kernel");
+  sine->callback([a] { bench_sine(*a); });
 }
 
 }  // namespace spe::cli

@@ -6,12 +6,15 @@
 #include <cmath>
 #include <vector>
 
-// The hot loops run over R with unit stride; they are compiled for AVX-512, AVX2+FMA and the
-// baseline, chosen at run time.
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define SPE_VECTOR_CLONES __attribute__((target_clones("arch=skylake-avx512", "arch=haswell", "default")))
-#else
-#define SPE_VECTOR_CLONES
+#include "vector_ops.h"
+
+// The hot loops are compiled three times, for AVX-512, for AVX2 with FMA and for the baseline,
+// and the best variant this CPU supports is chosen at run time by its features (not by its
+// model name, which would miss AMD processors).
+#if defined(__GNUC__) && defined(__x86_64__)
+#define SPE_X86_DISPATCH 1
+#define SPE_TARGET_AVX512 __attribute__((target("avx512f,avx512vl,avx2,fma")))
+#define SPE_TARGET_AVX2 __attribute__((target("avx2,fma")))
 #endif
 
 namespace spe::kernels::cpu {
@@ -19,6 +22,7 @@ namespace {
 
 constexpr double kTwoPi = 6.283185307179586476925286766559;
 constexpr int64_t kResync = 64;  // positions between exact evaluations of the oscillators
+constexpr int64_t kTile = 16;    // positions whose gradients are gathered before reducing them
 
 // cos/sin of 2 pi f n + theta for consecutive n by complex rotation, re-evaluated exactly every
 // kResync steps so that rounding does not accumulate.
@@ -42,8 +46,9 @@ struct Oscillators {
       sin_now[i] = std::sin(phase);
     }
   }
-  void advance(int64_t next_position, int64_t steps_since_set) {
-    if (steps_since_set % kResync == 0) return set(next_position);
+  // Moves to `position`, the step after the previous one unless steps_since_set is 0.
+  void advance(int64_t position, int64_t steps_since_set) {
+    if (steps_since_set % kResync == 0) return set(position);
     for (int64_t i = 0; i < count; ++i) {
       const double c = cos_now[i] * cos_step[i] - sin_now[i] * sin_step[i];
       sin_now[i] = sin_now[i] * cos_step[i] + cos_now[i] * sin_step[i];
@@ -62,54 +67,72 @@ std::vector<Block> blocks_of(const SineFilterShape& s) {
   const int64_t per_head = std::max<int64_t>(1, std::min<int64_t>(s.length, (2 * threads + s.heads - 1) / s.heads));
   std::vector<Block> blocks;
   for (int64_t h = 0; h < s.heads; ++h)
-    for (int64_t i = 0; i < per_head; ++i)
-      blocks.push_back({h, s.length * i / per_head, s.length * (i + 1) / per_head});
+    for (int64_t i = 0; i < per_head; ++i) blocks.push_back({h, s.length * i / per_head, s.length * (i + 1) / per_head});
   return blocks;
 }
 
-// code (D, R) of one position from the oscillators: a_d sum_j Omega_j W_dj + c_d.
+// The pointers of one head.
 template <typename T>
-inline void build_code(const SineFilterShape& s, const Oscillators& osc, const T* w, const T* a, const T* c,
-                       T* code) {
-  const int64_t K = s.sines, R = s.realizations;
-  for (int64_t d = 0; d < s.dim; ++d) {
-    T* row = code + d * R;
-    const T scale = a[d];
-    std::copy(c + d * R, c + (d + 1) * R, row);
-    for (int64_t k = 0; k < K; ++k) {
-      const T wc = scale * static_cast<T>(osc.cos_now[d * K + k]);
-      const T ws = scale * static_cast<T>(osc.sin_now[d * K + k]);
-      const T* w_cos = w + (d * 2 * K + 2 * k) * R;
-      const T* w_sin = w_cos + R;
-#pragma omp simd
-      for (int64_t r = 0; r < R; ++r) row[r] += wc * w_cos[r] + ws * w_sin[r];
+struct HeadData {
+  const T* w;  // (D, 2K, R)
+  const T* a;  // (D)
+  const T* c;  // (D, R)
+};
+
+template <typename T>
+HeadData<T> head_data(const SineFilterShape& s, int64_t h, const T* weights, const T* gate_scale, const T* gate_shift) {
+  const int64_t D = s.dim, K = s.sines, R = s.realizations;
+  return {weights + h * D * 2 * K * R, gate_scale + h * D, gate_shift + h * D * R};
+}
+
+// Advances the oscillators over the `count` positions from n (the block began at blk.begin) and
+// keeps their values: omega (count, D K, 2) = (cos, sin).
+SPE_INLINE void sample_oscillators(Oscillators& osc, const SineFilterShape& s, const Block& blk, int64_t n,
+                                   int64_t count, double* omega) {
+  for (int64_t t = 0; t < count; ++t) {
+    osc.advance(s.first_position + n + t, n + t - blk.begin);
+    for (int64_t i = 0; i < osc.count; ++i) {
+      omega[(t * osc.count + i) * 2] = osc.cos_now[i];
+      omega[(t * osc.count + i) * 2 + 1] = osc.sin_now[i];
     }
   }
 }
 
+// codes (count, D, R) of `count` positions: code_d = a_d sum_j Omega_j W_dj + c_d, from their
+// omega (count, D K, 2); each row of W is loaded once for kShared positions.
+// coeffs: scratch of D * count * 2K.
 template <typename T>
-inline void forward_block(const SineFilterShape& s, const Block& blk, const T* x, const double* freq,
-                          const double* phase, const T* weights, const T* gate_scale, const T* gate_shift,
-                          T* out) {
+SPE_INLINE void build_codes(const SineFilterShape& s, const HeadData<T>& hd, const double* omega, int64_t count,
+                            T* coeffs, T* codes) {
+  const int64_t D = s.dim, K = s.sines, R = s.realizations;
+  for (int64_t d = 0; d < D; ++d)
+    for (int64_t p = 0; p < count; ++p)
+      for (int64_t j = 0; j < 2 * K; ++j)
+        coeffs[(d * count + p) * 2 * K + j] = hd.a[d] * static_cast<T>(omega[(p * D * K + d * K) * 2 + j]);
+  for (int64_t d = 0; d < D; ++d)
+    combine_rows_many(count, 2 * K, coeffs + d * count * 2 * K, hd.w + d * 2 * K * R, R, hd.c + d * R, 0,
+                      codes + d * R, D * R, R);
+}
+
+template <typename T>
+SPE_INLINE void forward_block(const SineFilterShape& s, const Block& blk, const T* x, const double* freq,
+                              const double* phase, const T* weights, const T* gate_scale, const T* gate_shift,
+                              T* out) {
   const int64_t H = s.heads, D = s.dim, K = s.sines, R = s.realizations, h = blk.head;
-  const T* w = weights + h * D * 2 * K * R;
-  const T* a = gate_scale + h * D;
-  const T* c = gate_shift + h * D * R;
+  const HeadData<T> hd = head_data(s, h, weights, gate_scale, gate_shift);
   Oscillators osc(freq + h * D * K, phase + h * D * K, D * K);
-  std::vector<T> code(D * R);
-  for (int64_t n = blk.begin; n < blk.end; ++n) {
-    osc.advance(s.first_position + n, n - blk.begin);
-    build_code(s, osc, w, a, c, code.data());
-    for (int64_t b = 0; b < s.batch; ++b) {
-      const T* xr = x + ((b * s.length + n) * H + h) * D;
-      T* o = out + ((b * s.length + n) * H + h) * R;
-      std::fill(o, o + R, T(0));
-      for (int64_t d = 0; d < D; ++d) {
-        const T xv = xr[d];
-        const T* row = code.data() + d * R;
-#pragma omp simd
-        for (int64_t r = 0; r < R; ++r) o[r] += xv * row[r];
-      }
+  std::vector<T> codes(kTile * D * R), coeffs(D * kTile * 2 * K), xs(s.batch * D), zeros(R);
+  std::vector<double> omega(kTile * D * K * 2);
+  for (int64_t t0 = blk.begin; t0 < blk.end; t0 += kTile) {
+    const int64_t tile = std::min(kTile, blk.end - t0);
+    sample_oscillators(osc, s, blk, t0, tile, omega.data());
+    build_codes(s, hd, omega.data(), tile, coeffs.data(), codes.data());
+    // out_b = sum_d x[b, d] code_d, for all b at once so that each code row is read once
+    for (int64_t t = 0; t < tile; ++t) {
+      const int64_t row0 = (t0 + t) * H + h, batch_stride = s.length * H;
+      for (int64_t b = 0; b < s.batch; ++b) std::copy_n(x + (b * batch_stride + row0) * D, D, xs.data() + b * D);
+      combine_rows_many(s.batch, D, xs.data(), codes.data() + t * D * R, R, zeros.data(), 0, out + row0 * R,
+                        batch_stride * R, R);
     }
   }
 }
@@ -117,101 +140,128 @@ inline void forward_block(const SineFilterShape& s, const Block& blk, const T* x
 // Per-block gradient accumulators of the code parameters, reduced over the blocks of a head.
 template <typename T>
 struct Accumulators {
-  std::vector<T> weights, scale, shift;          // (D, 2K, R), (D), (D, R)
-  std::vector<double> frequencies, phases;       // (D, K)
+  std::vector<T> weights, scale, shift;     // (D, 2K, R), (D), (D, R)
+  std::vector<double> frequencies, phases;  // (D, K)
   explicit Accumulators(const SineFilterShape& s)
       : weights(s.dim * 2 * s.sines * s.realizations), scale(s.dim), shift(s.dim * s.realizations),
         frequencies(s.dim * s.sines), phases(s.dim * s.sines) {}
 };
 
+// Backward over a block, kTile positions at a time. For each position: the code is rebuilt,
+// grad_x[b, d] = g_b . code_d and grad_code_d = sum_b x[b, d] g_b (kept for the tile). Then,
+// for each d and j, the tile's grad_code rows are reduced at once into grad W_dj (weights
+// a Omega_j(t)) and dotted with W_dj for the gradient of Omega_j(t).
 template <typename T>
-inline void backward_block(const SineFilterShape& s, const Block& blk, const T* x, const double* freq,
-                           const double* phase, const T* weights, const T* gate_scale, const T* gate_shift,
-                           const T* grad_out, T* grad_x, Accumulators<T>& acc) {
-  const int64_t H = s.heads, D = s.dim, K = s.sines, R = s.realizations, h = blk.head;
-  const T* w = weights + h * D * 2 * K * R;
-  const T* a = gate_scale + h * D;
-  const T* c = gate_shift + h * D * R;
+SPE_INLINE void backward_block(const SineFilterShape& s, const Block& blk, const T* x, const double* freq,
+                               const double* phase, const T* weights, const T* gate_scale, const T* gate_shift,
+                               const T* grad_out, T* grad_x, Accumulators<T>& acc) {
+  const int64_t H = s.heads, D = s.dim, K = s.sines, R = s.realizations, B = s.batch, h = blk.head;
+  const HeadData<T> hd = head_data(s, h, weights, gate_scale, gate_shift);
   Oscillators osc(freq + h * D * K, phase + h * D * K, D * K);
-  std::vector<T> code(D * R), grad_code(D * R);
-  for (int64_t n = blk.begin; n < blk.end; ++n) {
-    const int64_t position = s.first_position + n;
-    osc.advance(position, n - blk.begin);
-    build_code(s, osc, w, a, c, code.data());
-    // grad_x[b, d] = g_b . code_d and grad_code[d] = sum_b x[b, d] g_b
-    std::fill(grad_code.begin(), grad_code.end(), T(0));
-    for (int64_t b = 0; b < s.batch; ++b) {
-      const T* xr = x + ((b * s.length + n) * H + h) * D;
-      const T* g = grad_out + ((b * s.length + n) * H + h) * R;
-      T* gx = grad_x + ((b * s.length + n) * H + h) * D;
+  std::vector<T> codes(kTile * D * R), coeffs(D * kTile * 2 * K), xs(B * D), gx(B), zeros(R), dots(2 * K);
+  std::vector<T> grad_code(kTile * D * R);       // (tile, D, R)
+  std::vector<double> omega(kTile * D * K * 2);  // (tile, D, 2K): cos, sin of each position
+  const std::vector<T> ones(kTile, T(1));
+  const int64_t batch_stride = s.length * H;
+  for (int64_t t0 = blk.begin; t0 < blk.end; t0 += kTile) {
+    const int64_t tile = std::min(kTile, blk.end - t0);
+    sample_oscillators(osc, s, blk, t0, tile, omega.data());
+    build_codes(s, hd, omega.data(), tile, coeffs.data(), codes.data());
+    for (int64_t t = 0; t < tile; ++t) {
+      const T* code = codes.data() + t * D * R;
+      const int64_t row0 = (t0 + t) * H + h;
+      const T* g = grad_out + row0 * R;  // g_b at g + b * batch_stride * R
+      for (int64_t b = 0; b < B; ++b) std::copy_n(x + (b * batch_stride + row0) * D, D, xs.data() + b * D);
       for (int64_t d = 0; d < D; ++d) {
-        const T* row = code.data() + d * R;
-        T* grow = grad_code.data() + d * R;
-        const T xv = xr[d];
-        T dot = 0;
-#pragma omp simd reduction(+ : dot)
-        for (int64_t r = 0; r < R; ++r) {
-          dot += g[r] * row[r];
-          grow[r] += xv * g[r];
-        }
-        gx[d] = dot;
+        // grad_code_d = sum_b x[b, d] g_b and grad_x[b, d] = g_b . code_d
+        for (int64_t b = 0; b < B; ++b) gx[b] = xs[b * D + d];
+        combine_rows(B, gx.data(), g, batch_stride * R, zeros.data(), grad_code.data() + (t * D + d) * R, R);
+        dot_many(B, code + d * R, g, batch_stride * R, R, gx.data());
+        for (int64_t b = 0; b < B; ++b) grad_x[(b * batch_stride + row0) * D + d] = gx[b];
       }
     }
-    // through code = a sum_j Omega_j W_j + c
     for (int64_t d = 0; d < D; ++d) {
-      const T* grow = grad_code.data() + d * R;
-      const T scale = a[d];
+      const T* rows = grad_code.data() + d * R;  // row t at rows + t * D * R
       T* shift = acc.shift.data() + d * R;
-#pragma omp simd
-      for (int64_t r = 0; r < R; ++r) shift[r] += grow[r];
+      combine_rows(tile, ones.data(), rows, D * R, shift, shift, R);
+      // grad W_dj += sum_t a Omega_j(t) grad_code_td, for all j at once
+      for (int64_t j = 0; j < 2 * K; ++j)
+        for (int64_t t = 0; t < tile; ++t)
+          coeffs[j * tile + t] = hd.a[d] * static_cast<T>(omega[(t * D + d) * 2 * K + j]);
+      T* acc_d = acc.weights.data() + d * 2 * K * R;
+      combine_rows_many(2 * K, tile, coeffs.data(), rows, D * R, acc_d, R, acc_d, R, R);
+      // the gradients of Omega_j(t): a grad_code_td . W_dj
       double grad_scale = 0;
-      for (int64_t k = 0; k < K; ++k) {
-        const double cos_v = osc.cos_now[d * K + k], sin_v = osc.sin_now[d * K + k];
-        const T* w_cos = w + (d * 2 * K + 2 * k) * R;
-        const T* w_sin = w_cos + R;
-        T* acc_cos = acc.weights.data() + (d * 2 * K + 2 * k) * R;
-        T* acc_sin = acc_cos + R;
-        const T sc = scale * static_cast<T>(cos_v), ss = scale * static_cast<T>(sin_v);
-        T t_cos = 0, t_sin = 0;  // grad_code_d . W_j
-#pragma omp simd reduction(+ : t_cos, t_sin)
-        for (int64_t r = 0; r < R; ++r) {
-          t_cos += grow[r] * w_cos[r];
-          t_sin += grow[r] * w_sin[r];
-          acc_cos[r] += sc * grow[r];
-          acc_sin[r] += ss * grow[r];
+      for (int64_t t = 0; t < tile; ++t) {
+        dot_many(2 * K, rows + t * D * R, hd.w + d * 2 * K * R, R, R, dots.data());
+        const double* om = omega.data() + (t * D + d) * 2 * K;
+        const double position = static_cast<double>(s.first_position + t0 + t);
+        for (int64_t k = 0; k < K; ++k) {
+          const double t_cos = dots[2 * k], t_sin = dots[2 * k + 1];
+          grad_scale += om[2 * k] * t_cos + om[2 * k + 1] * t_sin;
+          // d/d phase of (cos, sin) = (-sin, cos), scaled by a
+          const double grad_phase = static_cast<double>(hd.a[d]) * (-om[2 * k + 1] * t_cos + om[2 * k] * t_sin);
+          acc.phases[d * K + k] += grad_phase;
+          acc.frequencies[d * K + k] += grad_phase * kTwoPi * position;
         }
-        grad_scale += cos_v * t_cos + sin_v * t_sin;
-        // d/d phase of (cos, sin) = (-sin, cos), scaled by a
-        const double grad_phase = static_cast<double>(scale) * (-sin_v * t_cos + cos_v * t_sin);
-        acc.phases[d * K + k] += grad_phase;
-        acc.frequencies[d * K + k] += grad_phase * kTwoPi * static_cast<double>(position);
       }
       acc.scale[d] += static_cast<T>(grad_scale);
     }
   }
 }
 
-// The entry points of the vectorised clones, one per element type.
-SPE_VECTOR_CLONES void forward_block_vectorized(const SineFilterShape& s, const Block& b, const float* x,
-                                                const double* f, const double* p, const float* w, const float* a,
-                                                const float* c, float* o) {
+// One variant per instruction set and element type; best_isa() picks the best this CPU runs.
+enum class Isa { baseline, avx2, avx512 };
+
+Isa best_isa() {
+#ifdef SPE_X86_DISPATCH
+  static const Isa isa = [] {
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")) return Isa::avx512;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::avx2;
+    return Isa::baseline;
+  }();
+  return isa;
+#else
+  return Isa::baseline;
+#endif
+}
+
+#ifdef SPE_X86_DISPATCH
+#define SPE_VARIANT(TARGET, SUFFIX, T)                                                                         \
+  TARGET void forward_##SUFFIX(const SineFilterShape& s, const Block& b, const T* x, const double* f,          \
+                               const double* p, const T* w, const T* a, const T* c, T* o) {                   \
+    forward_block(s, b, x, f, p, w, a, c, o);                                                                 \
+  }                                                                                                            \
+  TARGET void backward_##SUFFIX(const SineFilterShape& s, const Block& b, const T* x, const double* f,         \
+                                const double* p, const T* w, const T* a, const T* c, const T* g, T* gx,       \
+                                Accumulators<T>& acc) {                                                       \
+    backward_block(s, b, x, f, p, w, a, c, g, gx, acc);                                                       \
+  }
+SPE_VARIANT(SPE_TARGET_AVX512, avx512, float)
+SPE_VARIANT(SPE_TARGET_AVX512, avx512, double)
+SPE_VARIANT(SPE_TARGET_AVX2, avx2, float)
+SPE_VARIANT(SPE_TARGET_AVX2, avx2, double)
+#undef SPE_VARIANT
+#endif
+
+template <typename T>
+void forward_dispatch(const SineFilterShape& s, const Block& b, const T* x, const double* f, const double* p,
+                      const T* w, const T* a, const T* c, T* o) {
+#ifdef SPE_X86_DISPATCH
+  if (best_isa() == Isa::avx512) return forward_avx512(s, b, x, f, p, w, a, c, o);
+  if (best_isa() == Isa::avx2) return forward_avx2(s, b, x, f, p, w, a, c, o);
+#endif
   forward_block(s, b, x, f, p, w, a, c, o);
 }
-SPE_VECTOR_CLONES void forward_block_vectorized(const SineFilterShape& s, const Block& b, const double* x,
-                                                const double* f, const double* p, const double* w, const double* a,
-                                                const double* c, double* o) {
-  forward_block(s, b, x, f, p, w, a, c, o);
-}
-SPE_VECTOR_CLONES void backward_block_vectorized(const SineFilterShape& s, const Block& b, const float* x,
-                                                 const double* f, const double* p, const float* w, const float* a,
-                                                 const float* c, const float* g, float* gx,
-                                                 Accumulators<float>& acc) {
-  backward_block(s, b, x, f, p, w, a, c, g, gx, acc);
-}
-SPE_VECTOR_CLONES void backward_block_vectorized(const SineFilterShape& s, const Block& b, const double* x,
-                                                 const double* f, const double* p, const double* w,
-                                                 const double* a, const double* c, const double* g, double* gx,
-                                                 Accumulators<double>& acc) {
+
+template <typename T>
+void backward_dispatch(const SineFilterShape& s, const Block& b, const T* x, const double* f, const double* p,
+                       const T* w, const T* a, const T* c, const T* g, T* gx, Accumulators<T>& acc) {
+#ifdef SPE_X86_DISPATCH
+  if (best_isa() == Isa::avx512) return backward_avx512(s, b, x, f, p, w, a, c, g, gx, acc);
+  if (best_isa() == Isa::avx2) return backward_avx2(s, b, x, f, p, w, a, c, g, gx, acc);
+#endif
   backward_block(s, b, x, f, p, w, a, c, g, gx, acc);
 }
 
@@ -223,7 +273,7 @@ void sine_spe_filter_forward(const SineFilterShape& s, const T* x, const double*
   const std::vector<Block> blocks = blocks_of(s);
   at::parallel_for(0, static_cast<int64_t>(blocks.size()), 1, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i)
-      forward_block_vectorized(s, blocks[i], x, frequencies, phases, weights, gate_scale, gate_shift, out);
+      forward_dispatch(s, blocks[i], x, frequencies, phases, weights, gate_scale, gate_shift, out);
   });
 }
 
@@ -236,8 +286,8 @@ void sine_spe_filter_backward(const SineFilterShape& s, const T* x, const double
   std::vector<Accumulators<T>> acc(blocks.size(), Accumulators<T>(s));
   at::parallel_for(0, static_cast<int64_t>(blocks.size()), 1, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i)
-      backward_block_vectorized(s, blocks[i], x, frequencies, phases, weights, gate_scale, gate_shift, grad_out, grad_x,
-                         acc[i]);
+      backward_dispatch(s, blocks[i], x, frequencies, phases, weights, gate_scale, gate_shift, grad_out, grad_x,
+                        acc[i]);
   });
   // Reduce the blocks of each head into the (H, ...) gradients.
   const int64_t D = s.dim, K = s.sines, R = s.realizations;
@@ -246,11 +296,11 @@ void sine_spe_filter_backward(const SineFilterShape& s, const T* x, const double
   std::fill(grad_phases, grad_phases + s.heads * D * K, 0.0);
   std::fill(grad_gate_scale, grad_gate_scale + s.heads * D, T(0));
   std::fill(grad_gate_shift, grad_gate_shift + s.heads * D * R, T(0));
+  auto add = [](auto* target, const auto& source) {
+    for (size_t j = 0; j < source.size(); ++j) target[j] += source[j];
+  };
   for (size_t i = 0; i < blocks.size(); ++i) {
     const int64_t h = blocks[i].head;
-    auto add = [](auto* target, const auto& source) {
-      for (size_t j = 0; j < source.size(); ++j) target[j] += source[j];
-    };
     add(grad_weights + h * D * 2 * K * R, acc[i].weights);
     add(grad_frequencies + h * D * K, acc[i].frequencies);
     add(grad_phases + h * D * K, acc[i].phases);

@@ -1,0 +1,185 @@
+#pragma once
+// Small vector primitives for the CPU kernels, written with GCC/Clang vector extensions so
+// that their accumulators live in registers. Each kernel compiles them once per instruction
+// set (see sine_spe_filter.cpp); 64-byte vectors map onto one AVX-512, two AVX2 or four SSE
+// registers.
+#include <cstdint>
+#include <cstring>
+
+#define SPE_INLINE inline __attribute__((always_inline))
+
+namespace spe::kernels::cpu {
+
+typedef float VecFloat __attribute__((vector_size(64)));
+typedef double VecDouble __attribute__((vector_size(64)));
+template <typename T>
+struct VecOf;
+template <>
+struct VecOf<float> {
+  using type = VecFloat;
+};
+template <>
+struct VecOf<double> {
+  using type = VecDouble;
+};
+template <typename T>
+using Vec = typename VecOf<T>::type;
+template <typename T>
+constexpr int64_t kLanes = 64 / sizeof(T);
+
+template <typename T>
+SPE_INLINE Vec<T> load(const T* p) {
+  Vec<T> v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+template <typename T>
+SPE_INLINE void store(T* p, const Vec<T>& v) {
+  std::memcpy(p, &v, sizeof v);
+}
+
+// The sum of a vector's lanes by halving: log2(lanes) shuffles and adds, not a chain of lanes.
+SPE_INLINE float horizontal_sum(VecFloat v) {
+  typedef int Mask __attribute__((vector_size(64)));
+  v += __builtin_shuffle(v, Mask{8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7});
+  v += __builtin_shuffle(v, Mask{4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11});
+  v += __builtin_shuffle(v, Mask{2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13});
+  v += __builtin_shuffle(v, Mask{1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14});
+  return v[0];
+}
+SPE_INLINE double horizontal_sum(VecDouble v) {
+  typedef long long Mask __attribute__((vector_size(64)));
+  v += __builtin_shuffle(v, Mask{4, 5, 6, 7, 0, 1, 2, 3});
+  v += __builtin_shuffle(v, Mask{2, 3, 0, 1, 6, 7, 4, 5});
+  v += __builtin_shuffle(v, Mask{1, 0, 3, 2, 5, 4, 7, 6});
+  return v[0];
+}
+
+// out[l] = (init ? init[l] : 0) + sum_i coeffs[i] rows[i * stride + l] for l < len.
+// The partial sums of 4 vectors stay in registers across all `count` rows.
+template <typename T>
+SPE_INLINE void combine_rows(int64_t count, const T* coeffs, const T* rows, int64_t stride, const T* init, T* out,
+                             int64_t len) {
+  constexpr int64_t W = kLanes<T>;
+  int64_t l = 0;
+  for (; l + 4 * W <= len; l += 4 * W) {
+    Vec<T> a0 = {}, a1 = {}, a2 = {}, a3 = {};
+    if (init) {
+      a0 = load(init + l), a1 = load(init + l + W), a2 = load(init + l + 2 * W), a3 = load(init + l + 3 * W);
+    }
+    for (int64_t i = 0; i < count; ++i) {
+      const T c = coeffs[i];
+      const T* r = rows + i * stride + l;
+      a0 += c * load(r);
+      a1 += c * load(r + W);
+      a2 += c * load(r + 2 * W);
+      a3 += c * load(r + 3 * W);
+    }
+    store(out + l, a0), store(out + l + W, a1), store(out + l + 2 * W, a2), store(out + l + 3 * W, a3);
+  }
+  for (; l + W <= len; l += W) {
+    Vec<T> a = {};
+    if (init) a = load(init + l);
+    for (int64_t i = 0; i < count; ++i) a += coeffs[i] * load(rows + i * stride + l);
+    store(out + l, a);
+  }
+  for (; l < len; ++l) {
+    T a = init ? init[l] : T(0);
+    for (int64_t i = 0; i < count; ++i) a += coeffs[i] * rows[i * stride + l];
+    out[l] = a;
+  }
+}
+
+// P combinations of the same rows at once, each with its own coefficients (coeffs[p * count + i]),
+// its own start (init + p * init_stride; init_stride 0 shares one) and its own output
+// (out + p * out_stride): every row is loaded once for all P outputs.
+//   out_p[l] = init_p[l] + sum_i coeffs[p * count + i] rows[i * stride + l]
+template <int P, typename T>
+SPE_INLINE void combine_rows_shared(int64_t count, const T* coeffs, const T* rows, int64_t stride, const T* init,
+                                    int64_t init_stride, T* out, int64_t out_stride, int64_t len) {
+  constexpr int64_t W = kLanes<T>;
+  int64_t l = 0;
+  for (; l + 2 * W <= len; l += 2 * W) {
+    Vec<T> a0[P], a1[P];
+    for (int p = 0; p < P; ++p) {
+      a0[p] = load(init + p * init_stride + l);
+      a1[p] = load(init + p * init_stride + l + W);
+    }
+    for (int64_t i = 0; i < count; ++i) {
+      const Vec<T> r0 = load(rows + i * stride + l), r1 = load(rows + i * stride + l + W);
+      for (int p = 0; p < P; ++p) {
+        const T c = coeffs[p * count + i];
+        a0[p] += c * r0;
+        a1[p] += c * r1;
+      }
+    }
+    for (int p = 0; p < P; ++p) {
+      store(out + p * out_stride + l, a0[p]);
+      store(out + p * out_stride + l + W, a1[p]);
+    }
+  }
+  for (int p = 0; p < P; ++p)
+    if (l < len)
+      combine_rows(count, coeffs + p * count, rows + l, stride, init + p * init_stride + l, out + p * out_stride + l,
+                   len - l);
+}
+
+constexpr int kShared = 4;  // outputs computed together by the *_many primitives
+
+// `outputs` combinations as above, kShared at a time.
+template <typename T>
+SPE_INLINE void combine_rows_many(int64_t outputs, int64_t count, const T* coeffs, const T* rows, int64_t stride,
+                                  const T* init, int64_t init_stride, T* out, int64_t out_stride, int64_t len) {
+  int64_t p = 0;
+  for (; p + kShared <= outputs; p += kShared)
+    combine_rows_shared<kShared>(count, coeffs + p * count, rows, stride, init + p * init_stride, init_stride,
+                                 out + p * out_stride, out_stride, len);
+  for (; p < outputs; ++p)
+    combine_rows(count, coeffs + p * count, rows, stride, init + p * init_stride, out + p * out_stride, len);
+}
+
+// out[p] = shared . rows[p * stride], for p < P: `shared` is loaded once for all P dot products.
+template <int P, typename T>
+SPE_INLINE void dot_shared(const T* shared, const T* rows, int64_t stride, int64_t len, T* out) {
+  constexpr int64_t W = kLanes<T>;
+  Vec<T> acc[P];
+  for (int p = 0; p < P; ++p) acc[p] = Vec<T>{};
+  int64_t l = 0;
+  for (; l + W <= len; l += W) {
+    const Vec<T> v = load(shared + l);
+    for (int p = 0; p < P; ++p) acc[p] += v * load(rows + p * stride + l);
+  }
+  for (int p = 0; p < P; ++p) {
+    T total = horizontal_sum(acc[p]);
+    for (int64_t m = l; m < len; ++m) total += shared[m] * rows[p * stride + m];
+    out[p] = total;
+  }
+}
+
+// `outputs` dot products with one shared vector, kShared at a time.
+template <typename T>
+SPE_INLINE void dot_many(int64_t outputs, const T* shared, const T* rows, int64_t stride, int64_t len, T* out) {
+  int64_t p = 0;
+  for (; p + kShared <= outputs; p += kShared) dot_shared<kShared>(shared, rows + p * stride, stride, len, out + p);
+  for (; p < outputs; ++p) dot_shared<1>(shared, rows + p * stride, stride, len, out + p);
+}
+
+// sum_l a[l] b[l] with four vector partial sums.
+template <typename T>
+SPE_INLINE T dot(const T* a, const T* b, int64_t len) {
+  constexpr int64_t W = kLanes<T>;
+  Vec<T> s0 = {}, s1 = {}, s2 = {}, s3 = {};
+  int64_t l = 0;
+  for (; l + 4 * W <= len; l += 4 * W) {
+    s0 += load(a + l) * load(b + l);
+    s1 += load(a + l + W) * load(b + l + W);
+    s2 += load(a + l + 2 * W) * load(b + l + 2 * W);
+    s3 += load(a + l + 3 * W) * load(b + l + 3 * W);
+  }
+  for (; l + W <= len; l += W) s0 += load(a + l) * load(b + l);
+  T total = horizontal_sum((s0 + s1) + (s2 + s3));
+  for (; l < len; ++l) total += a[l] * b[l];
+  return total;
+}
+
+}  // namespace spe::kernels::cpu
