@@ -1,0 +1,32 @@
+// Registers the fused ops with the PyTorch dispatcher, so that Python reaches them as
+// torch.ops.spe.* after torch.ops.load_library("libspe_torch_ops.so"). Both are differentiable:
+// the C++ implementations record their own backward with autograd.
+#include <torch/library.h>
+
+#include "spe/ops/causal_linear_attention.h"
+#include "spe/ops/sine_spe_filter.h"
+
+namespace {
+
+at::Tensor sine_spe_filter_op(const at::Tensor& x, const at::Tensor& frequencies, const at::Tensor& phases,
+                              const at::Tensor& weights, const c10::optional<at::Tensor>& gate_scale,
+                              const c10::optional<at::Tensor>& gate_shift, int64_t first_position) {
+  return spe::ops::sine_spe_filter(x, frequencies, phases, weights, gate_scale.value_or(at::Tensor()),
+                                   gate_shift.value_or(at::Tensor()), first_position);
+}
+
+at::Tensor causal_linear_attention_op(const at::Tensor& phi_q, const at::Tensor& phi_k, const at::Tensor& v,
+                                      double eps, int64_t chunk) {
+  return spe::ops::causal_linear_attention(phi_q, phi_k, v, eps, chunk);
+}
+
+}  // namespace
+
+TORCH_LIBRARY(spe, m) {
+  m.def("causal_linear_attention(Tensor phi_q, Tensor phi_k, Tensor v, float eps=1e-06, int chunk=64) -> Tensor",
+        &causal_linear_attention_op);
+  m.def(
+      "sine_spe_filter(Tensor x, Tensor frequencies, Tensor phases, Tensor weights, Tensor? gate_scale=None, "
+      "Tensor? gate_shift=None, int first_position=0) -> Tensor",
+      &sine_spe_filter_op);
+}

@@ -1,0 +1,94 @@
+"""torch.ops.spe.* from Python: results against pure-PyTorch formulas written here, and
+torch.autograd.gradcheck of the C++ backward. Run by ctest with /usr/bin/python3 (Debian's
+python3-torch) and SPE_TORCH_OPS pointing at libspe_torch_ops.so."""
+import math
+import os
+import unittest
+
+import torch
+
+torch.ops.load_library(os.environ["SPE_TORCH_OPS"])
+
+
+def causal_reference(q, k, v, eps):
+    """out_m = sum_{n<=m} (q_m . k_n) v_n / max(sum_{n<=m} q_m . k_n, eps)."""
+    s = torch.einsum("bmhf,bnhf->bhmn", q, k).tril()
+    num = torch.einsum("bhmn,bnhd->bmhd", s, v)
+    return num / s.sum(-1).transpose(1, 2).clamp_min(eps).unsqueeze(-1)
+
+
+def sine_reference(x, f, theta, w, a, c, first):
+    """code[n, h, d, :] = a[h, d] sum_j Omega_j(n) w[h, d, j, :] + c[h, d, :]; out = sum_d x code."""
+    n = torch.arange(first, first + x.shape[1], dtype=torch.float64)
+    phase = 2 * math.pi * f[None] * n[:, None, None, None] + theta[None]  # (N, H, D, K)
+    omega = torch.stack([phase.cos(), phase.sin()], -1).flatten(-2).to(x.dtype)  # (N, H, D, 2K)
+    code = torch.einsum("nhdj,hdjr->nhdr", omega, w)
+    if a is not None:
+        code = code * a[..., None]
+    if c is not None:
+        code = code + c
+    return torch.einsum("bnhd,nhdr->bnhr", x, code)
+
+
+class CausalLinearAttention(unittest.TestCase):
+    def inputs(self, dtype, requires_grad=False):
+        g = torch.Generator().manual_seed(0)
+        shape = (2, 13, 3, 4)
+        q = torch.rand(shape, generator=g, dtype=dtype)
+        k = torch.rand(shape, generator=g, dtype=dtype)
+        v = torch.randn(2, 13, 3, 5, generator=g, dtype=dtype)
+        return [t.requires_grad_(requires_grad) for t in (q, k, v)]
+
+    def test_matches_the_formula(self):
+        q, k, v = self.inputs(torch.float64)
+        for chunk in (1, 4, 64):
+            out = torch.ops.spe.causal_linear_attention(q, k, v, 1e-6, chunk)
+            self.assertLess((out - causal_reference(q, k, v, 1e-6)).abs().max().item(), 1e-10)
+        q, k, v = self.inputs(torch.float32)
+        out = torch.ops.spe.causal_linear_attention(q, k, v)
+        want = causal_reference(q.double(), k.double(), v.double(), 1e-6)
+        self.assertLess(((out.double() - want).abs().max() / want.abs().max()).item(), 1e-4)
+
+    def test_gradcheck(self):
+        q, k, v = self.inputs(torch.float64, requires_grad=True)
+        self.assertTrue(torch.autograd.gradcheck(
+            lambda a, b, c: torch.ops.spe.causal_linear_attention(a, b, c, 1e-6, 4), (q, k, v)))
+
+    def test_bad_input_is_named(self):
+        q, k, v = self.inputs(torch.float32)
+        with self.assertRaisesRegex(RuntimeError, "inputs must share a dtype"):
+            torch.ops.spe.causal_linear_attention(q, k, v.double())
+
+
+class SineSPEFilter(unittest.TestCase):
+    def inputs(self, requires_grad=False):
+        g = torch.Generator().manual_seed(1)
+        B, N, H, D, K, R = 2, 9, 2, 3, 2, 4
+        tensors = [torch.randn(B, N, H, D, generator=g, dtype=torch.float64),
+                   torch.rand(H, D, K, generator=g, dtype=torch.float64) * 0.5,
+                   torch.randn(H, D, K, generator=g, dtype=torch.float64),
+                   torch.randn(H, D, 2 * K, R, generator=g, dtype=torch.float64),
+                   torch.rand(H, D, generator=g, dtype=torch.float64),
+                   torch.randn(H, D, R, generator=g, dtype=torch.float64)]
+        return [t.requires_grad_(requires_grad) for t in tensors]
+
+    def test_matches_the_formula(self):
+        x, f, theta, w, a, c = self.inputs()
+        out = torch.ops.spe.sine_spe_filter(x, f, theta, w, a, c, 5)
+        self.assertLess((out - sine_reference(x, f, theta, w, a, c, 5)).abs().max().item(), 1e-10)
+        ungated = torch.ops.spe.sine_spe_filter(x, f, theta, w)
+        self.assertLess((ungated - sine_reference(x, f, theta, w, None, None, 0)).abs().max().item(), 1e-10)
+
+    def test_gradcheck(self):
+        inputs = self.inputs(requires_grad=True)
+        self.assertTrue(torch.autograd.gradcheck(
+            lambda *t: torch.ops.spe.sine_spe_filter(*t, 3), tuple(inputs)))
+
+    def test_bad_input_is_named(self):
+        x, f, theta, w, a, c = self.inputs()
+        with self.assertRaisesRegex(RuntimeError, "frequencies and phases must be float64"):
+            torch.ops.spe.sine_spe_filter(x, f.float(), theta, w)
+
+
+if __name__ == "__main__":
+    unittest.main()
