@@ -52,47 +52,91 @@ at::Tensor quadratic_causal(const at::Tensor& q, const at::Tensor& k, const at::
   return at::einsum("bhmn,bnhd->bmhd", {s, v}) / s.sum(-1).transpose(1, 2).clamp_min(1e-6).unsqueeze(-1);
 }
 
+// One implementation of a scenario at one size: its forward alone and forward + backward.
+struct Candidate {
+  std::string name;
+  std::function<void()> forward, forward_backward;
+};
+// The candidates of a scenario at length N (they own their inputs).
+using Scenario = std::function<std::vector<Candidate>(int64_t n)>;
+
+struct Measured {
+  int64_t n;
+  std::string name;
+  Timing forward, forward_backward;
+  double memory_mib = 0;
+};
+
+// Times every candidate at every length first, then measures peak memory (which fixes the
+// allocator's mmap threshold for the rest of the process, so it must not precede any timing).
+std::vector<Measured> run_scenario(const BenchArgs& a, const Scenario& scenario) {
+  std::vector<Measured> results;
+  for (int64_t n : a.lengths)
+    for (const Candidate& c : scenario(n))
+      results.push_back({n, c.name, time_median(c.forward, a.repeats), time_median(c.forward_backward, a.repeats)});
+  size_t i = 0;
+  for (int64_t n : a.lengths)
+    for (const Candidate& c : scenario(n)) results[i++].memory_mib = peak_memory_mib(c.forward_backward);
+  return results;
+}
+
+// One JSON line per measurement: `fields` describes the scenario, flops(n, backward) counts the
+// fused algorithm's work, and the speedup is against the fused candidate at the same length.
+void print_results(const std::vector<Measured>& results, const std::string& fields,
+                   const std::function<double(int64_t, bool)>& flops, double gemm) {
+  for (const Measured& m : results) {
+    double fused_s = m.forward_backward.median_s;
+    for (const Measured& other : results)
+      if (other.n == m.n && other.name == "fused") fused_s = other.forward_backward.median_s;
+    const double flops_f = flops(m.n, false), flops_fb = flops_f + flops(m.n, true);
+    std::cout << fmt::format(
+        "{{{}, \"impl\": \"{}\", \"N\": {}, \"threads\": {}, \"forward_s\": {:.6g}, \"forward_backward_s\": {:.6g}, "
+        "\"fused_gflop_forward\": {:.4g}, \"fused_gflop_forward_backward\": {:.4g}, \"gflops_forward\": {:.4g}, "
+        "\"gflops_forward_backward\": {:.4g}, \"gemm_gflops\": {:.4g}, \"fraction_of_gemm_forward\": {:.3f}, "
+        "\"fraction_of_gemm_forward_backward\": {:.3f}, \"peak_above_inputs_mib\": {:.1f}, "
+        "\"fused_speedup\": {:.3g}, \"OPENBLAS_NUM_THREADS\": \"{}\", \"OPENBLAS_CORETYPE\": \"{}\"}}\n",
+        fields, m.name, m.n, at::get_num_threads(), m.forward.median_s, m.forward_backward.median_s, flops_f / 1e9,
+        flops_fb / 1e9, flops_f / m.forward.median_s / 1e9, flops_fb / m.forward_backward.median_s / 1e9, gemm,
+        flops_f / m.forward.median_s / 1e9 / gemm, flops_fb / m.forward_backward.median_s / 1e9 / gemm,
+        m.memory_mib, m.forward_backward.median_s / fused_s, env_or_unset("OPENBLAS_NUM_THREADS"),
+        env_or_unset("OPENBLAS_CORETYPE"));
+  }
+}
+
 void bench_causal(const BenchArgs& a) {
   const auto dtype = a.dtype == "float64" ? at::kDouble : at::kFloat;
   const double gemm = measure_gemm_gflops(2048, 5);
-  for (int64_t n : a.lengths) {
-    at::Tensor q = at::rand({a.batch, n, a.heads, a.dim}, dtype).requires_grad_();
-    at::Tensor k = at::rand({a.batch, n, a.heads, a.dim}, dtype).requires_grad_();
-    at::Tensor v = at::randn({a.batch, n, a.heads, a.value_dim}, dtype).requires_grad_();
-    at::Tensor grad = at::randn({a.batch, n, a.heads, a.value_dim}, dtype);
-    using Attention = std::function<at::Tensor()>;
-    std::vector<std::pair<std::string, Attention>> impls{
-        {"fused", [&] { return ops::causal_linear_attention(q, k, v, 1e-6, a.chunk); }}};
-    if (a.reference && n <= a.reference_max_length) impls.push_back({"quadratic", [&] { return quadratic_causal(q, k, v); }});
-    double fused_total = 0;
-    for (const auto& [name, attention] : impls) {
-      auto forward = [&] {
-        at::NoGradGuard no_grad;
-        attention();
-      };
-      auto forward_backward = [&] {
-        for (at::Tensor* x : {&q, &k, &v}) x->mutable_grad().reset();
-        attention().backward(grad);
-      };
-      const Timing f = time_median(forward, a.repeats);
-      const Timing fb = time_median(forward_backward, a.repeats);
-      const double memory = peak_memory_mib(forward_backward);
-      if (name == "fused") fused_total = fb.median_s;
-      const double flops_f = fused_flops(a, n, false), flops_fb = flops_f + fused_flops(a, n, true);
-      std::cout << fmt::format(
-          "{{\"scenario\": \"causal_linear_attention\", \"impl\": \"{}\", \"dtype\": \"{}\", \"B\": {}, \"N\": {}, "
-          "\"H\": {}, \"M\": {}, \"Dv\": {}, \"chunk\": {}, \"threads\": {}, \"forward_s\": {:.6g}, "
-          "\"forward_backward_s\": {:.6g}, \"fused_gflop_forward\": {:.4g}, \"fused_gflop_forward_backward\": {:.4g}, "
-          "\"gflops_forward\": {:.4g}, \"gflops_forward_backward\": {:.4g}, \"gemm_gflops\": {:.4g}, "
-          "\"fraction_of_gemm_forward\": {:.3f}, \"peak_above_inputs_mib\": {:.1f}, \"speedup_of_fused\": {:.3g}, "
-          "\"OPENBLAS_NUM_THREADS\": \"{}\", \"OPENBLAS_CORETYPE\": \"{}\"}}\n",
-          name, a.dtype, a.batch, n, a.heads, a.dim, a.value_dim, a.chunk, at::get_num_threads(), f.median_s,
-          fb.median_s, flops_f / 1e9, flops_fb / 1e9, flops_f / f.median_s / 1e9, flops_fb / fb.median_s / 1e9,
-          gemm, flops_f / f.median_s / 1e9 / gemm, memory, fb.median_s / fused_total,
-          env_or_unset("OPENBLAS_NUM_THREADS"), env_or_unset("OPENBLAS_CORETYPE"));
-      std::cout.flush();
-    }
-  }
+  auto scenario = [&](int64_t n) {
+    struct Inputs {
+      at::Tensor q, k, v, grad;
+    };
+    auto x = std::make_shared<Inputs>(Inputs{at::rand({a.batch, n, a.heads, a.dim}, dtype).requires_grad_(),
+                                             at::rand({a.batch, n, a.heads, a.dim}, dtype).requires_grad_(),
+                                             at::randn({a.batch, n, a.heads, a.value_dim}, dtype).requires_grad_(),
+                                             at::randn({a.batch, n, a.heads, a.value_dim}, dtype)});
+    auto candidate = [x](std::string name, std::function<at::Tensor()> attention) {
+      return Candidate{std::move(name),
+                       [attention] {
+                         at::NoGradGuard no_grad;
+                         attention();
+                       },
+                       [x, attention] {
+                         for (at::Tensor* t : {&x->q, &x->k, &x->v}) t->mutable_grad().reset();
+                         attention().backward(x->grad);
+                       }};
+    };
+    std::vector<Candidate> candidates{
+        candidate("fused", [x, &a] { return ops::causal_linear_attention(x->q, x->k, x->v, 1e-6, a.chunk); })};
+    if (a.reference && n <= a.reference_max_length)
+      candidates.push_back(candidate("quadratic", [x] { return quadratic_causal(x->q, x->k, x->v); }));
+    return candidates;
+  };
+  const std::string fields = fmt::format(
+      "\"scenario\": \"causal_linear_attention\", \"dtype\": \"{}\", \"B\": {}, \"H\": {}, \"M\": {}, \"Dv\": {}, "
+      "\"chunk\": {}",
+      a.dtype, a.batch, a.heads, a.dim, a.value_dim, a.chunk);
+  print_results(run_scenario(a, scenario), fields, [&](int64_t n, bool backward) { return fused_flops(a, n, backward); },
+                gemm);
 }
 
 // Flops of the fused sineSPE filter for q and k: per (h, n), building the code costs 4 D K R,
@@ -109,51 +153,44 @@ void bench_sine(const BenchArgs& a) {
   SPEFilter filter(SPEFilterOptions(a.heads, a.dim).gated(a.gated));
   spe->to(dtype);
   filter->to(dtype);
-  for (int64_t n : a.lengths) {
-    at::Tensor q = at::randn({a.batch, n, a.heads, a.dim}, dtype).requires_grad_();
-    at::Tensor k = at::randn({a.batch, n, a.heads, a.dim}, dtype).requires_grad_();
-    at::Tensor wq = at::randn({a.batch, n, a.heads, a.realizations}, dtype);
-    at::Tensor wk = at::randn({a.batch, n, a.heads, a.realizations}, dtype);
-    // one training step's SPE work: draw the code, filter q and k (fused, or materialised)
-    auto filtered = [&](bool fused) {
-      SPECode code = spe->forward(n);
-      if (fused) return filter->forward(q, k, code);
-      SPECode gated = filter->apply_gate(code.materialise());
-      return std::make_pair(spe_apply_code(q, gated.qbar), spe_apply_code(k, gated.kbar));
+  auto scenario = [&](int64_t n) {
+    struct Inputs {
+      at::Tensor q, k, wq, wk;
     };
-    std::vector<std::pair<std::string, bool>> impls{{"fused", true}};
-    if (a.reference && n <= a.reference_max_length) impls.push_back({"materialised", false});
-    double fused_total = 0;
-    for (const auto& [name, fused] : impls) {
-      auto forward = [&] {
-        at::NoGradGuard no_grad;
-        filtered(fused);
-      };
-      auto forward_backward = [&] {
-        for (auto& p : spe->parameters()) p.mutable_grad().reset();
-        for (at::Tensor* x : {&q, &k}) x->mutable_grad().reset();
-        auto [qhat, khat] = filtered(fused);
-        ((qhat * wq).sum() + (khat * wk).sum()).backward();
-      };
-      const Timing f = time_median(forward, a.repeats);
-      const Timing fb = time_median(forward_backward, a.repeats);
-      const double memory = peak_memory_mib(forward_backward);
-      if (fused) fused_total = fb.median_s;
-      const double flops_f = sine_flops(a, n, false), flops_fb = flops_f + sine_flops(a, n, true);
-      std::cout << fmt::format(
-          "{{\"scenario\": \"sine_spe_filter\", \"impl\": \"{}\", \"dtype\": \"{}\", \"gated\": {}, \"B\": {}, "
-          "\"N\": {}, \"H\": {}, \"D\": {}, \"R\": {}, \"K\": {}, \"threads\": {}, \"forward_s\": {:.6g}, "
-          "\"forward_backward_s\": {:.6g}, \"fused_gflop_forward\": {:.4g}, \"fused_gflop_forward_backward\": {:.4g}, "
-          "\"gflops_forward_backward\": {:.4g}, \"gemm_gflops\": {:.4g}, \"fraction_of_gemm_forward_backward\": {:.3f}, "
-          "\"peak_above_inputs_mib\": {:.1f}, \"speedup_of_fused\": {:.3g}, \"OPENBLAS_NUM_THREADS\": \"{}\", "
-          "\"OPENBLAS_CORETYPE\": \"{}\"}}\n",
-          name, a.dtype, a.gated ? "true" : "false", a.batch, n, a.heads, a.dim, a.realizations, a.sines,
-          at::get_num_threads(), f.median_s, fb.median_s, flops_f / 1e9, flops_fb / 1e9,
-          flops_fb / fb.median_s / 1e9, gemm, flops_fb / fb.median_s / 1e9 / gemm, memory,
-          fb.median_s / fused_total, env_or_unset("OPENBLAS_NUM_THREADS"), env_or_unset("OPENBLAS_CORETYPE"));
-      std::cout.flush();
-    }
-  }
+    auto x = std::make_shared<Inputs>(Inputs{at::randn({a.batch, n, a.heads, a.dim}, dtype).requires_grad_(),
+                                             at::randn({a.batch, n, a.heads, a.dim}, dtype).requires_grad_(),
+                                             at::randn({a.batch, n, a.heads, a.realizations}, dtype),
+                                             at::randn({a.batch, n, a.heads, a.realizations}, dtype)});
+    // one training step's SPE work: draw the code, filter q and k (fused, or materialised)
+    auto filtered = [x, n, &spe, &filter](bool fused) {
+      SPECode code = spe->forward(n);
+      if (fused) return filter->forward(x->q, x->k, code);
+      SPECode gated = filter->apply_gate(code.materialise());
+      return std::make_pair(spe_apply_code(x->q, gated.qbar), spe_apply_code(x->k, gated.kbar));
+    };
+    auto candidate = [&, x, filtered](std::string name, bool fused) {
+      return Candidate{std::move(name),
+                       [filtered, fused] {
+                         at::NoGradGuard no_grad;
+                         filtered(fused);
+                       },
+                       [&, x, filtered, fused] {
+                         for (auto& p : spe->parameters()) p.mutable_grad().reset();
+                         for (at::Tensor* t : {&x->q, &x->k}) t->mutable_grad().reset();
+                         auto [qhat, khat] = filtered(fused);
+                         ((qhat * x->wq).sum() + (khat * x->wk).sum()).backward();
+                       }};
+    };
+    std::vector<Candidate> candidates{candidate("fused", true)};
+    if (a.reference && n <= a.reference_max_length) candidates.push_back(candidate("materialised", false));
+    return candidates;
+  };
+  const std::string fields = fmt::format(
+      "\"scenario\": \"sine_spe_filter\", \"dtype\": \"{}\", \"gated\": {}, \"B\": {}, \"H\": {}, \"D\": {}, "
+      "\"R\": {}, \"K\": {}",
+      a.dtype, a.gated ? "true" : "false", a.batch, a.heads, a.dim, a.realizations, a.sines);
+  print_results(run_scenario(a, scenario), fields, [&](int64_t n, bool backward) { return sine_flops(a, n, backward); },
+                gemm);
 }
 
 }  // namespace
@@ -188,6 +225,7 @@ void add_bench_command(CLI::App& app) {
   sine->add_option("--reference-max-length", a->reference_max_length, "skip the materialised reference above this N")->capture_default_str();
   sine->add_flag("!--no-reference", a->reference, "only the fused kernel");
   sine->callback([a] { bench_sine(*a); });
+  add_bench_layer_scenarios(*sub);
 }
 
 }  // namespace spe::cli

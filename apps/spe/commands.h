@@ -8,5 +8,7 @@ namespace spe::cli {
 void add_info_command(CLI::App& app);
 void add_kernel_command(CLI::App& app);
 void add_bench_command(CLI::App& app);
+// The decode and layer scenarios, added to `spe bench` by add_bench_command.
+void add_bench_layer_scenarios(CLI::App& bench);
 
 }  // namespace spe::cli

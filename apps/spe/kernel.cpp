@@ -3,12 +3,13 @@
 #include <ATen/Context.h>
 #include <fmt/format.h>
 
-#include <cstdio>
+#include <cmath>
 #include <iostream>
 #include <memory>
 #include <string>
 
 #include "commands.h"
+#include "gnuplot.h"
 #include "spe/spe.h"
 #include "spe/util/files.h"
 
@@ -114,25 +115,15 @@ std::string report_json(const KernelArgs& a, const KernelReport& r) {
   return out;
 }
 
-std::string gnuplot_quote(const std::string& s) {
-  std::string out = "'";
-  for (char c : s) out += (c == '\'') ? std::string("''") : std::string(1, c);
-  return out + "'";
-}
-
-// Plots expected against empirical for up to four (h, d) pairs, written atomically.
+// Plots expected against empirical for up to four (h, d) pairs.
 void write_png(const KernelArgs& a, const KernelReport& r) {
   std::vector<std::pair<int64_t, int64_t>> panels;
   for (int64_t h = 0; h < std::min<int64_t>(a.heads, 2); ++h)
     for (int64_t d = 0; d < std::min<int64_t>(a.dim, 2); ++d) panels.emplace_back(h, d);
-  const std::string temporary = a.png_path + ".tmp.png";
   std::string script = fmt::format(
-      "set terminal pngcairo size 1200,800 font ',10'\nset output {}\n"
       "set multiplot layout 2,2 title {}\nset xlabel 'lag m - n'\nset grid\n",
-      gnuplot_quote(temporary),
-      gnuplot_quote(fmt::format("{}SPE{} kernel: H={} D={} L={} R={} seed={}", a.pe,
-                                a.gated ? " (gated)" : "", a.heads, a.dim, a.length,
-                                a.realizations, a.seed)));
+      gnuplot_quote(fmt::format("{}SPE{} kernel: H={} D={} L={} R={} seed={}", a.pe, a.gated ? " (gated)" : "",
+                                a.heads, a.dim, a.length, a.realizations, a.seed)));
   for (const auto& [h, d] : panels) {
     script += fmt::format("set title 'head {}, feature {}'\n", h, d);
     script += "plot '-' using 1:2 with points pt 7 ps 0.4 lc rgb '#999999' title 'empirical (one draw)', "
@@ -145,16 +136,8 @@ void write_png(const KernelArgs& a, const KernelReport& r) {
       script += "e\n";
     }
   }
-  script += "unset multiplot\nset output\n";
-  FILE* gnuplot = ::popen("gnuplot", "w");
-  TORCH_CHECK(gnuplot != nullptr, "spe kernel: cannot start gnuplot (install gnuplot-nox)");
-  std::fwrite(script.data(), 1, script.size(), gnuplot);
-  const int status = ::pclose(gnuplot);
-  if (status != 0) std::remove(temporary.c_str());
-  TORCH_CHECK(status == 0, "spe kernel: gnuplot failed (exit status ", status,
-              "); is gnuplot-nox installed? scripts/setup.sh installs it");
-  TORCH_CHECK(std::rename(temporary.c_str(), a.png_path.c_str()) == 0,
-              "spe kernel: cannot write ", a.png_path);
+  script += "unset multiplot\n";
+  plot_png(a.png_path, script, 1200, 800);
 }
 
 void check_args(const KernelArgs& a, const CLI::App& sub) {

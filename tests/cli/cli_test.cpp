@@ -138,6 +138,51 @@ TEST(CliKernel, BadArgumentsAreNamed) {
   expect_error(run_cli("frobnicate"), "frobnicate");
 }
 
+// Every line of a `spe bench` run is a JSON object; returns them.
+std::vector<nlohmann::json> json_lines(const std::string& output) {
+  std::vector<nlohmann::json> lines;
+  std::istringstream in(output);
+  for (std::string line; std::getline(in, line);)
+    if (!line.empty() && line[0] == '{') lines.push_back(nlohmann::json::parse(line));
+  return lines;
+}
+
+TEST(CliBench, EveryScenarioReportsItsMeasurements) {
+  CliRun causal = run_cli("bench causal --batch 1 --heads 2 --length 96 --dim 8 --value-dim 8 --chunk 32 --repeats 1");
+  ASSERT_EQ(causal.status, 0) << causal.output;
+  auto lines = json_lines(causal.output);
+  ASSERT_EQ(lines.size(), 2u) << causal.output;
+  EXPECT_EQ(lines[0]["impl"], "fused");
+  EXPECT_EQ(lines[0]["fused_speedup"], 1);
+  EXPECT_EQ(lines[1]["impl"], "quadratic");
+  for (const auto& l : lines) {
+    EXPECT_GT(l["forward_s"].get<double>(), 0);
+    EXPECT_GT(l["gemm_gflops"].get<double>(), 0);
+    EXPECT_EQ(l["N"], 96);
+  }
+  CliRun sine = run_cli("bench sine --batch 1 --heads 2 --length 40 --dim 4 --realizations 8 --sines 2 --repeats 1");
+  ASSERT_EQ(sine.status, 0) << sine.output;
+  lines = json_lines(sine.output);
+  ASSERT_EQ(lines.size(), 2u) << sine.output;
+  EXPECT_EQ(lines[1]["impl"], "materialised");
+  EXPECT_NEAR(lines[0]["fused_gflop_forward"].get<double>(), 2.0 * 40 * 2 * (4 * 4 * 2 * 8 + 2 * 1 * 4 * 8) / 1e9, 1e-9);
+  const fs::path png = scratch("decode.png");
+  CliRun decode = run_cli("bench decode --heads 2 --dim 4 --realizations 8 --positions 50 --window 20 --png " + png.string());
+  ASSERT_EQ(decode.status, 0) << decode.output;
+  lines = json_lines(decode.output);
+  ASSERT_EQ(lines.size(), 3u) << decode.output;  // windows starting at 0, 20, 40
+  EXPECT_EQ(lines[2]["first_position"], 40);
+  EXPECT_EQ(slurp(png).substr(0, 4), "\x89PNG");
+  CliRun layer = run_cli("bench layer --heads 2 --dim 4 --realizations 8 --length 16 32 --clip 4 --repeats 1");
+  ASSERT_EQ(layer.status, 0) << layer.output;
+  lines = json_lines(layer.output);
+  ASSERT_EQ(lines.size(), 5u) << layer.output;
+  EXPECT_TRUE(lines.back().contains("crossover_length"));
+  CliRun bad = run_cli("bench causal --chunk 0");
+  EXPECT_NE(bad.status, 0);
+  EXPECT_NE(bad.output.find("--chunk"), std::string::npos) << bad.output;
+}
+
 TEST(CliInfo, ReportsVersionsBlasThreadsAndGemmRate) {
   CliRun run = run_cli("--threads 1 info --gemm-size 128");
   ASSERT_EQ(run.status, 0) << run.output;

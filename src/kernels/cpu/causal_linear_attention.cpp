@@ -153,6 +153,7 @@ void backward_pair(const CausalShape& s, const Head<T>& x, const T* out, const T
 template <typename T>
 void causal_linear_attention_forward(const CausalShape& s, const T* q, const T* k, const T* v, T eps,
                                      int64_t chunk, T* out, T* den) {
+  const SingleThreadedBlas one_blas_thread;
   at::parallel_for(0, s.batch * s.heads, 1, [&](int64_t begin, int64_t end) {
     std::vector<T> work;
     for (int64_t pair = begin; pair < end; ++pair) {
@@ -167,6 +168,7 @@ template <typename T>
 void causal_linear_attention_backward(const CausalShape& s, const T* q, const T* k, const T* v, const T* out,
                                       const T* den, const T* grad_out, T eps, int64_t chunk, T* grad_q,
                                       T* grad_k, T* grad_v) {
+  const SingleThreadedBlas one_blas_thread;
   at::parallel_for(0, s.batch * s.heads, 1, [&](int64_t begin, int64_t end) {
     std::vector<T> work;
     for (int64_t pair = begin; pair < end; ++pair) {

@@ -33,12 +33,7 @@ struct Oscillators {
   std::vector<double> cos_now, sin_now, cos_step, sin_step;
 
   Oscillators(const double* frequencies, const double* phases, int64_t n)
-      : f(frequencies), theta(phases), count(n), cos_now(n), sin_now(n), cos_step(n), sin_step(n) {
-    for (int64_t i = 0; i < n; ++i) {
-      cos_step[i] = std::cos(kTwoPi * f[i]);
-      sin_step[i] = std::sin(kTwoPi * f[i]);
-    }
-  }
+      : f(frequencies), theta(phases), count(n), cos_now(n), sin_now(n) {}
   void set(int64_t position) {
     for (int64_t i = 0; i < count; ++i) {
       const double phase = kTwoPi * f[i] * static_cast<double>(position) + theta[i];
@@ -49,6 +44,14 @@ struct Oscillators {
   // Moves to `position`, the step after the previous one unless steps_since_set is 0.
   void advance(int64_t position, int64_t steps_since_set) {
     if (steps_since_set % kResync == 0) return set(position);
+    if (cos_step.empty()) {  // the rotation by one position, computed on first use
+      cos_step.resize(count);
+      sin_step.resize(count);
+      for (int64_t i = 0; i < count; ++i) {
+        cos_step[i] = std::cos(kTwoPi * f[i]);
+        sin_step[i] = std::sin(kTwoPi * f[i]);
+      }
+    }
     for (int64_t i = 0; i < count; ++i) {
       const double c = cos_now[i] * cos_step[i] - sin_now[i] * sin_step[i];
       sin_now[i] = sin_now[i] * cos_step[i] + cos_now[i] * sin_step[i];
@@ -121,8 +124,9 @@ SPE_INLINE void forward_block(const SineFilterShape& s, const Block& blk, const 
   const int64_t H = s.heads, D = s.dim, K = s.sines, R = s.realizations, h = blk.head;
   const HeadData<T> hd = head_data(s, h, weights, gate_scale, gate_shift);
   Oscillators osc(freq + h * D * K, phase + h * D * K, D * K);
-  std::vector<T> codes(kTile * D * R), coeffs(D * kTile * 2 * K), xs(s.batch * D), zeros(R);
-  std::vector<double> omega(kTile * D * K * 2);
+  const int64_t most = std::min(kTile, blk.end - blk.begin);  // positions per tile
+  std::vector<T> codes(most * D * R), coeffs(D * most * 2 * K), xs(s.batch * D), zeros(R);
+  std::vector<double> omega(most * D * K * 2);
   for (int64_t t0 = blk.begin; t0 < blk.end; t0 += kTile) {
     const int64_t tile = std::min(kTile, blk.end - t0);
     sample_oscillators(osc, s, blk, t0, tile, omega.data());
@@ -158,10 +162,11 @@ SPE_INLINE void backward_block(const SineFilterShape& s, const Block& blk, const
   const int64_t H = s.heads, D = s.dim, K = s.sines, R = s.realizations, B = s.batch, h = blk.head;
   const HeadData<T> hd = head_data(s, h, weights, gate_scale, gate_shift);
   Oscillators osc(freq + h * D * K, phase + h * D * K, D * K);
-  std::vector<T> codes(kTile * D * R), coeffs(D * kTile * 2 * K), xs(B * D), gx(B), zeros(R), dots(2 * K);
-  std::vector<T> grad_code(kTile * D * R);       // (tile, D, R)
-  std::vector<double> omega(kTile * D * K * 2);  // (tile, D, 2K): cos, sin of each position
-  const std::vector<T> ones(kTile, T(1));
+  const int64_t most = std::min(kTile, blk.end - blk.begin);  // positions per tile
+  std::vector<T> codes(most * D * R), coeffs(D * most * 2 * K), xs(B * D), gx(B), zeros(R), dots(2 * K);
+  std::vector<T> grad_code(most * D * R);       // (tile, D, R)
+  std::vector<double> omega(most * D * K * 2);  // (tile, D, 2K): cos, sin of each position
+  const std::vector<T> ones(most, T(1));
   const int64_t batch_stride = s.length * H;
   for (int64_t t0 = blk.begin; t0 < blk.end; t0 += kTile) {
     const int64_t tile = std::min(kTile, blk.end - t0);

@@ -1,0 +1,32 @@
+#include "gnuplot.h"
+
+#include <fmt/format.h>
+
+#include <cstdio>
+#include <stdexcept>
+
+namespace spe::cli {
+
+std::string gnuplot_quote(const std::string& s) {
+  std::string out = "'";
+  for (char c : s) out += (c == '\'') ? std::string("''") : std::string(1, c);
+  return out + "'";
+}
+
+void plot_png(const std::string& png_path, const std::string& commands, int width, int height) {
+  const std::string temporary = png_path + ".tmp.png";
+  const std::string script = fmt::format("set terminal pngcairo size {},{} font ',10'\nset output {}\n{}\nset output\n",
+                                         width, height, gnuplot_quote(temporary), commands);
+  FILE* gnuplot = ::popen("gnuplot 2>&1", "w");
+  if (gnuplot == nullptr) throw std::runtime_error("cannot start gnuplot (install gnuplot-nox)");
+  std::fwrite(script.data(), 1, script.size(), gnuplot);
+  const int status = ::pclose(gnuplot);
+  if (status != 0) {
+    std::remove(temporary.c_str());
+    throw std::runtime_error(fmt::format(
+        "gnuplot failed (exit status {}); is gnuplot-nox installed? scripts/setup.sh installs it", status));
+  }
+  if (std::rename(temporary.c_str(), png_path.c_str()) != 0) throw std::runtime_error("cannot write " + png_path);
+}
+
+}  // namespace spe::cli
