@@ -72,7 +72,7 @@ void bench_decode(const LayerArgs& a) {
   if (!a.png.empty()) {
     plot_png(a.png,
              fmt::format("set title {}\nset xlabel 'position'\nset ylabel 'microseconds per token (median of {} tokens)'\n"
-                         "set logscale x 2\nset yrange [0:*]\nset grid\n"
+                         "set yrange [0:*]\nset grid\n"
                          "plot '-' using 1:2 with linespoints pt 7 lw 2 title 'sineSPE + gate + elu + recurrent step'\n{}e\n",
                          gnuplot_quote(fmt::format("decode step, B={} H={} D={} R={}: constant cost per token", B, H, D, R)),
                          a.window, data),
