@@ -12,6 +12,8 @@
 #include "spe/attention/feature_maps.h"
 #include "spe/attention/softmax.h"
 #include "spe/attention/linear.h"
+#include "spe/ops/causal_linear_attention.h"
+#include "spe/ops/sine_spe_filter.h"
 
 namespace spe {
 
