@@ -195,35 +195,33 @@ void bench_sine(const BenchArgs& a) {
 
 }  // namespace
 
+// The options every kernel scenario has: sizes, repeats, dtype and the reference switch.
+void add_common_options(CLI::App* scenario, BenchArgs& a, const std::string& dim_help) {
+  scenario->add_option("--length", a.lengths, "sequence lengths N (several allowed)")->check(CLI::PositiveNumber)->capture_default_str();
+  scenario->add_option("--batch", a.batch, "B")->check(CLI::PositiveNumber)->capture_default_str();
+  scenario->add_option("--heads", a.heads, "H")->check(CLI::PositiveNumber)->capture_default_str();
+  scenario->add_option("--dim", a.dim, dim_help)->check(CLI::PositiveNumber)->capture_default_str();
+  scenario->add_option("--repeats", a.repeats, "timed repeats (median reported)")->check(CLI::PositiveNumber)->capture_default_str();
+  scenario->add_option("--dtype", a.dtype, "float32 or float64")->check(CLI::IsMember({"float32", "float64"}))->capture_default_str();
+  scenario->add_option("--reference-max-length", a.reference_max_length, "skip the reference path above this N")->capture_default_str();
+  scenario->add_flag("!--no-reference", a.reference, "only the fused kernel");
+}
+
 void add_bench_command(CLI::App& app) {
   auto* sub = app.add_subcommand("bench", "fused kernels against the reference paths (JSON lines)");
   sub->require_subcommand(1);
   auto a = std::make_shared<BenchArgs>();
   auto* causal = sub->add_subcommand("causal", "causal linear attention: fused chunked kernel vs quadratic form");
-  causal->add_option("--length", a->lengths, "sequence lengths N (several allowed)")->check(CLI::PositiveNumber)->capture_default_str();
-  causal->add_option("--batch", a->batch, "B")->check(CLI::PositiveNumber)->capture_default_str();
-  causal->add_option("--heads", a->heads, "H")->check(CLI::PositiveNumber)->capture_default_str();
-  causal->add_option("--dim", a->dim, "M, query/key features")->check(CLI::PositiveNumber)->capture_default_str();
+  add_common_options(causal, *a, "M, query/key features");
   causal->add_option("--value-dim", a->value_dim, "Dv")->check(CLI::PositiveNumber)->capture_default_str();
   causal->add_option("--chunk", a->chunk, "C, positions per chunk")->check(CLI::Range(int64_t{1}, int64_t{4096}))->capture_default_str();
-  causal->add_option("--repeats", a->repeats, "timed repeats (median reported)")->check(CLI::PositiveNumber)->capture_default_str();
-  causal->add_option("--dtype", a->dtype, "float32 or float64")->check(CLI::IsMember({"float32", "float64"}))->capture_default_str();
-  causal->add_option("--reference-max-length", a->reference_max_length, "skip the quadratic reference above this N")->capture_default_str();
-  causal->add_flag("!--no-reference", a->reference, "only the fused kernel");
   causal->callback([a] { bench_causal(*a); });
 
   auto* sine = sub->add_subcommand("sine", "sineSPE filter of q and k: fused kernel vs materialised codes");
-  sine->add_option("--length", a->lengths, "sequence lengths N (several allowed)")->check(CLI::PositiveNumber)->capture_default_str();
-  sine->add_option("--batch", a->batch, "B")->check(CLI::PositiveNumber)->capture_default_str();
-  sine->add_option("--heads", a->heads, "H")->check(CLI::PositiveNumber)->capture_default_str();
-  sine->add_option("--dim", a->dim, "D, features per head")->check(CLI::PositiveNumber)->capture_default_str();
+  add_common_options(sine, *a, "D, features per head");
   sine->add_option("--realizations", a->realizations, "R")->check(CLI::PositiveNumber)->capture_default_str();
   sine->add_option("--sines", a->sines, "K")->check(CLI::PositiveNumber)->capture_default_str();
   sine->add_flag("!--ungated", a->gated, "without the gate");
-  sine->add_option("--repeats", a->repeats, "timed repeats (median reported)")->check(CLI::PositiveNumber)->capture_default_str();
-  sine->add_option("--dtype", a->dtype, "float32 or float64")->check(CLI::IsMember({"float32", "float64"}))->capture_default_str();
-  sine->add_option("--reference-max-length", a->reference_max_length, "skip the materialised reference above this N")->capture_default_str();
-  sine->add_flag("!--no-reference", a->reference, "only the fused kernel");
   sine->callback([a] { bench_sine(*a); });
   add_bench_layer_scenarios(*sub);
 }
