@@ -13,6 +13,7 @@
 
 #include "commands.h"
 #include "measure.h"
+#include "spe/encoding/conv_spe.h"
 #include "spe/encoding/sine_spe.h"
 #include "spe/encoding/spe_filter.h"
 #include "spe/ops/causal_linear_attention.h"
@@ -195,6 +196,23 @@ void bench_sine(const BenchArgs& a) {
 
 }  // namespace
 
+// convSPE code generation, direct depthwise convolution against FFTs, over filter sizes: the
+// measurements behind ConvAlgorithm::automatic. Forward only (drawing a code).
+void bench_conv(const BenchArgs& a, int64_t ndim, const std::vector<int64_t>& kernel_sizes) {
+  at::NoGradGuard no_grad;
+  for (int64_t size : kernel_sizes)
+    for (ConvAlgorithm algorithm : {ConvAlgorithm::direct, ConvAlgorithm::fft}) {
+      ConvSPE spe(ConvSPEOptions(a.heads, a.dim).ndim(ndim).kernel_size(size).realizations(a.realizations).algorithm(algorithm));
+      const std::vector<int64_t> shape(ndim, a.lengths.front());
+      const Timing t = time_median([&] { spe->forward(shape); }, a.repeats);
+      std::cout << fmt::format(
+          "{{\"scenario\": \"conv_spe_code\", \"algorithm\": \"{}\", \"ndim\": {}, \"extent\": {}, \"S\": {}, "
+          "\"H\": {}, \"D\": {}, \"R\": {}, \"threads\": {}, \"forward_s\": {:.6g}}}\n",
+          algorithm == ConvAlgorithm::direct ? "direct" : "fft", ndim, a.lengths.front(), size, a.heads, a.dim,
+          a.realizations, at::get_num_threads(), t.median_s);
+    }
+}
+
 // The options every kernel scenario has: sizes, repeats, dtype and the reference switch.
 void add_common_options(CLI::App* scenario, BenchArgs& a, const std::string& dim_help) {
   scenario->add_option("--length", a.lengths, "sequence lengths N (several allowed)")->check(CLI::PositiveNumber)->capture_default_str();
@@ -223,6 +241,18 @@ void add_bench_command(CLI::App& app) {
   sine->add_option("--sines", a->sines, "K")->check(CLI::PositiveNumber)->capture_default_str();
   sine->add_flag("!--ungated", a->gated, "without the gate");
   sine->callback([a] { bench_sine(*a); });
+
+  auto* conv = sub->add_subcommand("conv", "convSPE code generation: direct convolution vs FFT over filter sizes");
+  auto conv_ndim = std::make_shared<int64_t>(1);
+  auto conv_sizes = std::make_shared<std::vector<int64_t>>(std::vector<int64_t>{32, 128, 512, 1024});
+  conv->add_option("--length", a->lengths, "extent of each axis")->check(CLI::PositiveNumber)->capture_default_str();
+  conv->add_option("--ndim", *conv_ndim, "1 (sequences) or 2 (images)")->check(CLI::Range(1, 2))->capture_default_str();
+  conv->add_option("--kernel-size", *conv_sizes, "filter sizes S (several allowed)")->check(CLI::PositiveNumber)->capture_default_str();
+  conv->add_option("--heads", a->heads, "H")->check(CLI::PositiveNumber)->capture_default_str();
+  conv->add_option("--dim", a->dim, "D")->check(CLI::PositiveNumber)->capture_default_str();
+  conv->add_option("--realizations", a->realizations, "R")->check(CLI::PositiveNumber)->capture_default_str();
+  conv->add_option("--repeats", a->repeats, "timed repeats (median reported)")->check(CLI::PositiveNumber)->capture_default_str();
+  conv->callback([a, conv_ndim, conv_sizes] { bench_conv(*a, *conv_ndim, *conv_sizes); });
   add_bench_layer_scenarios(*sub);
 }
 

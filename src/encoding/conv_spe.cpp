@@ -7,14 +7,21 @@
 #include <ATen/ATen.h>
 
 #include <cmath>
+#include <vector>
 
 #include "check.h"
 
 namespace spe {
 namespace {
 
-// Depthwise cross-correlation of x (batch, H*D, extent...) with w (H, D, S...), no padding.
-at::Tensor depthwise_correlate(const at::Tensor& x, const at::Tensor& w) {
+// With the automatic algorithm, 1-D filters of at least this many taps go through FFTs: the
+// crossover measured on this project's machine (docs/BENCHMARKS.md). In 2-D the direct
+// depthwise convolution won at every size measured (up to 24 x 24), so it is always used.
+constexpr int64_t kFftMinTaps1d = 512;
+
+// Depthwise cross-correlation of x (batch, H*D, extent...) with w (H, D, S...), no padding:
+// out[t] = sum_j w[j] x[t + j], t in [0, extent - S].
+at::Tensor direct_correlate(const at::Tensor& x, const at::Tensor& w) {
   const int64_t channels = w.size(0) * w.size(1);
   auto weight_shape = w.sizes().vec();
   weight_shape.erase(weight_shape.begin(), weight_shape.begin() + 2);
@@ -27,6 +34,28 @@ at::Tensor depthwise_correlate(const at::Tensor& x, const at::Tensor& w) {
   }
   return at::conv2d(x, weight, no_bias, at::IntArrayRef{1, 1}, at::IntArrayRef{0, 0},
                     at::IntArrayRef{1, 1}, channels);
+}
+
+// The same through FFTs over the extents: correlation is a product with the conjugate spectrum
+// of the filter, and an FFT length equal to the extent never wraps the outputs that are kept.
+at::Tensor fft_correlate(const at::Tensor& x, const at::Tensor& w) {
+  const int64_t axes = w.dim() - 2;
+  std::vector<int64_t> dims, extents;
+  for (int64_t i = 0; i < axes; ++i) {
+    dims.push_back(2 + i);
+    extents.push_back(x.size(2 + i));
+  }
+  at::Tensor filter = w.flatten(0, 1).unsqueeze(0);  // (1, H*D, S...)
+  at::Tensor spectrum = at::fft_rfftn(x, extents, dims) * at::conj(at::fft_rfftn(filter, extents, dims));
+  at::Tensor out = at::fft_irfftn(spectrum, extents, dims);
+  for (int64_t i = 0; i < axes; ++i) out = out.narrow(2 + i, 0, x.size(2 + i) - w.size(2 + i) + 1);
+  return out;
+}
+
+at::Tensor depthwise_correlate(const at::Tensor& x, const at::Tensor& w, ConvAlgorithm algorithm) {
+  const bool large_1d = w.dim() == 3 && w.size(2) >= kFftMinTaps1d;
+  const bool fft = algorithm == ConvAlgorithm::fft || (algorithm == ConvAlgorithm::automatic && large_1d);
+  return fft ? fft_correlate(x, w) : direct_correlate(x, w);
 }
 
 }  // namespace
@@ -78,7 +107,7 @@ SPECode ConvSPEImpl::forward(at::IntArrayRef shape, c10::optional<int64_t> reali
 
   const double scale = std::pow(static_cast<double>(r * d), 0.25);
   auto code_of = [&](const at::Tensor& w) {
-    at::Tensor c = depthwise_correlate(z, w);  // (R, H*D, extent + 3S + 1 ...)
+    at::Tensor c = depthwise_correlate(z, w, options.algorithm());  // (R, H*D, extent + 3S + 1 ...)
     for (size_t axis = 0; axis < shape.size(); ++axis) c = c.narrow(2 + axis, s, shape[axis]);
     // (R, H*D, L...) -> (L..., H, D, R) -> (N, H, D, R)
     std::vector<int64_t> order;
@@ -99,7 +128,7 @@ at::Tensor ConvSPEImpl::expected_kernel(at::IntArrayRef shape,
   std::vector<int64_t> padding;
   for (auto it = shape.rbegin(); it != shape.rend(); ++it) padding.insert(padding.end(), {*it - 1, *it - 1});
   at::Tensor padded = at::constant_pad_nd(weight_k.flatten(0, 1).unsqueeze(0), padding, 0.0);
-  at::Tensor c = depthwise_correlate(padded, weight_q).squeeze(0);  // (H*D, 2L - 1 ...)
+  at::Tensor c = depthwise_correlate(padded, weight_q, options.algorithm()).squeeze(0);  // (H*D, 2L - 1 ...)
   auto out_shape = c.sizes().vec();
   out_shape.erase(out_shape.begin());
   out_shape.insert(out_shape.begin(), {options.heads(), options.dim()});

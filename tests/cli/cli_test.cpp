@@ -178,6 +178,12 @@ TEST(CliBench, EveryScenarioReportsItsMeasurements) {
   lines = json_lines(layer.output);
   ASSERT_EQ(lines.size(), 5u) << layer.output;
   EXPECT_TRUE(lines.back().contains("crossover_length"));
+  CliRun conv = run_cli("bench conv --ndim 2 --length 6 --kernel-size 2 3 --heads 1 --dim 2 --realizations 2 --repeats 1");
+  ASSERT_EQ(conv.status, 0) << conv.output;
+  lines = json_lines(conv.output);
+  ASSERT_EQ(lines.size(), 4u) << conv.output;  // (direct, fft) for each size
+  EXPECT_EQ(lines[3]["algorithm"], "fft");
+  EXPECT_EQ(lines[3]["S"], 3);
   CliRun bad = run_cli("bench causal --chunk 0");
   EXPECT_NE(bad.status, 0);
   EXPECT_NE(bad.output.find("--chunk"), std::string::npos) << bad.output;

@@ -174,6 +174,29 @@ TEST(ConvSPE, GradientsOfEveryParameter) {
   }
 }
 
+TEST(ConvSPE, FftAndDirectAlgorithmsAgree) {
+  for (int64_t ndim : {1, 2}) {
+    const int64_t S = ndim == 1 ? 40 : 5;
+    std::vector<int64_t> shape(ndim, ndim == 1 ? 50 : 6);
+    ConvSPE direct = make_conv(2, 3, ndim, S, 4, 8), fft = make_conv(2, 3, ndim, S, 4, 8);
+    direct->options.algorithm(ConvAlgorithm::direct);
+    fft->options.algorithm(ConvAlgorithm::fft);
+    SPECode a = direct->forward(shape, c10::nullopt, make_generator(1));
+    SPECode b = fft->forward(shape, c10::nullopt, make_generator(1));
+    EXPECT_LT((a.qbar - b.qbar).abs().max().item<double>(), 1e-10) << "ndim " << ndim;
+    EXPECT_LT((a.kbar - b.kbar).abs().max().item<double>(), 1e-10) << "ndim " << ndim;
+    EXPECT_LT((direct->expected_kernel(shape) - fft->expected_kernel(shape)).abs().max().item<double>(), 1e-10);
+    // and the gradients through the FFTs
+    std::vector<int64_t> small(ndim, 3);
+    ConvSPE tiny = make_conv(1, 2, ndim, 2, 2, 3);
+    tiny->options.algorithm(ConvAlgorithm::fft);
+    at::Tensor w = at::randn({ndim == 1 ? 3 : 9, 1, 2, 2}, at::kDouble);
+    testing::expect_gradients_match(
+        [&] { return (tiny->forward(small, c10::nullopt, make_generator(2)).qbar * w).sum() + tiny->expected_kernel(small).pow(2).sum(); },
+        {{"weight_q", tiny->weight_q}, {"weight_k", tiny->weight_k}});
+  }
+}
+
 TEST(ConvSPE, Float32AgreesWithFloat64) {
   for (int64_t ndim : {1, 2}) {
     ConvSPE f64 = make_conv(2, 3, ndim, 4, 8, 6);

@@ -13,6 +13,11 @@
 
 namespace spe {
 
+// How the filters are applied to the noise: directly (cost proportional to S per output) or
+// through FFTs (cost proportional to the log of the extent); automatic picks FFTs for 1-D
+// filters of 512 taps or more, where they were measured faster (docs/BENCHMARKS.md).
+enum class ConvAlgorithm { automatic, direct, fft };
+
 struct ConvSPEOptions {
   ConvSPEOptions(int64_t heads, int64_t dim) : heads_(heads), dim_(dim) {}
   TORCH_ARG(int64_t, heads);              // H
@@ -20,6 +25,7 @@ struct ConvSPEOptions {
   TORCH_ARG(int64_t, ndim) = 1;           // 1: sequences, 2: images (S x S kernels)
   TORCH_ARG(int64_t, kernel_size) = 200;  // S
   TORCH_ARG(int64_t, realizations) = 256; // R
+  TORCH_ARG(ConvAlgorithm, algorithm) = ConvAlgorithm::automatic;
 };
 
 class ConvSPEImpl : public torch::nn::Cloneable<ConvSPEImpl> {
