@@ -22,7 +22,7 @@ namespace {
 
 constexpr double kTwoPi = 6.283185307179586476925286766559;
 constexpr int64_t kResync = 64;  // positions between exact evaluations of the oscillators
-constexpr int64_t kTile = 16;    // positions whose gradients are gathered before reducing them
+constexpr int64_t kTile = 16;    // positions whose codes (and gradients) are built together
 
 // cos/sin of 2 pi f n + theta for consecutive n by complex rotation, re-evaluated exactly every
 // kResync steps so that rounding does not accumulate.

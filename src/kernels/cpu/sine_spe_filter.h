@@ -5,8 +5,8 @@
 //   Omega_{2k}(n) = cos(2 pi f_k n + theta_k),  Omega_{2k+1}(n) = sin(2 pi f_k n + theta_k)
 //   code[n, h, d, :] = a[h, d] * sum_j Omega_j(n) W[h, d, j, :] + c[h, d, :]
 //   out[b, n, h, :]  = sum_d x[b, n, h, d] code[n, h, d, :]
-// The code of one position (D x R) is built once and applied to the whole batch, then
-// dropped: memory O(D R) per thread instead of O(N H D R).
+// The codes of a tile of 16 positions (16 x D x R) are built, applied to the whole batch, then
+// dropped: memory O(16 D R) per thread instead of O(N H D R). The backward rebuilds them.
 //
 // Layout (contiguous): x (B, N, H, D), out (B, N, H, R), frequencies and phases (H, D, K) in
 // float64 (phases are computed in float64 whatever T is), weights W (H, D, 2K, R),
