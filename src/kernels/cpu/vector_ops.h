@@ -55,6 +55,32 @@ SPE_INLINE double horizontal_sum(VecDouble v) {
   return v[0];
 }
 
+// The lane sums of four vectors at once: two rounds of pairwise folding put the four vectors'
+// partial sums side by side in one vector, so the tail of the reduction is shared.
+SPE_INLINE void horizontal_sums4(VecFloat v0, VecFloat v1, VecFloat v2, VecFloat v3, float* out) {
+  typedef int Mask __attribute__((vector_size(64)));
+  const Mask low{0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23};
+  const Mask high{8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31};
+  const VecFloat t01 = __builtin_shuffle(v0, v1, low) + __builtin_shuffle(v0, v1, high);  // v0 | v1, 8 each
+  const VecFloat t23 = __builtin_shuffle(v2, v3, low) + __builtin_shuffle(v2, v3, high);  // v2 | v3
+  const Mask first{0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27};
+  const Mask second{4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30, 31};
+  VecFloat u = __builtin_shuffle(t01, t23, first) + __builtin_shuffle(t01, t23, second);  // 4 each
+  u += __builtin_shuffle(u, Mask{2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13});
+  u += __builtin_shuffle(u, Mask{1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14});
+  out[0] = u[0], out[1] = u[4], out[2] = u[8], out[3] = u[12];
+}
+SPE_INLINE void horizontal_sums4(VecDouble v0, VecDouble v1, VecDouble v2, VecDouble v3, double* out) {
+  typedef long long Mask __attribute__((vector_size(64)));
+  const Mask low{0, 1, 2, 3, 8, 9, 10, 11}, high{4, 5, 6, 7, 12, 13, 14, 15};
+  const VecDouble t01 = __builtin_shuffle(v0, v1, low) + __builtin_shuffle(v0, v1, high);  // v0 | v1, 4 each
+  const VecDouble t23 = __builtin_shuffle(v2, v3, low) + __builtin_shuffle(v2, v3, high);
+  const Mask first{0, 1, 4, 5, 8, 9, 12, 13}, second{2, 3, 6, 7, 10, 11, 14, 15};
+  VecDouble u = __builtin_shuffle(t01, t23, first) + __builtin_shuffle(t01, t23, second);  // 2 each
+  u += __builtin_shuffle(u, Mask{1, 0, 3, 2, 5, 4, 7, 6});
+  out[0] = u[0], out[1] = u[2], out[2] = u[4], out[3] = u[6];
+}
+
 // out[l] = (init ? init[l] : 0) + sum_i coeffs[i] rows[i * stride + l] for l < len.
 // The partial sums of 4 vectors stay in registers across all `count` rows.
 template <typename T>
@@ -149,11 +175,13 @@ SPE_INLINE void dot_shared(const T* shared, const T* rows, int64_t stride, int64
     const Vec<T> v = load(shared + l);
     for (int p = 0; p < P; ++p) acc[p] += v * load(rows + p * stride + l);
   }
-  for (int p = 0; p < P; ++p) {
-    T total = horizontal_sum(acc[p]);
-    for (int64_t m = l; m < len; ++m) total += shared[m] * rows[p * stride + m];
-    out[p] = total;
+  if constexpr (P == 4) {
+    horizontal_sums4(acc[0], acc[1], acc[2], acc[3], out);
+  } else {
+    for (int p = 0; p < P; ++p) out[p] = horizontal_sum(acc[p]);
   }
+  for (int p = 0; p < P; ++p)
+    for (int64_t m = l; m < len; ++m) out[p] += shared[m] * rows[p * stride + m];
 }
 
 // `outputs` dot products with one shared vector, kShared at a time.
