@@ -215,11 +215,11 @@ void bench_conv(const BenchArgs& a, int64_t ndim, const std::vector<int64_t>& ke
 
 // The options every kernel scenario has: sizes, repeats, dtype and the reference switch.
 void add_common_options(CLI::App* scenario, BenchArgs& a, const std::string& dim_help) {
-  scenario->add_option("--length", a.lengths, "sequence lengths N (several allowed)")->check(CLI::PositiveNumber)->capture_default_str();
-  scenario->add_option("--batch", a.batch, "B")->check(CLI::PositiveNumber)->capture_default_str();
-  scenario->add_option("--heads", a.heads, "H")->check(CLI::PositiveNumber)->capture_default_str();
-  scenario->add_option("--dim", a.dim, dim_help)->check(CLI::PositiveNumber)->capture_default_str();
-  scenario->add_option("--repeats", a.repeats, "timed repeats (median reported)")->check(CLI::PositiveNumber)->capture_default_str();
+  scenario->add_option("--length", a.lengths, "sequence lengths N (several allowed)")->check(positive_integer())->capture_default_str();
+  scenario->add_option("--batch", a.batch, "B")->check(positive_integer())->capture_default_str();
+  scenario->add_option("--heads", a.heads, "H")->check(positive_integer())->capture_default_str();
+  scenario->add_option("--dim", a.dim, dim_help)->check(positive_integer())->capture_default_str();
+  scenario->add_option("--repeats", a.repeats, "timed repeats (median reported)")->check(positive_integer())->capture_default_str();
   scenario->add_option("--dtype", a.dtype, "float32 or float64")->check(CLI::IsMember({"float32", "float64"}))->capture_default_str();
   scenario->add_option("--reference-max-length", a.reference_max_length, "skip the reference path above this N")->capture_default_str();
   scenario->add_flag("!--no-reference", a.reference, "only the fused kernel");
@@ -231,27 +231,27 @@ void add_bench_command(CLI::App& app) {
   auto a = std::make_shared<BenchArgs>();
   auto* causal = sub->add_subcommand("causal", "causal linear attention: fused chunked kernel vs quadratic form");
   add_common_options(causal, *a, "M, query/key features");
-  causal->add_option("--value-dim", a->value_dim, "Dv")->check(CLI::PositiveNumber)->capture_default_str();
+  causal->add_option("--value-dim", a->value_dim, "Dv")->check(positive_integer())->capture_default_str();
   causal->add_option("--chunk", a->chunk, "C, positions per chunk")->check(CLI::Range(int64_t{1}, int64_t{4096}))->capture_default_str();
   causal->callback([a] { bench_causal(*a); });
 
   auto* sine = sub->add_subcommand("sine", "sineSPE filter of q and k: fused kernel vs materialised codes");
   add_common_options(sine, *a, "D, features per head");
-  sine->add_option("--realizations", a->realizations, "R")->check(CLI::PositiveNumber)->capture_default_str();
-  sine->add_option("--sines", a->sines, "K")->check(CLI::PositiveNumber)->capture_default_str();
+  sine->add_option("--realizations", a->realizations, "R")->check(positive_integer())->capture_default_str();
+  sine->add_option("--sines", a->sines, "K")->check(positive_integer())->capture_default_str();
   sine->add_flag("!--ungated", a->gated, "without the gate");
   sine->callback([a] { bench_sine(*a); });
 
   auto* conv = sub->add_subcommand("conv", "convSPE code generation: direct convolution vs FFT over filter sizes");
   auto conv_ndim = std::make_shared<int64_t>(1);
   auto conv_sizes = std::make_shared<std::vector<int64_t>>(std::vector<int64_t>{32, 128, 512, 1024});
-  conv->add_option("--length", a->lengths, "extent of each axis")->check(CLI::PositiveNumber)->capture_default_str();
+  conv->add_option("--length", a->lengths, "extent of each axis")->check(positive_integer())->capture_default_str();
   conv->add_option("--ndim", *conv_ndim, "1 (sequences) or 2 (images)")->check(CLI::Range(1, 2))->capture_default_str();
-  conv->add_option("--kernel-size", *conv_sizes, "filter sizes S (several allowed)")->check(CLI::PositiveNumber)->capture_default_str();
-  conv->add_option("--heads", a->heads, "H")->check(CLI::PositiveNumber)->capture_default_str();
-  conv->add_option("--dim", a->dim, "D")->check(CLI::PositiveNumber)->capture_default_str();
-  conv->add_option("--realizations", a->realizations, "R")->check(CLI::PositiveNumber)->capture_default_str();
-  conv->add_option("--repeats", a->repeats, "timed repeats (median reported)")->check(CLI::PositiveNumber)->capture_default_str();
+  conv->add_option("--kernel-size", *conv_sizes, "filter sizes S (several allowed)")->check(positive_integer())->capture_default_str();
+  conv->add_option("--heads", a->heads, "H")->check(positive_integer())->capture_default_str();
+  conv->add_option("--dim", a->dim, "D")->check(positive_integer())->capture_default_str();
+  conv->add_option("--realizations", a->realizations, "R")->check(positive_integer())->capture_default_str();
+  conv->add_option("--repeats", a->repeats, "timed repeats (median reported)")->check(positive_integer())->capture_default_str();
   conv->callback([a, conv_ndim, conv_sizes] { bench_conv(*a, *conv_ndim, *conv_sizes); });
   add_bench_layer_scenarios(*sub);
 }

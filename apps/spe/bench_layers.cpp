@@ -173,18 +173,18 @@ void add_bench_layer_scenarios(CLI::App& bench) {
   auto a = std::make_shared<LayerArgs>();
   auto* decode = bench.add_subcommand("decode", "per-token cost of SPE decoding over positions (recurrent state)");
   decode->add_option("--positions", a->positions, "tokens to decode")->check(CLI::Range(int64_t{1}, int64_t{1} << 24))->capture_default_str();
-  decode->add_option("--window", a->window, "tokens per reported median")->check(CLI::PositiveNumber)->capture_default_str();
+  decode->add_option("--window", a->window, "tokens per reported median")->check(positive_integer())->capture_default_str();
   auto* layer = bench.add_subcommand("layer", "one attention layer: linear + sineSPE vs softmax + Shaw RPE");
-  layer->add_option("--length", a->lengths, "sequence lengths N")->check(CLI::PositiveNumber)->capture_default_str();
-  layer->add_option("--clip", a->clip, "Shaw clipping distance k")->check(CLI::PositiveNumber)->capture_default_str();
+  layer->add_option("--length", a->lengths, "sequence lengths N")->check(positive_integer())->capture_default_str();
+  layer->add_option("--clip", a->clip, "Shaw clipping distance k")->check(positive_integer())->capture_default_str();
   layer->add_option("--softmax-max-length", a->softmax_max_length, "skip softmax above this N (quadratic memory)")->capture_default_str();
-  layer->add_option("--repeats", a->repeats, "timed repeats (median reported)")->check(CLI::PositiveNumber)->capture_default_str();
+  layer->add_option("--repeats", a->repeats, "timed repeats (median reported)")->check(positive_integer())->capture_default_str();
   for (CLI::App* sub : {decode, layer}) {
-    sub->add_option("--batch", a->batch, "B")->check(CLI::PositiveNumber)->capture_default_str();
-    sub->add_option("--heads", a->heads, "H")->check(CLI::PositiveNumber)->capture_default_str();
-    sub->add_option("--dim", a->dim, "D")->check(CLI::PositiveNumber)->capture_default_str();
-    sub->add_option("--realizations", a->realizations, "R")->check(CLI::PositiveNumber)->capture_default_str();
-    sub->add_option("--sines", a->sines, "K")->check(CLI::PositiveNumber)->capture_default_str();
+    sub->add_option("--batch", a->batch, "B")->check(positive_integer())->capture_default_str();
+    sub->add_option("--heads", a->heads, "H")->check(positive_integer())->capture_default_str();
+    sub->add_option("--dim", a->dim, "D")->check(positive_integer())->capture_default_str();
+    sub->add_option("--realizations", a->realizations, "R")->check(positive_integer())->capture_default_str();
+    sub->add_option("--sines", a->sines, "K")->check(positive_integer())->capture_default_str();
     sub->add_option("--png", a->png, "also plot the curves (gnuplot)");
   }
   decode->callback([a] { bench_decode(*a); });

@@ -5,6 +5,20 @@
 
 namespace spe::cli {
 
+// A command-line value that must be a positive integer; the error names the value given.
+inline CLI::Validator positive_integer() {
+  return CLI::Validator(
+      [](std::string& value) -> std::string {
+        try {
+          size_t used = 0;
+          if (std::stoll(value, &used) > 0 && used == value.size()) return "";
+        } catch (const std::exception&) {
+        }
+        return "must be a positive integer, got " + value;
+      },
+      "POSITIVE");
+}
+
 void add_info_command(CLI::App& app);
 void add_kernel_command(CLI::App& app);
 void add_bench_command(CLI::App& app);

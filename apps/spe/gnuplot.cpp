@@ -2,7 +2,12 @@
 
 #include <fmt/format.h>
 
+#include <sys/wait.h>
+
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
+#include <fstream>
 #include <stdexcept>
 
 namespace spe::cli {
@@ -15,16 +20,20 @@ std::string gnuplot_quote(const std::string& s) {
 
 void plot_png(const std::string& png_path, const std::string& commands, int width, int height) {
   const std::string temporary = png_path + ".tmp.png";
+  if (!std::ofstream(temporary)) {  // a clear error before gnuplot writes the image anywhere else
+    throw std::runtime_error(fmt::format("cannot write '{}': {}", png_path, std::strerror(errno)));
+  }
   const std::string script = fmt::format("set terminal pngcairo size {},{} font ',10'\nset output {}\n{}\nset output\n",
                                          width, height, gnuplot_quote(temporary), commands);
-  FILE* gnuplot = ::popen("gnuplot 2>&1", "w");
+  FILE* gnuplot = ::popen("gnuplot > /dev/null", "w");
   if (gnuplot == nullptr) throw std::runtime_error("cannot start gnuplot (install gnuplot-nox)");
   std::fwrite(script.data(), 1, script.size(), gnuplot);
   const int status = ::pclose(gnuplot);
   if (status != 0) {
     std::remove(temporary.c_str());
-    throw std::runtime_error(fmt::format(
-        "gnuplot failed (exit status {}); is gnuplot-nox installed? scripts/setup.sh installs it", status));
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 127)
+      throw std::runtime_error("gnuplot is not installed: install gnuplot-nox (scripts/setup.sh does)");
+    throw std::runtime_error(fmt::format("gnuplot failed (exit status {}) writing '{}'", status, png_path));
   }
   if (std::rename(temporary.c_str(), png_path.c_str()) != 0) throw std::runtime_error("cannot write " + png_path);
 }

@@ -177,12 +177,12 @@ void add_kernel_command(CLI::App& app) {
   auto* sub = app.add_subcommand("kernel", "the positional kernel an SPE layer induces: exact vs sampled");
   auto a = std::make_shared<KernelArgs>();
   sub->add_option("--pe", a->pe, "the SPE variant")->required()->check(CLI::IsMember({"sine", "conv"}));
-  sub->add_option("--heads", a->heads, "H, attention heads")->required()->check(CLI::PositiveNumber);
-  sub->add_option("--dim", a->dim, "D, features per head")->required()->check(CLI::PositiveNumber);
+  sub->add_option("--heads", a->heads, "H, attention heads")->required()->check(positive_integer());
+  sub->add_option("--dim", a->dim, "D, features per head")->required()->check(positive_integer());
   sub->add_option("--length", a->length, "L, sequence length")->required()->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
-  sub->add_option("--realizations", a->realizations, "R, realizations per code")->required()->check(CLI::PositiveNumber);
-  sub->add_option("--sines", a->sines, "K, sines per feature (sine)")->check(CLI::PositiveNumber)->capture_default_str();
-  sub->add_option("--kernel-size", a->kernel_size, "S, filter length (conv)")->check(CLI::PositiveNumber)->capture_default_str();
+  sub->add_option("--realizations", a->realizations, "R, realizations per code")->required()->check(positive_integer());
+  sub->add_option("--sines", a->sines, "K, sines per feature (sine)")->check(positive_integer())->capture_default_str();
+  sub->add_option("--kernel-size", a->kernel_size, "S, filter length (conv)")->check(positive_integer())->capture_default_str();
   sub->add_flag("--gated", a->gated, "apply the gated SPE filter");
   sub->add_option("--seed", a->seed, "seed of the parameters and of the draw")->required();
   sub->add_option("--dtype", a->dtype, "computation dtype")->check(CLI::IsMember({"float32", "float64"}))->capture_default_str();

@@ -14,7 +14,7 @@ int main(int argc, char** argv) {
   app.require_subcommand(0, 1);
   int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   app.add_option("--threads", threads, "intra-op threads for LibTorch and spe kernels")
-      ->check(CLI::PositiveNumber)
+      ->check(spe::cli::positive_integer())
       ->capture_default_str();
   app.parse_complete_callback([&] { at::set_num_threads(threads); });
   spe::cli::add_info_command(app);

@@ -126,15 +126,19 @@ TEST(CliKernel, BadArgumentsAreNamed) {
     EXPECT_NE(run.output.find(message), std::string::npos) << run.output;
   };
   expect_error(run_cli(base + "--pe fourier"), "--pe: fourier not in {sine,conv}");
-  expect_error(run_cli("kernel --pe sine --heads 0 --dim 2 --length 16 --realizations 4 --seed 1"), "--heads: Value 0 not in range");
+  expect_error(run_cli("kernel --pe sine --heads 0 --dim 2 --length 16 --realizations 4 --seed 1"), "--heads: must be a positive integer, got 0");
   expect_error(run_cli("kernel --pe sine --heads 2 --dim 2 --length 16 --realizations -4 --seed 1"), "--realizations");
-  expect_error(run_cli(base + "--pe sine --sines 0"), "--sines: Value 0 not in range");
+  expect_error(run_cli(base + "--pe sine --sines 0"), "--sines: must be a positive integer, got 0");
   expect_error(run_cli(base + "--pe conv --kernel-size 40"), "--kernel-size: 40 is longer than --length 16");
   expect_error(run_cli(base + "--pe conv --sines 3"), "--sines: applies to --pe sine only");
   expect_error(run_cli(base + "--pe sine --kernel-size 3"), "--kernel-size: applies to --pe conv only");
   expect_error(run_cli("kernel --pe sine --heads 2 --dim 2 --length 16 --realizations 4"), "--seed is required");
   expect_error(run_cli(base + "--pe sine --dtype float16"), "--dtype: float16 not in {float32,float64}");
   expect_error(run_cli(base + "--pe sine --json /nonexistent-dir/k.json"), "error: cannot create '/nonexistent-dir/k.json.tmp");
+  CliRun png = run_cli(base + "--pe sine --png /nonexistent-dir/k.png");
+  expect_error(png, "error: cannot write '/nonexistent-dir/k.png'");
+  EXPECT_EQ(png.output.find("PNG"), std::string::npos) << "image bytes leaked to the terminal";
+  expect_error(run_cli(base + "--pe sine --realizations 2x"), "--realizations: must be a positive integer, got 2x");
   expect_error(run_cli("frobnicate"), "frobnicate");
 }
 
