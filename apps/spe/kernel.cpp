@@ -151,6 +151,13 @@ void check_args(const KernelArgs& a, const CLI::App& sub) {
       throw CLI::ValidationError("--kernel-size", fmt::format(
           "{} is longer than --length {}: the kernel must fit in the sequence", a.kernel_size, a.length));
   }
+  // The empirical kernel averages every pair of positions: L^2 H D R multiply-adds.
+  const double work = static_cast<double>(a.length) * a.length * a.heads * a.dim * a.realizations;
+  constexpr double kMaxWork = 2e11;  // about a minute on two cores
+  if (work > kMaxWork)
+    throw CLI::ValidationError("--length", fmt::format(
+        "L^2 H D R = {:.3g} multiply-adds for the empirical kernel exceeds the limit of {:.0g}: "
+        "reduce --length, --heads, --dim or --realizations", work, kMaxWork));
 }
 
 void run_kernel(const KernelArgs& a) {

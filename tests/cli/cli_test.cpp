@@ -140,6 +140,8 @@ TEST(CliKernel, BadArgumentsAreNamed) {
   EXPECT_EQ(png.output.find("PNG"), std::string::npos) << "image bytes leaked to the terminal";
   expect_error(run_cli(base + "--pe sine --realizations 2x"), "--realizations: must be a positive integer, got 2x");
   expect_error(run_cli("frobnicate"), "frobnicate");
+  expect_error(run_cli("kernel --pe sine --heads 8 --dim 64 --length 100000 --realizations 64 --seed 1"),
+               "--length: L^2 H D R = 3.28e+14 multiply-adds for the empirical kernel exceeds the limit");
 }
 
 // Every line of a `spe bench` run is a JSON object; returns them.
