@@ -16,6 +16,7 @@
 #include "spe/encoding/conv_spe.h"
 #include "spe/encoding/sine_spe.h"
 #include "spe/encoding/spe_filter.h"
+#include "spe/attention/linear.h"
 #include "spe/ops/causal_linear_attention.h"
 
 namespace spe::cli {
@@ -46,11 +47,6 @@ double fused_flops(const BenchArgs& a, int64_t n, bool backward) {
     per_pair += backward ? 6 * c * c * (m + dv) + 10 * c * m * dv : 2 * c * c * (m + dv) + 4 * c * m * dv;
   }
   return per_pair * a.batch * a.heads;
-}
-
-at::Tensor quadratic_causal(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
-  at::Tensor s = at::einsum("bmhf,bnhf->bhmn", {q, k}).tril();
-  return at::einsum("bhmn,bnhd->bmhd", {s, v}) / s.sum(-1).transpose(1, 2).clamp_min(1e-6).unsqueeze(-1);
 }
 
 // One implementation of a scenario at one size: its forward alone and forward + backward.
@@ -129,7 +125,7 @@ void bench_causal(const BenchArgs& a) {
     std::vector<Candidate> candidates{
         candidate("fused", [x, &a] { return ops::causal_linear_attention(x->q, x->k, x->v, 1e-6, a.chunk); })};
     if (a.reference && n <= a.reference_max_length)
-      candidates.push_back(candidate("quadratic", [x] { return quadratic_causal(x->q, x->k, x->v); }));
+      candidates.push_back(candidate("quadratic", [x] { return causal_linear_attention_quadratic(x->q, x->k, x->v); }));
     return candidates;
   };
   const std::string fields = fmt::format(

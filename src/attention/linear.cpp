@@ -43,9 +43,13 @@ at::Tensor causal_linear_attention(const at::Tensor& phi_q, const at::Tensor& ph
   at::Tensor keys = mask_keys(phi_k, key_padding);
   const bool fused = phi_q.device().is_cpu() &&
                      (phi_q.scalar_type() == at::kFloat || phi_q.scalar_type() == at::kDouble);
-  if (fused) return ops::causal_linear_attention(phi_q, keys, v, eps);
-  // Other devices: the quadratic form, (B, H, N, N) similarities keeping n <= m only.
-  at::Tensor similarity = at::einsum("bmhk,bnhk->bhmn", {phi_q, keys}).tril();
+  return fused ? ops::causal_linear_attention(phi_q, keys, v, eps) : causal_linear_attention_quadratic(phi_q, keys, v, eps);
+}
+
+at::Tensor causal_linear_attention_quadratic(const at::Tensor& phi_q, const at::Tensor& phi_k, const at::Tensor& v,
+                                             double eps) {
+  // (B, H, N, N) similarities keeping n <= m only
+  at::Tensor similarity = at::einsum("bmhk,bnhk->bhmn", {phi_q, phi_k}).tril();
   at::Tensor numerator = at::einsum("bhmn,bnhd->bmhd", {similarity, v});
   at::Tensor denominator = similarity.sum(-1).transpose(1, 2);  // (B, N, H)
   return numerator / denominator.clamp_min(eps).unsqueeze(-1);

@@ -62,18 +62,24 @@ at::Tensor SPEFilterImpl::expected_kernel(const at::Tensor& ungated, int64_t rea
   return (1.0 - s) * ungated + s * std::sqrt(static_cast<double>(realizations) / options.dim());
 }
 
-at::Tensor spe_apply_code(const at::Tensor& x, const at::Tensor& code) {
+namespace {
+
+// Queries or keys against the code that will filter them: rank, (H, D), length, dtype, device.
+void check_against_code(const at::Tensor& x, int64_t length, int64_t heads, int64_t dim, at::ScalarType dtype,
+                        const at::Device& device) {
   TORCH_CHECK(x.dim() == 4, "SPE filter: queries/keys must be (B, N, H, D), got shape ", x.sizes());
+  TORCH_CHECK(x.size(2) == heads && x.size(3) == dim, "SPE filter: queries/keys have (H, D) = (", x.size(2), ", ",
+              x.size(3), ") but the code has (", heads, ", ", dim, ")");
+  TORCH_CHECK(x.size(1) <= length, "SPE filter: sequence length ", x.size(1), " exceeds the code length ", length);
+  TORCH_CHECK(x.scalar_type() == dtype, "SPE filter: queries/keys are ", x.scalar_type(), " but the code is ", dtype);
+  TORCH_CHECK(x.device() == device, "SPE filter: queries/keys are on ", x.device(), " but the code is on ", device);
+}
+
+}  // namespace
+
+at::Tensor spe_apply_code(const at::Tensor& x, const at::Tensor& code) {
   TORCH_CHECK(code.dim() == 4, "SPE filter: code must be (N, H, D, R), got shape ", code.sizes());
-  TORCH_CHECK(x.size(2) == code.size(1) && x.size(3) == code.size(2),
-              "SPE filter: queries/keys have (H, D) = (", x.size(2), ", ", x.size(3),
-              ") but the code has (", code.size(1), ", ", code.size(2), ")");
-  TORCH_CHECK(x.size(1) <= code.size(0), "SPE filter: sequence length ", x.size(1),
-              " exceeds the code length ", code.size(0));
-  TORCH_CHECK(x.scalar_type() == code.scalar_type(), "SPE filter: queries/keys are ",
-              x.scalar_type(), " but the code is ", code.scalar_type());
-  TORCH_CHECK(x.device() == code.device(), "SPE filter: queries/keys are on ", x.device(),
-              " but the code is on ", code.device());
+  check_against_code(x, code.size(0), code.size(1), code.size(2), code.scalar_type(), code.device());
   // (B, N, H, D) x (N, H, D, R) -> (B, N, H, R)
   return at::einsum("bnhd,nhdr->bnhr", {x, code.narrow(0, 0, x.size(1))});
 }
@@ -87,11 +93,8 @@ std::pair<at::Tensor, at::Tensor> SPEFilterImpl::forward(const at::Tensor& q, co
   const bool fused = !gated.materialised() && q.device().is_cpu() && gated.sine->weights.device().is_cpu() &&
                      (q.scalar_type() == at::kFloat || q.scalar_type() == at::kDouble);
   if (fused) {
-    TORCH_CHECK(q.dim() == 4, "SPE filter: queries/keys must be (B, N, H, D), got shape ", q.sizes());
-    TORCH_CHECK(q.size(2) == code.heads() && q.size(3) == code.dim(), "SPE filter: queries/keys have (H, D) = (",
-                q.size(2), ", ", q.size(3), ") but the code has (", code.heads(), ", ", code.dim(), ")");
-    TORCH_CHECK(q.scalar_type() == gated.scalar_type(), "SPE filter: queries/keys are ", q.scalar_type(),
-                " but the code is ", gated.scalar_type());
+    check_against_code(q, gated.length(), gated.heads(), gated.dim(), gated.scalar_type(),
+                       gated.sine->weights.device());
     return {ops::sine_spe_filter(q, *gated.sine, true), ops::sine_spe_filter(k, *gated.sine, false)};
   }
   gated = gated.materialise();

@@ -17,6 +17,12 @@ at::Tensor causal_linear_attention(const at::Tensor& phi_q, const at::Tensor& ph
                                    const at::Tensor& v, const at::Tensor& key_padding = {},
                                    double eps = 1e-6);
 
+// The same causal attention in its quadratic form, (B, H, N, N) similarities: the reference the
+// fused kernel is tested and benchmarked against, and the path for devices it does not cover.
+// No key padding (mask phi_k first).
+at::Tensor causal_linear_attention_quadratic(const at::Tensor& phi_q, const at::Tensor& phi_k,
+                                             const at::Tensor& v, double eps = 1e-6);
+
 // The prefix sums of causal linear attention after `position` tokens.
 struct LinearAttentionState {
   at::Tensor kv;          // (B, H, M, Dv): sum_n phi(k_n) v_n^T
