@@ -10,7 +10,10 @@
 #include <algorithm>
 #include <thread>
 
-#include "spe/spe.h"
+#include "spe/attention/linear.h"
+#include "spe/encoding/sine_spe.h"
+#include "spe/encoding/spe_filter.h"
+#include "spe/ops/causal_linear_attention.h"
 
 namespace {
 

@@ -1,4 +1,4 @@
-#include "spe/spe.h"
+#include "spe/version.h"
 
 namespace spe {
 

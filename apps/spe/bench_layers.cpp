@@ -13,7 +13,13 @@
 #include "commands.h"
 #include "gnuplot.h"
 #include "measure.h"
-#include "spe/spe.h"
+#include "spe/attention/feature_maps.h"
+#include "spe/attention/linear.h"
+#include "spe/attention/softmax.h"
+#include "spe/encoding/relative.h"
+#include "spe/encoding/sine_spe.h"
+#include "spe/encoding/spe_filter.h"
+#include "spe/ops/sine_spe_filter.h"
 
 namespace spe::cli {
 namespace {

@@ -22,6 +22,9 @@ inline CLI::Validator positive_integer() {
 void add_info_command(CLI::App& app);
 void add_kernel_command(CLI::App& app);
 void add_bench_command(CLI::App& app);
+void add_data_command(CLI::App& app);
+void add_train_commands(CLI::App& app);  // train, eval, config
+void add_plot_command(CLI::App& app);
 // The decode and layer scenarios, added to `spe bench` by add_bench_command.
 void add_bench_layer_scenarios(CLI::App& bench);
 

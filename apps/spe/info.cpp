@@ -13,7 +13,7 @@
 
 #include "commands.h"
 #include "measure.h"
-#include "spe/spe.h"
+#include "spe/version.h"
 
 namespace spe::cli {
 namespace {

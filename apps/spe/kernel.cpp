@@ -10,7 +10,9 @@
 
 #include "commands.h"
 #include "gnuplot.h"
-#include "spe/spe.h"
+#include "spe/encoding/conv_spe.h"
+#include "spe/encoding/sine_spe.h"
+#include "spe/encoding/spe_filter.h"
 #include "spe/util/files.h"
 
 namespace spe::cli {

@@ -6,7 +6,7 @@
 #include <thread>
 
 #include "commands.h"
-#include "spe/spe.h"
+#include "spe/version.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"spe: stochastic positional encoding (SPE) and linear attention on LibTorch"};
@@ -20,10 +20,13 @@ int main(int argc, char** argv) {
   spe::cli::add_info_command(app);
   spe::cli::add_kernel_command(app);
   spe::cli::add_bench_command(app);
+  spe::cli::add_data_command(app);
+  spe::cli::add_train_commands(app);
+  spe::cli::add_plot_command(app);
   try {
     app.parse(argc, argv);
     if (app.get_subcommands().empty()) {
-      std::cerr << app.help() << "\nerror: a subcommand is required (info, kernel, bench)\n";
+      std::cerr << app.help() << "\nerror: a subcommand is required (data, train, eval, config, plot, info, kernel, bench)\n";
       return 1;
     }
   } catch (const CLI::ParseError& e) {

@@ -1,5 +1,6 @@
 #pragma once
 // The whole public API of spe in one include.
+#include "spe/version.h"
 #include "spe/random.h"
 #include "spe/encoding/spe_code.h"
 #include "spe/encoding/sine_spe.h"
@@ -14,10 +15,11 @@
 #include "spe/attention/linear.h"
 #include "spe/ops/causal_linear_attention.h"
 #include "spe/ops/sine_spe_filter.h"
-
-namespace spe {
-
-// The library's version, "MAJOR.MINOR.PATCH".
-const char* version();
-
-}  // namespace spe
+#include "spe/nn/model.h"
+#include "spe/data/dataset.h"
+#include "spe/data/batch.h"
+#include "spe/data/listops.h"
+#include "spe/train/config.h"
+#include "spe/train/checkpoint.h"
+#include "spe/train/trainer.h"
+#include "spe/util/files.h"

@@ -12,33 +12,16 @@
 #include <string>
 
 #include "spe/encoding/sine_spe.h"
+#include "support/cli.h"
 
 namespace spe {
 namespace {
 
 namespace fs = std::filesystem;
 
-struct CliRun {
-  int status;
-  std::string output;  // stdout and stderr
-};
-
-CliRun run_cli(const std::string& arguments) {
-  const std::string command = std::string(SPE_CLI) + " " + arguments + " 2>&1";
-  FILE* pipe = ::popen(command.c_str(), "r");
-  EXPECT_NE(pipe, nullptr);
-  std::string output;
-  char buffer[4096];
-  for (size_t n; (n = std::fread(buffer, 1, sizeof buffer, pipe)) > 0;) output.append(buffer, n);
-  const int status = ::pclose(pipe);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, output};
-}
-
-fs::path scratch(const std::string& name) {
-  fs::path dir = fs::temp_directory_path() / ("spe_cli_test_" + std::to_string(::getpid()));
-  fs::create_directories(dir);
-  return dir / name;
-}
+using testing::CliRun;
+using testing::run_cli;
+using testing::scratch;
 
 nlohmann::json read_json(const fs::path& path) {
   std::ifstream in(path);

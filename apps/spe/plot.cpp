@@ -1,0 +1,82 @@
+// `spe plot`: learning curves from the metrics.jsonl of one or more runs, as a PNG.
+#include <fmt/format.h>
+
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <nlohmann/json.hpp>
+
+#include "commands.h"
+#include "gnuplot.h"
+
+namespace spe::cli {
+namespace {
+
+struct Curves {
+  std::string name;
+  std::string data[2][2];  // [train, valid][loss, accuracy]: "step value" lines
+};
+
+// The run's name is its folder's name; a line that is not JSON is an error naming the line.
+Curves read_metrics(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw std::runtime_error(fmt::format("cannot open the metrics file '{}'", path));
+  Curves c;
+  const std::string folder = std::filesystem::absolute(path).parent_path().filename().string();
+  c.name = folder.empty() ? path : folder;
+  int line_number = 0;
+  for (std::string line; std::getline(in, line);) {
+    ++line_number;
+    if (line.empty()) continue;
+    const auto record = nlohmann::json::parse(line, nullptr, false);
+    if (record.is_discarded() || !record.is_object() || !record.contains("step") || !record.contains("split"))
+      throw std::runtime_error(fmt::format("{}:{}: not a metrics record (JSON with step and split)", path, line_number));
+    const int split = record["split"] == "train" ? 0 : record["split"] == "valid" ? 1 : -1;
+    if (split < 0) continue;
+    const char* keys[2] = {"loss", "accuracy"};
+    for (int k = 0; k < 2; ++k)
+      if (record.contains(keys[k]) && record[keys[k]].is_number())
+        c.data[split][k] += fmt::format("{} {}\n", record["step"].get<int64_t>(), record[keys[k]].get<double>());
+  }
+  return c;
+}
+
+}  // namespace
+
+void add_plot_command(CLI::App& app) {
+  struct Args {
+    std::vector<std::string> metrics;
+    std::string png, title = "learning curves";
+  };
+  auto a = std::make_shared<Args>();
+  auto* sub = app.add_subcommand("plot", "learning curves (loss and accuracy, train and valid) of runs as a PNG");
+  sub->add_option("--metrics", a->metrics, "metrics.jsonl of each run")->required();
+  sub->add_option("--png", a->png, "output image")->required();
+  sub->add_option("--title", a->title, "plot title")->capture_default_str();
+  sub->callback([a] {
+    std::vector<Curves> runs;
+    for (const auto& path : a->metrics) runs.push_back(read_metrics(path));
+    std::string script = fmt::format("set termoption noenhanced\nset multiplot layout 1,2 title {}\nset xlabel 'step'\nset grid\n"
+                                     "set key below\n",
+                                     gnuplot_quote(a->title));
+    const char* labels[2] = {"loss", "accuracy"};
+    for (int k = 0; k < 2; ++k) {
+      script += fmt::format("set ylabel '{}'\nset title '{}'\nplot ", labels[k], labels[k]);
+      std::string data;
+      for (size_t r = 0; r < runs.size(); ++r)
+        for (int split = 0; split < 2; ++split) {
+          if (r + split > 0) script += ", ";
+          script += fmt::format("'-' using 1:2 with {} lc {} title {}", split ? "linespoints pt 7" : "lines", r + 1,
+                                gnuplot_quote(runs[r].name + (split ? " valid" : " train")));
+          data += (runs[r].data[split][k].empty() ? "nan nan\n" : runs[r].data[split][k]) + "e\n";
+        }
+      script += "\n" + data;
+    }
+    script += "unset multiplot\n";
+    plot_png(a->png, script, 1300, 600);
+    std::cerr << "wrote " << a->png << "\n";
+  });
+}
+
+}  // namespace spe::cli

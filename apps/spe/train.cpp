@@ -1,0 +1,95 @@
+// `spe train`, `spe eval` and `spe config`: training runs from a YAML configuration.
+#include <fmt/format.h>
+
+#include <unistd.h>
+
+#include <iostream>
+#include <memory>
+
+#include "commands.h"
+#include "spe/train/checkpoint.h"
+#include "spe/train/trainer.h"
+
+namespace spe::cli {
+namespace {
+
+struct ConfigArgs {
+  std::string config;
+  std::vector<std::string> overrides;
+};
+
+void add_config_options(CLI::App& sub, ConfigArgs& a) {
+  sub.add_option("--config", a.config, "YAML configuration (configs/<task>/*.yaml); defaults when omitted");
+  sub.add_option("--set", a.overrides, "override one key, e.g. --set model.layers=4 (repeatable)")->take_all();
+}
+
+void add_train(CLI::App& app) {
+  auto a = std::make_shared<ConfigArgs>();
+  auto options = std::make_shared<train::TrainerOptions>();
+  auto* sub = app.add_subcommand("train", "train a model from a configuration");
+  add_config_options(*sub, *a);
+  sub->add_option("--out", options->out_dir, "output folder: config, metrics, checkpoints")->required();
+  sub->add_flag("--resume", options->resume, "continue the run in --out from its checkpoint");
+  sub->add_option("--until-step", options->until_step, "stop after this step (checkpointed; resume later)")
+      ->check(positive_integer());
+  sub->add_flag("!--no-progress", options->progress, "no progress line on stderr");
+  sub->callback([a, options] {
+    // A resumed run without --config continues with the configuration it saved.
+    const std::string path = a->config.empty() && options->resume ? options->out_dir + "/config.yaml" : a->config;
+    if (options->resume && access(path.c_str(), F_OK) != 0)
+      throw std::runtime_error(fmt::format("--resume: '{}' holds no run to continue (no {})", options->out_dir, path));
+    train::train(train::load_config(path, a->overrides), *options);
+  });
+}
+
+void add_eval(CLI::App& app) {
+  struct Args {
+    std::string checkpoint, split = "test", data_dir;
+    int64_t batches = 0;
+  };
+  auto a = std::make_shared<Args>();
+  auto* sub = app.add_subcommand("eval", "evaluate a checkpoint on a split; prints JSON");
+  sub->add_option("--checkpoint", a->checkpoint, "checkpoint.pt or best.pt of a run")->required();
+  sub->add_option("--split", a->split, "train, valid or test")->check(CLI::IsMember({"train", "valid", "test"}))->capture_default_str();
+  sub->add_option("--data", a->data_dir, "data folder (default: the run's data.dir)");
+  sub->add_option("--batches", a->batches, "evaluate at most this many batches (0: all)")->capture_default_str();
+  sub->callback([a] {
+    const train::CheckpointHeader header = train::read_checkpoint_header(a->checkpoint);
+    train::Config config = header.config;
+    if (!a->data_dir.empty()) config.data.dir = a->data_dir;
+    const std::string path = data::split_path(config.data.dir, a->split);
+    const data::Dataset dataset = data::Dataset::load(path);
+    const data::DatasetInfo& info = dataset.info();
+    if (info.vocab_size != header.data.vocab_size || info.num_classes != header.data.num_classes ||
+        info.fields != header.data.fields)
+      throw std::runtime_error(fmt::format("'{}' is a {} dataset (vocabulary {}, {} classes); the checkpoint was trained "
+                                           "on {} (vocabulary {}, {} classes)",
+                                           path, info.task, info.vocab_size, info.num_classes, header.data.task,
+                                           header.data.vocab_size, header.data.num_classes));
+    nn::Model model = train::build_model(config, header.data);
+    train::load_checkpoint(a->checkpoint, *model, nullptr, &config);
+    const train::EvalResult r = train::evaluate(*model, dataset, config.data.max_length, config.train.eval_batch_size,
+                                                a->batches, static_cast<uint64_t>(config.train.seed) + 1);
+    std::cout << fmt::format(
+        "{{\"checkpoint\": \"{}\", \"step\": {}, \"split\": \"{}\", \"examples\": {}, \"loss\": {:.6g}, "
+        "\"accuracy\": {:.6g}, \"predictions\": {}}}\n",
+        a->checkpoint, header.state.step, a->split, dataset.size(), r.loss, r.accuracy, r.predictions);
+  });
+}
+
+void add_config(CLI::App& app) {
+  auto a = std::make_shared<ConfigArgs>();
+  auto* sub = app.add_subcommand("config", "print a configuration resolved: every key with its value");
+  add_config_options(*sub, *a);
+  sub->callback([a] { std::cout << train::to_yaml(train::load_config(a->config, a->overrides)); });
+}
+
+}  // namespace
+
+void add_train_commands(CLI::App& app) {
+  add_train(app);
+  add_eval(app);
+  add_config(app);
+}
+
+}  // namespace spe::cli

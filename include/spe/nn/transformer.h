@@ -1,0 +1,139 @@
+#pragma once
+// The transformer of every model: token embedding, an optional absolute encoding, pre-norm
+// blocks of self-attention and feed-forward, a final norm. The positional encoding and the
+// attention are chosen by options; relative ones act inside each attention layer:
+//   rotary:            rotates q and k
+//   shaw:              adds learned a^K, a^V inside softmax attention (Shaw et al. 2018)
+//   sine_spe/conv_spe: filters q, k -> qhat, khat (B, N, H, R) with a code drawn per forward,
+//                      one code for all layers when shared_code, and a gate per layer
+#include <torch/arg.h>
+#include <torch/nn/cloneable.h>
+#include <torch/nn/modules/container/modulelist.h>
+#include <torch/nn/modules/dropout.h>
+#include <torch/nn/modules/embedding.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/nn/modules/normalization.h>
+#include <torch/nn/pimpl.h>
+
+#include <vector>
+
+#include "spe/attention/feature_maps.h"
+#include "spe/attention/masks.h"
+#include "spe/encoding/absolute.h"
+#include "spe/encoding/conv_spe.h"
+#include "spe/encoding/relative.h"
+#include "spe/encoding/rotary.h"
+#include "spe/encoding/sine_spe.h"
+#include "spe/encoding/spe_filter.h"
+#include "spe/util/choices.h"
+
+namespace spe::nn {
+
+enum class PositionalKind { none, sinusoidal, learned, rotary, shaw, sine_spe, conv_spe };
+inline constexpr Choice<PositionalKind> kPositionalKinds[] = {
+    {"none", PositionalKind::none},   {"sinusoidal", PositionalKind::sinusoidal},
+    {"learned", PositionalKind::learned}, {"rotary", PositionalKind::rotary},
+    {"shaw", PositionalKind::shaw},   {"sine_spe", PositionalKind::sine_spe},
+    {"conv_spe", PositionalKind::conv_spe}};
+
+enum class AttentionKind { softmax, linear, favor };
+inline constexpr Choice<AttentionKind> kAttentionKinds[] = {
+    {"softmax", AttentionKind::softmax}, {"linear", AttentionKind::linear}, {"favor", AttentionKind::favor}};
+
+// Feature maps of linear attention (favor has its own kind).
+inline constexpr Choice<FeatureMapKind> kLinearFeatureMaps[] = {{"elu", FeatureMapKind::elu},
+                                                                 {"relu", FeatureMapKind::relu}};
+
+struct PositionalOptions {
+  TORCH_ARG(PositionalKind, kind) = PositionalKind::none;
+  TORCH_ARG(int64_t, realizations) = 64;  // SPE: R, the features of qhat and khat
+  TORCH_ARG(int64_t, sines) = 5;          // sineSPE: K
+  TORCH_ARG(int64_t, kernel_size) = 128;  // convSPE: S
+  TORCH_ARG(int64_t, conv_ndim) = 1;      // convSPE: 1, or 2 over the grid of an image
+  TORCH_ARG(bool, gated) = true;          // SPE: the gate of each layer
+  TORCH_ARG(bool, shared_code) = true;    // SPE: one module and one code per forward for all layers
+  TORCH_ARG(int64_t, clip) = 32;          // shaw: relative distances are clipped to [-clip, clip]
+  TORCH_ARG(int64_t, max_length) = 4096;  // learned: rows of the table
+};
+
+struct AttentionOptions {
+  TORCH_ARG(AttentionKind, kind) = AttentionKind::linear;
+  TORCH_ARG(FeatureMapKind, feature_map) = FeatureMapKind::elu;  // linear: elu or relu
+  TORCH_ARG(int64_t, features) = 0;         // favor: M random features (0: as many as inputs)
+  TORCH_ARG(int64_t, redraw_interval) = 0;  // favor: new features every n training steps
+};
+
+struct TransformerOptions {
+  explicit TransformerOptions(int64_t vocab_size) : vocab_size_(vocab_size) {}
+  TORCH_ARG(int64_t, vocab_size);        // token ids in [0, vocab_size)
+  TORCH_ARG(int64_t, dim) = 128;         // E
+  TORCH_ARG(int64_t, heads) = 4;         // H; D = E / H
+  TORCH_ARG(int64_t, layers) = 2;
+  TORCH_ARG(int64_t, ffn_dim) = 256;
+  TORCH_ARG(double, dropout) = 0.1;
+  TORCH_ARG(bool, causal) = false;       // language models: position n sees positions <= n
+  TORCH_ARG(bool, cls_token) = false;    // prepend a learned [CLS] token (id vocab_size)
+  TORCH_ARG(std::vector<int64_t>, grid) = {};  // 2-D convSPE: (rows, columns) of each sequence
+  TORCH_ARG(AttentionOptions, attention);
+  TORCH_ARG(PositionalOptions, positional);
+};
+
+// Throws std::invalid_argument naming the first inconsistent option and what would fit.
+void check_transformer_options(const TransformerOptions& options);
+
+// Multi-head self-attention with its positional step. x: (B, N, E) -> (B, N, E).
+class SelfAttentionImpl : public torch::nn::Cloneable<SelfAttentionImpl> {
+ public:
+  explicit SelfAttentionImpl(const TransformerOptions& options);
+  void reset() override;
+  // shared_code: the model's SPE code for this forward, or null when the layer draws its own.
+  at::Tensor forward(const at::Tensor& x, const AttentionMask& mask, const SPECode* shared_code);
+  TransformerOptions options;
+  torch::nn::Linear query{nullptr}, key{nullptr}, value{nullptr}, output{nullptr};
+  RotaryEncoding rotary{nullptr};
+  RelativePosition relative{nullptr};
+  SineSPE sine_spe{nullptr};  // own SPE when the code is not shared
+  ConvSPE conv_spe{nullptr};
+  SPEFilter spe_filter{nullptr};
+  FeatureMap feature_map{nullptr};
+};
+TORCH_MODULE(SelfAttention);
+
+// x + attention(norm(x)), then x + feed-forward(norm(x)), with dropout on each branch.
+class TransformerBlockImpl : public torch::nn::Cloneable<TransformerBlockImpl> {
+ public:
+  explicit TransformerBlockImpl(const TransformerOptions& options);
+  void reset() override;
+  at::Tensor forward(const at::Tensor& x, const AttentionMask& mask, const SPECode* shared_code);
+  TransformerOptions options;
+  torch::nn::LayerNorm norm1{nullptr}, norm2{nullptr};
+  SelfAttention attention{nullptr};
+  torch::nn::Linear expand{nullptr}, contract{nullptr};
+  torch::nn::Dropout dropout{nullptr};
+};
+TORCH_MODULE(TransformerBlock);
+
+// tokens (B, N) int64, padding (B, N) bool (true = real token, or undefined) -> (B, N', E),
+// N' = N + 1 with a [CLS] token in front.
+class TransformerImpl : public torch::nn::Cloneable<TransformerImpl> {
+ public:
+  explicit TransformerImpl(const TransformerOptions& options);
+  void reset() override;
+  at::Tensor forward(const at::Tensor& tokens, const at::Tensor& padding = {});
+  // The padding mask matching forward's output (with the [CLS] column when there is one).
+  at::Tensor output_padding(const at::Tensor& tokens, const at::Tensor& padding) const;
+  // favor: redraws the random features when `steps_done` is a multiple of redraw_interval.
+  void after_training_step(int64_t steps_done);
+  TransformerOptions options;
+  torch::nn::Embedding embedding{nullptr};
+  SinusoidalEncoding sinusoidal{nullptr};
+  LearnedEncoding learned{nullptr};
+  SineSPE sine_spe{nullptr};  // the shared SPE, when shared_code
+  ConvSPE conv_spe{nullptr};
+  torch::nn::Dropout dropout{nullptr};
+  torch::nn::ModuleList blocks{nullptr};
+  torch::nn::LayerNorm final_norm{nullptr};
+};
+TORCH_MODULE(Transformer);
+
+}  // namespace spe::nn

@@ -1,0 +1,44 @@
+#pragma once
+// Checkpoints: the model, the optimizer, the random number generator, the step, the position in
+// the data and the configuration, in one file written atomically, so that a resumed run
+// continues exactly where the checkpoint was taken.
+//
+// File layout: 8 bytes magic "SPECKPT\0", u32 format version, u64 payload length, u64 FNV-1a
+// checksum of the payload, then the payload (a torch archive). A damaged, truncated or foreign
+// file, a newer format, or a model of another configuration is refused with a plain error.
+#include <torch/optim/optimizer.h>
+
+#include <string>
+
+#include "spe/data/batch.h"
+#include "spe/nn/model.h"
+#include "spe/train/config.h"
+
+namespace spe::train {
+
+struct TrainingState {
+  int64_t step = 0;                     // optimizer steps taken
+  data::EpochSampler::Position sampler;  // where the next training batch starts
+  double best_metric = 0.0;             // best validation score so far (see Trainer)
+  bool has_best = false;
+};
+
+// What a checkpoint says about itself without building the model.
+struct CheckpointHeader {
+  Config config;
+  data::DatasetInfo data;  // task, vocab_size, num_classes, grid of the training data
+  TrainingState state;
+};
+
+void save_checkpoint(const std::string& path, const CheckpointHeader& header, nn::ModelImpl& model,
+                     torch::optim::Optimizer* optimizer);
+CheckpointHeader read_checkpoint_header(const std::string& path);
+// Loads the parameters (and the optimizer's state, and the global RNG, when optimizer is given)
+// into a model built from the header; refuses a checkpoint of another model configuration.
+CheckpointHeader load_checkpoint(const std::string& path, nn::ModelImpl& model, torch::optim::Optimizer* optimizer,
+                                 const Config* expected = nullptr);
+
+// The model a configuration and a dataset describe (vocabulary, classes, grid from the data).
+nn::Model build_model(const Config& config, const data::DatasetInfo& data);
+
+}  // namespace spe::train

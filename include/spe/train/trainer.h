@@ -1,0 +1,49 @@
+#pragma once
+// Training from a configuration: AdamW with warmup and a decay schedule, gradient clipping and
+// accumulation, periodic evaluation with the best checkpoint kept, checkpoints to resume from
+// exactly, metrics as JSON lines, a progress line with steps/s, tokens/s and the ETA.
+//
+// Files in the output folder:
+//   config.yaml     the resolved configuration
+//   metrics.jsonl   one JSON object per log or evaluation: {"step", "split", "loss", ...}
+//   checkpoint.pt   the latest state (resume from it with --resume)
+//   best.pt         the state with the best validation score (accuracy; loss for language models)
+#include <string>
+
+#include "spe/data/batch.h"
+#include "spe/nn/model.h"
+#include "spe/train/config.h"
+
+namespace spe::train {
+
+struct EvalResult {
+  double loss = 0.0;      // mean cross-entropy per prediction
+  double accuracy = 0.0;  // fraction of predictions right (classes, or next tokens)
+  int64_t predictions = 0;
+  int64_t tokens = 0;     // input tokens read
+};
+
+// The loss of a batch and the counts behind its accuracy.
+struct BatchLoss {
+  at::Tensor loss;  // scalar, mean over predictions
+  int64_t correct = 0, predictions = 0;
+};
+BatchLoss batch_loss(nn::ModelImpl& model, const data::Batch& batch);
+
+// Evaluates in eval mode without gradients, in dataset order; the stochastic parts (SPE codes)
+// draw from `seed`, so an evaluation is reproducible; the global RNG is left as it was.
+EvalResult evaluate(nn::ModelImpl& model, const data::Dataset& dataset, int64_t max_length, int64_t batch_size,
+                    int64_t max_batches = 0, uint64_t seed = 0);
+
+struct TrainerOptions {
+  std::string out_dir;
+  bool resume = false;       // continue from out_dir/checkpoint.pt
+  int64_t until_step = 0;    // stop (with a checkpoint) after this step; 0: train.steps
+  bool progress = true;      // the progress line on stderr
+};
+
+// Trains; throws std::runtime_error if the loss or the gradient stops being finite (naming the
+// step; the last checkpoint on disk is the last good state).
+void train(const Config& config, const TrainerOptions& options);
+
+}  // namespace spe::train

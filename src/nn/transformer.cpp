@@ -1,0 +1,212 @@
+#include "spe/nn/transformer.h"
+
+#include <ATen/ATen.h>
+#include <fmt/format.h>
+
+#include <stdexcept>
+
+#include "spe/attention/linear.h"
+#include "spe/attention/softmax.h"
+
+namespace spe::nn {
+namespace {
+
+bool is_spe(PositionalKind kind) { return kind == PositionalKind::sine_spe || kind == PositionalKind::conv_spe; }
+
+int64_t head_dim(const TransformerOptions& o) { return o.dim() / o.heads(); }
+
+// The features of q and k after the positional step: R after SPE filtering, D otherwise.
+int64_t filtered_dim(const TransformerOptions& o) {
+  return is_spe(o.positional().kind()) ? o.positional().realizations() : head_dim(o);
+}
+
+void make_spe(const TransformerOptions& o, torch::nn::Module& owner, SineSPE& sine, ConvSPE& conv) {
+  const PositionalOptions& p = o.positional();
+  if (p.kind() == PositionalKind::sine_spe)
+    sine = owner.register_module(
+        "sine_spe", SineSPE(SineSPEOptions(o.heads(), head_dim(o)).sines(p.sines()).realizations(p.realizations())));
+  else
+    conv = owner.register_module("conv_spe", ConvSPE(ConvSPEOptions(o.heads(), head_dim(o))
+                                                          .ndim(p.conv_ndim())
+                                                          .kernel_size(p.kernel_size())
+                                                          .realizations(p.realizations())));
+}
+
+// The code for sequences of `length` positions: a grid's worth for 2-D convSPE.
+SPECode draw_code(const TransformerOptions& o, SineSPE& sine, ConvSPE& conv, int64_t length) {
+  if (sine) return sine->forward(length);
+  if (o.positional().conv_ndim() == 2) {
+    const auto& grid = o.grid();
+    if (length > grid[0] * grid[1])
+      throw std::invalid_argument(fmt::format("2-D convSPE: a sequence of {} tokens does not fit the {} x {} grid",
+                                              length, grid[0], grid[1]));
+    return conv->forward(grid);
+  }
+  return conv->forward({length});
+}
+
+}  // namespace
+
+void check_transformer_options(const TransformerOptions& o) {
+  auto fail = [](const std::string& what) { throw std::invalid_argument(what); };
+  const PositionalOptions& p = o.positional();
+  const AttentionOptions& a = o.attention();
+  if (o.vocab_size() < 2) fail(fmt::format("vocab_size is {}, expected at least 2", o.vocab_size()));
+  if (o.dim() < 1 || o.heads() < 1 || o.dim() % o.heads() != 0)
+    fail(fmt::format("dim {} must be a positive multiple of heads {}", o.dim(), o.heads()));
+  if (o.layers() < 1) fail(fmt::format("layers is {}, expected at least 1", o.layers()));
+  if (o.ffn_dim() < 1) fail(fmt::format("ffn_dim is {}, expected at least 1", o.ffn_dim()));
+  if (!(o.dropout() >= 0.0 && o.dropout() < 1.0)) fail(fmt::format("dropout is {}, expected in [0, 1)", o.dropout()));
+  if (o.causal() && o.cls_token()) fail("a [CLS] token needs a non-causal model (use mean pooling)");
+  if (p.kind() == PositionalKind::rotary && head_dim(o) % 2 != 0)
+    fail(fmt::format("rotary needs an even head dimension, dim / heads is {}", head_dim(o)));
+  if (p.kind() == PositionalKind::shaw && a.kind() != AttentionKind::softmax)
+    fail("shaw relative positions act inside softmax attention: set attention.kind to softmax");
+  if (p.kind() == PositionalKind::shaw && p.clip() < 1) fail(fmt::format("shaw clip is {}, expected >= 1", p.clip()));
+  if (p.kind() == PositionalKind::learned && p.max_length() < 1)
+    fail(fmt::format("learned max_length is {}, expected >= 1", p.max_length()));
+  if (is_spe(p.kind()) && p.realizations() < 1)
+    fail(fmt::format("SPE realizations is {}, expected >= 1", p.realizations()));
+  if (p.kind() == PositionalKind::sine_spe && p.sines() < 1) fail(fmt::format("sines is {}, expected >= 1", p.sines()));
+  if (p.kind() == PositionalKind::conv_spe) {
+    if (p.kernel_size() < 1) fail(fmt::format("kernel_size is {}, expected >= 1", p.kernel_size()));
+    if (p.conv_ndim() != 1 && p.conv_ndim() != 2) fail(fmt::format("conv_ndim is {}, expected 1 or 2", p.conv_ndim()));
+    if (p.conv_ndim() == 2 && (o.grid().size() != 2 || o.cls_token()))
+      fail("2-D convSPE needs sequences on a grid (an image dataset) and mean pooling, not a [CLS] token");
+  }
+  if (a.kind() == AttentionKind::linear && a.feature_map() == FeatureMapKind::favor)
+    fail("attention.kind linear takes feature_map elu or relu; use attention.kind favor for FAVOR+");
+  if (a.features() < 0 || a.redraw_interval() < 0) fail("attention features and redraw_interval must be >= 0");
+}
+
+// ---------------------------------------------------------------------------------------------
+
+SelfAttentionImpl::SelfAttentionImpl(const TransformerOptions& options_) : options(options_) { reset(); }
+
+void SelfAttentionImpl::reset() {
+  check_transformer_options(options);
+  const int64_t e = options.dim(), d = head_dim(options);
+  const PositionalOptions& p = options.positional();
+  query = register_module("query", torch::nn::Linear(e, e));
+  key = register_module("key", torch::nn::Linear(e, e));
+  value = register_module("value", torch::nn::Linear(e, e));
+  output = register_module("output", torch::nn::Linear(e, e));
+  if (p.kind() == PositionalKind::rotary) rotary = register_module("rotary", RotaryEncoding(d));
+  if (p.kind() == PositionalKind::shaw)
+    relative = register_module("relative", RelativePosition(RelativePositionOptions(d, p.clip())));
+  if (is_spe(p.kind())) {
+    if (!p.shared_code()) make_spe(options, *this, sine_spe, conv_spe);
+    spe_filter = register_module("spe_filter", SPEFilter(SPEFilterOptions(options.heads(), d).gated(p.gated())));
+  }
+  const AttentionOptions& a = options.attention();
+  if (a.kind() != AttentionKind::softmax) {
+    const FeatureMapKind kind = a.kind() == AttentionKind::favor ? FeatureMapKind::favor : a.feature_map();
+    feature_map = register_module(
+        "feature_map",
+        FeatureMap(FeatureMapOptions(kind, filtered_dim(options)).features(a.features()).redraw_interval(a.redraw_interval())));
+  }
+}
+
+at::Tensor SelfAttentionImpl::forward(const at::Tensor& x, const AttentionMask& mask, const SPECode* shared_code) {
+  // x: (B, N, E) -> q, k, v: (B, N, H, D)
+  auto heads = [&](const at::Tensor& t) { return t.unflatten(2, {options.heads(), head_dim(options)}); };
+  at::Tensor q = heads(query(x)), k = heads(key(x)), v = heads(value(x));
+  if (rotary) {
+    q = rotary(q);
+    k = rotary(k);
+  }
+  if (spe_filter) {
+    // q, k -> qhat, khat: (B, N, H, R)
+    SPECode own;
+    if (!shared_code) own = draw_code(options, sine_spe, conv_spe, x.size(1));
+    std::tie(q, k) = spe_filter(q, k, shared_code ? *shared_code : own);
+  }
+  at::Tensor out;  // (B, N, H, D)
+  if (!feature_map) {
+    out = softmax_attention(q, k, v, mask, relative ? relative.get() : nullptr);
+  } else {
+    const at::Tensor phi_q = feature_map(q, FeatureRole::query), phi_k = feature_map(k, FeatureRole::key);
+    out = mask.causal ? causal_linear_attention(phi_q, phi_k, v, mask.key_padding)
+                      : linear_attention(phi_q, phi_k, v, mask.key_padding);
+  }
+  return output(out.flatten(2));
+}
+
+// ---------------------------------------------------------------------------------------------
+
+TransformerBlockImpl::TransformerBlockImpl(const TransformerOptions& options_) : options(options_) { reset(); }
+
+void TransformerBlockImpl::reset() {
+  const int64_t e = options.dim();
+  norm1 = register_module("norm1", torch::nn::LayerNorm(torch::nn::LayerNormOptions({e})));
+  attention = register_module("attention", SelfAttention(options));
+  norm2 = register_module("norm2", torch::nn::LayerNorm(torch::nn::LayerNormOptions({e})));
+  expand = register_module("expand", torch::nn::Linear(e, options.ffn_dim()));
+  contract = register_module("contract", torch::nn::Linear(options.ffn_dim(), e));
+  dropout = register_module("dropout", torch::nn::Dropout(options.dropout()));
+}
+
+at::Tensor TransformerBlockImpl::forward(const at::Tensor& x, const AttentionMask& mask, const SPECode* shared_code) {
+  at::Tensor h = x + dropout(attention(norm1(x), mask, shared_code));
+  return h + dropout(contract(dropout(at::gelu(expand(norm2(h))))));
+}
+
+// ---------------------------------------------------------------------------------------------
+
+TransformerImpl::TransformerImpl(const TransformerOptions& options_) : options(options_) { reset(); }
+
+void TransformerImpl::reset() {
+  check_transformer_options(options);
+  const int64_t e = options.dim();
+  const PositionalOptions& p = options.positional();
+  embedding = register_module("embedding", torch::nn::Embedding(options.vocab_size() + (options.cls_token() ? 1 : 0), e));
+  if (p.kind() == PositionalKind::sinusoidal) sinusoidal = register_module("sinusoidal", SinusoidalEncoding(e));
+  if (p.kind() == PositionalKind::learned)
+    learned = register_module("learned", LearnedEncoding(LearnedEncodingOptions(p.max_length(), e)));
+  if (is_spe(p.kind()) && p.shared_code()) make_spe(options, *this, sine_spe, conv_spe);
+  dropout = register_module("dropout", torch::nn::Dropout(options.dropout()));
+  blocks = register_module("blocks", torch::nn::ModuleList());
+  for (int64_t i = 0; i < options.layers(); ++i) blocks->push_back(TransformerBlock(options));
+  final_norm = register_module("final_norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({e})));
+}
+
+at::Tensor TransformerImpl::output_padding(const at::Tensor& tokens, const at::Tensor& padding) const {
+  if (!padding.defined() || !options.cls_token()) return padding;
+  return at::cat({at::ones({tokens.size(0), 1}, padding.options()), padding}, 1);
+}
+
+at::Tensor TransformerImpl::forward(const at::Tensor& tokens, const at::Tensor& padding) {
+  TORCH_CHECK(tokens.dim() == 2 && tokens.scalar_type() == at::kLong,
+              "Transformer: tokens must be (B, N) int64, got ", tokens.sizes(), " ", tokens.scalar_type());
+  TORCH_CHECK(!padding.defined() || (padding.sizes() == tokens.sizes() && padding.scalar_type() == at::kBool),
+              "Transformer: padding must be (B, N) bool like the tokens ", tokens.sizes(), ", got ", padding.sizes(),
+              " ", padding.scalar_type());
+  TORCH_CHECK(tokens.numel() == 0 || (tokens.min().item<int64_t>() >= 0 &&
+                                      tokens.max().item<int64_t>() < options.vocab_size()),
+              "Transformer: token ids must lie in [0, ", options.vocab_size(), ")");
+  at::Tensor x = embedding(tokens);  // (B, N, E)
+  if (options.cls_token()) {
+    const at::Tensor cls = at::full({tokens.size(0), 1}, options.vocab_size(), tokens.options());
+    x = at::cat({embedding(cls), x}, 1);
+  }
+  if (sinusoidal) x = sinusoidal(x);
+  if (learned) x = learned(x);
+  x = dropout(x);
+  SPECode code;
+  if (sine_spe || conv_spe) code = draw_code(options, sine_spe, conv_spe, x.size(1));
+  const AttentionMask mask{output_padding(tokens, padding), options.causal()};
+  for (const auto& block : *blocks)
+    x = block->as<TransformerBlock>()->forward(x, mask, (sine_spe || conv_spe) ? &code : nullptr);
+  return final_norm(x);
+}
+
+void TransformerImpl::after_training_step(int64_t steps_done) {
+  const int64_t interval = options.attention().redraw_interval();
+  if (interval == 0 || steps_done % interval != 0) return;
+  for (const auto& block : *blocks) {
+    FeatureMap& feature_map = block->as<TransformerBlock>()->attention->feature_map;
+    if (feature_map) feature_map->redraw();
+  }
+}
+
+}  // namespace spe::nn

@@ -1,0 +1,325 @@
+#include "spe/train/trainer.h"
+
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <fmt/format.h>
+#include <sys/stat.h>
+#include <torch/nn/utils/clip_grad.h>
+#include <torch/optim/adamw.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "spe/train/checkpoint.h"
+#include "spe/util/files.h"
+
+namespace spe::train {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
+
+std::string format_duration(double seconds) {
+  if (!std::isfinite(seconds) || seconds < 0) return "?";
+  const auto s = static_cast<int64_t>(seconds + 0.5);
+  if (s >= 3600) return fmt::format("{}h{:02}m", s / 3600, s / 60 % 60);
+  if (s >= 60) return fmt::format("{}m{:02}s", s / 60, s % 60);
+  return fmt::format("{}s", s);
+}
+
+// Runs `body` with the global RNG seeded from `seed`, then puts the RNG back as it was.
+template <class F>
+void with_seeded_rng(uint64_t seed, F&& body) {
+  at::Generator generator = at::detail::getDefaultCPUGenerator();
+  at::Tensor saved;
+  {
+    std::lock_guard<std::mutex> lock(generator.mutex());
+    saved = generator.get_state();
+    generator.set_current_seed(seed);
+  }
+  body();
+  std::lock_guard<std::mutex> lock(generator.mutex());
+  generator.set_state(saved);
+}
+
+// The progress line on stderr: redrawn in place on a terminal, one line per log otherwise.
+class ProgressLine {
+ public:
+  ProgressLine(int64_t total_steps, bool enabled) : total_(total_steps), enabled_(enabled), tty_(isatty(2) != 0) {}
+  void show(int64_t step, double loss, double accuracy, double steps_per_s, double tokens_per_s, bool logged) {
+    if (!enabled_ || (!tty_ && !logged)) return;
+    const double fraction = static_cast<double>(step) / static_cast<double>(total_);
+    const int width = 24, filled = static_cast<int>(fraction * width);
+    const std::string bar = std::string(static_cast<size_t>(filled), '=') + std::string(static_cast<size_t>(width - filled), ' ');
+    const std::string line = fmt::format(
+        "step {}/{} [{}] {:3.0f}%  loss {:.4f}  acc {:.3f}  {:.2f} steps/s  {:.0f} tokens/s  ETA {}", step, total_, bar,
+        100 * fraction, loss, accuracy, steps_per_s, tokens_per_s,
+        format_duration(static_cast<double>(total_ - step) / steps_per_s));
+    std::cerr << (tty_ ? "\r" + line + "\033[K" : line + "\n") << std::flush;
+  }
+  void message(const std::string& text) {
+    if (enabled_) std::cerr << (tty_ ? "\r\033[K" : "") << text << "\n" << std::flush;
+  }
+
+ private:
+  int64_t total_;
+  bool enabled_, tty_;
+};
+
+// Appends JSON lines; on resume keeps only the lines up to the checkpoint's step.
+class MetricsFile {
+ public:
+  MetricsFile(const std::string& path, int64_t keep_until_step) : path_(path) {
+    std::string kept;
+    if (keep_until_step > 0) {
+      std::ifstream in(path);
+      for (std::string line; std::getline(in, line);) {
+        const auto record = nlohmann::json::parse(line, nullptr, false);
+        if (!record.is_discarded() && record.value("step", int64_t{-1}) <= keep_until_step) kept += line + "\n";
+      }
+    }
+    write_file_atomically(path, kept);
+    file_ = std::fopen(path.c_str(), "a");
+    if (!file_) throw std::runtime_error("cannot append to '" + path + "'");
+  }
+  ~MetricsFile() { std::fclose(file_); }
+  MetricsFile(const MetricsFile&) = delete;
+  MetricsFile& operator=(const MetricsFile&) = delete;
+  void write(const nlohmann::ordered_json& record) {
+    const std::string line = record.dump() + "\n";
+    if (std::fwrite(line.data(), 1, line.size(), file_) != line.size() || std::fflush(file_) != 0)
+      throw std::runtime_error("cannot write to '" + path_ + "'");
+  }
+
+ private:
+  std::string path_;
+  std::FILE* file_ = nullptr;
+};
+
+data::Dataset load_split(const Config& config, const std::string& split) {
+  const std::string path = data::split_path(config.data.dir, split);
+  if (access(path.c_str(), F_OK) != 0)
+    throw std::runtime_error(fmt::format("no {} split at '{}': prepare the data with `spe data {}` (data.dir is '{}')",
+                                         split, path, config.task, config.data.dir));
+  return data::Dataset::load(path);
+}
+
+void check_same_task(const data::DatasetInfo& a, const data::DatasetInfo& b) {
+  if (a.vocab_size != b.vocab_size || a.num_classes != b.num_classes || a.fields != b.fields || a.grid != b.grid)
+    throw std::runtime_error(fmt::format("the {} and {} splits describe different tasks (vocabulary {} vs {}, "
+                                         "classes {} vs {}); prepare them together with `spe data`",
+                                         a.split, b.split, a.vocab_size, b.vocab_size, a.num_classes, b.num_classes));
+}
+
+// AdamW with decay on matrices only (not on biases, norms' gains and 1-D tables).
+torch::optim::AdamW make_optimizer(nn::ModelImpl& model, const TrainConfig& t) {
+  std::vector<at::Tensor> decayed, plain;
+  for (const auto& p : model.parameters()) (p.dim() >= 2 ? decayed : plain).push_back(p);
+  auto options = [&](double decay) {
+    return std::make_unique<torch::optim::AdamWOptions>(
+        torch::optim::AdamWOptions(t.lr).betas({t.beta1, t.beta2}).weight_decay(decay));
+  };
+  std::vector<torch::optim::OptimizerParamGroup> groups;
+  groups.emplace_back(decayed, options(t.weight_decay));
+  groups.emplace_back(plain, options(0.0));
+  return torch::optim::AdamW(groups, torch::optim::AdamWOptions(t.lr));
+}
+
+void set_learning_rate(torch::optim::Optimizer& optimizer, double lr) {
+  for (auto& group : optimizer.param_groups()) static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
+}
+
+double gradient_norm(nn::ModelImpl& model, double clip) {
+  const auto parameters = model.parameters();
+  if (clip > 0) return torch::nn::utils::clip_grad_norm_(parameters, clip);
+  double sum = 0.0;
+  for (const auto& p : parameters)
+    if (p.grad().defined()) sum += p.grad().pow(2).sum().item<double>();
+  return std::sqrt(sum);
+}
+
+int64_t real_tokens(const data::Batch& batch) {
+  int64_t n = batch.padding.sum().item<int64_t>();
+  if (batch.padding_b.defined()) n += batch.padding_b.sum().item<int64_t>();
+  return n;
+}
+
+// Higher is better: accuracy for classifiers, minus the loss for language models.
+double score(const nn::ModelImpl& model, const EvalResult& r) {
+  return model.options.kind() == nn::ModelKind::language_model ? -r.loss : r.accuracy;
+}
+
+}  // namespace
+
+BatchLoss batch_loss(nn::ModelImpl& model, const data::Batch& batch) {
+  const at::Tensor logits = model.forward(batch.tokens, batch.padding, batch.tokens_b, batch.padding_b);
+  BatchLoss out;
+  at::Tensor predicted, targets;
+  if (model.options.kind() == nn::ModelKind::language_model) {
+    // position n predicts token n + 1; padded targets are ignored.
+    const int64_t n = batch.tokens.size(1);
+    const at::Tensor inputs = logits.narrow(1, 0, n - 1).flatten(0, 1);  // (B (N-1), V)
+    targets = batch.tokens.narrow(1, 1, n - 1).masked_fill(batch.padding.narrow(1, 1, n - 1).logical_not(), -100).flatten();
+    out.loss = at::cross_entropy_loss(inputs, targets, {}, at::Reduction::Mean, -100);
+    predicted = inputs.argmax(-1);
+  } else {
+    targets = batch.labels;
+    out.loss = at::cross_entropy_loss(logits, targets);
+    predicted = logits.argmax(-1);
+  }
+  const at::Tensor counted = targets.ne(-100);
+  out.predictions = counted.sum().item<int64_t>();
+  out.correct = predicted.eq(targets).logical_and(counted).sum().item<int64_t>();
+  return out;
+}
+
+EvalResult evaluate(nn::ModelImpl& model, const data::Dataset& dataset, int64_t max_length, int64_t batch_size,
+                    int64_t max_batches, uint64_t seed) {
+  EvalResult result;
+  const bool was_training = model.is_training();
+  model.eval();
+  with_seeded_rng(seed, [&] {
+    at::NoGradGuard no_grad;
+    double loss_sum = 0.0;
+    int64_t correct = 0, batches = 0;
+    for (int64_t start = 0; start < dataset.size() && (max_batches == 0 || batches < max_batches); start += batch_size) {
+      std::vector<int64_t> examples;
+      for (int64_t i = start; i < std::min(dataset.size(), start + batch_size); ++i) examples.push_back(i);
+      const data::Batch batch = data::make_batch(dataset, examples, max_length);
+      const BatchLoss b = batch_loss(model, batch);
+      loss_sum += b.loss.item<double>() * static_cast<double>(b.predictions);
+      correct += b.correct;
+      result.predictions += b.predictions;
+      result.tokens += real_tokens(batch);
+      ++batches;
+    }
+    result.loss = loss_sum / static_cast<double>(std::max<int64_t>(1, result.predictions));
+    result.accuracy = static_cast<double>(correct) / static_cast<double>(std::max<int64_t>(1, result.predictions));
+  });
+  model.train(was_training);
+  return result;
+}
+
+void train(const Config& config, const TrainerOptions& options) {
+  const TrainConfig& t = config.train;
+  const std::string checkpoint_path = options.out_dir + "/checkpoint.pt", best_path = options.out_dir + "/best.pt";
+  if (::mkdir(options.out_dir.c_str(), 0755) != 0 && errno != EEXIST)
+    throw std::runtime_error(fmt::format("cannot create the output folder '{}': {}", options.out_dir, std::strerror(errno)));
+  if (!options.resume && access(checkpoint_path.c_str(), F_OK) == 0)
+    throw std::runtime_error(fmt::format("'{}' already holds a run (checkpoint.pt); continue it with --resume or "
+                                         "choose another --out",
+                                         options.out_dir));
+  const data::Dataset train_set = load_split(config, "train"), valid_set = load_split(config, "valid");
+  check_same_task(train_set.info(), valid_set.info());
+
+  at::manual_seed(static_cast<uint64_t>(t.seed));
+  nn::Model model = build_model(config, train_set.info());
+  torch::optim::AdamW optimizer = make_optimizer(*model, t);
+  data::EpochSampler sampler(train_set.size(), static_cast<uint64_t>(t.seed));
+  CheckpointHeader state{config, train_set.info(), {}};
+  if (options.resume) {
+    if (access(checkpoint_path.c_str(), F_OK) != 0)
+      throw std::runtime_error(fmt::format("--resume: no checkpoint at '{}'", checkpoint_path));
+    state.state = load_checkpoint(checkpoint_path, *model, &optimizer, &config).state;
+    sampler.set_position(state.state.sampler);
+  }
+  write_file_atomically(options.out_dir + "/config.yaml", to_yaml(config));
+  MetricsFile metrics(options.out_dir + "/metrics.jsonl", options.resume ? state.state.step : 0);
+  const int64_t last_step = options.until_step > 0 ? std::min(options.until_step, t.steps) : t.steps;
+  ProgressLine progress(t.steps, options.progress);
+  progress.message(fmt::format("{}: {} parameters; {} training and {} validation examples; {}", config.task,
+                               nn::parameter_count(*model), train_set.size(), valid_set.size(),
+                               options.resume ? fmt::format("resuming at step {}", state.state.step) : "starting"));
+
+  const int64_t micro_batch = t.batch_size / t.accumulation;
+  const Clock::time_point started = Clock::now();
+  Clock::time_point window_start = started;
+  double window_loss = 0.0;
+  int64_t window_correct = 0, window_predictions = 0, window_tokens = 0, window_steps = 0;
+  model->train();
+  while (state.state.step < last_step) {
+    const int64_t step = state.state.step;
+    const double lr = learning_rate(t, step);
+    set_learning_rate(optimizer, lr);
+    optimizer.zero_grad();
+    double step_loss = 0.0;
+    for (int64_t m = 0; m < t.accumulation; ++m) {
+      const data::Batch batch = data::make_batch(train_set, sampler.next(micro_batch), config.data.max_length);
+      const BatchLoss b = batch_loss(*model, batch);
+      const double loss = b.loss.item<double>();
+      if (!std::isfinite(loss))
+        throw std::runtime_error(fmt::format("step {}: the training loss is {}; stopped. The last good state is the "
+                                             "checkpoint in '{}' (try a lower train.lr)",
+                                             step + 1, loss, options.out_dir));
+      (b.loss / static_cast<double>(t.accumulation)).backward();
+      step_loss += loss / static_cast<double>(t.accumulation);
+      window_correct += b.correct;
+      window_predictions += b.predictions;
+      window_tokens += real_tokens(batch);
+    }
+    const double grad_norm = gradient_norm(*model, t.clip_grad_norm);
+    if (!std::isfinite(grad_norm))
+      throw std::runtime_error(fmt::format("step {}: the gradient norm is {}; stopped. The last good state is the "
+                                           "checkpoint in '{}' (try a lower train.lr)",
+                                           step + 1, grad_norm, options.out_dir));
+    optimizer.step();
+    state.state.step = step + 1;
+    const int64_t done = state.state.step;
+    model->transformer->after_training_step(done);
+    window_loss += step_loss;
+    ++window_steps;
+
+    const bool logged = done % t.log_every == 0 || done == last_step;
+    const double window_s = seconds_since(window_start);
+    const double accuracy = static_cast<double>(window_correct) / static_cast<double>(std::max<int64_t>(1, window_predictions));
+    progress.show(done, window_loss / static_cast<double>(window_steps), accuracy,
+                  static_cast<double>(window_steps) / window_s, static_cast<double>(window_tokens) / window_s, logged);
+    if (logged) {
+      metrics.write({{"step", done},
+                     {"split", "train"},
+                     {"loss", window_loss / static_cast<double>(window_steps)},
+                     {"accuracy", accuracy},
+                     {"lr", lr},
+                     {"grad_norm", grad_norm},
+                     {"steps_per_s", static_cast<double>(window_steps) / window_s},
+                     {"tokens_per_s", static_cast<double>(window_tokens) / window_s},
+                     {"epoch", sampler.position().epoch},
+                     {"elapsed_s", seconds_since(started)}});
+      window_start = Clock::now();
+      window_loss = 0.0;
+      window_correct = window_predictions = window_tokens = window_steps = 0;
+    }
+    const bool finished = done == last_step;
+    if (done % t.eval_every == 0 || done == t.steps) {
+      const EvalResult r = evaluate(*model, valid_set, config.data.max_length, t.eval_batch_size, t.eval_batches,
+                                    static_cast<uint64_t>(t.seed) + 1);
+      metrics.write({{"step", done}, {"split", "valid"}, {"loss", r.loss}, {"accuracy", r.accuracy},
+                     {"predictions", r.predictions}, {"elapsed_s", seconds_since(started)}});
+      progress.message(fmt::format("step {}: validation loss {:.4f}, accuracy {:.4f}", done, r.loss, r.accuracy));
+      if (!state.state.has_best || score(*model, r) > state.state.best_metric) {
+        state.state.best_metric = score(*model, r);
+        state.state.has_best = true;
+        state.state.sampler = sampler.position();
+        save_checkpoint(best_path, state, *model, &optimizer);
+      }
+    }
+    if (done % t.checkpoint_every == 0 || finished) {
+      state.state.sampler = sampler.position();
+      save_checkpoint(checkpoint_path, state, *model, &optimizer);
+    }
+  }
+  progress.message(fmt::format("done: step {} of {} in {}; checkpoint {}", state.state.step, t.steps,
+                               format_duration(seconds_since(started)), checkpoint_path));
+}
+
+}  // namespace spe::train

@@ -1,0 +1,124 @@
+// `spe data`, `spe train`, `spe eval`, `spe config` and `spe plot` as a user runs them, including a
+// training process killed at random moments (often in the middle of writing a checkpoint) and
+// resumed from whatever is on disk.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <sstream>
+#include <thread>
+
+#include "support/cli.h"
+
+namespace spe {
+namespace {
+
+namespace fs = std::filesystem;
+using testing::run_cli;
+using testing::scratch;
+
+const std::string kTinyModel =
+    " --set model.dim=16 model.heads=2 model.layers=1 model.ffn_dim=32 model.positional.realizations=8"
+    " model.positional.sines=2 train.batch_size=4 train.warmup_steps=2 train.log_every=1 ";
+
+fs::path listops_data() {
+  const fs::path dir = scratch("listops");
+  if (!fs::exists(dir / "test.bin")) {
+    const auto run = run_cli("data listops --out " + dir.string() +
+                             " --train 64 --valid 16 --test 16 --min-length 20 --max-length 60 --max-depth 4 --seed 3");
+    EXPECT_EQ(run.status, 0) << run.output;
+  }
+  return dir;
+}
+
+nlohmann::json last_json_line(const std::string& output) {
+  std::istringstream in(output);
+  nlohmann::json last;
+  for (std::string line; std::getline(in, line);)
+    if (!line.empty() && line[0] == '{') last = nlohmann::json::parse(line);
+  return last;
+}
+
+TEST(CliTrain, DataTrainEvalAndPlotWorkTogether) {
+  const fs::path data = listops_data(), out = scratch("run");
+  const auto lines = run_cli("data listops --out " + scratch("listops_again").string() +
+                             " --train 64 --valid 16 --test 16 --min-length 20 --max-length 60 --max-depth 4 --seed 3");
+  ASSERT_EQ(lines.status, 0) << lines.output;
+  EXPECT_NE(lines.output.find("\"split\": \"train\", "), std::string::npos);
+  const auto train = run_cli("--threads 1 train --config " SPE_SOURCE_DIR "/configs/listops/linear_sine_spe.yaml" + kTinyModel +
+                             "train.steps=6 train.eval_every=3 data.dir=" + data.string() + " --out " + out.string());
+  ASSERT_EQ(train.status, 0) << train.output;
+  for (const char* file : {"config.yaml", "metrics.jsonl", "checkpoint.pt", "best.pt"})
+    EXPECT_TRUE(fs::exists(out / file)) << file;
+  const auto eval = run_cli("eval --checkpoint " + (out / "checkpoint.pt").string() + " --split test");
+  ASSERT_EQ(eval.status, 0) << eval.output;
+  const nlohmann::json result = last_json_line(eval.output);
+  EXPECT_EQ(result["step"], 6);
+  EXPECT_EQ(result["examples"], 16);
+  EXPECT_GE(result["accuracy"].get<double>(), 0.0);
+  const auto plot = run_cli("plot --metrics " + (out / "metrics.jsonl").string() + " --png " + (out / "curves.png").string());
+  ASSERT_EQ(plot.status, 0) << plot.output;
+  EXPECT_GT(fs::file_size(out / "curves.png"), 1000u);
+}
+
+TEST(CliTrain, MistakesAreNamed) {
+  const fs::path data = listops_data();
+  auto fails_with = [](const std::string& arguments, const std::string& expected) {
+    const auto run = run_cli(arguments);
+    EXPECT_EQ(run.status, 1) << arguments << "\n" << run.output;
+    EXPECT_NE(run.output.find(expected), std::string::npos) << arguments << "\n" << run.output;
+  };
+  fails_with("train --set model.layer=2 --out " + scratch("x").string(), "unknown key 'model.layer'");
+  fails_with("train --set data.dir=/nonexistent --out " + scratch("y").string(),
+             "no train split at '/nonexistent/train.bin': prepare the data with `spe data listops`");
+  fails_with("config --config /nonexistent.yaml", "cannot open '/nonexistent.yaml'");
+  fails_with("eval --checkpoint " + (data / "train.bin").string(), "is not an spe checkpoint");
+  fails_with("train --resume --out " + scratch("never_trained").string(), "config.yaml");
+  fails_with("data listops --out " + scratch("z").string() + " --min-length 10 --max-length 5", "length range [10, 5]");
+  const auto ok = run_cli("config --set model.positional.kind=rotary");
+  EXPECT_EQ(ok.status, 0);
+  EXPECT_NE(ok.output.find("kind: rotary"), std::string::npos) << ok.output;
+}
+
+// Kills training at random moments after checkpoints start appearing (with a checkpoint every
+// step, many kills land inside a write), then checks that what is on disk always loads and that
+// --resume always finishes the run.
+TEST(CliTrain, KilledRunsResumeFromWhatIsOnDisk) {
+  const fs::path data = listops_data(), out = scratch("killed");
+  const std::string train_args = std::string(SPE_CLI) + " --threads 1 train" + kTinyModel +
+                                 "train.steps=400 train.checkpoint_every=1 train.eval_every=1000 data.dir=" + data.string() +
+                                 " --no-progress --out " + out.string();
+  std::mt19937 rng(7);
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    const std::string command = train_args + (attempt > 0 ? " --resume" : "") + " > /dev/null 2>&1";
+    const pid_t pid = ::fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      ::execl("/bin/sh", "sh", "-c", ("exec " + command).c_str(), static_cast<char*>(nullptr));
+      ::_exit(127);
+    }
+    const auto checkpoint = out / "checkpoint.pt";
+    const auto before = fs::exists(checkpoint) ? fs::last_write_time(checkpoint) : fs::file_time_type::min();
+    for (int wait = 0; wait < 600 && (!fs::exists(checkpoint) || fs::last_write_time(checkpoint) == before); ++wait)
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    std::this_thread::sleep_for(std::chrono::milliseconds(std::uniform_int_distribution<int>(0, 300)(rng)));
+    ::kill(pid, SIGKILL);
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    ASSERT_TRUE(WIFSIGNALED(status)) << "the run finished before it was killed; make it longer";
+    const auto eval = run_cli("eval --batches 1 --checkpoint " + checkpoint.string());
+    ASSERT_EQ(eval.status, 0) << "after kill " << attempt << ": " << eval.output;
+  }
+  const auto resumed = run_cli(train_args.substr(std::string(SPE_CLI).size()) + " --resume");
+  ASSERT_EQ(resumed.status, 0) << resumed.output;
+  const auto eval = run_cli("eval --batches 1 --checkpoint " + (out / "checkpoint.pt").string());
+  EXPECT_EQ(last_json_line(eval.output)["step"], 400) << eval.output;
+}
+
+}  // namespace
+}  // namespace spe

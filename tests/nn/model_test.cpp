@@ -1,0 +1,154 @@
+// The models: every positional encoding with every attention it supports builds, runs forward
+// and backward; one layer against an explicit float64 computation; padding never changes what
+// real tokens see; a language model never sees the future; the heads' shapes and errors.
+#include "spe/nn/model.h"
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include "support/errors.h"
+
+namespace spe::nn {
+namespace {
+
+TransformerOptions small(PositionalKind pe, AttentionKind attention, int64_t vocab = 12) {
+  TransformerOptions o(vocab);
+  o.dim(16).heads(2).layers(2).ffn_dim(32).dropout(0.0);
+  o.positional().kind(pe).realizations(8).sines(2).kernel_size(5).clip(3).max_length(64);
+  o.attention().kind(attention).features(8);
+  return o;
+}
+
+bool supported(PositionalKind pe, AttentionKind attention) {
+  return pe != PositionalKind::shaw || attention == AttentionKind::softmax;
+}
+
+at::Tensor random_tokens(int64_t batch, int64_t length, int64_t vocab, uint64_t seed) {
+  at::manual_seed(seed);
+  return at::randint(1, vocab, {batch, length}, at::kLong);
+}
+
+TEST(Model, EveryEncodingWithEveryAttentionTrains) {
+  for (const auto& pe : kPositionalKinds) {
+    for (const auto& attention : kAttentionKinds) {
+      if (!supported(pe.value, attention.value)) continue;
+      for (ModelKind kind : {ModelKind::classifier, ModelKind::language_model}) {
+        SCOPED_TRACE(std::string(pe.name) + " + " + attention.name + " " + choice_name(kind, kModelKinds));
+        Model model(ModelOptions(kind, small(pe.value, attention.value)).num_classes(3));
+        const at::Tensor tokens = random_tokens(2, 10, 12, 1);
+        const at::Tensor logits = model(tokens, at::ones({2, 10}, at::kBool));
+        const std::vector<int64_t> expected = kind == ModelKind::classifier ? std::vector<int64_t>{2, 3}
+                                                                            : std::vector<int64_t>{2, 10, 12};
+        EXPECT_EQ(logits.sizes(), at::IntArrayRef(expected));
+        logits.pow(2).sum().backward();
+        for (const auto& p : model->named_parameters()) {
+          ASSERT_TRUE(p.value().grad().defined()) << p.key();
+          EXPECT_TRUE(at::isfinite(p.value().grad()).all().item<bool>()) << p.key();
+        }
+      }
+    }
+  }
+}
+
+// One block, float64, softmax attention without positions: every step written out by hand.
+TEST(Model, BlockMatchesAnExplicitComputation) {
+  TransformerOptions o = small(PositionalKind::none, AttentionKind::softmax);
+  TransformerBlock block(o);
+  block->to(at::kDouble);
+  at::manual_seed(4);
+  const at::Tensor x = at::randn({1, 5, 16}, at::kDouble);
+  const at::Tensor out = block(x, AttentionMask::none(), nullptr);
+  auto layer_norm = [](const at::Tensor& v, const torch::nn::LayerNorm& n) {
+    const at::Tensor mean = v.mean(-1, true), var = (v - mean).pow(2).mean(-1, true);
+    return (v - mean) / at::sqrt(var + 1e-5) * n->weight + n->bias;
+  };
+  auto linear = [](const at::Tensor& v, const torch::nn::Linear& l) { return at::matmul(v, l->weight.t()) + l->bias; };
+  const auto& a = block->attention;
+  const at::Tensor h = layer_norm(x[0], block->norm1);  // (5, 16)
+  at::Tensor heads_out = at::zeros({5, 16}, at::kDouble);
+  for (int64_t head = 0; head < 2; ++head) {
+    const at::Tensor q = linear(h, a->query).narrow(1, 8 * head, 8), k = linear(h, a->key).narrow(1, 8 * head, 8),
+                     v = linear(h, a->value).narrow(1, 8 * head, 8);
+    for (int64_t i = 0; i < 5; ++i) {
+      at::Tensor scores = at::zeros({5}, at::kDouble);
+      for (int64_t j = 0; j < 5; ++j) scores[j] = q[i].dot(k[j]) / std::sqrt(8.0);
+      const at::Tensor p = at::exp(scores - scores.max()) / at::exp(scores - scores.max()).sum();
+      heads_out[i].narrow(0, 8 * head, 8).copy_(at::matmul(p, v));
+    }
+  }
+  const at::Tensor y = x[0] + linear(heads_out, a->output);
+  const at::Tensor ffn = linear(at::gelu(linear(layer_norm(y, block->norm2), block->expand)), block->contract);
+  EXPECT_TRUE(at::allclose(out[0], y + ffn, 1e-10, 1e-12));
+}
+
+// Deterministic encodings in eval mode, and sineSPE with the same draw: padding at the end
+// changes nothing for the real tokens.
+TEST(Model, PaddingDoesNotChangeWhatRealTokensSee) {
+  for (const auto& pe : kPositionalKinds) {
+    if (pe.value == PositionalKind::conv_spe) continue;  // its code depends on the padded length
+    for (const auto& attention : kAttentionKinds) {
+      if (!supported(pe.value, attention.value)) continue;
+      SCOPED_TRACE(std::string(pe.name) + " + " + attention.name);
+      Model model(ModelOptions(ModelKind::classifier, small(pe.value, attention.value)).num_classes(3));
+      model->to(at::kDouble);
+      model->eval();
+      const at::Tensor tokens = random_tokens(2, 7, 12, 2);
+      const at::Tensor padded = at::cat({tokens, at::zeros({2, 4}, at::kLong)}, 1);
+      const at::Tensor mask = at::cat({at::ones({2, 7}, at::kBool), at::zeros({2, 4}, at::kBool)}, 1);
+      at::manual_seed(9);
+      const at::Tensor plain = model(tokens, at::ones({2, 7}, at::kBool));
+      at::manual_seed(9);
+      const at::Tensor with_padding = model(padded, mask);
+      EXPECT_TRUE(at::allclose(plain, with_padding, 1e-9, 1e-11)) << plain << with_padding;
+    }
+  }
+}
+
+TEST(Model, LanguageModelsNeverSeeTheFuture) {
+  for (const auto& pe : kPositionalKinds) {
+    for (const auto& attention : kAttentionKinds) {
+      if (!supported(pe.value, attention.value)) continue;
+      SCOPED_TRACE(std::string(pe.name) + " + " + attention.name);
+      Model model(ModelOptions(ModelKind::language_model, small(pe.value, attention.value)));
+      model->to(at::kDouble);
+      model->eval();
+      at::Tensor tokens = random_tokens(1, 9, 12, 3);
+      at::manual_seed(5);
+      const at::Tensor before = model(tokens, at::Tensor());
+      tokens.narrow(1, 6, 3).fill_(1);
+      at::manual_seed(5);
+      const at::Tensor after = model(tokens, at::Tensor());
+      EXPECT_TRUE(at::allclose(before.narrow(1, 0, 6), after.narrow(1, 0, 6), 1e-9, 1e-11));
+      EXPECT_FALSE(at::allclose(before.narrow(1, 6, 3), after.narrow(1, 6, 3), 1e-9, 1e-11));
+    }
+  }
+}
+
+TEST(Model, HeadsPoolingTyingAndErrors) {
+  const TransformerOptions o = small(PositionalKind::rotary, AttentionKind::linear);
+  Model dual(ModelOptions(ModelKind::dual_encoder, o).num_classes(2).pooling(Pooling::cls));
+  const at::Tensor a = random_tokens(3, 6, 12, 1), b = random_tokens(3, 4, 12, 2);
+  EXPECT_EQ(dual(a, at::Tensor(), b, at::Tensor()).sizes(), (at::IntArrayRef{3, 2}));
+  EXPECT_EQ(dual->transformer->embedding->weight.size(0), 13);  // the [CLS] row
+  EXPECT_ERROR_CONTAINS(dual(a, at::Tensor()), "the second sequence of each pair is missing");
+  Model tied(ModelOptions(ModelKind::language_model, o).tie_embeddings(true));
+  Model untied(ModelOptions(ModelKind::language_model, o));
+  EXPECT_EQ(parameter_count(*untied) - parameter_count(*tied), 16 * 12 + 12);
+  EXPECT_EQ(tied(a, at::Tensor()).sizes(), (at::IntArrayRef{3, 6, 12}));
+  EXPECT_ERROR_CONTAINS(untied(a.to(at::kInt), at::Tensor()), "tokens must be (B, N) int64");
+  EXPECT_ERROR_CONTAINS(untied(a + 20, at::Tensor()), "token ids must lie in [0, 12)");
+  EXPECT_ERROR_CONTAINS(Model(ModelOptions(ModelKind::classifier, o).num_classes(1)), "num_classes is 1");
+  TransformerOptions odd = small(PositionalKind::rotary, AttentionKind::softmax);
+  odd.dim(18).heads(2);
+  EXPECT_ERROR_CONTAINS(Transformer{odd}, "rotary needs an even head dimension, dim / heads is 9");
+  TransformerOptions grid = small(PositionalKind::conv_spe, AttentionKind::linear);
+  grid.positional().conv_ndim(2);
+  EXPECT_ERROR_CONTAINS(Transformer{grid}, "2-D convSPE needs sequences on a grid");
+  grid.grid({3, 4});
+  Transformer image(grid);
+  EXPECT_EQ(image(random_tokens(2, 12, 12, 1)).sizes(), (at::IntArrayRef{2, 12, 16}));
+  EXPECT_ERROR_CONTAINS(image(random_tokens(2, 13, 12, 1)), "13 tokens does not fit the 3 x 4 grid");
+}
+
+}  // namespace
+}  // namespace spe::nn

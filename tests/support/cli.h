@@ -1,0 +1,36 @@
+#pragma once
+// Running the `spe` command line as a user does (SPE_CLI is the built binary's path).
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <string>
+
+namespace spe::testing {
+
+struct CliRun {
+  int status;
+  std::string output;  // stdout and stderr
+};
+
+inline CliRun run_cli(const std::string& arguments) {
+  const std::string command = std::string(SPE_CLI) + " " + arguments + " 2>&1";
+  FILE* pipe = ::popen(command.c_str(), "r");
+  EXPECT_NE(pipe, nullptr);
+  std::string output;
+  char buffer[4096];
+  for (size_t n; (n = std::fread(buffer, 1, sizeof buffer, pipe)) > 0;) output.append(buffer, n);
+  const int status = ::pclose(pipe);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, output};
+}
+
+// A path inside this test process's own scratch folder.
+inline std::filesystem::path scratch(const std::string& name) {
+  std::filesystem::path dir = std::filesystem::temp_directory_path() / ("spe_cli_test_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  return dir / name;
+}
+
+}  // namespace spe::testing
