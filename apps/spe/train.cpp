@@ -32,8 +32,12 @@ void add_train(CLI::App& app) {
   sub->add_flag("--resume", options->resume, "continue the run in --out from its checkpoint");
   sub->add_option("--until-step", options->until_step, "stop after this step (checkpointed; resume later)")
       ->check(positive_integer());
+  auto budget_minutes = std::make_shared<double>(0.0);
+  sub->add_option("--budget", *budget_minutes, "stop after this many minutes (evaluated and checkpointed)")
+      ->check(CLI::PositiveNumber);
   sub->add_flag("!--no-progress", options->progress, "no progress line on stderr");
-  sub->callback([a, options] {
+  sub->callback([a, options, budget_minutes] {
+    options->time_budget_s = *budget_minutes * 60;
     // A resumed run without --config continues with the configuration it saved.
     const std::string path = a->config.empty() && options->resume ? options->out_dir + "/config.yaml" : a->config;
     if (options->resume && access(path.c_str(), F_OK) != 0)
@@ -54,26 +58,12 @@ void add_eval(CLI::App& app) {
   sub->add_option("--data", a->data_dir, "data folder (default: the run's data.dir)");
   sub->add_option("--batches", a->batches, "evaluate at most this many batches (0: all)")->capture_default_str();
   sub->callback([a] {
-    const train::CheckpointHeader header = train::read_checkpoint_header(a->checkpoint);
-    train::Config config = header.config;
-    if (!a->data_dir.empty()) config.data.dir = a->data_dir;
-    const std::string path = data::split_path(config.data.dir, a->split);
-    const data::Dataset dataset = data::Dataset::load(path);
-    const data::DatasetInfo& info = dataset.info();
-    if (info.vocab_size != header.data.vocab_size || info.num_classes != header.data.num_classes ||
-        info.fields != header.data.fields)
-      throw std::runtime_error(fmt::format("'{}' is a {} dataset (vocabulary {}, {} classes); the checkpoint was trained "
-                                           "on {} (vocabulary {}, {} classes)",
-                                           path, info.task, info.vocab_size, info.num_classes, header.data.task,
-                                           header.data.vocab_size, header.data.num_classes));
-    nn::Model model = train::build_model(config, header.data);
-    train::load_checkpoint(a->checkpoint, *model, nullptr, &config);
-    const train::EvalResult r = train::evaluate(*model, dataset, config.data.max_length, config.train.eval_batch_size,
-                                                a->batches, static_cast<uint64_t>(config.train.seed) + 1);
+    const train::EvalResult r = train::evaluate_checkpoint(a->checkpoint, a->split, a->data_dir, a->batches);
     std::cout << fmt::format(
-        "{{\"checkpoint\": \"{}\", \"step\": {}, \"split\": \"{}\", \"examples\": {}, \"loss\": {:.6g}, "
-        "\"accuracy\": {:.6g}, \"predictions\": {}}}\n",
-        a->checkpoint, header.state.step, a->split, dataset.size(), r.loss, r.accuracy, r.predictions);
+        "{{\"checkpoint\": \"{}\", \"step\": {}, \"split\": \"{}\", \"loss\": {:.6g}, \"accuracy\": {:.6g}, "
+        "\"predictions\": {}}}\n",
+        a->checkpoint, train::read_checkpoint_header(a->checkpoint).state.step, a->split, r.loss, r.accuracy,
+        r.predictions);
   });
 }
 

@@ -101,9 +101,9 @@ void SelfAttentionImpl::reset() {
   const AttentionOptions& a = options.attention();
   if (a.kind() != AttentionKind::softmax) {
     const FeatureMapKind kind = a.kind() == AttentionKind::favor ? FeatureMapKind::favor : a.feature_map();
-    feature_map = register_module(
-        "feature_map",
-        FeatureMap(FeatureMapOptions(kind, filtered_dim(options)).features(a.features()).redraw_interval(a.redraw_interval())));
+    FeatureMapOptions map_options(kind, filtered_dim(options));
+    if (kind == FeatureMapKind::favor) map_options.features(a.features()).redraw_interval(a.redraw_interval());
+    feature_map = register_module("feature_map", FeatureMap(map_options));
   }
 }
 

@@ -173,6 +173,11 @@ nn::Model build_model(const Config& config, const data::DatasetInfo& data) {
   if (options.kind() == nn::ModelKind::dual_encoder && data.fields != 2)
     throw std::invalid_argument(fmt::format("model.kind dual_encoder needs a dataset of pairs; '{}' has single sequences",
                                             data.task));
+  const nn::PositionalOptions& p = options.transformer().positional();
+  if (p.kind() == nn::PositionalKind::conv_spe && p.conv_ndim() == 2 && data.grid.size() != 2)
+    throw std::invalid_argument(fmt::format("model.positional.conv_ndim 2 needs an image dataset (with a grid); '{}' has "
+                                            "none",
+                                            data.task));
   if (options.kind() != nn::ModelKind::dual_encoder && data.fields != 1)
     throw std::invalid_argument(
         fmt::format("the dataset '{}' holds pairs: set model.kind to dual_encoder", data.task));

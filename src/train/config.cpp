@@ -185,7 +185,9 @@ void check_config(const Config& c) {
   require(t.checkpoint_every >= 1, fmt::format("train.checkpoint_every is {}, expected >= 1", t.checkpoint_every));
   require(t.log_every >= 1, fmt::format("train.log_every is {}, expected >= 1", t.log_every));
   try {
-    nn::check_transformer_options(c.model.transformer());
+    nn::TransformerOptions model = c.model.transformer();
+    if (model.grid().empty()) model.grid({1, 1});  // the grid comes with the data; its shape is checked then
+    nn::check_transformer_options(model);
   } catch (const std::invalid_argument& e) {
     throw std::invalid_argument(std::string("model: ") + e.what());
   }

@@ -210,7 +210,7 @@ EvalResult evaluate(nn::ModelImpl& model, const data::Dataset& dataset, int64_t 
   return result;
 }
 
-void train(const Config& config, const TrainerOptions& options) {
+TrainSummary train(const Config& config, const TrainerOptions& options) {
   const TrainConfig& t = config.train;
   const std::string checkpoint_path = options.out_dir + "/checkpoint.pt", best_path = options.out_dir + "/best.pt";
   if (::mkdir(options.out_dir.c_str(), 0755) != 0 && errno != EEXIST)
@@ -241,6 +241,7 @@ void train(const Config& config, const TrainerOptions& options) {
                                nn::parameter_count(*model), train_set.size(), valid_set.size(),
                                options.resume ? fmt::format("resuming at step {}", state.state.step) : "starting"));
 
+  TrainSummary summary;
   const int64_t micro_batch = t.batch_size / t.accumulation;
   const Clock::time_point started = Clock::now();
   Clock::time_point window_start = started;
@@ -299,10 +300,12 @@ void train(const Config& config, const TrainerOptions& options) {
       window_loss = 0.0;
       window_correct = window_predictions = window_tokens = window_steps = 0;
     }
-    const bool finished = done == last_step;
-    if (done % t.eval_every == 0 || done == t.steps) {
+    const bool out_of_time = options.time_budget_s > 0 && seconds_since(started) >= options.time_budget_s;
+    const bool finished = done == last_step || out_of_time;
+    if (done % t.eval_every == 0 || finished) {
       const EvalResult r = evaluate(*model, valid_set, config.data.max_length, t.eval_batch_size, t.eval_batches,
                                     static_cast<uint64_t>(t.seed) + 1);
+      summary.validation = r;
       metrics.write({{"step", done}, {"split", "valid"}, {"loss", r.loss}, {"accuracy", r.accuracy},
                      {"predictions", r.predictions}, {"elapsed_s", seconds_since(started)}});
       progress.message(fmt::format("step {}: validation loss {:.4f}, accuracy {:.4f}", done, r.loss, r.accuracy));
@@ -317,9 +320,36 @@ void train(const Config& config, const TrainerOptions& options) {
       state.state.sampler = sampler.position();
       save_checkpoint(checkpoint_path, state, *model, &optimizer);
     }
+    if (out_of_time) {
+      progress.message(fmt::format("the time budget of {} is spent", format_duration(options.time_budget_s)));
+      break;
+    }
   }
-  progress.message(fmt::format("done: step {} of {} in {}; checkpoint {}", state.state.step, t.steps,
-                               format_duration(seconds_since(started)), checkpoint_path));
+  summary.steps = state.state.step;
+  summary.seconds = seconds_since(started);
+  progress.message(fmt::format("done: step {} of {} in {}; checkpoint {}", summary.steps, t.steps,
+                               format_duration(summary.seconds), checkpoint_path));
+  return summary;
+}
+
+EvalResult evaluate_checkpoint(const std::string& checkpoint, const std::string& split, const std::string& data_dir,
+                               int64_t max_batches) {
+  const CheckpointHeader header = read_checkpoint_header(checkpoint);
+  Config config = header.config;
+  if (!data_dir.empty()) config.data.dir = data_dir;
+  const std::string path = data::split_path(config.data.dir, split);
+  const data::Dataset dataset = data::Dataset::load(path);
+  const data::DatasetInfo& info = dataset.info();
+  if (info.vocab_size != header.data.vocab_size || info.num_classes != header.data.num_classes ||
+      info.fields != header.data.fields)
+    throw std::runtime_error(fmt::format("'{}' is a {} dataset (vocabulary {}, {} classes); the checkpoint was trained "
+                                         "on {} (vocabulary {}, {} classes)",
+                                         path, info.task, info.vocab_size, info.num_classes, header.data.task,
+                                         header.data.vocab_size, header.data.num_classes));
+  nn::Model model = build_model(config, header.data);
+  load_checkpoint(checkpoint, *model, nullptr, &config);
+  return evaluate(*model, dataset, config.data.max_length, config.train.eval_batch_size, max_batches,
+                  static_cast<uint64_t>(config.train.seed) + 1);
 }
 
 }  // namespace spe::train

@@ -59,7 +59,7 @@ TEST(CliTrain, DataTrainEvalAndPlotWorkTogether) {
   ASSERT_EQ(eval.status, 0) << eval.output;
   const nlohmann::json result = last_json_line(eval.output);
   EXPECT_EQ(result["step"], 6);
-  EXPECT_EQ(result["examples"], 16);
+  EXPECT_EQ(result["predictions"], 16);
   EXPECT_GE(result["accuracy"].get<double>(), 0.0);
   const auto plot = run_cli("plot --metrics " + (out / "metrics.jsonl").string() + " --png " + (out / "curves.png").string());
   ASSERT_EQ(plot.status, 0) << plot.output;

@@ -35,15 +35,27 @@ BatchLoss batch_loss(nn::ModelImpl& model, const data::Batch& batch);
 EvalResult evaluate(nn::ModelImpl& model, const data::Dataset& dataset, int64_t max_length, int64_t batch_size,
                     int64_t max_batches = 0, uint64_t seed = 0);
 
+// Evaluates a saved run on one split of its data (or of data_dir, when given), with the model
+// the checkpoint describes; refuses data of another vocabulary or class count.
+EvalResult evaluate_checkpoint(const std::string& checkpoint, const std::string& split,
+                               const std::string& data_dir = "", int64_t max_batches = 0);
+
 struct TrainerOptions {
   std::string out_dir;
-  bool resume = false;       // continue from out_dir/checkpoint.pt
-  int64_t until_step = 0;    // stop (with a checkpoint) after this step; 0: train.steps
-  bool progress = true;      // the progress line on stderr
+  bool resume = false;         // continue from out_dir/checkpoint.pt
+  int64_t until_step = 0;      // stop (with a checkpoint) after this step; 0: train.steps
+  double time_budget_s = 0.0;  // stop (evaluated, with a checkpoint) after this long; 0: none
+  bool progress = true;        // the progress line on stderr
+};
+
+struct TrainSummary {
+  int64_t steps = 0;       // optimizer steps taken in all, resumed ones included
+  double seconds = 0.0;    // wall time of this call
+  EvalResult validation;   // at the last step
 };
 
 // Trains; throws std::runtime_error if the loss or the gradient stops being finite (naming the
 // step; the last checkpoint on disk is the last good state).
-void train(const Config& config, const TrainerOptions& options);
+TrainSummary train(const Config& config, const TrainerOptions& options);
 
 }  // namespace spe::train
