@@ -32,7 +32,7 @@ struct CompareArgs {
 struct RunResult {
   std::string attention, positional;
   int64_t seed = 0, steps = 0, parameters = 0;
-  double seconds = 0, test_accuracy = 0, test_loss = 0, valid_accuracy = 0;
+  double seconds = 0, test_accuracy = 0, test_loss = 0, valid_accuracy = 0, tokens_per_s = 0, peak_rss_mib = 0;
 };
 
 // One cell of the grid: trained (or resumed) unless its summary says it is complete.
@@ -48,8 +48,10 @@ RunResult run_cell(const CompareArgs& a, const std::string& config_path, const s
   if (fs::exists(summary_path)) {
     const auto s = nlohmann::json::parse(read_file(summary_path.string()));
     std::cerr << fmt::format("{}: complete, not run again\n", dir.string());
-    return {attention, positional, seed, s.at("steps"), s.at("parameters"), s.at("seconds"),
-            s.at("test_accuracy"), s.at("test_loss"), s.at("valid_accuracy")};
+    return {attention,           positional,         seed,
+            s.at("steps"),       s.at("parameters"), s.at("seconds"),
+            s.at("test_accuracy"), s.at("test_loss"), s.at("valid_accuracy"),
+            s.at("tokens_per_s"), s.at("peak_rss_mib")};
   }
   std::cerr << fmt::format("== {} attention, {} positional encoding, seed {}\n", attention, positional, seed);
   fs::create_directories(a.out);
@@ -61,14 +63,15 @@ RunResult run_cell(const CompareArgs& a, const std::string& config_path, const s
   const std::string best = (dir / "best.pt").string();
   const train::EvalResult test = train::evaluate_checkpoint(best, "test");
   const train::CheckpointHeader header = train::read_checkpoint_header(best);
-  RunResult r{attention, positional, seed, trained.steps, 0, trained.seconds, test.accuracy, test.loss,
-              header.state.best_metric};
+  RunResult r{attention,     positional, seed,  trained.steps, 0, trained.seconds, test.accuracy, test.loss,
+              header.state.best_metric, trained.tokens_per_s, trained.peak_rss_mib};
   r.parameters = nn::parameter_count(*train::build_model(config, header.data));
   const nlohmann::ordered_json summary = {{"attention", attention},   {"positional", positional},
                                           {"seed", seed},             {"steps", r.steps},
                                           {"parameters", r.parameters}, {"seconds", r.seconds},
                                           {"test_accuracy", r.test_accuracy}, {"test_loss", r.test_loss},
-                                          {"valid_accuracy", r.valid_accuracy}};
+                                          {"valid_accuracy", r.valid_accuracy}, {"tokens_per_s", r.tokens_per_s},
+                                          {"peak_rss_mib", r.peak_rss_mib}};
   write_file_atomically(summary_path.string(), summary.dump(2) + "\n");
   return r;
 }
@@ -85,13 +88,15 @@ std::string mean_and_spread(const std::vector<double>& values) {
 std::string markdown_table(const CompareArgs& a, const std::vector<RunResult>& results, const std::string& command) {
   std::string table = fmt::format(
       "Task `{}`; {} seed(s) per row; mean ± sample standard deviation over seeds; test accuracy of the checkpoint with "
-      "the best validation accuracy.{}\n\n`{}`\n\n"
-      "| attention | positional | test accuracy | best validation accuracy | steps per run | minutes per run | parameters |\n"
-      "|---|---|---|---|---|---|---|\n",
+      "the best validation accuracy; training tokens/s counts real tokens over the whole run (evaluations included); "
+      "peak memory is the process's resident peak.{}\n\n`{}`\n\n"
+      "| attention | positional | test accuracy | best validation accuracy | steps per run | minutes per run | "
+      "training tokens/s | peak memory (MiB) | parameters |\n"
+      "|---|---|---|---|---|---|---|---|---|\n",
       a.task, a.seeds, a.budget_minutes > 0 ? fmt::format(" Budget: {} minutes per run.", a.budget_minutes) : "",
       command);
   for (size_t i = 0; i < results.size();) {
-    std::vector<double> test, valid, steps, minutes;
+    std::vector<double> test, valid, steps, minutes, tokens_per_s, peak;
     size_t j = i;
     for (; j < results.size() && results[j].attention == results[i].attention &&
            results[j].positional == results[i].positional;
@@ -100,12 +105,15 @@ std::string markdown_table(const CompareArgs& a, const std::vector<RunResult>& r
       valid.push_back(results[j].valid_accuracy);
       steps.push_back(static_cast<double>(results[j].steps));
       minutes.push_back(results[j].seconds / 60);
+      tokens_per_s.push_back(results[j].tokens_per_s);
+      peak.push_back(results[j].peak_rss_mib);
     }
-    table += fmt::format("| {} | {} | {} | {} | {:.0f} | {:.1f} | {} |\n", results[i].attention, results[i].positional,
-                         mean_and_spread(test), mean_and_spread(valid),
-                         std::accumulate(steps.begin(), steps.end(), 0.0) / static_cast<double>(steps.size()),
-                         std::accumulate(minutes.begin(), minutes.end(), 0.0) / static_cast<double>(minutes.size()),
-                         results[i].parameters);
+    auto mean = [](const std::vector<double>& v) {
+      return std::accumulate(v.begin(), v.end(), 0.0) / static_cast<double>(v.size());
+    };
+    table += fmt::format("| {} | {} | {} | {} | {:.0f} | {:.1f} | {:.0f} | {:.0f} | {} |\n", results[i].attention,
+                         results[i].positional, mean_and_spread(test), mean_and_spread(valid), mean(steps), mean(minutes),
+                         mean(tokens_per_s), *std::max_element(peak.begin(), peak.end()), results[i].parameters);
     i = j;
   }
   return table;

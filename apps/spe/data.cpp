@@ -1,9 +1,7 @@
 // `spe data <task>`: prepares a task's train/valid/test splits in spe's dataset format.
 #include <fmt/format.h>
-#include <sys/stat.h>
 
-#include <cerrno>
-#include <cstring>
+#include <filesystem>
 #include <iostream>
 #include <memory>
 #include <stdexcept>
@@ -21,8 +19,9 @@ struct SplitCounts {
 };
 
 void make_folder(const std::string& dir) {
-  if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST)
-    throw std::runtime_error(fmt::format("cannot create the folder '{}': {}", dir, std::strerror(errno)));
+  std::error_code error;
+  std::filesystem::create_directories(dir, error);
+  if (error) throw std::runtime_error(fmt::format("cannot create the folder '{}': {}", dir, error.message()));
 }
 
 // One line per split: examples, token lengths and the label histogram.

@@ -5,22 +5,11 @@
 
 #include <algorithm>
 #include <chrono>
-#include <fstream>
 #include <string>
 
+#include "spe/util/memory.h"
+
 namespace spe::cli {
-namespace {
-
-// A field of /proc/self/status in kB, e.g. "VmHWM" or "VmRSS".
-double status_kib(const std::string& field) {
-  std::ifstream status("/proc/self/status");
-  for (std::string line; std::getline(status, line);) {
-    if (line.rfind(field + ":", 0) == 0) return std::stod(line.substr(field.size() + 1));
-  }
-  return 0.0;
-}
-
-}  // namespace
 
 Timing time_median(const std::function<void()>& work, int repeats) {
   work();
@@ -41,10 +30,10 @@ double peak_memory_mib(const std::function<void()>& work) {
   // so resident memory follows live memory; then trim what earlier work left cached.
   mallopt(M_MMAP_THRESHOLD, 128 * 1024);
   malloc_trim(0);
-  { std::ofstream("/proc/self/clear_refs") << "5"; }  // resets VmHWM to the current RSS
-  const double before = status_kib("VmRSS");
+  reset_resident_peak();
+  const double before = resident_mib();
   work();
-  return std::max(0.0, status_kib("VmHWM") - before) / 1024.0;
+  return std::max(0.0, resident_peak_mib() - before);
 }
 
 double measure_gemm_gflops(int64_t n, int repeats) {

@@ -3,14 +3,12 @@
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <fmt/format.h>
-#include <sys/stat.h>
 #include <torch/nn/utils/clip_grad.h>
 #include <torch/optim/adamw.h>
 #include <unistd.h>
 
-#include <cerrno>
 #include <chrono>
-#include <cstring>
+#include <filesystem>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
@@ -21,6 +19,7 @@
 
 #include "spe/train/checkpoint.h"
 #include "spe/util/files.h"
+#include "spe/util/memory.h"
 
 namespace spe::train {
 namespace {
@@ -213,8 +212,9 @@ EvalResult evaluate(nn::ModelImpl& model, const data::Dataset& dataset, int64_t 
 TrainSummary train(const Config& config, const TrainerOptions& options) {
   const TrainConfig& t = config.train;
   const std::string checkpoint_path = options.out_dir + "/checkpoint.pt", best_path = options.out_dir + "/best.pt";
-  if (::mkdir(options.out_dir.c_str(), 0755) != 0 && errno != EEXIST)
-    throw std::runtime_error(fmt::format("cannot create the output folder '{}': {}", options.out_dir, std::strerror(errno)));
+  std::error_code error;
+  std::filesystem::create_directories(options.out_dir, error);
+  if (error) throw std::runtime_error(fmt::format("cannot create the output folder '{}': {}", options.out_dir, error.message()));
   if (!options.resume && access(checkpoint_path.c_str(), F_OK) == 0)
     throw std::runtime_error(fmt::format("'{}' already holds a run (checkpoint.pt); continue it with --resume or "
                                          "choose another --out",
@@ -242,10 +242,12 @@ TrainSummary train(const Config& config, const TrainerOptions& options) {
                                options.resume ? fmt::format("resuming at step {}", state.state.step) : "starting"));
 
   TrainSummary summary;
+  reset_resident_peak();
   const int64_t micro_batch = t.batch_size / t.accumulation;
   const Clock::time_point started = Clock::now();
   Clock::time_point window_start = started;
   double window_loss = 0.0;
+  int64_t trained_tokens = 0;
   int64_t window_correct = 0, window_predictions = 0, window_tokens = 0, window_steps = 0;
   model->train();
   while (state.state.step < last_step) {
@@ -266,7 +268,9 @@ TrainSummary train(const Config& config, const TrainerOptions& options) {
       step_loss += loss / static_cast<double>(t.accumulation);
       window_correct += b.correct;
       window_predictions += b.predictions;
-      window_tokens += real_tokens(batch);
+      const int64_t tokens = real_tokens(batch);
+      window_tokens += tokens;
+      trained_tokens += tokens;
     }
     const double grad_norm = gradient_norm(*model, t.clip_grad_norm);
     if (!std::isfinite(grad_norm))
@@ -295,6 +299,7 @@ TrainSummary train(const Config& config, const TrainerOptions& options) {
                      {"steps_per_s", static_cast<double>(window_steps) / window_s},
                      {"tokens_per_s", static_cast<double>(window_tokens) / window_s},
                      {"epoch", sampler.position().epoch},
+                     {"peak_rss_mib", resident_peak_mib()},
                      {"elapsed_s", seconds_since(started)}});
       window_start = Clock::now();
       window_loss = 0.0;
@@ -327,6 +332,8 @@ TrainSummary train(const Config& config, const TrainerOptions& options) {
   }
   summary.steps = state.state.step;
   summary.seconds = seconds_since(started);
+  summary.peak_rss_mib = resident_peak_mib();
+  summary.tokens_per_s = static_cast<double>(trained_tokens) / summary.seconds;
   progress.message(fmt::format("done: step {} of {} in {}; checkpoint {}", summary.steps, t.steps,
                                format_duration(summary.seconds), checkpoint_path));
   return summary;

@@ -51,6 +51,8 @@ struct TrainerOptions {
 struct TrainSummary {
   int64_t steps = 0;       // optimizer steps taken in all, resumed ones included
   double seconds = 0.0;    // wall time of this call
+  double tokens_per_s = 0.0;  // training tokens (not padding) per second of this call, evaluations included
+  double peak_rss_mib = 0.0;  // the process's peak resident memory during this call
   EvalResult validation;   // at the last step
 };
 
