@@ -35,7 +35,7 @@ void add_train(CLI::App& app) {
   auto budget_minutes = std::make_shared<double>(0.0);
   sub->add_option("--budget", *budget_minutes, "stop after this many minutes (evaluated and checkpointed)")
       ->check(CLI::PositiveNumber);
-  sub->add_flag("!--no-progress", options->progress, "no progress line on stderr");
+  sub->add_flag("!--no-progress", options->progress, "no progress line on stderr (messages stay)");
   sub->callback([a, options, budget_minutes] {
     options->time_budget_s = *budget_minutes * 60;
     // A resumed run without --config continues with the configuration it saved.

@@ -66,8 +66,9 @@ class ProgressLine {
         format_duration(static_cast<double>(total_ - step) / steps_per_s));
     std::cerr << (tty_ ? "\r" + line + "\033[K" : line + "\n") << std::flush;
   }
+  // Messages (start, evaluations, the end) are printed with or without the progress line.
   void message(const std::string& text) {
-    if (enabled_) std::cerr << (tty_ ? "\r\033[K" : "") << text << "\n" << std::flush;
+    std::cerr << (enabled_ && tty_ ? "\r\033[K" : "") << text << "\n" << std::flush;
   }
 
  private:

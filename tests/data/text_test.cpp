@@ -160,6 +160,9 @@ TEST(Retrieval, PairsAreLabelledBySpeakerAndSplitsShareNoPassage) {
     }
     EXPECT_EQ(same, d.size() / 2);
   }
+  EXPECT_EQ(make_sotu_retrieval(root, options)[1].serialize(), splits[1].serialize());  // deterministic
+  options.split.seed = 2;
+  EXPECT_NE(make_sotu_retrieval(root, options)[1].serialize(), splits[1].serialize());
 }
 
 TEST(Image, FashionMnistHasItsKnownShapeAndBalancedTestSet) {
@@ -178,6 +181,14 @@ TEST(Image, FashionMnistHasItsKnownShapeAndBalancedTestSet) {
   const TokenSpan image = splits[2].sequence(0);
   ASSERT_EQ(image.size, 784u);
   EXPECT_EQ(*std::min_element(image.data, image.data + 784), 1);  // black background: grey 0 -> token 1
+  EXPECT_EQ(make_fashion_mnist(options)[1].serialize(), splits[1].serialize());  // deterministic
+  std::set<std::vector<uint16_t>> train_images;
+  for (int64_t i = 0; i < splits[0].size(); ++i)
+    train_images.emplace(splits[0].sequence(i).data, splits[0].sequence(i).data + 784);
+  for (int64_t i = 0; i < splits[1].size(); ++i)  // validation images are held out of training
+    EXPECT_EQ(train_images.count(std::vector<uint16_t>(splits[1].sequence(i).data, splits[1].sequence(i).data + 784)), 0u);
+  options.valid = 60000;
+  EXPECT_ERROR_CONTAINS(make_fashion_mnist(options), "valid 60000 must lie in [1, 60000)");
 }
 
 TEST(Image, IdxFilesAreCheckedForDamage) {
