@@ -11,7 +11,6 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.h"
-#include "spe/train/checkpoint.h"
 #include "spe/train/trainer.h"
 #include "spe/util/files.h"
 
@@ -29,11 +28,18 @@ struct CompareArgs {
   double budget_minutes = 0;
 };
 
+// One run's outcome, kept in its folder as summary.json.
 struct RunResult {
   std::string attention, positional;
   int64_t seed = 0, steps = 0, parameters = 0;
   double seconds = 0, test_accuracy = 0, test_loss = 0, valid_accuracy = 0, tokens_per_s = 0, peak_rss_mib = 0;
 };
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(RunResult, attention, positional, seed, steps, parameters, seconds, test_accuracy,
+                                   test_loss, valid_accuracy, tokens_per_s, peak_rss_mib)
+
+fs::path run_folder(const CompareArgs& a, const std::string& attention, const std::string& positional, int64_t seed) {
+  return fs::path(a.out) / fmt::format("{}-{}-seed{}", attention, positional, seed);
+}
 
 // One cell of the grid: trained (or resumed) unless its summary says it is complete.
 RunResult run_cell(const CompareArgs& a, const std::string& config_path, const std::string& attention,
@@ -43,15 +49,11 @@ RunResult run_cell(const CompareArgs& a, const std::string& config_path, const s
   overrides.push_back("model.positional.kind=" + positional);
   overrides.push_back("train.seed=" + std::to_string(seed));
   const train::Config config = train::load_config(config_path, overrides);
-  const fs::path dir = fs::path(a.out) / fmt::format("{}-{}-seed{}", attention, positional, seed);
+  const fs::path dir = run_folder(a, attention, positional, seed);
   const fs::path summary_path = dir / "summary.json";
   if (fs::exists(summary_path)) {
-    const auto s = nlohmann::json::parse(read_file(summary_path.string()));
     std::cerr << fmt::format("{}: complete, not run again\n", dir.string());
-    return {attention,           positional,         seed,
-            s.at("steps"),       s.at("parameters"), s.at("seconds"),
-            s.at("test_accuracy"), s.at("test_loss"), s.at("valid_accuracy"),
-            s.at("tokens_per_s"), s.at("peak_rss_mib")};
+    return nlohmann::json::parse(read_file(summary_path.string())).get<RunResult>();
   }
   std::cerr << fmt::format("== {} attention, {} positional encoding, seed {}\n", attention, positional, seed);
   fs::create_directories(a.out);
@@ -60,29 +62,24 @@ RunResult run_cell(const CompareArgs& a, const std::string& config_path, const s
   options.resume = fs::exists(dir / "checkpoint.pt");
   options.time_budget_s = a.budget_minutes * 60;
   const train::TrainSummary trained = train::train(config, options);
-  const std::string best = (dir / "best.pt").string();
-  const train::EvalResult test = train::evaluate_checkpoint(best, "test");
-  const train::CheckpointHeader header = train::read_checkpoint_header(best);
-  RunResult r{attention,     positional, seed,  trained.steps, 0, trained.seconds, test.accuracy, test.loss,
-              header.state.best_metric, trained.tokens_per_s, trained.peak_rss_mib};
-  r.parameters = nn::parameter_count(*train::build_model(config, header.data));
-  const nlohmann::ordered_json summary = {{"attention", attention},   {"positional", positional},
-                                          {"seed", seed},             {"steps", r.steps},
-                                          {"parameters", r.parameters}, {"seconds", r.seconds},
-                                          {"test_accuracy", r.test_accuracy}, {"test_loss", r.test_loss},
-                                          {"valid_accuracy", r.valid_accuracy}, {"tokens_per_s", r.tokens_per_s},
-                                          {"peak_rss_mib", r.peak_rss_mib}};
-  write_file_atomically(summary_path.string(), summary.dump(2) + "\n");
+  const auto [best, test] = train::evaluate_checkpoint((dir / "best.pt").string(), "test");
+  const RunResult r{attention,     positional,      seed,          trained.steps,         trained.parameters,
+                    trained.seconds, test.accuracy, test.loss,     best.state.best_metric, trained.tokens_per_s,
+                    trained.peak_rss_mib};
+  write_file_atomically(summary_path.string(), nlohmann::json(r).dump(2) + "\n");
   return r;
 }
 
+double mean(const std::vector<double>& values) {
+  return std::accumulate(values.begin(), values.end(), 0.0) / static_cast<double>(values.size());
+}
+
 std::string mean_and_spread(const std::vector<double>& values) {
-  double mean = 0;
-  for (double v : values) mean += v / static_cast<double>(values.size());
-  if (values.size() < 2) return fmt::format("{:.3f}", mean);
+  const double m = mean(values);
+  if (values.size() < 2) return fmt::format("{:.3f}", m);
   double squares = 0;
-  for (double v : values) squares += (v - mean) * (v - mean);
-  return fmt::format("{:.3f} ± {:.3f}", mean, std::sqrt(squares / static_cast<double>(values.size() - 1)));
+  for (double v : values) squares += (v - m) * (v - m);
+  return fmt::format("{:.3f} ± {:.3f}", m, std::sqrt(squares / static_cast<double>(values.size() - 1)));
 }
 
 std::string markdown_table(const CompareArgs& a, const std::vector<RunResult>& results, const std::string& command) {
@@ -108,9 +105,6 @@ std::string markdown_table(const CompareArgs& a, const std::vector<RunResult>& r
       tokens_per_s.push_back(results[j].tokens_per_s);
       peak.push_back(results[j].peak_rss_mib);
     }
-    auto mean = [](const std::vector<double>& v) {
-      return std::accumulate(v.begin(), v.end(), 0.0) / static_cast<double>(v.size());
-    };
     table += fmt::format("| {} | {} | {} | {} | {:.0f} | {:.1f} | {:.0f} | {:.0f} | {} |\n", results[i].attention,
                          results[i].positional, mean_and_spread(test), mean_and_spread(valid), mean(steps), mean(minutes),
                          mean(tokens_per_s), *std::max_element(peak.begin(), peak.end()), results[i].parameters);
@@ -154,7 +148,7 @@ void add_compare_command(CLI::App& app) {
         }
         for (int64_t seed = 1; seed <= a->seeds; ++seed) {
           results.push_back(run_cell(*a, config_path, attention, positional, seed));
-          metrics.push_back((fs::path(a->out) / fmt::format("{}-{}-seed{}", attention, positional, seed) / "metrics.jsonl").string());
+          metrics.push_back((run_folder(*a, attention, positional, seed) / "metrics.jsonl").string());
         }
       }
     const std::string table = markdown_table(*a, results, command);

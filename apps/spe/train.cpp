@@ -58,12 +58,11 @@ void add_eval(CLI::App& app) {
   sub->add_option("--data", a->data_dir, "data folder (default: the run's data.dir)");
   sub->add_option("--batches", a->batches, "evaluate at most this many batches (0: all)")->capture_default_str();
   sub->callback([a] {
-    const train::EvalResult r = train::evaluate_checkpoint(a->checkpoint, a->split, a->data_dir, a->batches);
+    const auto [checkpoint, r] = train::evaluate_checkpoint(a->checkpoint, a->split, a->data_dir, a->batches);
     std::cout << fmt::format(
         "{{\"checkpoint\": \"{}\", \"step\": {}, \"split\": \"{}\", \"loss\": {:.6g}, \"accuracy\": {:.6g}, "
         "\"predictions\": {}}}\n",
-        a->checkpoint, train::read_checkpoint_header(a->checkpoint).state.step, a->split, r.loss, r.accuracy,
-        r.predictions);
+        a->checkpoint, checkpoint.state.step, a->split, r.loss, r.accuracy, r.predictions);
   });
 }
 

@@ -61,6 +61,10 @@ class Reader {
 
 }  // namespace
 
+bool same_model_inputs(const DatasetInfo& a, const DatasetInfo& b) {
+  return a.vocab_size == b.vocab_size && a.num_classes == b.num_classes && a.fields == b.fields && a.grid == b.grid;
+}
+
 Dataset::Dataset(DatasetInfo info) : info_(std::move(info)), starts_{0} { check_info(info_, info_.task); }
 
 void Dataset::add(int32_t label, const std::vector<std::vector<uint16_t>>& sequences) {

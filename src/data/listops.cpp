@@ -164,10 +164,7 @@ Dataset make_listops_dataset(const ListOpsOptions& options, int64_t count, uint6
                             options.min_length, options.max_length, options.max_depth, options.min_args, options.max_args);
   Dataset dataset(info);
   // Each split draws from its own stream, so no split's examples depend on another's count.
-  const uint64_t stream = fnv1a(split);
-  std::seed_seq seeds{static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32), static_cast<uint32_t>(stream),
-                      static_cast<uint32_t>(stream >> 32)};
-  std::mt19937_64 rng(seeds);
+  std::mt19937_64 rng = seeded_engine(seed, split);
   for (int64_t i = 0; i < count; ++i) {
     ListOpsExample example = generate_listops(options, rng);
     dataset.add(example.value, {example.tokens});

@@ -20,13 +20,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::mt19937_64 seeded(uint64_t seed, const std::string& stream) {
-  const uint64_t h = fnv1a(stream);
-  std::seed_seq seeds{static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32), static_cast<uint32_t>(h),
-                      static_cast<uint32_t>(h >> 32)};
-  return std::mt19937_64(seeds);
-}
-
 void check_split_options(const SplitOptions& o) {
   if (!(o.valid_fraction > 0 && o.test_fraction > 0 && o.valid_fraction + o.test_fraction < 1))
     throw std::invalid_argument(fmt::format("split fractions valid {} and test {} must be positive with a sum below 1",
@@ -40,7 +33,7 @@ std::map<std::string, int> assign_groups(std::vector<std::string> groups, const 
   groups.erase(std::unique(groups.begin(), groups.end()), groups.end());
   if (groups.size() < 3)
     throw std::invalid_argument(fmt::format("{} distinct groups of examples cannot make three splits", groups.size()));
-  auto rng = seeded(o.seed, "groups");
+  auto rng = seeded_engine(o.seed, "groups");
   std::shuffle(groups.begin(), groups.end(), rng);
   const auto n = static_cast<double>(groups.size());
   const auto valid = std::max<size_t>(1, static_cast<size_t>(n * o.valid_fraction));
@@ -299,7 +292,7 @@ std::array<Dataset, 3> make_sotu_retrieval(const std::string& root, const Retrie
       throw std::runtime_error(fmt::format("retrieval: the {} split has too few speakers to make pairs; lower the "
                                            "passage length or change the seed",
                                            kSplits[split]));
-    auto rng = seeded(options.split.seed, std::string("pairs/") + kSplits[split]);
+    auto rng = seeded_engine(options.split.seed, std::string("pairs/") + kSplits[split]);
     auto pick = [&](size_t n) { return std::uniform_int_distribution<size_t>(0, n - 1)(rng); };
     auto text_of = [&](std::pair<size_t, size_t> at) {
       return byte_tokens(speeches[at.first].passages[at.second], options.split.max_length);

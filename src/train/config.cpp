@@ -18,8 +18,7 @@ const char* type_name() {
   if (std::is_same_v<T, bool>) return "true or false";
   if (std::is_integral_v<T>) return "an integer";
   if (std::is_floating_point_v<T>) return "a number";
-  if (std::is_same_v<T, std::string>) return "a string";
-  return "a list of integers";
+  return "a string";
 }
 
 std::string describe(const YAML::Node& node) {
@@ -46,11 +45,14 @@ class Binder {
     used_.insert(key);
     const YAML::Node item = node_[key];
     if (!item) return;
+    const auto wrong_type = [&] {
+      return std::invalid_argument(fmt::format("{}: expected {}, got {}", name(key), type_name<T>(), describe(item)));
+    };
+    if (!item.IsScalar()) throw wrong_type();
     try {
-      if (!item.IsScalar() && !std::is_same_v<T, std::vector<int64_t>>) throw YAML::Exception(YAML::Mark(), "");
       value = item.as<T>();
     } catch (const YAML::Exception&) {
-      throw std::invalid_argument(fmt::format("{}: expected {}, got {}", name(key), type_name<T>(), describe(item)));
+      throw wrong_type();
     }
   }
 
@@ -221,6 +223,16 @@ void apply_override(YAML::Node& root, const std::string& text) {
   }
 }
 
+// The YAML text of what `write` binds (the binder only reads the fields in this direction).
+std::string emit(const std::function<void(Binder&)>& write) {
+  YAML::Node root(YAML::NodeType::Map);
+  Binder binder = Binder::writer(root);
+  write(binder);
+  YAML::Emitter out;
+  out << root;
+  return out.c_str();
+}
+
 }  // namespace
 
 Config parse_config(const std::string& yaml_text, const std::vector<std::string>& overrides, const std::string& name) {
@@ -251,22 +263,12 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
 
 std::string to_yaml(const Config& config) {
   Config copy = config;
-  YAML::Node root(YAML::NodeType::Map);
-  Binder binder = Binder::writer(root);
-  bind(binder, copy);
-  YAML::Emitter out;
-  out << root;
-  return std::string(out.c_str()) + "\n";
+  return emit([&](Binder& b) { bind(b, copy); }) + "\n";
 }
 
 std::string model_yaml(const Config& config) {
   Config copy = config;
-  YAML::Node root(YAML::NodeType::Map);
-  Binder binder = Binder::writer(root);
-  binder.section("model", [&](Binder& m) { bind_model(m, copy.model); });
-  YAML::Emitter out;
-  out << root;
-  return out.c_str();
+  return emit([&](Binder& b) { b.section("model", [&](Binder& m) { bind_model(m, copy.model); }); });
 }
 
 double learning_rate(const TrainConfig& t, int64_t step) {

@@ -115,7 +115,7 @@ data::Dataset load_split(const Config& config, const std::string& split) {
 }
 
 void check_same_task(const data::DatasetInfo& a, const data::DatasetInfo& b) {
-  if (a.vocab_size != b.vocab_size || a.num_classes != b.num_classes || a.fields != b.fields || a.grid != b.grid)
+  if (!data::same_model_inputs(a, b))
     throw std::runtime_error(fmt::format("the {} and {} splits describe different tasks (vocabulary {} vs {}, "
                                          "classes {} vs {}); prepare them together with `spe data`",
                                          a.split, b.split, a.vocab_size, b.vocab_size, a.num_classes, b.num_classes));
@@ -238,11 +238,12 @@ TrainSummary train(const Config& config, const TrainerOptions& options) {
   MetricsFile metrics(options.out_dir + "/metrics.jsonl", options.resume ? state.state.step : 0);
   const int64_t last_step = options.until_step > 0 ? std::min(options.until_step, t.steps) : t.steps;
   ProgressLine progress(t.steps, options.progress);
+  TrainSummary summary;
+  summary.parameters = nn::parameter_count(*model);
   progress.message(fmt::format("{}: {} parameters; {} training and {} validation examples; {}", config.task,
-                               nn::parameter_count(*model), train_set.size(), valid_set.size(),
+                               summary.parameters, train_set.size(), valid_set.size(),
                                options.resume ? fmt::format("resuming at step {}", state.state.step) : "starting"));
 
-  TrainSummary summary;
   reset_resident_peak();
   const int64_t micro_batch = t.batch_size / t.accumulation;
   const Clock::time_point started = Clock::now();
@@ -340,24 +341,23 @@ TrainSummary train(const Config& config, const TrainerOptions& options) {
   return summary;
 }
 
-EvalResult evaluate_checkpoint(const std::string& checkpoint, const std::string& split, const std::string& data_dir,
-                               int64_t max_batches) {
+CheckpointEvaluation evaluate_checkpoint(const std::string& checkpoint, const std::string& split,
+                                         const std::string& data_dir, int64_t max_batches) {
   const CheckpointHeader header = read_checkpoint_header(checkpoint);
   Config config = header.config;
   if (!data_dir.empty()) config.data.dir = data_dir;
   const std::string path = data::split_path(config.data.dir, split);
   const data::Dataset dataset = data::Dataset::load(path);
   const data::DatasetInfo& info = dataset.info();
-  if (info.vocab_size != header.data.vocab_size || info.num_classes != header.data.num_classes ||
-      info.fields != header.data.fields)
+  if (!data::same_model_inputs(info, header.data))
     throw std::runtime_error(fmt::format("'{}' is a {} dataset (vocabulary {}, {} classes); the checkpoint was trained "
                                          "on {} (vocabulary {}, {} classes)",
                                          path, info.task, info.vocab_size, info.num_classes, header.data.task,
                                          header.data.vocab_size, header.data.num_classes));
   nn::Model model = build_model(config, header.data);
   load_checkpoint(checkpoint, *model, nullptr, &config);
-  return evaluate(*model, dataset, config.data.max_length, config.train.eval_batch_size, max_batches,
-                  static_cast<uint64_t>(config.train.seed) + 1);
+  return {header, evaluate(*model, dataset, config.data.max_length, config.train.eval_batch_size, max_batches,
+                           static_cast<uint64_t>(config.train.seed) + 1)};
 }
 
 }  // namespace spe::train

@@ -4,7 +4,6 @@
 #include "spe/data/text.h"
 
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <filesystem>
 #include <map>
@@ -14,6 +13,7 @@
 #include "spe/data/image.h"
 #include "spe/util/files.h"
 #include "support/errors.h"
+#include "support/scratch.h"
 
 namespace spe::data {
 namespace {
@@ -22,11 +22,7 @@ namespace fs = std::filesystem;
 
 const std::string kNpm = SPE_SOURCE_DIR "/data/npm/node_modules/@stdlib/";
 
-fs::path scratch(const std::string& name) {
-  const fs::path dir = fs::temp_directory_path() / ("spe_text_test_" + std::to_string(::getpid()));
-  fs::create_directories(dir);
-  return dir / name;
-}
+using testing::scratch;
 
 std::string text_of(TokenSpan span) {
   std::string text;

@@ -5,8 +5,9 @@
 #include <unistd.h>
 
 #include <cstdio>
-#include <filesystem>
 #include <string>
+
+#include "support/scratch.h"
 
 namespace spe::testing {
 
@@ -24,13 +25,6 @@ inline CliRun run_cli(const std::string& arguments) {
   for (size_t n; (n = std::fread(buffer, 1, sizeof buffer, pipe)) > 0;) output.append(buffer, n);
   const int status = ::pclose(pipe);
   return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, output};
-}
-
-// A path inside this test process's own scratch folder.
-inline std::filesystem::path scratch(const std::string& name) {
-  std::filesystem::path dir = std::filesystem::temp_directory_path() / ("spe_cli_test_" + std::to_string(::getpid()));
-  std::filesystem::create_directories(dir);
-  return dir / name;
 }
 
 }  // namespace spe::testing

@@ -6,28 +6,22 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
 #include <random>
 
-#include "spe/data/listops.h"
 #include "spe/train/checkpoint.h"
 #include "spe/util/files.h"
 #include "support/errors.h"
+#include "support/scratch.h"
 
 namespace spe::train {
 namespace {
 
 namespace fs = std::filesystem;
 
-fs::path scratch(const std::string& name) {
-  const fs::path dir = fs::temp_directory_path() / ("spe_trainer_test_" + std::to_string(::getpid())) / name;
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir;
-}
+using testing::fresh_folder;
 
 // Majority vote: 9 tokens from {1, 2}; the label says which is more frequent.
 data::Dataset majority(int64_t count, const std::string& split, uint64_t seed) {
@@ -61,7 +55,7 @@ Config tiny_config(const fs::path& data_dir) {
 }
 
 fs::path majority_data(const std::string& name) {
-  const fs::path dir = scratch(name);
+  const fs::path dir = fresh_folder(name);
   majority(256, "train", 1).save(data::split_path(dir.string(), "train"));
   majority(64, "valid", 2).save(data::split_path(dir.string(), "valid"));
   return dir;
@@ -69,7 +63,7 @@ fs::path majority_data(const std::string& name) {
 
 TEST(Trainer, LearnsMajorityVote) {
   at::set_num_threads(1);
-  const fs::path data_dir = majority_data("learn_data"), out = scratch("learn_run");
+  const fs::path data_dir = majority_data("learn_data"), out = fresh_folder("learn_run");
   Config c = tiny_config(data_dir);
   c.train.steps = 150;
   c.train.lr = 3e-3;
@@ -88,7 +82,7 @@ TEST(Trainer, ResumingContinuesBitForBit) {
   Config c = tiny_config(data_dir);
   c.model.transformer().dropout(0.1);  // dropout draws from the RNG the checkpoint carries
   c.train.steps = 14;
-  const fs::path straight = scratch("straight"), split = scratch("split");
+  const fs::path straight = fresh_folder("straight"), split = fresh_folder("split");
   train(c, {straight.string(), false, 0, false});
   train(c, {split.string(), false, 5, false});
   EXPECT_EQ(read_checkpoint_header((split / "checkpoint.pt").string()).state.step, 5);
@@ -112,7 +106,7 @@ TEST(Trainer, ResumingContinuesBitForBit) {
 
 TEST(Trainer, StopsOnANonFiniteLossKeepingTheLastGoodCheckpoint) {
   at::set_num_threads(1);
-  const fs::path data_dir = majority_data("nan_data"), out = scratch("nan_run");
+  const fs::path data_dir = majority_data("nan_data"), out = fresh_folder("nan_run");
   Config c = tiny_config(data_dir);
   c.train.lr = 1e30;
   c.train.warmup_steps = 0;
@@ -133,7 +127,7 @@ TEST(Trainer, StopsOnANonFiniteLossKeepingTheLastGoodCheckpoint) {
 
 TEST(Checkpoint, RefusesDamageOtherModelsAndNewerFormats) {
   at::set_num_threads(1);
-  const fs::path data_dir = majority_data("damage_data"), out = scratch("damage_run");
+  const fs::path data_dir = majority_data("damage_data"), out = fresh_folder("damage_run");
   Config c = tiny_config(data_dir);
   c.train.steps = 2;
   train(c, {out.string(), false, 0, false});

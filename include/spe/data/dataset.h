@@ -31,6 +31,10 @@ struct DatasetInfo {
   std::string source;                   // how the examples were made (generator, seed, files)
 };
 
+// Whether a model made for one dataset can read the other: the same vocabulary size, classes,
+// fields and grid (task names and splits may differ).
+bool same_model_inputs(const DatasetInfo& a, const DatasetInfo& b);
+
 struct TokenSpan {
   const uint16_t* data;
   size_t size;

@@ -12,6 +12,7 @@
 
 #include "spe/data/batch.h"
 #include "spe/nn/model.h"
+#include "spe/train/checkpoint.h"
 #include "spe/train/config.h"
 
 namespace spe::train {
@@ -37,8 +38,12 @@ EvalResult evaluate(nn::ModelImpl& model, const data::Dataset& dataset, int64_t 
 
 // Evaluates a saved run on one split of its data (or of data_dir, when given), with the model
 // the checkpoint describes; refuses data of another vocabulary or class count.
-EvalResult evaluate_checkpoint(const std::string& checkpoint, const std::string& split,
-                               const std::string& data_dir = "", int64_t max_batches = 0);
+struct CheckpointEvaluation {
+  CheckpointHeader checkpoint;  // what the checkpoint says about itself (step, best score, ...)
+  EvalResult result;
+};
+CheckpointEvaluation evaluate_checkpoint(const std::string& checkpoint, const std::string& split,
+                                         const std::string& data_dir = "", int64_t max_batches = 0);
 
 struct TrainerOptions {
   std::string out_dir;
@@ -50,6 +55,7 @@ struct TrainerOptions {
 
 struct TrainSummary {
   int64_t steps = 0;       // optimizer steps taken in all, resumed ones included
+  int64_t parameters = 0;  // of the model
   double seconds = 0.0;    // wall time of this call
   double tokens_per_s = 0.0;  // training tokens (not padding) per second of this call, evaluations included
   double peak_rss_mib = 0.0;  // the process's peak resident memory during this call

@@ -3,6 +3,7 @@
 // std::hash, the same on every platform and build).
 #include <cstddef>
 #include <cstdint>
+#include <random>
 #include <string>
 
 namespace spe {
@@ -16,5 +17,14 @@ inline uint64_t fnv1a(const char* data, size_t size, uint64_t hash = 14695981039
 }
 
 inline uint64_t fnv1a(const std::string& text) { return fnv1a(text.data(), text.size()); }
+
+// A random engine for one named stream of a seed ("train", "pairs/valid", ...): streams of the
+// same seed are independent, and each is the same on every run.
+inline std::mt19937_64 seeded_engine(uint64_t seed, const std::string& stream) {
+  const uint64_t h = fnv1a(stream);
+  std::seed_seq seeds{static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32), static_cast<uint32_t>(h),
+                      static_cast<uint32_t>(h >> 32)};
+  return std::mt19937_64(seeds);
+}
 
 }  // namespace spe
