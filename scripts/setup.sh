@@ -13,6 +13,9 @@ packages=(
   gnuplot-nox
   python3-torch
   dataset-fashion-mnist
+  openttd-openmsx simutrans-data mma           # MIDI: two game soundtracks and MMA's groove library
+  fluidsynth timgm6mb-soundfont                # MIDI to audio (spe generate --wav)
+  clang libclang-rt-14-dev                     # libFuzzer with ASan and UBSan (fuzz/)
 )
 # npm comes with nodejs from some sources; Debian packages it on its own.
 command -v npm > /dev/null || packages+=(npm)

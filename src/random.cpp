@@ -1,9 +1,44 @@
 #include "spe/random.h"
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Parallel.h>
+#include <ATen/ops/empty.h>
+
+#include <limits>
 
 namespace spe {
+namespace {
+
+// SplitMix64's finaliser: a bijection of 64-bit words that scrambles every input bit.
+uint64_t mix64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
+}  // namespace
 
 at::Generator make_generator(uint64_t seed) { return at::detail::createCPUGenerator(seed); }
+
+uint64_t draw_key(OptionalGenerator generator) {
+  const at::Tensor word = at::empty({1}, at::kLong).random_(0, std::numeric_limits<int64_t>::max(), generator);
+  return static_cast<uint64_t>(word.item<int64_t>());
+}
+
+at::Tensor keyed_normal_rows(uint64_t key, int64_t first_row, int64_t rows, int64_t width,
+                             const at::TensorOptions& options) {
+  TORCH_CHECK(first_row >= 0 && rows >= 0 && width >= 0, "keyed_normal_rows: first_row, rows and width must be >= 0, got ",
+              first_row, ", ", rows, ", ", width);
+  at::Tensor out = at::empty({rows, width}, options.device(at::kCPU).requires_grad(false));
+  // Each row has its own generator seeded from (key, row): rows are independent streams.
+  at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const uint64_t seed = mix64(key ^ mix64(static_cast<uint64_t>(first_row + i)));
+      out.select(0, i).normal_(0.0, 1.0, make_generator(seed));
+    }
+  });
+  return out.to(options.device());
+}
 
 }  // namespace spe

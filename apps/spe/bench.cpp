@@ -250,6 +250,7 @@ void add_bench_command(CLI::App& app) {
   conv->add_option("--repeats", a->repeats, "timed repeats (median reported)")->check(positive_integer())->capture_default_str();
   conv->callback([a, conv_ndim, conv_sizes] { bench_conv(*a, *conv_ndim, *conv_sizes); });
   add_bench_layer_scenarios(*sub);
+  add_bench_generate_scenario(*sub);
 }
 
 }  // namespace spe::cli

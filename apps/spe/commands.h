@@ -26,11 +26,16 @@ void add_data_command(CLI::App& app);
 void add_train_commands(CLI::App& app);  // train, eval, config
 void add_plot_command(CLI::App& app);
 void add_compare_command(CLI::App& app);
+void add_midi_command(CLI::App& app);  // midi encode, decode, vocab
+void add_extrapolate_command(CLI::App& app);
+void add_generate_command(CLI::App& app);
 
 // Loss and accuracy against steps for each run's metrics.jsonl (its folder names it), as a PNG.
 void plot_learning_curves(const std::vector<std::string>& metrics_paths, const std::string& png,
                           const std::string& title, bool validation_only);
 // The decode and layer scenarios, added to `spe bench` by add_bench_command.
 void add_bench_layer_scenarios(CLI::App& bench);
+// `spe bench generate`: a language model's generation, recurrent against recomputing the prefix.
+void add_bench_generate_scenario(CLI::App& bench);
 
 }  // namespace spe::cli

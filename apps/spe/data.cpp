@@ -9,6 +9,7 @@
 #include "commands.h"
 #include "spe/data/image.h"
 #include "spe/data/listops.h"
+#include "spe/data/music.h"
 #include "spe/data/text.h"
 
 namespace spe::cli {
@@ -148,6 +149,40 @@ void add_listops(CLI::App& data_command) {
   });
 }
 
+void add_midi(CLI::App& data_command) {
+  struct Args {
+    data::MusicOptions options;
+    std::string out = "data/music";
+    int mma_songs = -1;  // -1: 40 with the Debian files, none with --in
+  };
+  auto a = std::make_shared<Args>();
+  auto* sub = data_command.add_subcommand(
+      "midi", "symbolic music as REMI tokens for language models: Debian's MIDI files and MMA songs, or your own --in");
+  sub->add_option("--out", a->out, "output folder")->capture_default_str();
+  sub->add_option("--in", a->options.inputs, "your own MIDI folders or files instead of Debian's (repeatable)")
+      ->check(CLI::ExistingPath);
+  sub->add_option("--mma-songs", a->mma_songs, "songs rendered from MMA's grooves into OUT/mma (default 40 without --in)")
+      ->check(CLI::NonNegativeNumber);
+  sub->add_option("--window", a->options.window, "tokens per training sequence (valid and test keep whole files)")
+      ->check(CLI::Range(int64_t{2}, int64_t{65535}))
+      ->capture_default_str();
+  sub->add_option("--valid-fraction", a->options.split.valid_fraction, "share of the files for validation")->capture_default_str();
+  sub->add_option("--test-fraction", a->options.split.test_fraction, "share of the files for test")->capture_default_str();
+  sub->add_option("--seed", a->options.split.seed, "random seed of the split and the MMA songs")->capture_default_str();
+  sub->callback([a] {
+    data::MusicOptions o = a->options;
+    const bool own_files = !o.inputs.empty();
+    if (!own_files) o.inputs = data::debian_midi_folders();
+    o.mma_songs = a->mma_songs >= 0 ? a->mma_songs : own_files ? 0 : 40;
+    o.mma_dir = (std::filesystem::path(a->out) / "mma").string();
+    const data::MusicCorpus corpus = data::make_music_dataset(o);
+    for (const std::string& reason : corpus.skipped) std::cerr << "skipped " << reason << "\n";
+    write_splits(a->out, corpus.splits);
+    std::cout << fmt::format("{{\"files\": [{}], \"notes\": [{}], \"skipped_files\": {}, \"window\": {}}}\n",
+                             fmt::join(corpus.files, ", "), fmt::join(corpus.notes, ", "), corpus.skipped.size(), o.window);
+  });
+}
+
 }  // namespace
 
 void add_data_command(CLI::App& app) {
@@ -157,6 +192,7 @@ void add_data_command(CLI::App& app) {
   add_text(*data_command);
   add_retrieval(*data_command);
   add_image(*data_command);
+  add_midi(*data_command);
 }
 
 }  // namespace spe::cli

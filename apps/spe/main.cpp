@@ -24,10 +24,13 @@ int main(int argc, char** argv) {
   spe::cli::add_train_commands(app);
   spe::cli::add_plot_command(app);
   spe::cli::add_compare_command(app);
+  spe::cli::add_midi_command(app);
+  spe::cli::add_generate_command(app);
+  spe::cli::add_extrapolate_command(app);
   try {
     app.parse(argc, argv);
     if (app.get_subcommands().empty()) {
-      std::cerr << app.help() << "\nerror: a subcommand is required (data, train, eval, compare, config, plot, info, kernel, bench)\n";
+      std::cerr << app.help() << "\nerror: a subcommand is required (data, train, eval, compare, config, plot, midi, generate, extrapolate, info, kernel, bench)\n";
       return 1;
     }
   } catch (const CLI::ParseError& e) {

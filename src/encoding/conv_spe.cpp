@@ -95,27 +95,83 @@ static void check_shape(const ConvSPEOptions& options, at::IntArrayRef shape) {
 
 SPECode ConvSPEImpl::forward(at::IntArrayRef shape, c10::optional<int64_t> realizations,
                              OptionalGenerator generator) {
+  return code_for_key(shape, draw_key(generator), realizations);
+}
+
+namespace {
+
+// The noise positions of the code at position t of a sequence: Z[t + S .. t + 2S - 1].
+int64_t first_noise_row(int64_t position, int64_t kernel_size) { return position + kernel_size; }
+
+// The filters' common scale: 1 / (R D)^(1/4).
+double code_scale(int64_t realizations, int64_t dim) { return std::pow(static_cast<double>(realizations * dim), -0.25); }
+
+}  // namespace
+
+SPECode ConvSPEImpl::code_for_key(at::IntArrayRef shape, uint64_t key, c10::optional<int64_t> realizations) const {
   check_shape(options, shape);
   const int64_t r = realizations.value_or(options.realizations());
   detail::check_positive("ConvSPE", "realizations (R)", r);
   const int64_t s = options.kernel_size();
   const int64_t h = options.heads(), d = options.dim();
 
-  std::vector<int64_t> noise_shape{r, h * d};
-  for (int64_t extent : shape) noise_shape.push_back(extent + 4 * s);
-  at::Tensor z = at::randn(noise_shape, generator, weight_q.options().requires_grad(false));
+  // Noise rows indexed by position (row-major over the padded extents): (P, H*D*R).
+  std::vector<int64_t> extents;
+  int64_t rows = 1;
+  for (int64_t extent : shape) {
+    extents.push_back(extent + 4 * s);
+    rows *= extents.back();
+  }
+  const at::Tensor rows_noise = keyed_normal_rows(key, 0, rows, h * d * r, weight_q.options());
+  // (extents..., H*D, R) -> (R, H*D, extents...)
+  std::vector<int64_t> noise_shape = extents, order{static_cast<int64_t>(extents.size()) + 1,
+                                                    static_cast<int64_t>(extents.size())};
+  noise_shape.insert(noise_shape.end(), {h * d, r});
+  for (size_t axis = 0; axis < extents.size(); ++axis) order.push_back(static_cast<int64_t>(axis));
+  const at::Tensor z = rows_noise.view(noise_shape).permute(order);
 
-  const double scale = std::pow(static_cast<double>(r * d), 0.25);
+  const double scale = code_scale(r, d);
   auto code_of = [&](const at::Tensor& w) {
     at::Tensor c = depthwise_correlate(z, w, options.algorithm());  // (R, H*D, extent + 3S + 1 ...)
-    for (size_t axis = 0; axis < shape.size(); ++axis) c = c.narrow(2 + axis, s, shape[axis]);
+    for (size_t axis = 0; axis < shape.size(); ++axis) c = c.narrow(2 + axis, first_noise_row(0, s), shape[axis]);
     // (R, H*D, L...) -> (L..., H, D, R) -> (N, H, D, R)
-    std::vector<int64_t> order;
-    for (size_t axis = 0; axis < shape.size(); ++axis) order.push_back(2 + axis);
-    order.insert(order.end(), {1, 0});
-    return c.permute(order).reshape({-1, h, d, r}) / scale;
+    std::vector<int64_t> out_order;
+    for (size_t axis = 0; axis < shape.size(); ++axis) out_order.push_back(2 + axis);
+    out_order.insert(out_order.end(), {1, 0});
+    return c.permute(out_order).reshape({-1, h, d, r}) * scale;
   };
   return {code_of(weight_q), code_of(weight_k)};
+}
+
+ConvCodeStream::ConvCodeStream(const ConvSPEImpl& spe, uint64_t key, c10::optional<int64_t> realizations)
+    : key_(key),
+      realizations_(realizations.value_or(spe.options.realizations())),
+      weight_q_(spe.weight_q.detach()),
+      weight_k_(spe.weight_k.detach()) {
+  TORCH_CHECK(spe.options.ndim() == 1, "ConvSPE: a code is extended position by position only for sequences (ndim 1), "
+              "this module has ndim ", spe.options.ndim());
+  detail::check_positive("ConvSPE", "realizations (R)", realizations_);
+  const int64_t s = spe.options.kernel_size(), hd = spe.options.heads() * spe.options.dim();
+  // window[j] = Z[t + S + j], j in [0, S): (S, H*D, R)
+  window_ = keyed_normal_rows(key_, first_noise_row(0, s), s, hd * realizations_, weight_q_.options())
+                .view({s, hd, realizations_});
+}
+
+SPECode ConvCodeStream::next() {
+  const int64_t s = weight_q_.size(2), h = weight_q_.size(0), d = weight_q_.size(1);
+  const double scale = code_scale(realizations_, d);
+  // code[h d, r] = sum_j w[h d, j] Z[t + S + j][h d, r]
+  auto code_of = [&](const at::Tensor& w) {
+    return at::einsum("cj,jcr->cr", {w.reshape({h * d, s}), window_}).view({1, h, d, realizations_}) * scale;
+  };
+  SPECode code{code_of(weight_q_), code_of(weight_k_)};
+  ++position_;
+  // Slide the window by one position: drop Z[t + S], append Z[t + 2S].
+  const at::Tensor incoming = keyed_normal_rows(key_, first_noise_row(position_, s) + s - 1, 1,
+                                                h * d * realizations_, window_.options())
+                                  .view({1, h * d, realizations_});
+  window_ = at::cat({window_.narrow(0, 1, s - 1), incoming}, 0);
+  return code;
 }
 
 at::Tensor ConvSPEImpl::expected_kernel(at::IntArrayRef shape,

@@ -26,18 +26,33 @@ void SPEFilterImpl::pretty_print(std::ostream& stream) const {
          << ", gated=" << (options.gated() ? "true" : "false") << ")";
 }
 
+at::Tensor SPEFilterImpl::sample_gate_noise(int64_t realizations, at::ScalarType dtype,
+                                            OptionalGenerator generator) const {
+  detail::check_positive("SPEFilter", "realizations (R)", realizations);
+  if (!options.gated()) return {};
+  return at::randn({options.heads(), options.dim(), realizations}, generator,
+                   gate.options().dtype(dtype).requires_grad(false)) /
+         std::pow(static_cast<double>(options.dim() * realizations), 0.25);
+}
+
 SPECode SPEFilterImpl::apply_gate(const SPECode& code, OptionalGenerator generator) const {
+  check_code(code);
+  return gated_code(code, sample_gate_noise(code.realizations(), code.scalar_type(), generator));
+}
+
+SPECode SPEFilterImpl::gated_code(const SPECode& code, const at::Tensor& gate_noise) const {
   check_code(code);
   TORCH_CHECK(code.heads() == options.heads() && code.dim() == options.dim(),
               "SPEFilter: code has (H, D) = (", code.heads(), ", ", code.dim(),
               ") but the filter was built for (", options.heads(), ", ", options.dim(), ")");
   if (!options.gated()) return code;
-  const int64_t r = code.realizations();
   const auto dtype = code.scalar_type();
-  at::Tensor eps = at::randn({options.heads(), options.dim(), r}, generator, gate.options().dtype(dtype).requires_grad(false)) /
-                   std::pow(static_cast<double>(options.dim() * r), 0.25);
+  TORCH_CHECK(gate_noise.defined() && gate_noise.sizes() == at::IntArrayRef({options.heads(), options.dim(), code.realizations()}) &&
+                  gate_noise.scalar_type() == dtype,
+              "SPEFilter: the gate noise must be (H, D, R) = (", options.heads(), ", ", options.dim(), ", ",
+              code.realizations(), ") ", dtype);
   at::Tensor s = at::sigmoid(gate).to(dtype);                   // (H, D)
-  at::Tensor keep = at::sqrt(1.0 - s), noise = at::sqrt(s).unsqueeze(-1) * eps;  // (H, D), (H, D, R)
+  at::Tensor keep = at::sqrt(1.0 - s), noise = at::sqrt(s).unsqueeze(-1) * gate_noise;  // (H, D), (H, D, R)
   if (code.materialised()) {
     at::Tensor k = keep.unsqueeze(-1);
     return {k * code.qbar + noise, k * code.kbar + noise};
@@ -87,9 +102,14 @@ at::Tensor spe_apply_code(const at::Tensor& x, const at::Tensor& code) {
 std::pair<at::Tensor, at::Tensor> SPEFilterImpl::forward(const at::Tensor& q, const at::Tensor& k,
                                                          const SPECode& code,
                                                          OptionalGenerator generator) {
+  return filter(q, k, apply_gate(code, generator));
+}
+
+std::pair<at::Tensor, at::Tensor> SPEFilterImpl::filter(const at::Tensor& q, const at::Tensor& k,
+                                                        const SPECode& gated) const {
   TORCH_CHECK(q.sizes() == k.sizes(), "SPEFilter: queries ", q.sizes(), " and keys ", k.sizes(),
               " must have the same shape (B, N, H, D)");
-  SPECode gated = apply_gate(code, generator);
+  check_code(gated);
   const bool fused = !gated.materialised() && q.device().is_cpu() && gated.sine->weights.device().is_cpu() &&
                      (q.scalar_type() == at::kFloat || q.scalar_type() == at::kDouble);
   if (fused) {
@@ -97,8 +117,8 @@ std::pair<at::Tensor, at::Tensor> SPEFilterImpl::forward(const at::Tensor& q, co
                        gated.sine->weights.device());
     return {ops::sine_spe_filter(q, *gated.sine, true), ops::sine_spe_filter(k, *gated.sine, false)};
   }
-  gated = gated.materialise();
-  return {spe_apply_code(q, gated.qbar), spe_apply_code(k, gated.kbar)};
+  const SPECode m = gated.materialise();
+  return {spe_apply_code(q, m.qbar), spe_apply_code(k, m.kbar)};
 }
 
 }  // namespace spe

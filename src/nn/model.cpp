@@ -41,8 +41,8 @@ void ModelImpl::pretty_print(std::ostream& stream) const {
 }
 
 // (B, N, E) encodings -> (B, E): the [CLS] position, or the mean over real tokens.
-at::Tensor ModelImpl::pool(const at::Tensor& tokens, const at::Tensor& padding) {
-  const at::Tensor h = transformer(tokens, padding);
+at::Tensor ModelImpl::pool(const at::Tensor& tokens, const at::Tensor& padding, OptionalGenerator generator) {
+  const at::Tensor h = transformer(tokens, padding, generator);
   if (options.pooling() == Pooling::cls) return h.select(1, 0);
   if (!padding.defined()) return h.mean(1);
   const at::Tensor weights = padding.to(h.scalar_type()).unsqueeze(-1);  // (B, N, 1)
@@ -50,21 +50,25 @@ at::Tensor ModelImpl::pool(const at::Tensor& tokens, const at::Tensor& padding) 
 }
 
 at::Tensor ModelImpl::forward(const at::Tensor& tokens, const at::Tensor& padding, const at::Tensor& tokens_b,
-                              const at::Tensor& padding_b) {
+                              const at::Tensor& padding_b, OptionalGenerator generator) {
   switch (options.kind()) {
     case ModelKind::classifier:
-      return head->forward(pool(tokens, padding));
+      return head->forward(pool(tokens, padding, generator));
     case ModelKind::dual_encoder: {
       TORCH_CHECK(tokens_b.defined(), "dual_encoder: the second sequence of each pair is missing (a pair dataset is expected)");
-      const at::Tensor u = pool(tokens, padding), v = pool(tokens_b, padding_b);
+      const at::Tensor u = pool(tokens, padding, generator), v = pool(tokens_b, padding_b, generator);
       return head->forward(at::cat({u, v, u * v, u - v}, -1));
     }
-    case ModelKind::language_model: {
-      const at::Tensor h = transformer(tokens, padding);  // (B, N, E)
-      return output_layer ? output_layer(h) : at::matmul(h, transformer->embedding->weight.t());
-    }
+    case ModelKind::language_model:
+      return next_token_logits(transformer(tokens, padding, generator));
   }
   throw std::logic_error("Model: unknown kind");
+}
+
+at::Tensor ModelImpl::next_token_logits(const at::Tensor& h) {
+  TORCH_CHECK(options.kind() == ModelKind::language_model, "Model: next-token logits need a language model, this is a ",
+              choice_name(options.kind(), kModelKinds));
+  return output_layer ? output_layer(h) : at::matmul(h, transformer->embedding->weight.t());
 }
 
 int64_t parameter_count(const torch::nn::Module& module) {

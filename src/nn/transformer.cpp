@@ -33,16 +33,17 @@ void make_spe(const TransformerOptions& o, torch::nn::Module& owner, SineSPE& si
 }
 
 // The code for sequences of `length` positions: a grid's worth for 2-D convSPE.
-SPECode draw_code(const TransformerOptions& o, SineSPE& sine, ConvSPE& conv, int64_t length) {
-  if (sine) return sine->forward(length);
+SPECode draw_code(const TransformerOptions& o, SineSPE& sine, ConvSPE& conv, int64_t length,
+                  OptionalGenerator generator) {
+  if (sine) return sine->forward(length, c10::nullopt, generator);
   if (o.positional().conv_ndim() == 2) {
     const auto& grid = o.grid();
     if (length > grid[0] * grid[1])
       throw std::invalid_argument(fmt::format("2-D convSPE: a sequence of {} tokens does not fit the {} x {} grid",
                                               length, grid[0], grid[1]));
-    return conv->forward(grid);
+    return conv->forward(grid, c10::nullopt, generator);
   }
-  return conv->forward({length});
+  return conv->forward({length}, c10::nullopt, generator);
 }
 
 }  // namespace
@@ -107,19 +108,14 @@ void SelfAttentionImpl::reset() {
   }
 }
 
-at::Tensor SelfAttentionImpl::forward(const at::Tensor& x, const AttentionMask& mask, const SPECode* shared_code) {
-  // x: (B, N, E) -> q, k, v: (B, N, H, D)
-  auto heads = [&](const at::Tensor& t) { return t.unflatten(2, {options.heads(), head_dim(options)}); };
-  at::Tensor q = heads(query(x)), k = heads(key(x)), v = heads(value(x));
-  if (rotary) {
-    q = rotary(q);
-    k = rotary(k);
-  }
+at::Tensor SelfAttentionImpl::forward(const at::Tensor& x, const AttentionMask& mask, const SPECode* shared_code,
+                                      OptionalGenerator generator) {
+  auto [q, k, v] = project(x);
   if (spe_filter) {
     // q, k -> qhat, khat: (B, N, H, R)
     SPECode own;
-    if (!shared_code) own = draw_code(options, sine_spe, conv_spe, x.size(1));
-    std::tie(q, k) = spe_filter(q, k, shared_code ? *shared_code : own);
+    if (!shared_code) own = draw_code(options, sine_spe, conv_spe, x.size(1), generator);
+    std::tie(q, k) = spe_filter(q, k, shared_code ? *shared_code : own, generator);
   }
   at::Tensor out;  // (B, N, H, D)
   if (!feature_map) {
@@ -130,6 +126,17 @@ at::Tensor SelfAttentionImpl::forward(const at::Tensor& x, const AttentionMask& 
                       : linear_attention(phi_q, phi_k, v, mask.key_padding);
   }
   return output(out.flatten(2));
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> SelfAttentionImpl::project(const at::Tensor& x, int64_t start) {
+  // x: (B, N, E) -> q, k, v: (B, N, H, D)
+  auto heads = [&](const at::Tensor& t) { return t.unflatten(2, {options.heads(), head_dim(options)}); };
+  at::Tensor q = heads(query(x)), k = heads(key(x)), v = heads(value(x));
+  if (rotary) {
+    q = rotary(q, start);
+    k = rotary(k, start);
+  }
+  return {q, k, v};
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -146,8 +153,12 @@ void TransformerBlockImpl::reset() {
   dropout = register_module("dropout", torch::nn::Dropout(options.dropout()));
 }
 
-at::Tensor TransformerBlockImpl::forward(const at::Tensor& x, const AttentionMask& mask, const SPECode* shared_code) {
-  at::Tensor h = x + dropout(attention(norm1(x), mask, shared_code));
+at::Tensor TransformerBlockImpl::forward(const at::Tensor& x, const AttentionMask& mask, const SPECode* shared_code,
+                                         OptionalGenerator generator) {
+  return feed_forward(x + dropout(attention(norm1(x), mask, shared_code, generator)));
+}
+
+at::Tensor TransformerBlockImpl::feed_forward(const at::Tensor& h) {
   return h + dropout(contract(dropout(at::gelu(expand(norm2(h))))));
 }
 
@@ -175,7 +186,7 @@ at::Tensor TransformerImpl::output_padding(const at::Tensor& tokens, const at::T
   return at::cat({at::ones({tokens.size(0), 1}, padding.options()), padding}, 1);
 }
 
-at::Tensor TransformerImpl::forward(const at::Tensor& tokens, const at::Tensor& padding) {
+at::Tensor TransformerImpl::forward(const at::Tensor& tokens, const at::Tensor& padding, OptionalGenerator generator) {
   TORCH_CHECK(tokens.dim() == 2 && tokens.scalar_type() == at::kLong,
               "Transformer: tokens must be (B, N) int64, got ", tokens.sizes(), " ", tokens.scalar_type());
   TORCH_CHECK(!padding.defined() || (padding.sizes() == tokens.sizes() && padding.scalar_type() == at::kBool),
@@ -184,20 +195,24 @@ at::Tensor TransformerImpl::forward(const at::Tensor& tokens, const at::Tensor& 
   TORCH_CHECK(tokens.numel() == 0 || (tokens.min().item<int64_t>() >= 0 &&
                                       tokens.max().item<int64_t>() < options.vocab_size()),
               "Transformer: token ids must lie in [0, ", options.vocab_size(), ")");
+  at::Tensor x = embed(tokens);
+  SPECode code;
+  if (sine_spe || conv_spe) code = draw_code(options, sine_spe, conv_spe, x.size(1), generator);
+  const AttentionMask mask{output_padding(tokens, padding), options.causal()};
+  for (const auto& block : *blocks)
+    x = block->as<TransformerBlock>()->forward(x, mask, (sine_spe || conv_spe) ? &code : nullptr, generator);
+  return final_norm(x);
+}
+
+at::Tensor TransformerImpl::embed(const at::Tensor& tokens, int64_t start) {
   at::Tensor x = embedding(tokens);  // (B, N, E)
   if (options.cls_token()) {
     const at::Tensor cls = at::full({tokens.size(0), 1}, options.vocab_size(), tokens.options());
     x = at::cat({embedding(cls), x}, 1);
   }
-  if (sinusoidal) x = sinusoidal(x);
-  if (learned) x = learned(x);
-  x = dropout(x);
-  SPECode code;
-  if (sine_spe || conv_spe) code = draw_code(options, sine_spe, conv_spe, x.size(1));
-  const AttentionMask mask{output_padding(tokens, padding), options.causal()};
-  for (const auto& block : *blocks)
-    x = block->as<TransformerBlock>()->forward(x, mask, (sine_spe || conv_spe) ? &code : nullptr);
-  return final_norm(x);
+  if (sinusoidal) x = sinusoidal(x, start);
+  if (learned) x = learned(x, start);
+  return dropout(x);
 }
 
 void TransformerImpl::after_training_step(int64_t steps_done) {

@@ -184,4 +184,24 @@ nn::Model build_model(const Config& config, const data::DatasetInfo& data) {
   return nn::Model(options);
 }
 
+SavedModel load_saved_model(const std::string& checkpoint) {
+  const CheckpointHeader header = read_checkpoint_header(checkpoint);
+  nn::Model model = build_model(header.config, header.data);
+  load_checkpoint(checkpoint, *model, nullptr, &header.config);
+  model->eval();
+  return {header, model};
+}
+
+data::Dataset load_split_for(const CheckpointHeader& header, const std::string& split, const std::string& data_dir) {
+  const std::string path = data::split_path(data_dir.empty() ? header.config.data.dir : data_dir, split);
+  data::Dataset dataset = data::Dataset::load(path);
+  const data::DatasetInfo& info = dataset.info();
+  if (!data::same_model_inputs(info, header.data))
+    throw std::runtime_error(fmt::format("'{}' is a {} dataset (vocabulary {}, {} classes); the checkpoint was trained "
+                                         "on {} (vocabulary {}, {} classes)",
+                                         path, info.task, info.vocab_size, info.num_classes, header.data.task,
+                                         header.data.vocab_size, header.data.num_classes));
+  return dataset;
+}
+
 }  // namespace spe::train

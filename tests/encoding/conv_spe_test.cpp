@@ -45,8 +45,9 @@ TEST(ConvSPE, OneDimensionalCodeMatchesExplicitSums) {
   const int64_t H = 2, D = 2, S = 3, R = 3, L = 5;
   ConvSPE spe = make_conv(H, D, 1, S, R);
   SPECode code = spe->forward({L}, c10::nullopt, make_generator(8));
-  auto g = make_generator(8);
-  at::Tensor z = at::randn({R, H * D, L + 4 * S}, g, at::kDouble);
+  // The noise: a key from the generator, then one row of H*D*R normals per position.
+  const at::Tensor z = keyed_normal_rows(draw_key(make_generator(8)), 0, L + 4 * S, H * D * R, at::kDouble)
+                           .view({L + 4 * S, H * D, R});
   const double scale = std::pow(R * D, 0.25);
   for (int64_t n = 0; n < L; ++n)
     for (int64_t h = 0; h < H; ++h)
@@ -54,7 +55,7 @@ TEST(ConvSPE, OneDimensionalCodeMatchesExplicitSums) {
         for (int64_t r = 0; r < R; ++r) {
           double q = 0, k = 0;
           for (int64_t j = 0; j < S; ++j) {
-            const double noise = z[r][h * D + d][n + S + j].item<double>();
+            const double noise = z[n + S + j][h * D + d][r].item<double>();
             q += w(spe->weight_q, h, d, j) * noise;
             k += w(spe->weight_k, h, d, j) * noise;
           }
@@ -68,8 +69,10 @@ TEST(ConvSPE, TwoDimensionalCodeMatchesExplicitSums) {
   ConvSPE spe = make_conv(H, D, 2, S, R);
   SPECode code = spe->forward({L1, L2}, c10::nullopt, make_generator(9));
   ASSERT_EQ(code.qbar.sizes(), at::IntArrayRef({L1 * L2, H, D, R}));
-  auto g = make_generator(9);
-  at::Tensor z = at::randn({R, H * D, L1 + 4 * S, L2 + 4 * S}, g, at::kDouble);
+  // One row of H*D*R normals per position of the padded grid, row-major.
+  const at::Tensor z = keyed_normal_rows(draw_key(make_generator(9)), 0, (L1 + 4 * S) * (L2 + 4 * S), H * D * R,
+                                         at::kDouble)
+                           .view({L1 + 4 * S, L2 + 4 * S, H * D, R});
   const double scale = std::pow(R * D, 0.25);
   for (int64_t n1 = 0; n1 < L1; ++n1)
     for (int64_t n2 = 0; n2 < L2; ++n2)
@@ -78,7 +81,7 @@ TEST(ConvSPE, TwoDimensionalCodeMatchesExplicitSums) {
           double q = 0, k = 0;
           for (int64_t j1 = 0; j1 < S; ++j1)
             for (int64_t j2 = 0; j2 < S; ++j2) {
-              const double noise = z[r][d][n1 + S + j1][n2 + S + j2].item<double>();
+              const double noise = z[n1 + S + j1][n2 + S + j2][d][r].item<double>();
               q += w(spe->weight_q, 0, d, j1, j2) * noise;
               k += w(spe->weight_k, 0, d, j1, j2) * noise;
             }

@@ -6,6 +6,7 @@
 // scripts/setup.sh from npm, or a user's JSONL or CSV file.
 #include <array>
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -32,6 +33,10 @@ struct SplitOptions {
   uint64_t seed = 1;
   size_t max_length = 4096;  // bytes kept per text
 };
+
+// The split (0 train, 1 valid, 2 test) of each distinct group name: shuffled by the seed and cut
+// by the fractions, at least one group in valid and in test. Throws for fewer than 3 groups.
+std::map<std::string, int> assign_splits(std::vector<std::string> groups, const SplitOptions& options);
 
 // train, valid and test datasets: groups are shuffled by the seed and cut by the fractions;
 // classes are the sorted distinct labels (or `class_names` in that order, when given).

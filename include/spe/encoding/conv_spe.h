@@ -36,8 +36,13 @@ class ConvSPEImpl : public torch::nn::Cloneable<ConvSPEImpl> {
   void pretty_print(std::ostream& stream) const override;
 
   // Draws a code for a sequence {L} or an image {L1, L2} (flattened row-major into N = L1 L2).
+  // The noise is a pure function of a key drawn from the generator and of the position
+  // (keyed_normal_rows), so that ConvCodeStream can extend the same code one position at a time.
   SPECode forward(at::IntArrayRef shape, c10::optional<int64_t> realizations = c10::nullopt,
                   OptionalGenerator generator = c10::nullopt);
+  // The code of the noise drawn with `key` (forward draws the key from its generator).
+  SPECode code_for_key(at::IntArrayRef shape, uint64_t key,
+                       c10::optional<int64_t> realizations = c10::nullopt) const;
 
   // Exact E[sum_r Qbar[m] Kbar[m - lag]] for every lag of a sequence or image of this shape:
   // (H, D, 2L - 1) or (H, D, 2L1 - 1, 2L2 - 1), lag 0 in the middle.
@@ -49,5 +54,23 @@ class ConvSPEImpl : public torch::nn::Cloneable<ConvSPEImpl> {
   at::Tensor weight_k;  // same shape: the filter that produces Kbar
 };
 TORCH_MODULE(ConvSPE);
+
+// The code of a 1-D convSPE for one noise key, position after position (decoding): next() gives
+// the code at positions 0, 1, 2, ... as code_for_key({L}, key) gives it, at a cost of O(S H D R)
+// per position whatever the position. Holds S positions of noise; the filters are read at
+// construction (a module trained further needs a new stream).
+class ConvCodeStream {
+ public:
+  ConvCodeStream(const ConvSPEImpl& spe, uint64_t key, c10::optional<int64_t> realizations = c10::nullopt);
+  SPECode next();  // qbar, kbar: (1, H, D, R)
+  int64_t position() const { return position_; }
+
+ private:
+  uint64_t key_;
+  int64_t realizations_;
+  at::Tensor weight_q_, weight_k_;  // (H, D, S)
+  at::Tensor window_;               // (S, H*D, R): the noise under the filters
+  int64_t position_ = 0;
+};
 
 }  // namespace spe

@@ -31,11 +31,17 @@ class SPEFilterImpl : public torch::nn::Cloneable<SPEFilterImpl> {
   std::pair<at::Tensor, at::Tensor> forward(const at::Tensor& q, const at::Tensor& k,
                                             const SPECode& code,
                                             OptionalGenerator generator = c10::nullopt);
-
-  // The gated code: Qbar' = sqrt(1 - s) Qbar + sqrt(s) eps, same for Kbar, s = sigmoid(gate),
-  // eps ~ N(0, 1) (H, D, R) / (D R)^(1/4). Returns the code unchanged when not gated.
+  // The filtering alone, with a code that already went through the gate (gated_code).
+  std::pair<at::Tensor, at::Tensor> filter(const at::Tensor& q, const at::Tensor& k, const SPECode& gated) const;
+  // The gate's noise for one code: eps ~ N(0, 1) (H, D, R) / (D R)^(1/4), the same for every
+  // position. Undefined when not gated.
+  at::Tensor sample_gate_noise(int64_t realizations, at::ScalarType dtype,
+                               OptionalGenerator generator = c10::nullopt) const;
+  // The gated code: Qbar' = sqrt(1 - s) Qbar + sqrt(s) eps, same for Kbar, s = sigmoid(gate).
+  // Returns the code unchanged when not gated.
+  SPECode gated_code(const SPECode& code, const at::Tensor& gate_noise) const;
+  // gated_code with noise drawn by sample_gate_noise.
   SPECode apply_gate(const SPECode& code, OptionalGenerator generator = c10::nullopt) const;
-
   // The expected kernel after the gate, given the ungated one (H, D, lags...) for R realizations:
   // (1 - s) P + s sqrt(R / D). Unchanged when not gated.
   at::Tensor expected_kernel(const at::Tensor& ungated, int64_t realizations) const;

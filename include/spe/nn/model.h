@@ -33,15 +33,18 @@ class ModelImpl : public torch::nn::Cloneable<ModelImpl> {
   void pretty_print(std::ostream& stream) const override;
   // tokens, padding: (B, N) int64 and bool (true = real); for pairs also tokens_b, padding_b.
   // -> (B, C) class logits, or (B, N, V) next-token logits for a language model.
+  // generator: the SPE draws (TransformerImpl::forward), LibTorch's default one when absent.
   at::Tensor forward(const at::Tensor& tokens, const at::Tensor& padding, const at::Tensor& tokens_b = {},
-                     const at::Tensor& padding_b = {});
+                     const at::Tensor& padding_b = {}, OptionalGenerator generator = c10::nullopt);
+  // A language model's next-token logits (B, N, V) from the final encodings h (B, N, E).
+  at::Tensor next_token_logits(const at::Tensor& h);
   ModelOptions options;
   Transformer transformer{nullptr};
   torch::nn::Sequential head{nullptr};        // classifier and dual encoder
   torch::nn::Linear output_layer{nullptr};    // language model, unless tied
 
  private:
-  at::Tensor pool(const at::Tensor& tokens, const at::Tensor& padding);
+  at::Tensor pool(const at::Tensor& tokens, const at::Tensor& padding, OptionalGenerator generator);
 };
 TORCH_MODULE(Model);
 

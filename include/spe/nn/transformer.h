@@ -87,7 +87,11 @@ class SelfAttentionImpl : public torch::nn::Cloneable<SelfAttentionImpl> {
   explicit SelfAttentionImpl(const TransformerOptions& options);
   void reset() override;
   // shared_code: the model's SPE code for this forward, or null when the layer draws its own.
-  at::Tensor forward(const at::Tensor& x, const AttentionMask& mask, const SPECode* shared_code);
+  // generator: the draws of the layer's own code and gate noise (see TransformerImpl::forward).
+  at::Tensor forward(const at::Tensor& x, const AttentionMask& mask, const SPECode* shared_code,
+                     OptionalGenerator generator = c10::nullopt);
+  // x: (B, N, E) at positions start .. start + N - 1 -> q, k, v: (B, N, H, D), rotary applied.
+  std::tuple<at::Tensor, at::Tensor, at::Tensor> project(const at::Tensor& x, int64_t start = 0);
   TransformerOptions options;
   torch::nn::Linear query{nullptr}, key{nullptr}, value{nullptr}, output{nullptr};
   RotaryEncoding rotary{nullptr};
@@ -104,7 +108,10 @@ class TransformerBlockImpl : public torch::nn::Cloneable<TransformerBlockImpl> {
  public:
   explicit TransformerBlockImpl(const TransformerOptions& options);
   void reset() override;
-  at::Tensor forward(const at::Tensor& x, const AttentionMask& mask, const SPECode* shared_code);
+  at::Tensor forward(const at::Tensor& x, const AttentionMask& mask, const SPECode* shared_code,
+                     OptionalGenerator generator = c10::nullopt);
+  // The second half of forward: h + feed-forward(norm(h)).
+  at::Tensor feed_forward(const at::Tensor& h);
   TransformerOptions options;
   torch::nn::LayerNorm norm1{nullptr}, norm2{nullptr};
   SelfAttention attention{nullptr};
@@ -115,11 +122,18 @@ TORCH_MODULE(TransformerBlock);
 
 // tokens (B, N) int64, padding (B, N) bool (true = real token, or undefined) -> (B, N', E),
 // N' = N + 1 with a [CLS] token in front.
+// SPE draws, in this order, from `generator` (LibTorch's default one when absent): the shared
+// code, then for each layer its own code (unless shared) and its gate noise. The recurrent
+// decoder (nn/decoder.h) draws the same in the same order, so both see the same code.
 class TransformerImpl : public torch::nn::Cloneable<TransformerImpl> {
  public:
   explicit TransformerImpl(const TransformerOptions& options);
   void reset() override;
-  at::Tensor forward(const at::Tensor& tokens, const at::Tensor& padding = {});
+  at::Tensor forward(const at::Tensor& tokens, const at::Tensor& padding = {},
+                     OptionalGenerator generator = c10::nullopt);
+  // tokens (B, N) at positions start .. start + N - 1 -> the blocks' input (B, N', E): embeddings,
+  // the [CLS] token, the absolute encoding, dropout.
+  at::Tensor embed(const at::Tensor& tokens, int64_t start = 0);
   // The padding mask matching forward's output (with the [CLS] column when there is one).
   at::Tensor output_padding(const at::Tensor& tokens, const at::Tensor& padding) const;
   // favor: redraws the random features when `steps_done` is a multiple of redraw_interval.

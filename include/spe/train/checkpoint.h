@@ -41,4 +41,16 @@ CheckpointHeader load_checkpoint(const std::string& path, nn::ModelImpl& model, 
 // The model a configuration and a dataset describe (vocabulary, classes, grid from the data).
 nn::Model build_model(const Config& config, const data::DatasetInfo& data);
 
+// A saved model ready to use: what its checkpoint says, and the model with the saved parameters,
+// in eval mode.
+struct SavedModel {
+  CheckpointHeader header;
+  nn::Model model;
+};
+SavedModel load_saved_model(const std::string& checkpoint);
+
+// One split of the data a checkpoint was trained on (or of data_dir, when given); refused with
+// a plain error when its vocabulary, classes or fields differ from the checkpoint's.
+data::Dataset load_split_for(const CheckpointHeader& header, const std::string& split, const std::string& data_dir = "");
+
 }  // namespace spe::train

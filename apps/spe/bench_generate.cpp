@@ -1,0 +1,141 @@
+// `spe bench generate`: generating with a whole language model, token by token: the recurrent
+// decoder (prefix sums per layer, SPE code of each new position on the fly) against recomputing
+// the model over the whole prefix for every token, as the authors' code generates.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <chrono>
+#include <iostream>
+#include <memory>
+
+#include "commands.h"
+#include "gnuplot.h"
+#include "spe/nn/decoder.h"
+#include "spe/train/checkpoint.h"
+
+namespace spe::cli {
+namespace {
+
+struct GenerateBenchArgs {
+  std::string config = "configs/music/lm.yaml";
+  std::string checkpoint;  // instead of a config: a trained model
+  int64_t vocab = 512;     // with a config: the vocabulary of the untrained model
+  int64_t positions = 16384, window = 512;
+  std::vector<int64_t> prefix_positions{128, 512, 2048, 8192, 16384};
+  int repeats = 3;
+  std::string png;
+};
+
+double now_s() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
+
+nn::Model bench_model(const GenerateBenchArgs& a) {
+  if (!a.checkpoint.empty()) return train::load_saved_model(a.checkpoint).model;
+  const train::Config config = train::load_config(a.config);
+  data::DatasetInfo info;
+  info.vocab_size = a.vocab;
+  nn::Model model = train::build_model(config, info);
+  model->eval();
+  return model;
+}
+
+std::string describe(const nn::Model& model) {
+  const auto& t = model->options.transformer();
+  return fmt::format("{} layers, dim {}, {} + {}", t.layers(), t.dim(), choice_name(t.attention().kind(), nn::kAttentionKinds),
+                     choice_name(t.positional().kind(), nn::kPositionalKinds));
+}
+
+// Per-token times of the recurrent decoder over `positions` tokens: the median of each window.
+std::vector<std::pair<int64_t, double>> recurrent_times(const nn::Model& model, const GenerateBenchArgs& a) {
+  auto decoder = nn::make_decoder(nn::DecoderKind::recurrent, model, 1, make_generator(1));
+  at::Tensor token = at::ones({1}, at::kLong);
+  std::vector<std::pair<int64_t, double>> medians;
+  std::vector<double> window;
+  for (int64_t t = 0; t < a.positions; ++t) {
+    const double start = now_s();
+    token = decoder->step(token).argmax(-1);
+    window.push_back(now_s() - start);
+    if (static_cast<int64_t>(window.size()) == a.window || t + 1 == a.positions) {
+      std::sort(window.begin(), window.end());
+      medians.emplace_back(t + 1 - static_cast<int64_t>(window.size() / 2), window[window.size() / 2]);
+      window.clear();
+    }
+  }
+  return medians;
+}
+
+// The time of the prefix decoder's step at position t: the model over t + 1 tokens (median).
+double prefix_time(nn::Model model, int64_t t, int repeats) {
+  at::NoGradGuard no_grad;
+  const at::Tensor prefix = at::ones({1, t + 1}, at::kLong);
+  std::vector<double> times;
+  for (int r = 0; r < repeats; ++r) {
+    const double start = now_s();
+    model->forward(prefix, {}, {}, {}, make_generator(1)).select(1, -1).argmax(-1);
+    times.push_back(now_s() - start);
+  }
+  std::sort(times.begin(), times.end());
+  return times[times.size() / 2];
+}
+
+void bench_generate(const GenerateBenchArgs& a) {
+  const nn::Model model = bench_model(a);
+  const std::string what = describe(model);
+  const auto recurrent = recurrent_times(model, a);
+  std::string recurrent_data, prefix_data;
+  double total = 0.0;
+  for (const auto& [position, seconds] : recurrent) {
+    std::cout << fmt::format("{{\"scenario\": \"generate\", \"decoder\": \"recurrent\", \"model\": \"{}\", \"position\": {}, "
+                             "\"median_ms_per_token\": {:.4g}, \"threads\": {}}}\n",
+                             what, position, seconds * 1e3, at::get_num_threads());
+    recurrent_data += fmt::format("{} {:.6g}\n", position, seconds * 1e3);
+    total += seconds * static_cast<double>(a.window);
+  }
+  for (int64_t t : a.prefix_positions) {
+    if (t >= a.positions) continue;
+    const double seconds = prefix_time(model, t, a.repeats);
+    double recurrent_at = recurrent.back().second;
+    for (const auto& [position, s] : recurrent)
+      if (position <= t) recurrent_at = s;
+    std::cout << fmt::format("{{\"scenario\": \"generate\", \"decoder\": \"prefix\", \"model\": \"{}\", \"position\": {}, "
+                             "\"median_ms_per_token\": {:.4g}, \"recurrent_speedup\": {:.1f}, \"threads\": {}}}\n",
+                             what, t, seconds * 1e3, seconds / recurrent_at, at::get_num_threads());
+    prefix_data += fmt::format("{} {:.6g}\n", t, seconds * 1e3);
+  }
+  std::cout << fmt::format("{{\"scenario\": \"generate\", \"decoder\": \"recurrent\", \"tokens\": {}, \"tokens_per_s\": {:.1f}}}\n",
+                           a.positions, static_cast<double>(a.positions) / std::max(total, 1e-9));
+  if (!a.png.empty()) {
+    plot_png(a.png,
+             fmt::format("set termoption noenhanced\nset title {}\nset xlabel 'position'\nset ylabel 'ms per token'\n"
+                         "set logscale xy 2\nset grid\nset key top left\n"
+                         "plot '-' using 1:2 with linespoints pt 7 lw 2 title 'recurrent state (median per {} tokens)', "
+                         "'-' using 1:2 with linespoints pt 5 lw 2 title 'recompute the prefix'\n{}e\n{}e\n",
+                         gnuplot_quote("generation, one sequence: " + what), a.window, recurrent_data, prefix_data),
+             1000, 600);
+    std::cerr << "wrote " << a.png << "\n";
+  }
+}
+
+}  // namespace
+
+void add_bench_generate_scenario(CLI::App& bench) {
+  auto a = std::make_shared<GenerateBenchArgs>();
+  auto* sub = bench.add_subcommand("generate", "per-token generation time of a language model: recurrent vs prefix");
+  sub->add_option("--config", a->config, "model of this configuration, untrained")->capture_default_str();
+  sub->add_option("--checkpoint", a->checkpoint, "or a trained model")->check(CLI::ExistingFile);
+  sub->add_option("--vocab", a->vocab, "vocabulary of the untrained model")->check(positive_integer())->capture_default_str();
+  sub->add_option("--positions", a->positions, "tokens generated by the recurrent decoder")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 22))
+      ->capture_default_str();
+  sub->add_option("--window", a->window, "tokens per reported median")->check(positive_integer())->capture_default_str();
+  sub->add_option("--prefix-positions", a->prefix_positions, "positions at which a prefix step is timed, comma-separated")
+      ->delimiter(',')
+      ->check(positive_integer())
+      ->capture_default_str();
+  sub->add_option("--repeats", a->repeats, "timed prefix steps per position (median)")->check(positive_integer())->capture_default_str();
+  sub->add_option("--png", a->png, "plot both curves (gnuplot)");
+  sub->callback([a] { bench_generate(*a); });
+}
+
+}  // namespace spe::cli

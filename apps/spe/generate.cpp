@@ -1,0 +1,152 @@
+// `spe generate`: new music from a trained language model of REMI tokens, token by token with
+// the recurrent decoder (constant cost per token), optionally continuing a MIDI prompt; writes a
+// MIDI file, a piano roll and, with fluidsynth, audio.
+#include <ATen/ATen.h>
+#include <fmt/format.h>
+
+#include <chrono>
+#include <filesystem>
+#include <iostream>
+#include <memory>
+#include <set>
+
+#include "commands.h"
+#include "gnuplot.h"
+#include "spe/midi/midi_file.h"
+#include "spe/midi/remi.h"
+#include "spe/midi/score.h"
+#include "spe/nn/decoder.h"
+#include "spe/nn/sampling.h"
+#include "spe/train/checkpoint.h"
+#include "spe/util/process.h"
+
+namespace spe::cli {
+namespace {
+
+struct GenerateArgs {
+  std::string checkpoint, prompt, out, png, wav;
+  std::string soundfont = "/usr/share/sounds/sf2/TimGM6mb.sf2";
+  int64_t tokens = 512, seed = 1;
+  double temperature = 1.0, top_p = 0.95;
+  std::string decoder = "recurrent";
+};
+
+double now_s() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
+
+// The prompt's tokens: BOS alone, or BOS and the encoded MIDI file without its EOS.
+std::vector<int64_t> prompt_tokens(const GenerateArgs& a, const midi::RemiVocabulary& vocabulary) {
+  if (a.prompt.empty()) return {vocabulary.bos()};
+  const std::vector<uint16_t> encoded = vocabulary.encode(midi::score_from_midi(midi::load_midi(a.prompt)));
+  std::vector<int64_t> tokens(encoded.begin(), encoded.end());
+  if (!tokens.empty() && tokens.back() == vocabulary.eos()) tokens.pop_back();
+  return tokens;
+}
+
+// Notes as horizontal bars, time in beats against pitch, one colour per program.
+void plot_piano_roll(const std::string& png, const midi::Score& score, const std::string& title) {
+  std::map<int, std::string> by_program;
+  for (const midi::Note& n : score.notes) {
+    const double start = static_cast<double>(n.start) / midi::kStepsPerQuarter;
+    const double length = static_cast<double>(n.duration) / midi::kStepsPerQuarter;
+    by_program[n.program] += fmt::format("{} {} {} 0\n", start, n.pitch, length);
+  }
+  std::string script = fmt::format(
+      "set termoption noenhanced\nset title {}\nset xlabel 'quarter notes'\nset ylabel 'pitch (MIDI)'\n"
+      "set grid\nset key outside right\nset yrange [0:127]\nplot ",
+      gnuplot_quote(title));
+  std::string data;
+  bool first = true;
+  for (const auto& [program, lines] : by_program) {
+    script += fmt::format("{}'-' using 1:2:3:4 with vectors nohead lw 3 title '{}'", first ? "" : ", ",
+                          program == midi::kDrumProgram ? std::string("drums") : fmt::format("program {}", program));
+    data += lines + "e\n";
+    first = false;
+  }
+  if (by_program.empty()) script += "NaN notitle";
+  plot_png(png, script + "\n" + data, 1200, 600);
+}
+
+void render_audio(const GenerateArgs& a) {
+  if (!std::filesystem::exists(a.soundfont))
+    throw std::runtime_error(fmt::format("no soundfont at '{}' (install timgm6mb-soundfont or pass --soundfont)", a.soundfont));
+  const std::string partial = a.wav + ".partial.wav";
+  const int status = run_program({"fluidsynth", "-ni", "-q", "-F", partial, "-r", "44100", a.soundfont, a.out});
+  if (status != 0 || !std::filesystem::exists(partial))
+    throw std::runtime_error(fmt::format("fluidsynth failed to render the audio ({}; is the fluidsynth package installed?)",
+                                         describe_exit(status)));
+  std::filesystem::rename(partial, a.wav);
+}
+
+void run(const GenerateArgs& a) {
+  train::SavedModel saved = train::load_saved_model(a.checkpoint);
+  const midi::RemiVocabulary vocabulary;
+  if (saved.header.data.task != "music" || saved.header.data.vocab_size != vocabulary.size())
+    throw std::runtime_error(fmt::format("'{}' was trained on {} data (vocabulary {}); spe generate needs a model of "
+                                         "music tokens (spe data midi, vocabulary {})",
+                                         a.checkpoint, saved.header.data.task, saved.header.data.vocab_size,
+                                         vocabulary.size()));
+  nn::SamplingOptions sampling;
+  sampling.temperature = a.temperature;
+  sampling.top_p = a.top_p;
+  sampling.banned = {vocabulary.pad(), vocabulary.bos()};
+  nn::check_sampling_options(sampling, vocabulary.size());
+
+  std::vector<int64_t> tokens = prompt_tokens(a, vocabulary);
+  const size_t prompt_length = tokens.size();
+  at::Generator generator = make_generator(static_cast<uint64_t>(a.seed));
+  auto decoder = nn::make_decoder(parse_choice("--decoder", a.decoder, nn::kDecoderKinds), saved.model, 1, generator);
+  const double start = now_s();
+  at::Tensor logits;
+  for (int64_t token : tokens) logits = decoder->step(at::full({1}, token, at::kLong));
+  int64_t generated = 0;
+  while (generated < a.tokens) {
+    const int64_t next = nn::sample_tokens(logits, sampling, generator).item<int64_t>();
+    tokens.push_back(next);
+    ++generated;
+    if (next == vocabulary.eos()) break;
+    logits = decoder->step(at::full({1}, next, at::kLong));
+  }
+  const double seconds = now_s() - start;
+  const std::vector<uint16_t> ids(tokens.begin(), tokens.end());
+  const midi::RemiDecoding decoded = vocabulary.decode(ids);
+  midi::save_midi(a.out, midi::midi_from_score(decoded.score));
+  std::cout << fmt::format(
+      "{{\"checkpoint\": \"{}\", \"prompt_tokens\": {}, \"generated_tokens\": {}, \"stopped_at_eos\": {}, "
+      "\"notes\": {}, \"skipped_tokens\": {}, \"seconds\": {:.2f}, \"tokens_per_s\": {:.1f}, \"out\": \"{}\"}}\n",
+      a.checkpoint, prompt_length, generated, tokens.back() == vocabulary.eos() ? "true" : "false",
+      decoded.score.notes.size(), decoded.skipped, seconds, static_cast<double>(tokens.size()) / seconds, a.out);
+  if (!a.png.empty()) {
+    plot_piano_roll(a.png, decoded.score,
+                    fmt::format("{}: {} generated tokens, seed {}, temperature {}, top-p {}", a.out, generated, a.seed,
+                                a.temperature, a.top_p));
+    std::cout << "piano roll: " << a.png << "\n";
+  }
+  if (!a.wav.empty()) {
+    render_audio(a);
+    std::cout << "audio: " << a.wav << "\n";
+  }
+}
+
+}  // namespace
+
+void add_generate_command(CLI::App& app) {
+  auto a = std::make_shared<GenerateArgs>();
+  CLI::App* sub = app.add_subcommand("generate", "generate music with a trained language model (MIDI out)");
+  sub->add_option("--checkpoint", a->checkpoint, "a music run's checkpoint.pt")->required()->check(CLI::ExistingFile);
+  sub->add_option("--out", a->out, "the MIDI file to write")->required();
+  sub->add_option("--tokens", a->tokens, "tokens to generate (stops earlier at end-of-sequence)")
+      ->check(positive_integer())
+      ->capture_default_str();
+  sub->add_option("--prompt", a->prompt, "a MIDI file to continue")->check(CLI::ExistingFile);
+  sub->add_option("--temperature", a->temperature, "> 0; below 1 sharpens the distribution")->capture_default_str();
+  sub->add_option("--top-p", a->top_p, "nucleus sampling mass in (0, 1]")->capture_default_str();
+  sub->add_option("--seed", a->seed, "seed of the sampling and of the SPE code")->capture_default_str();
+  sub->add_option("--png", a->png, "also draw a piano roll (gnuplot)");
+  sub->add_option("--wav", a->wav, "also render audio with fluidsynth");
+  sub->add_option("--soundfont", a->soundfont, "General MIDI soundfont for --wav")->capture_default_str();
+  sub->add_option("--decoder", a->decoder, "recurrent (constant cost per token) or prefix (recomputes, the reference)")
+      ->capture_default_str();
+  sub->callback([a] { run(*a); });
+}
+
+}  // namespace spe::cli

@@ -1,0 +1,46 @@
+#pragma once
+// Generation with a causal language model, one token at a time, in two ways that give the same
+// logits for the same SPE draw (a generator in the same state):
+//   recurrent: each layer carries the prefix sums of its causal linear attention (a softmax layer
+//              carries its keys and values), and the SPE code of each new position comes from
+//              the sequence's fixed draw: sineSPE evaluates Omega(t) against the drawn noise,
+//              convSPE slides its filters over noise keyed by position. With linear attention
+//              the cost of a token does not depend on its position.
+//   prefix:    recomputes the model over the whole prefix for every token, as the authors'
+//              code generates: the reference, O(t) per token.
+#include <ATen/core/Tensor.h>
+
+#include <memory>
+
+#include "spe/nn/model.h"
+#include "spe/random.h"
+
+namespace spe::nn {
+
+class Decoder {
+ public:
+  virtual ~Decoder() = default;
+  // tokens: (B) int64, the token at position() of each sequence -> (B, V) logits of the next.
+  virtual at::Tensor step(const at::Tensor& tokens) = 0;
+  int64_t position() const { return position_; }
+  int64_t batch() const { return batch_; }
+
+ protected:
+  explicit Decoder(int64_t batch) : batch_(batch) {}
+  void check_tokens(const at::Tensor& tokens, int64_t vocab_size) const;
+  int64_t position_ = 0;
+  int64_t batch_;
+};
+
+enum class DecoderKind { recurrent, prefix };
+inline constexpr Choice<DecoderKind> kDecoderKinds[] = {{"recurrent", DecoderKind::recurrent},
+                                                        {"prefix", DecoderKind::prefix}};
+
+// `batch` sequences decoded together with a language model in eval mode (dropout off). The SPE
+// code and gate noise are drawn here from `generator`, in the order the model's forward draws
+// them. The recurrent kind covers every attention and encoding of a language model except
+// 2-D convSPE (no order of positions to extend). The model must not change while decoding.
+std::unique_ptr<Decoder> make_decoder(DecoderKind kind, Model model, int64_t batch,
+                                      OptionalGenerator generator = c10::nullopt);
+
+}  // namespace spe::nn

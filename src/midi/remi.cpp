@@ -1,0 +1,259 @@
+#include "spe/midi/remi.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <stdexcept>
+
+namespace spe::midi {
+namespace {
+
+enum Family { kPadFamily, kBosFamily, kEosFamily, kBarFamily, kTimeSig, kPosition, kTempo, kProgram, kPitch,
+              kVelocity, kDuration, kFamilies };
+
+struct FamilyInfo {
+  const char* name;
+  int64_t count;
+  const char* meaning;
+};
+
+constexpr int kNumerators = 12, kMaxBarSteps = kNumerators * 4 * kStepsPerQuarter / 2;  // 12/2: 288 steps
+constexpr int kTempoBins = 32, kVelocityBins = 16;
+constexpr double kMinBpm = 40.0, kMaxBpm = 250.0;
+constexpr int kDenominators[3] = {2, 4, 8};
+
+const std::vector<int64_t>& duration_table() {
+  static const std::vector<int64_t> table = [] {
+    std::vector<int64_t> t;
+    for (int64_t s = 1; s <= 24; ++s) t.push_back(s);
+    for (int64_t step : {3, 6, 12, 24})
+      for (int64_t s = t.back() + step; s <= 16 * step; s += step) t.push_back(s);
+    return t;
+  }();
+  return table;
+}
+
+const FamilyInfo& family(int f) {
+  static const FamilyInfo table[kFamilies] = {
+      {"PAD", 1, "padding (never generated)"},
+      {"BOS", 1, "beginning of a sequence"},
+      {"EOS", 1, "end of a sequence"},
+      {"Bar", 1, "a new bar"},
+      {"TimeSig", 3 * kNumerators, "n/d, n in 1..12, d in {2, 4, 8}: after Bar, when it changes"},
+      {"Position", kMaxBarSteps, "grid step into the bar (12 per quarter note)"},
+      {"Tempo", kTempoBins, "quarter notes per minute, 32 bins log-spaced over 40..250"},
+      {"Program", 129, "General MIDI program 0..127, or drums"},
+      {"Pitch", 128, "MIDI pitch 0..127 (drums: the instrument)"},
+      {"Velocity", kVelocityBins, "loudness, bins of 8: 5, 13, ..., 125"},
+      {"Duration", static_cast<int64_t>(duration_table().size()), "grid steps: 1..24, then by 3, 6, 12, 24 up to 384"},
+  };
+  return table[f];
+}
+
+int64_t first_id(int f) {
+  int64_t id = 0;
+  for (int i = 0; i < f; ++i) id += family(i).count;
+  return id;
+}
+
+double tempo_of_bin(int bin) { return kMinBpm * std::pow(kMaxBpm / kMinBpm, bin / double(kTempoBins - 1)); }
+
+int tempo_bin(double bpm) {
+  const double x = std::log(std::clamp(bpm, kMinBpm, kMaxBpm) / kMinBpm) / std::log(kMaxBpm / kMinBpm);
+  return static_cast<int>(std::lround(x * (kTempoBins - 1)));
+}
+
+int velocity_bin(int velocity) { return std::clamp((velocity - 1) / 8, 0, kVelocityBins - 1); }
+int velocity_of_bin(int bin) { return 8 * bin + 5; }
+
+// The index of the longest table duration not above `steps` (steps >= 1).
+int duration_index(int64_t steps) {
+  const auto& t = duration_table();
+  return static_cast<int>(std::upper_bound(t.begin(), t.end(), steps) - t.begin()) - 1;
+}
+
+// The time signature in the vocabulary's set closest to n/d.
+TimeSignature nearest_signature(const TimeSignature& s) {
+  TimeSignature out = s;
+  out.denominator = s.denominator <= 2 ? 2 : s.denominator >= 8 ? 8 : 4;
+  out.numerator = std::clamp(s.numerator, 1, kNumerators);
+  return out;
+}
+
+int signature_index(const TimeSignature& s) {
+  const int d = s.denominator == 2 ? 0 : s.denominator == 4 ? 1 : 2;
+  return d * kNumerators + s.numerator - 1;
+}
+
+int64_t bar_steps(const TimeSignature& s) { return int64_t{s.numerator} * 4 * kStepsPerQuarter / s.denominator; }
+
+}  // namespace
+
+int64_t RemiVocabulary::size() const { return first_id(kFamilies); }
+
+std::string RemiVocabulary::token_name(int64_t id) const {
+  if (id < 0 || id >= size()) throw std::out_of_range(fmt::format("token {} is not in [0, {})", id, size()));
+  int f = 0;
+  while (id >= first_id(f + 1)) ++f;
+  const int64_t i = id - first_id(f);
+  switch (f) {
+    case kTimeSig:
+      return fmt::format("TimeSig_{}/{}", i % kNumerators + 1, kDenominators[i / kNumerators]);
+    case kPosition:
+      return fmt::format("Position_{}", i);
+    case kTempo:
+      return fmt::format("Tempo_{:.0f}", tempo_of_bin(static_cast<int>(i)));
+    case kProgram:
+      return i == kDrumProgram ? "Program_drums" : fmt::format("Program_{}", i);
+    case kPitch:
+      return fmt::format("Pitch_{}", i);
+    case kVelocity:
+      return fmt::format("Velocity_{}", velocity_of_bin(static_cast<int>(i)));
+    case kDuration:
+      return fmt::format("Duration_{}", duration_table()[static_cast<size_t>(i)]);
+    default:
+      return family(f).name;
+  }
+}
+
+int64_t RemiVocabulary::token_id(const std::string& name) const {
+  static const std::vector<std::string> names = [this] {
+    std::vector<std::string> all;
+    for (int64_t id = 0; id < size(); ++id) all.push_back(token_name(id));
+    return all;
+  }();
+  const auto found = std::find(names.begin(), names.end(), name);
+  return found == names.end() ? -1 : found - names.begin();
+}
+
+std::string RemiVocabulary::describe() const {
+  std::string out = fmt::format("REMI vocabulary: {} tokens\n{:<10} {:>6} {:>6}  meaning\n", size(), "family", "first", "count");
+  for (int f = 0; f < kFamilies; ++f)
+    out += fmt::format("{:<10} {:>6} {:>6}  {}\n", family(f).name, first_id(f), family(f).count, family(f).meaning);
+  return out;
+}
+
+std::vector<uint16_t> RemiVocabulary::encode(const Score& score) const {
+  std::vector<uint16_t> out{static_cast<uint16_t>(bos())};
+  auto emit = [&](int f, int64_t i) { out.push_back(static_cast<uint16_t>(first_id(f) + i)); };
+  int64_t last = -1;  // the last position with content
+  if (!score.notes.empty()) last = score.notes.back().start;
+  if (!score.tempos.empty()) last = std::max(last, score.tempos.back().position);
+  std::vector<TimeSignature> signatures;
+  for (const TimeSignature& s : score.time_signatures) signatures.push_back(nearest_signature(s));
+  size_t next_note = 0, next_tempo = 0, next_signature = 0;
+  int tempo = -1;  // the current tempo bin
+  TimeSignature signature;  // 4/4 until a change
+  int64_t bars = 0;
+  for (int64_t bar_start = 0; bar_start <= last; bar_start += bar_steps(signature), ++bars) {
+    if (bars >= kMaxBars)
+      throw MidiError(fmt::format("the score is longer than {} bars: too long to tokenize", kMaxBars));
+    const TimeSignature previous = signature;
+    while (next_signature < signatures.size() && signatures[next_signature].position <= bar_start)
+      signature = signatures[next_signature++];
+    out.push_back(static_cast<uint16_t>(bar()));
+    if (bars == 0 || signature.numerator != previous.numerator || signature.denominator != previous.denominator)
+      emit(kTimeSig, signature_index(signature));
+    const int64_t bar_end = bar_start + bar_steps(signature);
+    while (true) {
+      // the next position inside this bar with a note or a tempo change
+      int64_t position = bar_end;
+      if (next_note < score.notes.size()) position = std::min(position, score.notes[next_note].start);
+      if (next_tempo < score.tempos.size()) position = std::min(position, score.tempos[next_tempo].position);
+      if (position >= bar_end) break;
+      int new_tempo = -1;
+      while (next_tempo < score.tempos.size() && score.tempos[next_tempo].position == position) {
+        const int bin = tempo_bin(score.tempos[next_tempo++].bpm);
+        if (bin != tempo) new_tempo = bin;
+      }
+      const bool notes_here = next_note < score.notes.size() && score.notes[next_note].start == position;
+      if (!notes_here && new_tempo < 0) continue;
+      emit(kPosition, position - bar_start);
+      if (new_tempo >= 0) emit(kTempo, tempo = new_tempo);
+      for (; next_note < score.notes.size() && score.notes[next_note].start == position; ++next_note) {
+        const Note& n = score.notes[next_note];
+        emit(kProgram, n.program);
+        emit(kPitch, n.pitch);
+        emit(kVelocity, velocity_bin(n.velocity));
+        emit(kDuration, duration_index(std::max<int64_t>(n.duration, 1)));
+      }
+    }
+  }
+  out.push_back(static_cast<uint16_t>(eos()));
+  return out;
+}
+
+RemiDecoding RemiVocabulary::decode(const std::vector<uint16_t>& tokens) const {
+  RemiDecoding out;
+  TimeSignature signature;
+  int64_t bar_start = -1, position = -1;  // -1: before the first Bar / Position of the bar
+  int program = -1, pitch = -1, velocity = -1;
+  bool bar_opened = false;  // a Bar was read and no Position since: a TimeSig may follow
+  for (uint16_t token : tokens) {
+    if (token >= size()) {
+      ++out.skipped;
+      continue;
+    }
+    int f = 0;
+    while (token >= first_id(f + 1)) ++f;
+    const int64_t i = token - first_id(f);
+    bool ok = true;
+    switch (f) {
+      case kPadFamily:
+      case kBosFamily:
+        break;
+      case kEosFamily:
+        normalise(out.score);
+        return out;
+      case kBarFamily: {
+        const int64_t next = bar_start < 0 ? 0 : bar_start + bar_steps(signature);
+        ok = next <= kMaxBars * int64_t{kMaxBarSteps};
+        if (ok) bar_start = next, position = -1, bar_opened = true;
+        break;
+      }
+      case kTimeSig: {
+        ok = bar_opened;
+        if (!ok) break;
+        TimeSignature s{bar_start, static_cast<int>(i % kNumerators) + 1, kDenominators[i / kNumerators]};
+        if (out.score.time_signatures.empty() || s.numerator != signature.numerator ||
+            s.denominator != signature.denominator)
+          out.score.time_signatures.push_back(s);
+        signature = s;
+        break;
+      }
+      case kPosition:
+        ok = bar_start >= 0 && i < bar_steps(signature);
+        if (ok) position = bar_start + i, bar_opened = false;
+        break;
+      case kTempo:
+        ok = position >= 0;
+        if (ok) out.score.tempos.push_back({position, tempo_of_bin(static_cast<int>(i))});
+        break;
+      case kProgram:
+        ok = position >= 0;
+        if (ok) program = static_cast<int>(i), pitch = velocity = -1;
+        break;
+      case kPitch:
+        ok = program >= 0;
+        if (ok) pitch = static_cast<int>(i), velocity = -1;
+        break;
+      case kVelocity:
+        ok = pitch >= 0;
+        if (ok) velocity = velocity_of_bin(static_cast<int>(i));
+        break;
+      case kDuration:
+        ok = velocity >= 0;
+        if (ok) {
+          out.score.notes.push_back({position, duration_table()[static_cast<size_t>(i)], pitch, velocity, program});
+          pitch = velocity = -1;
+        }
+        break;
+    }
+    if (!ok) ++out.skipped;
+  }
+  normalise(out.score);
+  return out;
+}
+
+}  // namespace spe::midi

@@ -1,0 +1,160 @@
+#include "spe/nn/decoder.h"
+
+#include <ATen/ATen.h>
+#include <fmt/format.h>
+
+#include <stdexcept>
+#include <vector>
+
+#include "spe/attention/linear.h"
+#include "spe/attention/softmax.h"
+
+namespace spe::nn {
+
+void Decoder::check_tokens(const at::Tensor& tokens, int64_t vocab_size) const {
+  TORCH_CHECK(tokens.dim() == 1 && tokens.size(0) == batch_ && tokens.scalar_type() == at::kLong,
+              "decoder: tokens must be (B) int64 with B = ", batch_, ", got ", tokens.sizes(), " ",
+              tokens.scalar_type());
+  TORCH_CHECK(tokens.min().item<int64_t>() >= 0 && tokens.max().item<int64_t>() < vocab_size,
+              "decoder: token ids must lie in [0, ", vocab_size, ")");
+}
+
+namespace {
+
+void check_decodable(const Model& model, int64_t batch) {
+  if (model->options.kind() != ModelKind::language_model)
+    throw std::invalid_argument(fmt::format("decoding needs a language model, this model is a {}",
+                                            choice_name(model->options.kind(), kModelKinds)));
+  if (model->is_training())
+    throw std::invalid_argument("decoding: put the model in eval mode first (model->eval()), or dropout makes every "
+                                "step random");
+  if (batch < 1) throw std::invalid_argument(fmt::format("decoding: batch is {}, expected at least 1", batch));
+}
+
+// The SPE code of each new position, from one draw: next() gives positions 0, 1, 2, ... in turn
+// as (1, H, D, R) materialised codes.
+class PositionCodes {
+ public:
+  // Draws what TransformerImpl::forward's draw_code draws, from the same generator.
+  PositionCodes(SineSPE& sine, ConvSPE& conv, int64_t realizations, OptionalGenerator generator) {
+    if (sine) {
+      sine_ = sine;
+      noise_ = sine->sample_noise(realizations, generator);
+    } else {
+      conv_ = std::make_unique<ConvCodeStream>(*conv, draw_key(generator), realizations);
+    }
+  }
+  SPECode next() {
+    if (conv_) return conv_->next();
+    return sine_->code_at(at::full({1}, position_++, at::kLong), noise_);
+  }
+
+ private:
+  SineSPE sine_{nullptr};
+  at::Tensor noise_;  // (H, D, 2K, R)
+  std::unique_ptr<ConvCodeStream> conv_;
+  int64_t position_ = 0;
+};
+
+class RecurrentDecoder final : public Decoder {
+ public:
+  RecurrentDecoder(Model model, int64_t batch, OptionalGenerator generator) : Decoder(batch), model_(std::move(model)) {
+    const TransformerOptions& o = model_->options.transformer();
+    if (o.positional().kind() == PositionalKind::conv_spe && o.positional().conv_ndim() != 1)
+      throw std::invalid_argument("recurrent decoding: 2-D convSPE has no order of positions to extend; use the "
+                                  "prefix decoder");
+    const int64_t r = o.positional().realizations();
+    Transformer& t = model_->transformer;
+    if (t->sine_spe || t->conv_spe) shared_codes_ = std::make_unique<PositionCodes>(t->sine_spe, t->conv_spe, r, generator);
+    const at::ScalarType dtype = t->embedding->weight.scalar_type();
+    for (const auto& block : *t->blocks) {
+      SelfAttentionImpl& attention = *block->as<TransformerBlock>()->attention;
+      LayerState layer;
+      if (attention.sine_spe || attention.conv_spe)
+        layer.own_codes = std::make_unique<PositionCodes>(attention.sine_spe, attention.conv_spe, r, generator);
+      if (attention.spe_filter) layer.gate_noise = attention.spe_filter->sample_gate_noise(r, dtype, generator);
+      layers_.push_back(std::move(layer));
+    }
+  }
+
+  at::Tensor step(const at::Tensor& tokens) override {
+    Transformer& t = model_->transformer;
+    check_tokens(tokens, t->options.vocab_size());
+    at::NoGradGuard no_grad;
+    at::Tensor x = t->embed(tokens.unsqueeze(1), position_);  // (B, 1, E)
+    const SPECode shared = shared_codes_ ? shared_codes_->next() : SPECode();
+    for (size_t i = 0; i < layers_.size(); ++i) {
+      TransformerBlockImpl& block = *t->blocks[i]->as<TransformerBlock>();
+      x = block.feed_forward(x + attend(*block.attention, block.norm1(x), layers_[i], shared));
+    }
+    ++position_;
+    return model_->next_token_logits(t->final_norm(x)).select(1, 0);
+  }
+
+ private:
+  struct LayerState {
+    std::unique_ptr<PositionCodes> own_codes;  // the layer's own SPE, when the code is not shared
+    at::Tensor gate_noise;                     // (H, D, R), when gated
+    LinearAttentionState linear;               // linear attention: the prefix sums
+    at::Tensor keys, values;                   // softmax attention: (B, t, H, D)
+  };
+
+  // x: (B, 1, E), the normed input at position_ -> the attention output (B, 1, E).
+  at::Tensor attend(SelfAttentionImpl& attention, const at::Tensor& x, LayerState& layer, const SPECode& shared) {
+    auto [q, k, v] = attention.project(x, position_);  // (B, 1, H, D)
+    if (attention.spe_filter) {
+      const SPECode code = layer.own_codes ? layer.own_codes->next() : shared;
+      std::tie(q, k) = attention.spe_filter->filter(q, k, attention.spe_filter->gated_code(code, layer.gate_noise));
+    }
+    at::Tensor out;  // (B, 1, H, D)
+    if (!attention.feature_map) {
+      layer.keys = layer.keys.defined() ? at::cat({layer.keys, k}, 1) : k;
+      layer.values = layer.values.defined() ? at::cat({layer.values, v}, 1) : v;
+      out = softmax_attention(q, layer.keys, layer.values, AttentionMask::none(),
+                              attention.relative ? attention.relative.get() : nullptr);
+    } else {
+      const at::Tensor phi_q = attention.feature_map(q, FeatureRole::query).select(1, 0);  // (B, H, M)
+      const at::Tensor phi_k = attention.feature_map(k, FeatureRole::key).select(1, 0);
+      if (!layer.linear.kv.defined())
+        layer.linear = LinearAttentionState::zeros(batch_, phi_k.size(1), phi_k.size(2), v.size(3), v.options());
+      out = causal_linear_attention_step(phi_q, phi_k, v.select(1, 0), layer.linear).unsqueeze(1);
+    }
+    return attention.output(out.flatten(2));
+  }
+
+  Model model_;
+  std::unique_ptr<PositionCodes> shared_codes_;
+  std::vector<LayerState> layers_;
+};
+
+class PrefixDecoder final : public Decoder {
+ public:
+  PrefixDecoder(Model model, int64_t batch, OptionalGenerator generator)
+      : Decoder(batch),
+        model_(std::move(model)),
+        // Every step replays the same draws: a private generator, restored before each forward.
+        generator_(generator ? generator->clone() : make_generator(draw_key())) {}
+
+  at::Tensor step(const at::Tensor& tokens) override {
+    check_tokens(tokens, model_->options.transformer().vocab_size());
+    at::NoGradGuard no_grad;
+    prefix_ = prefix_.defined() ? at::cat({prefix_, tokens.unsqueeze(1)}, 1) : tokens.unsqueeze(1);
+    ++position_;
+    return model_->forward(prefix_, {}, {}, {}, generator_.clone()).select(1, -1);
+  }
+
+ private:
+  Model model_;
+  at::Generator generator_;
+  at::Tensor prefix_;  // (B, t) the tokens so far
+};
+
+}  // namespace
+
+std::unique_ptr<Decoder> make_decoder(DecoderKind kind, Model model, int64_t batch, OptionalGenerator generator) {
+  check_decodable(model, batch);
+  if (kind == DecoderKind::prefix) return std::make_unique<PrefixDecoder>(std::move(model), batch, generator);
+  return std::make_unique<RecurrentDecoder>(std::move(model), batch, generator);
+}
+
+}  // namespace spe::nn

@@ -1,0 +1,146 @@
+// Token-by-token decoding: the recurrent decoder and the prefix decoder give, at every position,
+// the logits of one full forward pass with the same SPE draw, for every encoding and attention a
+// language model can have; bad uses are refused. Also the pieces the recurrent path rests on:
+// noise keyed by position and the convSPE code extended one position at a time.
+#include "spe/nn/decoder.h"
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include <fmt/format.h>
+
+#include <cmath>
+
+#include "support/errors.h"
+
+namespace spe::nn {
+namespace {
+
+constexpr int64_t kVocab = 11, kBatch = 2, kLength = 13;
+
+struct Case {
+  PositionalKind pe;
+  AttentionKind attention;
+  bool shared_code = true;
+  bool gated = true;
+};
+
+Model float64_language_model(const Case& c) {
+  TransformerOptions o(kVocab);
+  o.dim(16).heads(2).layers(2).ffn_dim(24).dropout(0.0);
+  o.positional().kind(c.pe).realizations(6).sines(2).kernel_size(4).clip(3).max_length(32);
+  o.positional().shared_code(c.shared_code).gated(c.gated);
+  o.attention().kind(c.attention).features(8);
+  at::manual_seed(3);
+  Model model(ModelOptions(ModelKind::language_model, o));
+  model->to(at::kDouble);
+  model->eval();
+  return model;
+}
+
+std::string describe(const Case& c) {
+  return fmt::format("{} + {}{}{}", choice_name(c.pe, kPositionalKinds), choice_name(c.attention, kAttentionKinds),
+                     c.shared_code ? "" : ", code per layer", c.gated ? "" : ", no gate");
+}
+
+// The logits of each position, one step at a time: (B, N, V).
+at::Tensor decode_all(Decoder& decoder, const at::Tensor& tokens) {
+  std::vector<at::Tensor> steps;
+  for (int64_t t = 0; t < tokens.size(1); ++t) steps.push_back(decoder.step(tokens.select(1, t)));
+  return at::stack(steps, 1);
+}
+
+TEST(Decoder, EveryKindMatchesTheFullForwardWithTheSameDraw) {
+  std::vector<Case> cases;
+  for (PositionalKind pe : {PositionalKind::none, PositionalKind::sinusoidal, PositionalKind::learned,
+                            PositionalKind::rotary, PositionalKind::sine_spe, PositionalKind::conv_spe})
+    for (AttentionKind attention : {AttentionKind::linear, AttentionKind::favor, AttentionKind::softmax})
+      cases.push_back({pe, attention});
+  cases.push_back({PositionalKind::shaw, AttentionKind::softmax});
+  for (PositionalKind pe : {PositionalKind::sine_spe, PositionalKind::conv_spe}) {
+    cases.push_back({pe, AttentionKind::linear, false, true});
+    cases.push_back({pe, AttentionKind::linear, true, false});
+  }
+  at::manual_seed(9);
+  const at::Tensor tokens = at::randint(0, kVocab, {kBatch, kLength}, at::kLong);
+  for (const Case& c : cases) {
+    SCOPED_TRACE(describe(c));
+    Model model = float64_language_model(c);
+    const at::Tensor full = model->forward(tokens, {}, {}, {}, make_generator(21));
+    for (const auto& kind : kDecoderKinds) {
+      SCOPED_TRACE(kind.name);
+      auto decoder = make_decoder(kind.value, model, kBatch, make_generator(21));
+      const at::Tensor stepped = decode_all(*decoder, tokens);
+      EXPECT_EQ(decoder->position(), kLength);
+      EXPECT_LT((stepped - full).abs().max().item<double>(), 1e-10);
+    }
+  }
+}
+
+// Without the same draw the SPE logits differ: the equality above is not an accident of a code
+// that does nothing.
+TEST(Decoder, AnotherDrawGivesOtherSPELogits) {
+  for (PositionalKind pe : {PositionalKind::sine_spe, PositionalKind::conv_spe}) {
+    Model model = float64_language_model({pe, AttentionKind::linear});
+    const at::Tensor tokens = at::randint(0, kVocab, {kBatch, 6}, at::kLong);
+    const at::Tensor full = model->forward(tokens, {}, {}, {}, make_generator(1));
+    auto decoder = make_decoder(DecoderKind::recurrent, model, kBatch, make_generator(2));
+    EXPECT_GT((decode_all(*decoder, tokens) - full).abs().max().item<double>(), 1e-6);
+  }
+}
+
+TEST(Decoder, RefusesWhatItCannotDecode) {
+  Model model = float64_language_model({PositionalKind::none, AttentionKind::linear});
+  auto decoder = make_decoder(DecoderKind::recurrent, model, kBatch);
+  EXPECT_ERROR_CONTAINS(decoder->step(at::zeros({3}, at::kLong));, "(B) int64 with B = 2");
+  EXPECT_ERROR_CONTAINS(decoder->step(at::full({kBatch}, kVocab, at::kLong));, "[0, 11)");
+  EXPECT_ERROR_CONTAINS(make_decoder(DecoderKind::recurrent, model, 0);, "batch is 0");
+  model->train();
+  EXPECT_ERROR_CONTAINS(make_decoder(DecoderKind::recurrent, model, 1);, "eval mode");
+  TransformerOptions o(kVocab);
+  o.dim(8).heads(2).layers(1).ffn_dim(8);
+  Model classifier(ModelOptions(ModelKind::classifier, o));
+  classifier->eval();
+  EXPECT_ERROR_CONTAINS(make_decoder(DecoderKind::prefix, classifier, 1);, "needs a language model");
+}
+
+TEST(KeyedNoise, RowsAreTheSameWhicheverRangeDrawsThem) {
+  const at::Tensor whole = keyed_normal_rows(77, 0, 40, 9, at::kDouble);
+  const at::Tensor middle = keyed_normal_rows(77, 13, 5, 9, at::kDouble);
+  EXPECT_TRUE(at::equal(whole.narrow(0, 13, 5), middle));
+  EXPECT_FALSE(at::equal(whole, keyed_normal_rows(78, 0, 40, 9, at::kDouble)));
+}
+
+// n = 400 x 500 = 2e5 draws: the sample mean has sd 1/sqrt(n), the sample variance sd
+// sqrt(2/n), and the correlation of neighbouring rows and of neighbouring columns sd
+// 1/sqrt(n): each is checked at 5 sd (a false alarm about once in 3.5 million).
+TEST(KeyedNoise, IsStandardNormalAndUncorrelated) {
+  const at::Tensor z = keyed_normal_rows(12345, 1000, 400, 500, at::kDouble);
+  const double n = static_cast<double>(z.numel()), bound = 5.0 / std::sqrt(n);
+  EXPECT_LT(std::abs(z.mean().item<double>()), bound);
+  EXPECT_LT(std::abs(z.var().item<double>() - 1.0), 5.0 * std::sqrt(2.0 / n));
+  const double rows = (z.narrow(0, 1, 399) * z.narrow(0, 0, 399)).mean().item<double>();
+  const double columns = (z.narrow(1, 1, 499) * z.narrow(1, 0, 499)).mean().item<double>();
+  EXPECT_LT(std::abs(rows), 5.0 / std::sqrt(399.0 * 500.0));
+  EXPECT_LT(std::abs(columns), 5.0 / std::sqrt(400.0 * 499.0));
+  // The fraction inside one sd: 0.6827 for a normal, binomial sd sqrt(p (1 - p) / n).
+  const double inside = (z.abs() < 1.0).to(at::kDouble).mean().item<double>();
+  EXPECT_LT(std::abs(inside - 0.682689), 5.0 * std::sqrt(0.682689 * 0.317311 / n));
+}
+
+TEST(ConvCodeStream, ExtendsTheCodeOfTheSameKey) {
+  ConvSPE spe(ConvSPEOptions(2, 3).kernel_size(5).realizations(4));
+  spe->to(at::kDouble);
+  const SPECode whole = spe->code_for_key({17}, 99);
+  ConvCodeStream stream(*spe, 99);
+  for (int64_t t = 0; t < 17; ++t) {
+    const SPECode code = stream.next();
+    ASSERT_LT((code.qbar[0] - whole.qbar[t]).abs().max().item<double>(), 1e-12) << "position " << t;
+    ASSERT_LT((code.kbar[0] - whole.kbar[t]).abs().max().item<double>(), 1e-12) << "position " << t;
+  }
+  ConvSPE image(ConvSPEOptions(2, 3).ndim(2).kernel_size(3));
+  EXPECT_ERROR_CONTAINS(ConvCodeStream(*image, 1);, "only for sequences");
+}
+
+}  // namespace
+}  // namespace spe::nn

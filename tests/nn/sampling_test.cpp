@@ -1,0 +1,90 @@
+// Next-token sampling: temperature and nucleus truncation against hand computations, banned
+// tokens, draws against the distribution (bounds from the binomial sd), and bad options.
+#include "spe/nn/sampling.h"
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "spe/random.h"
+#include "support/errors.h"
+
+namespace spe::nn {
+namespace {
+
+at::Tensor logits_of(const std::vector<double>& probabilities) {
+  return at::log(at::tensor(probabilities, at::kDouble)).unsqueeze(0);
+}
+
+TEST(Sampling, TemperatureDividesTheLogits) {
+  const at::Tensor logits = at::tensor({1.0, 2.0, -0.5}, at::kDouble).unsqueeze(0);
+  SamplingOptions o;
+  o.temperature = 0.5;
+  const at::Tensor p = sampling_distribution(logits, o);
+  const double z = std::exp(2.0) + std::exp(4.0) + std::exp(-1.0);
+  EXPECT_NEAR(p[0][0].item<double>(), std::exp(2.0) / z, 1e-15);
+  EXPECT_NEAR(p[0][1].item<double>(), std::exp(4.0) / z, 1e-15);
+  EXPECT_NEAR(p[0][2].item<double>(), std::exp(-1.0) / z, 1e-15);
+}
+
+TEST(Sampling, TopPKeepsTheSmallestSetReachingTheMass) {
+  const at::Tensor logits = logits_of({0.15, 0.5, 0.05, 0.3});
+  SamplingOptions o;
+  o.top_p = 0.7;  // 0.5 + 0.3 reach it
+  const at::Tensor p = sampling_distribution(logits, o);
+  EXPECT_TRUE(at::allclose(p, at::tensor({0.0, 0.625, 0.0, 0.375}, at::kDouble).unsqueeze(0), 0, 1e-12)) << p;
+  o.top_p = 0.85;  // needs the third
+  EXPECT_TRUE(at::allclose(sampling_distribution(logits, o),
+                           at::tensor({0.15, 0.5, 0.0, 0.3}, at::kDouble).unsqueeze(0) / 0.95, 0, 1e-12));
+  o.top_p = 0.2;  // the most likely token alone
+  EXPECT_TRUE(at::allclose(sampling_distribution(logits, o), at::tensor({0.0, 1.0, 0.0, 0.0}, at::kDouble).unsqueeze(0)));
+}
+
+TEST(Sampling, BannedTokensAreNeverDrawn) {
+  const at::Tensor logits = logits_of({0.7, 0.1, 0.2});
+  SamplingOptions o;
+  o.banned = {0};
+  const at::Tensor p = sampling_distribution(logits, o);
+  EXPECT_EQ(p[0][0].item<double>(), 0.0);
+  EXPECT_NEAR(p[0][1].item<double>(), 1.0 / 3.0, 1e-12);
+  at::Generator g = make_generator(5);
+  const at::Tensor draws = sample_tokens(logits.expand({500, 3}), o, g);
+  EXPECT_FALSE((draws == 0).any().item<bool>());
+}
+
+// n draws of category i: count ~ Binomial(n, p_i), checked within 5 sd of n p_i.
+TEST(Sampling, DrawsFollowTheDistribution) {
+  const std::vector<double> probabilities{0.4, 0.25, 0.2, 0.1, 0.05};
+  const int64_t n = 20000;
+  at::Generator g = make_generator(11);
+  SamplingOptions o;
+  o.top_p = 0.9;  // drops the 0.05 token: the others are renormalised by 0.95
+  const at::Tensor draws = sample_tokens(logits_of(probabilities).expand({n, 5}), o, g);
+  const at::Tensor counts = at::bincount(draws, {}, 5);
+  for (int64_t i = 0; i < 5; ++i) {
+    const double p = i == 4 ? 0.0 : probabilities[static_cast<size_t>(i)] / 0.95;
+    const double sd = std::sqrt(n * p * (1.0 - p));
+    EXPECT_LE(std::abs(counts[i].item<double>() - n * p), 5.0 * sd) << "token " << i;
+  }
+}
+
+TEST(Sampling, RefusesBadOptions) {
+  const at::Tensor logits = at::zeros({1, 4}, at::kDouble);
+  SamplingOptions o;
+  o.temperature = 0.0;
+  EXPECT_ERROR_CONTAINS(sampling_distribution(logits, o), "temperature is 0");
+  o = {};
+  o.top_p = 1.5;
+  EXPECT_ERROR_CONTAINS(sampling_distribution(logits, o), "top_p is 1.5");
+  o = {};
+  o.banned = {4};
+  EXPECT_ERROR_CONTAINS(sampling_distribution(logits, o), "banned token 4");
+  o.banned = {0, 1, 2, 3};
+  EXPECT_ERROR_CONTAINS(sampling_distribution(logits, o), "every token is banned");
+  o = {};
+  EXPECT_ERROR_CONTAINS(sampling_distribution(at::full({1, 3}, NAN, at::kDouble), o), "NaN");
+}
+
+}  // namespace
+}  // namespace spe::nn
