@@ -61,7 +61,7 @@ void info(const std::string& file) {
     end = std::max(end, n.start + n.duration);
   }
   std::vector<std::string> names;
-  for (int p : programs) names.push_back(p == midi::kDrumProgram ? "drums" : std::to_string(p));
+  for (int p : programs) names.push_back(p == midi::kDrumProgram ? "\"drums\"" : std::to_string(p));
   std::cout << fmt::format("{{\"file\": \"{}\", \"format\": {}, \"tracks\": {}, \"ticks_per_quarter\": {}, \"notes\": {}, "
                            "\"quarter_notes\": {:.2f}, \"tempo_changes\": {}, \"time_signatures\": {}, \"programs\": [{}]}}\n",
                            file, midi.format, midi.tracks.size(), midi.ticks_per_quarter, score.notes.size(),

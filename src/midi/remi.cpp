@@ -51,10 +51,21 @@ const FamilyInfo& family(int f) {
   return table[f];
 }
 
+// The first id of each family, and the vocabulary size at index kFamilies.
 int64_t first_id(int f) {
-  int64_t id = 0;
-  for (int i = 0; i < f; ++i) id += family(i).count;
-  return id;
+  static const std::vector<int64_t> firsts = [] {
+    std::vector<int64_t> out{0};
+    for (int i = 0; i < kFamilies; ++i) out.push_back(out.back() + family(i).count);
+    return out;
+  }();
+  return firsts[static_cast<size_t>(f)];
+}
+
+// The family of a token id below the vocabulary size.
+int family_of(int64_t id) {
+  int f = 0;
+  while (id >= first_id(f + 1)) ++f;
+  return f;
 }
 
 double tempo_of_bin(int bin) { return kMinBpm * std::pow(kMaxBpm / kMinBpm, bin / double(kTempoBins - 1)); }
@@ -94,8 +105,7 @@ int64_t RemiVocabulary::size() const { return first_id(kFamilies); }
 
 std::string RemiVocabulary::token_name(int64_t id) const {
   if (id < 0 || id >= size()) throw std::out_of_range(fmt::format("token {} is not in [0, {})", id, size()));
-  int f = 0;
-  while (id >= first_id(f + 1)) ++f;
+  const int f = family_of(id);
   const int64_t i = id - first_id(f);
   switch (f) {
     case kTimeSig:
@@ -135,15 +145,24 @@ std::string RemiVocabulary::describe() const {
 }
 
 std::vector<uint16_t> RemiVocabulary::encode(const Score& score) const {
+  for (const Note& n : score.notes)
+    if (n.start < 0 || n.pitch < 0 || n.pitch > 127 || n.velocity < 1 || n.velocity > 127 || n.program < 0 ||
+        n.program > kDrumProgram)
+      throw std::invalid_argument(fmt::format("a note (start {}, pitch {}, velocity {}, program {}) is outside the ranges "
+                                              "of a score (start >= 0, pitch 0..127, velocity 1..127, program 0..128)",
+                                              n.start, n.pitch, n.velocity, n.program));
   std::vector<uint16_t> out{static_cast<uint16_t>(bos())};
   auto emit = [&](int f, int64_t i) { out.push_back(static_cast<uint16_t>(first_id(f) + i)); };
+  // The tempo changes that make tokens: binned, each to another bin than the one before.
+  std::vector<std::pair<int64_t, int>> tempos;  // (position, bin)
+  for (const TempoChange& t : score.tempos)
+    if (tempos.empty() || tempo_bin(t.bpm) != tempos.back().second) tempos.emplace_back(t.position, tempo_bin(t.bpm));
   int64_t last = -1;  // the last position with content
   if (!score.notes.empty()) last = score.notes.back().start;
-  if (!score.tempos.empty()) last = std::max(last, score.tempos.back().position);
+  if (!tempos.empty()) last = std::max(last, tempos.back().first);
   std::vector<TimeSignature> signatures;
   for (const TimeSignature& s : score.time_signatures) signatures.push_back(nearest_signature(s));
   size_t next_note = 0, next_tempo = 0, next_signature = 0;
-  int tempo = -1;  // the current tempo bin
   TimeSignature signature;  // 4/4 until a change
   int64_t bars = 0;
   for (int64_t bar_start = 0; bar_start <= last; bar_start += bar_steps(signature), ++bars) {
@@ -160,17 +179,10 @@ std::vector<uint16_t> RemiVocabulary::encode(const Score& score) const {
       // the next position inside this bar with a note or a tempo change
       int64_t position = bar_end;
       if (next_note < score.notes.size()) position = std::min(position, score.notes[next_note].start);
-      if (next_tempo < score.tempos.size()) position = std::min(position, score.tempos[next_tempo].position);
+      if (next_tempo < tempos.size()) position = std::min(position, tempos[next_tempo].first);
       if (position >= bar_end) break;
-      int new_tempo = -1;
-      while (next_tempo < score.tempos.size() && score.tempos[next_tempo].position == position) {
-        const int bin = tempo_bin(score.tempos[next_tempo++].bpm);
-        if (bin != tempo) new_tempo = bin;
-      }
-      const bool notes_here = next_note < score.notes.size() && score.notes[next_note].start == position;
-      if (!notes_here && new_tempo < 0) continue;
       emit(kPosition, position - bar_start);
-      if (new_tempo >= 0) emit(kTempo, tempo = new_tempo);
+      if (next_tempo < tempos.size() && tempos[next_tempo].first == position) emit(kTempo, tempos[next_tempo++].second);
       for (; next_note < score.notes.size() && score.notes[next_note].start == position; ++next_note) {
         const Note& n = score.notes[next_note];
         emit(kProgram, n.program);
@@ -195,8 +207,7 @@ RemiDecoding RemiVocabulary::decode(const std::vector<uint16_t>& tokens) const {
       ++out.skipped;
       continue;
     }
-    int f = 0;
-    while (token >= first_id(f + 1)) ++f;
+    const int f = family_of(token);
     const int64_t i = token - first_id(f);
     bool ok = true;
     switch (f) {
@@ -209,7 +220,7 @@ RemiDecoding RemiVocabulary::decode(const std::vector<uint16_t>& tokens) const {
       case kBarFamily: {
         const int64_t next = bar_start < 0 ? 0 : bar_start + bar_steps(signature);
         ok = next <= kMaxBars * int64_t{kMaxBarSteps};
-        if (ok) bar_start = next, position = -1, bar_opened = true;
+        if (ok) bar_start = next, position = program = pitch = velocity = -1, bar_opened = true;
         break;
       }
       case kTimeSig: {
@@ -224,7 +235,7 @@ RemiDecoding RemiVocabulary::decode(const std::vector<uint16_t>& tokens) const {
       }
       case kPosition:
         ok = bar_start >= 0 && i < bar_steps(signature);
-        if (ok) position = bar_start + i, bar_opened = false;
+        if (ok) position = bar_start + i, bar_opened = false, program = pitch = velocity = -1;
         break;
       case kTempo:
         ok = position >= 0;
