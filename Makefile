@@ -5,7 +5,9 @@ BUILD_DIR ?= build
 JOBS ?= 2
 DEMO_DIR ?= out
 
-.PHONY: all setup configure build test demo clean
+FUZZ_SECONDS ?= 60
+
+.PHONY: all setup configure build test demo fuzz clean
 
 all: build
 
@@ -23,6 +25,10 @@ test: build
 
 demo: build
 	bash scripts/demo.sh $(BUILD_DIR)/spe $(DEMO_DIR)
+
+# Each libFuzzer target (clang, ASan, UBSan) for FUZZ_SECONDS on its corpus; see docs/FUZZING.md.
+fuzz: build
+	bash fuzz/run.sh $(FUZZ_SECONDS)
 
 clean:
 	rm -rf $(BUILD_DIR)

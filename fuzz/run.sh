@@ -1,12 +1,19 @@
 #!/usr/bin/env bash
 # Builds the fuzzers (clang, ASan, UBSan) into build-fuzz/ and runs each on its corpus.
-#   fuzz/run.sh SECONDS          each target for SECONDS (CI: a short smoke run)
-#   fuzz/run.sh --runs N         each target for N executions (the long runs in docs/FUZZING.md)
-# Fails on any finding; the crashing input is left in build-fuzz/findings/.
+#   fuzz/run.sh SECONDS [TARGET...]     each target for SECONDS (CI: a short smoke run)
+#   fuzz/run.sh --runs N [TARGET...]    each target for N executions (the long runs in docs/FUZZING.md)
+# TARGET is one of the targets below (default: all). Fails on any finding; the crashing input is
+# left in build-fuzz/findings/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-limit=(-max_total_time="${1:-60}")
-if [ "${1:-}" = "--runs" ]; then limit=(-runs="$2"); fi
+if [ "${1:-}" = "--runs" ]; then
+  limit=(-runs="$2"); shift 2
+else
+  limit=(-max_total_time="${1:-60}"); shift $(( $# > 0 ? 1 : 0 ))
+fi
+# target:corpus
+all_targets=(fuzz_midi:midi fuzz_midi_read:midi fuzz_remi_decode:remi)
+selected=("$@")
 
 CC=clang CXX=clang++ cmake -S fuzz -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo > /dev/null
 cmake --build build-fuzz -j 2
@@ -24,10 +31,10 @@ if [ -x build/spe ] && [ -z "$(ls -A build-fuzz/corpus/remi)" ]; then
   done
 fi
 
-for target in midi remi; do
-  binary=build-fuzz/fuzz_midi
-  [ "$target" = remi ] && binary=build-fuzz/fuzz_remi_decode
-  echo "fuzz: $binary ${limit[*]}"
-  "$binary" "${limit[@]}" -max_len=16384 -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
-    -artifact_prefix=build-fuzz/findings/ build-fuzz/corpus/$target 2>&1 | tail -n 12
+for entry in "${all_targets[@]}"; do
+  target=${entry%%:*} corpus=${entry#*:}
+  if [ ${#selected[@]} -gt 0 ] && [[ ! " ${selected[*]} " =~ " $target " ]]; then continue; fi
+  echo "fuzz: $target ${limit[*]} on corpus/$corpus"
+  "build-fuzz/$target" "${limit[@]}" -max_len=16384 -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+    -artifact_prefix=build-fuzz/findings/ "build-fuzz/corpus/$corpus" 2>&1 | tail -n 12
 done
