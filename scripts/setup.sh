@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 packages=(
   build-essential cmake ninja-build ccache pkg-config
-  libtorch-dev libopenblas-dev
+  libtorch-dev libopenblas-dev libgloo-dev      # libgloo-dev: headers of c10d's Gloo process group
   libgtest-dev libgmock-dev libbenchmark-dev
   libcli11-dev nlohmann-json3-dev libyaml-cpp-dev libfmt-dev libspdlog-dev libcsv-dev zlib1g-dev
   gnuplot-nox

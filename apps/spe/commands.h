@@ -23,7 +23,9 @@ void add_info_command(CLI::App& app);
 void add_kernel_command(CLI::App& app);
 void add_bench_command(CLI::App& app);
 void add_data_command(CLI::App& app);
-void add_train_commands(CLI::App& app);  // train, eval, config
+// train, eval, config; command_line is this process's arguments, for `spe train --nproc N` to
+// start its workers with.
+void add_train_commands(CLI::App& app, const std::vector<std::string>& command_line);
 void add_plot_command(CLI::App& app);
 void add_compare_command(CLI::App& app);
 void add_midi_command(CLI::App& app);  // midi encode, decode, vocab

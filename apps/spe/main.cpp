@@ -2,6 +2,7 @@
 #include <ATen/Parallel.h>
 #include <c10/util/Exception.h>
 
+#include <cstdlib>
 #include <iostream>
 #include <thread>
 
@@ -12,8 +13,10 @@ int main(int argc, char** argv) {
   CLI::App app{"spe: stochastic positional encoding (SPE) and linear attention on LibTorch"};
   app.set_version_flag("--version", std::string("spe ") + spe::version());
   app.require_subcommand(0, 1);
+  // The cores, or OMP_NUM_THREADS when a launcher (torchrun, spe train --nproc) sets it per worker.
   int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  app.add_option("--threads", threads, "intra-op threads for LibTorch and spe kernels")
+  if (const char* omp = std::getenv("OMP_NUM_THREADS"); omp && std::atoi(omp) > 0) threads = std::atoi(omp);
+  app.add_option("--threads", threads, "intra-op threads for LibTorch and spe kernels (per worker)")
       ->check(spe::cli::positive_integer())
       ->capture_default_str();
   app.parse_complete_callback([&] { at::set_num_threads(threads); });
@@ -21,7 +24,7 @@ int main(int argc, char** argv) {
   spe::cli::add_kernel_command(app);
   spe::cli::add_bench_command(app);
   spe::cli::add_data_command(app);
-  spe::cli::add_train_commands(app);
+  spe::cli::add_train_commands(app, std::vector<std::string>(argv, argv + argc));
   spe::cli::add_plot_command(app);
   spe::cli::add_compare_command(app);
   spe::cli::add_midi_command(app);

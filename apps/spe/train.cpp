@@ -1,4 +1,5 @@
 // `spe train`, `spe eval` and `spe config`: training runs from a YAML configuration.
+#include <ATen/Parallel.h>
 #include <fmt/format.h>
 
 #include <unistd.h>
@@ -8,6 +9,7 @@
 
 #include "commands.h"
 #include "spe/train/checkpoint.h"
+#include "spe/train/distributed.h"
 #include "spe/train/trainer.h"
 
 namespace spe::cli {
@@ -23,9 +25,23 @@ void add_config_options(CLI::App& sub, ConfigArgs& a) {
   sub.add_option("--set", a.overrides, "override one key, e.g. --set model.layers=4 (repeatable)")->take_all();
 }
 
-void add_train(CLI::App& app) {
+// The command line without `--nproc N`: what each local worker runs.
+std::vector<std::string> worker_command(const std::vector<std::string>& command_line) {
+  std::vector<std::string> out;
+  for (size_t i = 0; i < command_line.size(); ++i) {
+    if (command_line[i] == "--nproc") {
+      ++i;
+      continue;
+    }
+    if (command_line[i].rfind("--nproc=", 0) != 0) out.push_back(command_line[i]);
+  }
+  return out;
+}
+
+void add_train(CLI::App& app, const std::vector<std::string>& command_line) {
   auto a = std::make_shared<ConfigArgs>();
   auto options = std::make_shared<train::TrainerOptions>();
+  auto nproc = std::make_shared<int64_t>(0);
   auto* sub = app.add_subcommand("train", "train a model from a configuration");
   add_config_options(*sub, *a);
   sub->add_option("--out", options->out_dir, "output folder: config, metrics, checkpoints")->required();
@@ -36,7 +52,22 @@ void add_train(CLI::App& app) {
   sub->add_option("--budget", *budget_minutes, "stop after this many minutes (evaluated and checkpointed)")
       ->check(CLI::PositiveNumber);
   sub->add_flag("!--no-progress", options->progress, "no progress line on stderr (messages stay)");
-  sub->callback([a, options, budget_minutes] {
+  sub->add_option("--nproc", *nproc, "train data-parallel on N local processes (torchrun's variables are set for each)")
+      ->check(positive_integer());
+  sub->add_option("--timeout", options->timeout_s,
+                  "data-parallel: seconds a rank waits for the others before it stops with an error")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  sub->callback([a, options, budget_minutes, nproc, command_line] {
+    if (*nproc > 0) {
+      if (train::launch_environment())
+        throw std::runtime_error("--nproc starts its own workers: do not combine it with a launcher's WORLD_SIZE");
+      const int64_t threads = std::max<int64_t>(1, at::get_num_threads() / *nproc);
+      if (train::run_local_workers(worker_command(command_line), *nproc, options->timeout_s, threads) != 0)
+        throw std::runtime_error(fmt::format("data-parallel training on {} processes failed (see above)", *nproc));
+      return;
+    }
+    options->launch = train::launch_environment();
     options->time_budget_s = *budget_minutes * 60;
     // A resumed run without --config continues with the configuration it saved.
     const std::string path = a->config.empty() && options->resume ? options->out_dir + "/config.yaml" : a->config;
@@ -75,8 +106,8 @@ void add_config(CLI::App& app) {
 
 }  // namespace
 
-void add_train_commands(CLI::App& app) {
-  add_train(app);
+void add_train_commands(CLI::App& app, const std::vector<std::string>& command_line) {
+  add_train(app, command_line);
   add_eval(app);
   add_config(app);
 }

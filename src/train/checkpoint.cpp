@@ -87,6 +87,8 @@ CheckpointHeader read_header(torch::serialize::InputArchive& archive, const std:
   at::Tensor best;
   archive.read("state/best_metric", best);
   s.best_metric = best.item<double>();
+  at::Tensor world_size;  // absent from checkpoints of single-process runs before data parallelism
+  s.world_size = archive.try_read("state/world_size", world_size) ? world_size.item<int64_t>() : 1;
   return header;
 }
 
@@ -101,10 +103,15 @@ torch::serialize::InputArchive open_archive(const std::string& path) {
   return archive;
 }
 
+// "rng/cpu" and "rng/draws" for rank 0 (and single-process runs), "rng/cpu/rank1", ... for the others.
+std::string generator_key(const char* stream, int64_t rank) {
+  return rank == 0 ? fmt::format("rng/{}", stream) : fmt::format("rng/{}/rank{}", stream, rank);
+}
+
 }  // namespace
 
 void save_checkpoint(const std::string& path, const CheckpointHeader& header, nn::ModelImpl& model,
-                     torch::optim::Optimizer* optimizer) {
+                     torch::optim::Optimizer* optimizer, const std::vector<RankGenerators>& ranks) {
   torch::serialize::OutputArchive archive;
   archive.write("config", c10::IValue(to_yaml(header.config)));
   archive.write("data/task", c10::IValue(header.data.task));
@@ -117,6 +124,7 @@ void save_checkpoint(const std::string& path, const CheckpointHeader& header, nn
   archive.write("state/offset", int_tensor(header.state.sampler.offset));
   archive.write("state/has_best", int_tensor(header.state.has_best));
   archive.write("state/best_metric", at::full({1}, header.state.best_metric, at::kDouble));
+  archive.write("state/world_size", int_tensor(header.state.world_size));
   torch::serialize::OutputArchive model_archive;
   model.save(model_archive);
   archive.write("model", model_archive);
@@ -124,9 +132,15 @@ void save_checkpoint(const std::string& path, const CheckpointHeader& header, nn
     torch::serialize::OutputArchive optimizer_archive;
     optimizer->save(optimizer_archive);
     archive.write("optimizer", optimizer_archive);
-    at::Generator generator = at::detail::getDefaultCPUGenerator();
-    std::lock_guard<std::mutex> lock(generator.mutex());
-    archive.write("rng/cpu", generator.get_state());
+    if (ranks.empty()) {
+      at::Generator generator = at::detail::getDefaultCPUGenerator();
+      std::lock_guard<std::mutex> lock(generator.mutex());
+      archive.write(generator_key("cpu", 0), generator.get_state());
+    }
+    for (size_t rank = 0; rank < ranks.size(); ++rank) {
+      archive.write(generator_key("cpu", static_cast<int64_t>(rank)), ranks[rank].global);
+      if (ranks[rank].draws.defined()) archive.write(generator_key("draws", static_cast<int64_t>(rank)), ranks[rank].draws);
+    }
   }
   std::ostringstream stream;
   archive.save_to(stream);
@@ -139,7 +153,7 @@ CheckpointHeader read_checkpoint_header(const std::string& path) {
 }
 
 CheckpointHeader load_checkpoint(const std::string& path, nn::ModelImpl& model, torch::optim::Optimizer* optimizer,
-                                 const Config* expected) {
+                                 const Config* expected, int64_t rank, at::Generator* draws) {
   torch::serialize::InputArchive archive = open_archive(path);
   CheckpointHeader header = read_header(archive, path);
   if (expected && model_yaml(*expected) != model_yaml(header.config))
@@ -155,10 +169,16 @@ CheckpointHeader load_checkpoint(const std::string& path, nn::ModelImpl& model, 
       archive.read("optimizer", optimizer_archive);
       optimizer->load(optimizer_archive);
       at::Tensor state;
-      archive.read("rng/cpu", state);
+      archive.read(generator_key("cpu", rank), state);
       at::Generator generator = at::detail::getDefaultCPUGenerator();
-      std::lock_guard<std::mutex> lock(generator.mutex());
-      generator.set_state(state);
+      {
+        std::lock_guard<std::mutex> lock(generator.mutex());
+        generator.set_state(state);
+      }
+      if (draws && archive.try_read(generator_key("draws", rank), state)) {
+        std::lock_guard<std::mutex> lock(draws->mutex());
+        draws->set_state(state);
+      }
     }
   } catch (const c10::Error& e) {
     throw std::runtime_error(fmt::format("checkpoint '{}' does not fit this model: {}", path, e.what_without_backtrace()));
@@ -181,7 +201,9 @@ nn::Model build_model(const Config& config, const data::DatasetInfo& data) {
   if (options.kind() != nn::ModelKind::dual_encoder && data.fields != 1)
     throw std::invalid_argument(
         fmt::format("the dataset '{}' holds pairs: set model.kind to dual_encoder", data.task));
-  return nn::Model(options);
+  nn::Model model(options);
+  if (config.train.dtype == Precision::float64) model->to(at::kDouble);
+  return model;
 }
 
 SavedModel load_saved_model(const std::string& checkpoint) {

@@ -150,6 +150,8 @@ void bind_train(Binder& b, TrainConfig& t) {
   b.field("eval_batch_size", t.eval_batch_size);
   b.field("checkpoint_every", t.checkpoint_every);
   b.field("log_every", t.log_every);
+  b.choice("dtype", t.dtype, kPrecisions);
+  b.choice("rank_draws", t.rank_draws, kRankDraws);
 }
 
 void bind(Binder& b, Config& c) {

@@ -61,6 +61,14 @@ fs::path majority_data(const std::string& name) {
   return dir;
 }
 
+TrainerOptions run_in(const fs::path& out, bool resume = false, int64_t until_step = 0) {
+  TrainerOptions options;
+  options.out_dir = out.string();
+  options.resume = resume;
+  options.until_step = until_step;
+  return options;
+}
+
 TEST(Trainer, LearnsMajorityVote) {
   at::set_num_threads(1);
   const fs::path data_dir = majority_data("learn_data"), out = fresh_folder("learn_run");
@@ -68,7 +76,7 @@ TEST(Trainer, LearnsMajorityVote) {
   c.train.steps = 150;
   c.train.lr = 3e-3;
   c.train.eval_every = 150;
-  train(c, {out.string(), false, 0, false});
+  train(c, run_in(out));
   nn::Model model = build_model(c, majority(1, "valid", 2).info());
   load_checkpoint((out / "checkpoint.pt").string(), *model, nullptr, &c);
   const EvalResult r = evaluate(*model, data::Dataset::load(data::split_path(data_dir.string(), "valid")), 64, 16);
@@ -83,11 +91,11 @@ TEST(Trainer, ResumingContinuesBitForBit) {
   c.model.transformer().dropout(0.1);  // dropout draws from the RNG the checkpoint carries
   c.train.steps = 14;
   const fs::path straight = fresh_folder("straight"), split = fresh_folder("split");
-  train(c, {straight.string(), false, 0, false});
-  train(c, {split.string(), false, 5, false});
+  train(c, run_in(straight));
+  train(c, run_in(split, false, 5));
   EXPECT_EQ(read_checkpoint_header((split / "checkpoint.pt").string()).state.step, 5);
-  EXPECT_ERROR_CONTAINS(train(c, {split.string(), false, 0, false}), "already holds a run");
-  train(c, {split.string(), true, 0, false});
+  EXPECT_ERROR_CONTAINS(train(c, run_in(split)), "already holds a run");
+  train(c, run_in(split, true));
   nn::Model a = build_model(c, majority(1, "x", 1).info()), b = build_model(c, majority(1, "x", 1).info());
   const CheckpointHeader ha = load_checkpoint((straight / "checkpoint.pt").string(), *a, nullptr, &c);
   const CheckpointHeader hb = load_checkpoint((split / "checkpoint.pt").string(), *b, nullptr, &c);
@@ -113,7 +121,7 @@ TEST(Trainer, StopsOnANonFiniteLossKeepingTheLastGoodCheckpoint) {
   c.train.clip_grad_norm = 0;
   c.train.checkpoint_every = 1;
   c.train.steps = 50;
-  const std::string message = testing::error_message([&] { train(c, {out.string(), false, 0, false}); });
+  const std::string message = testing::error_message([&] { train(c, run_in(out)); });
   ASSERT_NE(message.find("step "), std::string::npos) << message;
   EXPECT_TRUE(message.find("the training loss is") != std::string::npos ||
               message.find("the gradient norm is") != std::string::npos) << message;
@@ -130,7 +138,7 @@ TEST(Checkpoint, RefusesDamageOtherModelsAndNewerFormats) {
   const fs::path data_dir = majority_data("damage_data"), out = fresh_folder("damage_run");
   Config c = tiny_config(data_dir);
   c.train.steps = 2;
-  train(c, {out.string(), false, 0, false});
+  train(c, run_in(out));
   const std::string path = (out / "checkpoint.pt").string(), bytes = read_file(path);
   const std::string damaged = (out / "damaged.pt").string();
   for (size_t cut : {size_t{0}, size_t{5}, size_t{27}, bytes.size() / 2, bytes.size() - 1}) {

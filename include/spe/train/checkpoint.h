@@ -21,6 +21,7 @@ struct TrainingState {
   data::EpochSampler::Position sampler;  // where the next training batch starts
   double best_metric = 0.0;             // best validation score so far (see Trainer)
   bool has_best = false;
+  int64_t world_size = 1;               // ranks of the run (a resumed run needs as many)
 };
 
 // What a checkpoint says about itself without building the model.
@@ -30,13 +31,22 @@ struct CheckpointHeader {
   TrainingState state;
 };
 
+// The random streams of one rank, as generator states: LibTorch's global generator (dropout,
+// random features) and the trainer's generator of SPE draws.
+struct RankGenerators {
+  at::Tensor global, draws;
+};
+
+// ranks: every rank's generators (index = rank), saved with the optimizer so that each rank
+// resumes its own streams; when empty, the global generator's state of this process is saved.
 void save_checkpoint(const std::string& path, const CheckpointHeader& header, nn::ModelImpl& model,
-                     torch::optim::Optimizer* optimizer);
+                     torch::optim::Optimizer* optimizer, const std::vector<RankGenerators>& ranks = {});
 CheckpointHeader read_checkpoint_header(const std::string& path);
-// Loads the parameters (and the optimizer's state, and the global RNG, when optimizer is given)
-// into a model built from the header; refuses a checkpoint of another model configuration.
+// Loads the parameters into a model built from the header; with an optimizer, also its state and
+// rank's generators (the global one, and `draws` when given and saved). Refuses a checkpoint of
+// another model configuration.
 CheckpointHeader load_checkpoint(const std::string& path, nn::ModelImpl& model, torch::optim::Optimizer* optimizer,
-                                 const Config* expected = nullptr);
+                                 const Config* expected = nullptr, int64_t rank = 0, at::Generator* draws = nullptr);
 
 // The model a configuration and a dataset describe (vocabulary, classes, grid from the data).
 nn::Model build_model(const Config& config, const data::DatasetInfo& data);

@@ -15,6 +15,15 @@ inline constexpr Choice<Schedule> kSchedules[] = {{"constant", Schedule::constan
                                                   {"linear", Schedule::linear},
                                                   {"inverse_sqrt", Schedule::inverse_sqrt}};
 
+// Data-parallel runs: whether each rank draws its own SPE codes, gate noise, random features and
+// dropout masks (more draws per step), or all ranks draw rank 0's, as one process would over the
+// global batch (the codes are shared by a batch).
+enum class RankDraws { own, shared };
+inline constexpr Choice<RankDraws> kRankDraws[] = {{"own", RankDraws::own}, {"shared", RankDraws::shared}};
+
+enum class Precision { float32, float64 };
+inline constexpr Choice<Precision> kPrecisions[] = {{"float32", Precision::float32}, {"float64", Precision::float64}};
+
 struct DataConfig {
   std::string dir = "data/listops";  // the folder `spe data <task>` wrote (train/valid/test.bin)
   int64_t max_length = 2048;         // longer sequences are truncated
@@ -23,7 +32,7 @@ struct DataConfig {
 struct TrainConfig {
   int64_t seed = 1;                // model initialisation, data order, dropout and SPE draws
   int64_t steps = 1000;            // optimizer steps
-  int64_t batch_size = 16;         // examples per optimizer step (split into micro-batches)
+  int64_t batch_size = 16;         // examples per optimizer step, over all ranks (split into micro-batches)
   int64_t accumulation = 1;        // micro-batches per step: batch_size / accumulation each
   double lr = 1e-3;                // peak learning rate
   double weight_decay = 0.01;      // AdamW's decoupled decay
@@ -37,6 +46,8 @@ struct TrainConfig {
   int64_t eval_batch_size = 32;
   int64_t checkpoint_every = 200;  // steps between checkpoints (also written at the end)
   int64_t log_every = 10;          // steps between train metrics lines
+  Precision dtype = Precision::float32;  // of the parameters and the computation
+  RankDraws rank_draws = RankDraws::own;  // data-parallel runs only
 };
 
 struct Config {

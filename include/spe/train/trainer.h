@@ -8,12 +8,20 @@
 //   metrics.jsonl   one JSON object per log or evaluation: {"step", "split", "loss", ...}
 //   checkpoint.pt   the latest state (resume from it with --resume)
 //   best.pt         the state with the best validation score (accuracy; loss for language models)
+//
+// Data-parallel (TrainerOptions::launch with a world size above 1): each rank trains on its
+// share of every global batch of train.batch_size examples; the loss is weighted so that the
+// summed gradient is the gradient of the mean over the whole global batch, as one process would
+// compute it. Parameters start from rank 0's; evaluation is shared among the ranks; only rank 0
+// writes files and prints.
+#include <optional>
 #include <string>
 
 #include "spe/data/batch.h"
 #include "spe/nn/model.h"
 #include "spe/train/checkpoint.h"
 #include "spe/train/config.h"
+#include "spe/train/distributed.h"
 
 namespace spe::train {
 
@@ -29,12 +37,15 @@ struct BatchLoss {
   at::Tensor loss;  // scalar, mean over predictions
   int64_t correct = 0, predictions = 0;
 };
-BatchLoss batch_loss(nn::ModelImpl& model, const data::Batch& batch);
+// draws: the generator of the SPE draws (LibTorch's global one when absent).
+BatchLoss batch_loss(nn::ModelImpl& model, const data::Batch& batch, OptionalGenerator draws = c10::nullopt);
 
-// Evaluates in eval mode without gradients, in dataset order; the stochastic parts (SPE codes)
-// draw from `seed`, so an evaluation is reproducible; the global RNG is left as it was.
+// Evaluates in eval mode without gradients, in batches in dataset order; the stochastic parts (SPE
+// codes) of batch b draw from (seed, b), so an evaluation is reproducible and the same however
+// many ranks share it; the global RNG is left as it was. With a group, rank r evaluates batches
+// r, r + W, ... and every rank gets the totals.
 EvalResult evaluate(nn::ModelImpl& model, const data::Dataset& dataset, int64_t max_length, int64_t batch_size,
-                    int64_t max_batches = 0, uint64_t seed = 0);
+                    int64_t max_batches = 0, uint64_t seed = 0, ProcessGroup* group = nullptr);
 
 // A language model's next-token loss by position, for length extrapolation: entry n is the mean
 // NLL (nats) of token n + 1 given tokens 0 .. n, over every non-overlapping window of `length`
@@ -62,6 +73,8 @@ struct TrainerOptions {
   int64_t until_step = 0;      // stop (with a checkpoint) after this step; 0: train.steps
   double time_budget_s = 0.0;  // stop (evaluated, with a checkpoint) after this long; 0: none
   bool progress = true;        // the progress line on stderr
+  std::optional<LaunchEnvironment> launch;  // data-parallel when its world size is above 1
+  double timeout_s = 60.0;     // data-parallel: the deadline of every exchange between ranks
 };
 
 struct TrainSummary {
@@ -74,7 +87,8 @@ struct TrainSummary {
 };
 
 // Trains; throws std::runtime_error if the loss or the gradient stops being finite (naming the
-// step; the last checkpoint on disk is the last good state).
+// step; the last checkpoint on disk is the last good state), and DistributedError when another
+// rank fails or stops answering.
 TrainSummary train(const Config& config, const TrainerOptions& options);
 
 }  // namespace spe::train

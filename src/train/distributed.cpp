@@ -1,0 +1,491 @@
+#include "spe/train/distributed.h"
+
+#include <arpa/inet.h>
+#include <fmt/format.h>
+#include <netdb.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <torch/csrc/autograd/function.h>
+#include <torch/csrc/autograd/function_hook.h>
+#include <torch/csrc/autograd/variable.h>
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#include <unistd.h>
+
+#include <ATen/ops/cat.h>
+#include <ATen/ops/full.h>
+#include <ATen/ops/zeros_like.h>
+#include <atomic>
+#include <cerrno>
+#include <charconv>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <iostream>
+#include <map>
+#include <mutex>
+#include <thread>
+
+extern char** environ;
+
+namespace spe::train {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+std::chrono::milliseconds to_milliseconds(double seconds) {
+  return std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000.0));
+}
+
+int64_t parse_variable(const char* name, const char* text, int64_t min, int64_t max) {
+  const std::string value(text);
+  int64_t parsed = 0;
+  const auto [end, error] = std::from_chars(value.data(), value.data() + value.size(), parsed);
+  if (error != std::errc() || end != value.data() + value.size() || value.empty() || parsed < min || parsed > max)
+    throw std::invalid_argument(
+        fmt::format("the environment variable {} is '{}', expected an integer from {} to {}", name, value, min, max));
+  return parsed;
+}
+
+// The first line of an error (c10 errors carry a backtrace after it).
+std::string first_line(const std::string& text) { return text.substr(0, text.find('\n')); }
+
+std::vector<uint8_t> bytes_of(const std::string& text) { return {text.begin(), text.end()}; }
+
+bool is_loopback(const std::string& address) {
+  return address == "localhost" || address == "::1" || address.rfind("127.", 0) == 0;
+}
+
+// The local address this host uses to reach `host`: the one the other ranks can reach us at.
+// (The host name may resolve to 127.0.1.1 on Debian, which no other host can reach.)
+std::string local_address_towards(const std::string& host, int64_t port) {
+  addrinfo hints{}, *found = nullptr;
+  hints.ai_family = AF_INET;
+  hints.ai_socktype = SOCK_DGRAM;
+  if (getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &found) != 0 || !found)
+    throw DistributedError(fmt::format("MASTER_ADDR '{}' does not resolve to an IPv4 address", host));
+  std::string address;
+  const int fd = socket(AF_INET, SOCK_DGRAM, 0);
+  sockaddr_in local{};
+  socklen_t length = sizeof local;
+  if (fd >= 0 && connect(fd, found->ai_addr, found->ai_addrlen) == 0 &&
+      getsockname(fd, reinterpret_cast<sockaddr*>(&local), &length) == 0) {
+    char text[INET_ADDRSTRLEN] = {};
+    if (inet_ntop(AF_INET, &local.sin_addr, text, sizeof text)) address = text;
+  }
+  if (fd >= 0) close(fd);
+  freeaddrinfo(found);
+  if (address.empty()) throw DistributedError(fmt::format("no network route from this host to MASTER_ADDR '{}'", host));
+  return address;
+}
+
+std::shared_ptr<::gloo::transport::Device> make_device(const LaunchEnvironment& e) {
+  if (const char* interface = std::getenv("GLOO_SOCKET_IFNAME"))
+    return c10d::ProcessGroupGloo::createDeviceForInterface(interface);
+  if (is_loopback(e.master_addr)) return c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1");
+  return c10d::ProcessGroupGloo::createDeviceForHostname(local_address_towards(e.master_addr, e.master_port));
+}
+
+}  // namespace
+
+std::optional<LaunchEnvironment> launch_environment(const EnvironmentLookup& lookup) {
+  auto get = [&](const char* name) -> const char* { return lookup ? lookup(name) : std::getenv(name); };
+  const char* world = get("WORLD_SIZE");
+  if (!world) return std::nullopt;
+  LaunchEnvironment e;
+  e.world_size = parse_variable("WORLD_SIZE", world, 1, 1 << 20);
+  auto required = [&](const char* name) {
+    const char* value = get(name);
+    if (!value)
+      throw std::invalid_argument(
+          fmt::format("WORLD_SIZE is set but {} is not: a data-parallel launch needs RANK, WORLD_SIZE, MASTER_ADDR "
+                      "and MASTER_PORT (torchrun sets them)",
+                      name));
+    return value;
+  };
+  e.rank = parse_variable("RANK", required("RANK"), 0, e.world_size - 1);
+  const char* local = get("LOCAL_RANK");
+  e.local_rank = local ? parse_variable("LOCAL_RANK", local, 0, e.world_size - 1) : e.rank;
+  if (e.world_size > 1) {
+    e.master_addr = required("MASTER_ADDR");
+    if (e.master_addr.empty()) throw std::invalid_argument("the environment variable MASTER_ADDR is empty");
+    e.master_port = parse_variable("MASTER_PORT", required("MASTER_PORT"), 1, 65535);
+  }
+  const char* agent = get("TORCHELASTIC_USE_AGENT_STORE");
+  e.agent_store = agent && (std::string(agent) == "True" || std::string(agent) == "true" || std::string(agent) == "1");
+  const char* restarts = get("TORCHELASTIC_RESTART_COUNT");
+  e.restart_count = restarts ? parse_variable("TORCHELASTIC_RESTART_COUNT", restarts, 0, 1 << 30) : 0;
+  return e;
+}
+
+// ---------------------------------------------------------------------------------------------
+// ProcessGroup
+
+struct ProcessGroup::Impl {
+  int64_t rank = 0, world_size = 1;
+  double timeout_s = 60;
+  c10::intrusive_ptr<c10d::Store> store;
+  c10::intrusive_ptr<c10d::ProcessGroupGloo> gloo;
+  int64_t check_round = 0;
+
+  // What the other ranks left in the store about their failures.
+  std::string peer_reports() const {
+    std::string reports;
+    try {
+      for (int64_t r = 0; r < world_size; ++r) {
+        const std::string key = "failed/" + std::to_string(r);
+        if (r == rank || !store->check({key})) continue;
+        const std::vector<uint8_t> message = store->get(key);
+        reports += fmt::format(" Rank {} failed: {}.", r, std::string(message.begin(), message.end()));
+      }
+    } catch (const std::exception&) {
+      return " The rendezvous store is gone too: rank 0 or the launcher has ended.";
+    }
+    if (!reports.empty()) return reports;
+    return fmt::format(" No other rank reported an error: one was killed (out of memory?), crashed, or did not answer "
+                       "within the timeout of {} s; the launcher's output names it.",
+                       timeout_s);
+  }
+
+  void wait(const c10::intrusive_ptr<c10d::Work>& work, const char* what) const {
+    try {
+      work->wait();
+    } catch (const std::exception& e) {
+      throw DistributedError(fmt::format("rank {} of {}: the {} across ranks failed: {}.{}", rank, world_size, what,
+                                         first_line(e.what()), peer_reports()));
+    }
+  }
+};
+
+ProcessGroup::ProcessGroup(const LaunchEnvironment& e, double timeout_s) : impl_(std::make_unique<Impl>()) {
+  if (!(timeout_s > 0)) throw std::invalid_argument(fmt::format("the timeout is {} s, expected > 0", timeout_s));
+  impl_->rank = e.rank;
+  impl_->world_size = e.world_size;
+  impl_->timeout_s = timeout_s;
+  const bool serves = e.rank == 0 && !e.agent_store;
+  c10d::TCPStoreOptions options;
+  options.port = static_cast<uint16_t>(e.master_port);
+  options.isServer = serves;
+  options.numWorkers = static_cast<size_t>(e.world_size);
+  options.waitWorkers = false;
+  options.timeout = to_milliseconds(timeout_s);
+  c10::intrusive_ptr<c10d::Store> tcp;
+  try {
+    tcp = c10::make_intrusive<c10d::TCPStore>(e.master_addr, options);
+  } catch (const std::exception& error) {
+    throw DistributedError(fmt::format(
+        "rank {}: cannot {} the rendezvous store at {}:{}: {} ({})", e.rank, serves ? "serve" : "reach", e.master_addr,
+        e.master_port, first_line(error.what()),
+        serves ? "is the port in use? choose another MASTER_PORT"
+               : "are MASTER_ADDR and MASTER_PORT right, and has rank 0 started?"));
+  }
+  // torchrun's agent store keeps each restart's keys under this prefix; ours does the same.
+  impl_->store = c10::make_intrusive<c10d::PrefixStore>("/worker/attempt_" + std::to_string(e.restart_count), tcp);
+  auto gloo_options = c10d::ProcessGroupGloo::Options::create(to_milliseconds(timeout_s));
+  try {
+    gloo_options->devices.push_back(make_device(e));
+    impl_->gloo = c10::make_intrusive<c10d::ProcessGroupGloo>(c10::make_intrusive<c10d::PrefixStore>("gloo", impl_->store),
+                                                              static_cast<int>(e.rank), static_cast<int>(e.world_size),
+                                                              gloo_options);
+  } catch (const DistributedError&) {
+    throw;
+  } catch (const std::exception& error) {
+    throw DistributedError(fmt::format("rank {} of {}: the ranks did not all connect within {} s: {}", e.rank,
+                                       e.world_size, timeout_s, first_line(error.what())));
+  }
+}
+
+ProcessGroup::~ProcessGroup() = default;
+
+int64_t ProcessGroup::rank() const { return impl_->rank; }
+int64_t ProcessGroup::world_size() const { return impl_->world_size; }
+
+void ProcessGroup::broadcast(std::vector<at::Tensor> tensors, int64_t root) {
+  for (at::Tensor& tensor : tensors) {
+    std::vector<at::Tensor> one{tensor.is_contiguous() ? tensor : tensor.contiguous()};
+    c10d::BroadcastOptions options;
+    options.rootRank = root;
+    impl_->wait(impl_->gloo->broadcast(one, options), "broadcast");
+    if (!one[0].is_same(tensor)) tensor.copy_(one[0]);
+  }
+}
+
+void ProcessGroup::all_reduce_sum(at::Tensor tensor) {
+  std::vector<at::Tensor> one{tensor.is_contiguous() ? tensor : tensor.contiguous()};
+  impl_->wait(impl_->gloo->allreduce(one), "sum");
+  if (!one[0].is_same(tensor)) tensor.copy_(one[0]);
+}
+
+std::vector<at::Tensor> ProcessGroup::all_gather(const at::Tensor& tensor) {
+  std::vector<at::Tensor> input{tensor.contiguous()};
+  std::vector<std::vector<at::Tensor>> output(1);
+  for (int64_t r = 0; r < impl_->world_size; ++r) output[0].push_back(at::empty_like(input[0]));
+  impl_->wait(impl_->gloo->allgather(output, input), "gather");
+  return output[0];
+}
+
+void ProcessGroup::check_all(const std::string& local_error) {
+  const std::string prefix = fmt::format("check/{}/", impl_->check_round++);
+  if (!local_error.empty()) impl_->store->set(prefix + std::to_string(impl_->rank), bytes_of(local_error));
+  at::Tensor failures = at::full({1}, local_error.empty() ? 0 : 1, at::kLong);
+  all_reduce_sum(failures);
+  if (failures.item<int64_t>() == 0) return;
+  std::string message;
+  for (int64_t r = 0; r < impl_->world_size; ++r) {
+    const std::string key = prefix + std::to_string(r);
+    if (!impl_->store->check({key})) continue;
+    const std::vector<uint8_t> text = impl_->store->get(key);
+    message += fmt::format("{}rank {}: {}", message.empty() ? "" : "; ", r, std::string(text.begin(), text.end()));
+  }
+  throw DistributedError(message);
+}
+
+void ProcessGroup::report_failure(const std::string& message) noexcept {
+  try {
+    impl_->store->set("failed/" + std::to_string(impl_->rank), bytes_of(first_line(message)));
+  } catch (...) {  // the store is gone: the others learn of it from their own failed collective
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// GradientReducer
+
+struct GradientReducer::State {
+  struct Bucket {
+    std::vector<size_t> members;  // parameter indices
+    int64_t waiting = 0;          // members whose gradient has not arrived
+    at::Tensor flat;              // the members' gradients, concatenated, being summed
+    c10::intrusive_ptr<c10d::Work> work;
+  };
+  ProcessGroup::Impl& group;
+  std::vector<at::Tensor> parameters;
+  std::vector<std::shared_ptr<torch::autograd::Node>> accumulators;
+  std::vector<uintptr_t> hooks;
+  std::vector<size_t> bucket_of;
+  std::vector<bool> arrived;
+  std::vector<Bucket> buckets;
+  size_t launched = 0;  // buckets [0, launched) have started, always in this order
+  bool armed = false;
+  std::mutex mutex;
+
+  explicit State(ProcessGroup::Impl& g) : group(g) {}
+
+  void reset() {
+    std::fill(arrived.begin(), arrived.end(), false);
+    for (Bucket& b : buckets) {
+      b.waiting = static_cast<int64_t>(b.members.size());
+      b.flat = at::Tensor();
+      b.work.reset();
+    }
+    launched = 0;
+  }
+
+  void launch_next() {
+    Bucket& bucket = buckets[launched++];
+    std::vector<at::Tensor> pieces;
+    for (size_t i : bucket.members) {
+      at::Tensor& grad = parameters[i].mutable_grad();
+      if (!grad.defined()) grad = at::zeros_like(parameters[i]);  // unused this step: contributes zeros
+      pieces.push_back(grad.reshape({-1}));
+    }
+    bucket.flat = at::cat(pieces);
+    std::vector<at::Tensor> one{bucket.flat};
+    bucket.work = group.gloo->allreduce(one);
+  }
+
+  void gradient_arrived(size_t index) {
+    std::lock_guard<std::mutex> lock(mutex);
+    if (!armed || arrived[index]) return;
+    arrived[index] = true;
+    --buckets[bucket_of[index]].waiting;
+    while (launched < buckets.size() && buckets[launched].waiting == 0) launch_next();
+  }
+};
+
+namespace {
+
+// Runs after a parameter's gradient accumulator has added this pass's gradient to .grad.
+class GradientArrived : public torch::autograd::FunctionPostHook {
+ public:
+  GradientArrived(GradientReducer::State* state, size_t index) : state_(state), index_(index) {}
+  torch::autograd::variable_list operator()(const torch::autograd::variable_list& outputs,
+                                            const torch::autograd::variable_list& /*inputs*/) override {
+    state_->gradient_arrived(index_);
+    return outputs;
+  }
+
+ private:
+  GradientReducer::State* state_;
+  size_t index_;
+};
+
+}  // namespace
+
+GradientReducer::GradientReducer(ProcessGroup& group, std::vector<at::Tensor> parameters, int64_t bucket_bytes)
+    : state_(std::make_unique<State>(*group.impl_)) {
+  State& s = *state_;
+  for (const at::Tensor& p : parameters)
+    if (p.requires_grad()) s.parameters.push_back(p);
+  s.bucket_of.resize(s.parameters.size());
+  s.arrived.resize(s.parameters.size());
+  int64_t bucket_size = 0;
+  for (size_t k = s.parameters.size(); k-- > 0;) {
+    const at::Tensor& p = s.parameters[k];
+    const bool dtype_changes = !s.buckets.empty() && s.parameters[s.buckets.back().members.back()].scalar_type() != p.scalar_type();
+    if (s.buckets.empty() || bucket_size >= bucket_bytes || dtype_changes) {
+      s.buckets.emplace_back();
+      bucket_size = 0;
+    }
+    s.buckets.back().members.push_back(k);
+    s.bucket_of[k] = s.buckets.size() - 1;
+    bucket_size += p.numel() * static_cast<int64_t>(p.element_size());
+  }
+  for (size_t k = 0; k < s.parameters.size(); ++k) {
+    s.accumulators.push_back(torch::autograd::impl::grad_accumulator(s.parameters[k]));
+    s.hooks.push_back(s.accumulators.back()->add_post_hook(std::make_unique<GradientArrived>(&s, k)));
+  }
+  s.reset();
+}
+
+GradientReducer::~GradientReducer() {
+  for (size_t k = 0; k < state_->accumulators.size(); ++k) state_->accumulators[k]->del_post_hook(state_->hooks[k]);
+}
+
+void GradientReducer::arm() {
+  std::lock_guard<std::mutex> lock(state_->mutex);
+  state_->reset();
+  state_->armed = true;
+}
+
+void GradientReducer::finish() {
+  State& s = *state_;
+  std::lock_guard<std::mutex> lock(s.mutex);
+  s.armed = false;
+  while (s.launched < s.buckets.size()) s.launch_next();
+  for (State::Bucket& bucket : s.buckets) {
+    s.group.wait(bucket.work, "gradient sum");
+    int64_t offset = 0;
+    for (size_t i : bucket.members) {
+      at::Tensor& grad = s.parameters[i].mutable_grad();
+      grad.copy_(bucket.flat.narrow(0, offset, grad.numel()).view_as(grad));
+      offset += grad.numel();
+    }
+  }
+  s.reset();
+}
+
+// ---------------------------------------------------------------------------------------------
+// The local launcher
+
+namespace {
+
+std::atomic<int> stop_signal{0};
+void remember_signal(int signal) { stop_signal = signal; }
+
+std::string describe_status(int status) {
+  if (WIFSIGNALED(status)) return fmt::format("was killed by signal {} ({})", WTERMSIG(status), strsignal(WTERMSIG(status)));
+  return fmt::format("exited with status {}", WEXITSTATUS(status));
+}
+
+pid_t spawn_worker(const std::vector<std::string>& argv, const std::map<std::string, std::string>& variables) {
+  std::vector<std::string> environment;
+  for (char** e = environ; *e; ++e) {
+    const std::string entry(*e);
+    if (!variables.count(entry.substr(0, entry.find('=')))) environment.push_back(entry);
+  }
+  for (const auto& [name, value] : variables) environment.push_back(name + "=" + value);
+  std::vector<char*> args, envp;
+  for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  for (const std::string& e : environment) envp.push_back(const_cast<char*>(e.c_str()));
+  args.push_back(nullptr);
+  envp.push_back(nullptr);
+  pid_t pid = 0;
+  const int error = posix_spawn(&pid, args[0], nullptr, nullptr, args.data(), envp.data());
+  if (error != 0) throw std::runtime_error(fmt::format("cannot start '{}': {}", argv[0], std::strerror(error)));
+  return pid;
+}
+
+}  // namespace
+
+int run_local_workers(const std::vector<std::string>& argv, int64_t nproc, double timeout_s, int64_t threads_per_worker) {
+  if (argv.empty()) throw std::invalid_argument("run_local_workers: no command");
+  if (nproc < 1) throw std::invalid_argument(fmt::format("--nproc is {}, expected >= 1", nproc));
+  c10d::TCPStoreOptions options;
+  options.port = 0;  // any free port
+  options.isServer = true;
+  options.waitWorkers = false;
+  options.timeout = to_milliseconds(timeout_s);
+  c10::intrusive_ptr<c10d::TCPStore> store;
+  try {
+    store = c10::make_intrusive<c10d::TCPStore>("127.0.0.1", options);
+  } catch (const std::exception& e) {
+    throw DistributedError(fmt::format("cannot serve the rendezvous store on 127.0.0.1: {}", first_line(e.what())));
+  }
+  std::map<std::string, std::string> variables{{"WORLD_SIZE", std::to_string(nproc)},
+                                               {"LOCAL_WORLD_SIZE", std::to_string(nproc)},
+                                               {"MASTER_ADDR", "127.0.0.1"},
+                                               {"MASTER_PORT", std::to_string(store->getPort())},
+                                               {"TORCHELASTIC_USE_AGENT_STORE", "True"},
+                                               {"TORCHELASTIC_RESTART_COUNT", "0"}};
+  for (const char* threads : {"OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"})
+    if (!std::getenv(threads)) variables[threads] = std::to_string(threads_per_worker);
+  std::vector<std::string> command = argv;
+  command[0] = std::filesystem::read_symlink("/proc/self/exe").string();
+
+  struct sigaction action {};
+  action.sa_handler = remember_signal;
+  sigaction(SIGINT, &action, nullptr);
+  sigaction(SIGTERM, &action, nullptr);
+  std::map<pid_t, int64_t> running;  // pid -> rank
+  for (int64_t rank = 0; rank < nproc; ++rank) {
+    variables["RANK"] = variables["LOCAL_RANK"] = std::to_string(rank);
+    running[spawn_worker(command, variables)] = rank;
+  }
+  int result = 0;
+  std::optional<Clock::time_point> deadline;  // after a failure: when the rest are ended
+  bool terminated = false;
+  while (!running.empty()) {
+    if (stop_signal != 0 && !terminated) {
+      for (const auto& [pid, rank] : running) kill(pid, SIGTERM);
+      terminated = true;
+      deadline = Clock::now() + std::chrono::seconds(10);
+      result = 1;
+    }
+    int status = 0;
+    const pid_t pid = waitpid(-1, &status, WNOHANG);
+    if (pid < 0 && errno != EINTR) break;
+    if (pid <= 0) {
+      if (deadline && Clock::now() > *deadline) {
+        for (const auto& [other, rank] : running) {
+          std::cerr << fmt::format("spe train --nproc: worker rank {} (pid {}) did not stop; killing it\n", rank, other);
+          kill(other, SIGKILL);
+        }
+        deadline.reset();
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      continue;
+    }
+    const int64_t rank = running[pid];
+    running.erase(pid);
+    const bool failed = !(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    if (!failed) continue;
+    if (result == 0)
+      std::cerr << fmt::format(
+          "spe train --nproc: worker rank {} (pid {}) {}; the other workers stop within the timeout of {} s\n", rank, pid,
+          describe_status(status), timeout_s);
+    else
+      std::cerr << fmt::format("spe train --nproc: worker rank {} (pid {}) {} after it\n", rank, pid,
+                               describe_status(status));
+    if (result == 0) deadline = Clock::now() + to_milliseconds(timeout_s + 5);
+    result = 1;
+  }
+  signal(SIGINT, SIG_DFL);
+  signal(SIGTERM, SIG_DFL);
+  return result;
+}
+
+}  // namespace spe::train

@@ -1,0 +1,243 @@
+// Data-parallel building blocks, with the ranks as threads of this process on loopback: the
+// launch environment, the collectives, the gradient reducer against sums computed by hand, and
+// the errors for a peer that leaves, one that stays silent, a port in use and no master.
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <ATen/ATen.h>
+#include <chrono>
+#include <functional>
+#include <map>
+#include <thread>
+
+#include "spe/train/distributed.h"
+#include "support/errors.h"
+
+namespace spe::train {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// A port that was free a moment ago.
+int free_port() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t length = sizeof address;
+  EXPECT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
+  EXPECT_EQ(getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length), 0);
+  close(fd);
+  return ntohs(address.sin_port);
+}
+
+LaunchEnvironment rank_of(int64_t rank, int64_t world_size, int port) {
+  LaunchEnvironment e;
+  e.rank = e.local_rank = rank;
+  e.world_size = world_size;
+  e.master_port = port;
+  return e;
+}
+
+// Runs body(group) on `world_size` ranks, each in its own thread; rethrows the first failure.
+void on_ranks(int64_t world_size, const std::function<void(ProcessGroup&)>& body, double timeout_s = 20) {
+  const int port = free_port();
+  std::vector<std::exception_ptr> errors(static_cast<size_t>(world_size));
+  std::vector<std::thread> threads;
+  for (int64_t r = 0; r < world_size; ++r)
+    threads.emplace_back([&, r] {
+      try {
+        ProcessGroup group(rank_of(r, world_size, port), timeout_s);
+        body(group);
+      } catch (...) {
+        errors[static_cast<size_t>(r)] = std::current_exception();
+      }
+    });
+  for (std::thread& t : threads) t.join();
+  for (const auto& e : errors)
+    if (e) std::rethrow_exception(e);
+}
+
+EnvironmentLookup lookup_in(std::map<std::string, std::string> variables) {
+  return [variables = std::move(variables)](const char* name) -> const char* {
+    const auto found = variables.find(name);
+    return found == variables.end() ? nullptr : found->second.c_str();
+  };
+}
+
+TEST(LaunchEnvironment, ReadsTorchrunsVariables) {
+  EXPECT_FALSE(launch_environment(lookup_in({})).has_value());
+  const auto e = launch_environment(lookup_in({{"RANK", "1"},
+                                               {"WORLD_SIZE", "3"},
+                                               {"LOCAL_RANK", "0"},
+                                               {"MASTER_ADDR", "10.0.0.7"},
+                                               {"MASTER_PORT", "29511"},
+                                               {"TORCHELASTIC_USE_AGENT_STORE", "True"},
+                                               {"TORCHELASTIC_RESTART_COUNT", "2"}}));
+  ASSERT_TRUE(e.has_value());
+  EXPECT_EQ(e->rank, 1);
+  EXPECT_EQ(e->world_size, 3);
+  EXPECT_EQ(e->local_rank, 0);
+  EXPECT_EQ(e->master_addr, "10.0.0.7");
+  EXPECT_EQ(e->master_port, 29511);
+  EXPECT_TRUE(e->agent_store);
+  EXPECT_EQ(e->restart_count, 2);
+  const auto standalone = launch_environment(lookup_in({{"RANK", "0"}, {"WORLD_SIZE", "1"}}));
+  ASSERT_TRUE(standalone.has_value());
+  EXPECT_FALSE(standalone->agent_store);
+}
+
+TEST(LaunchEnvironment, NamesTheBadVariable) {
+  const std::map<std::string, std::string> good{
+      {"RANK", "0"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "127.0.0.1"}, {"MASTER_PORT", "29500"}};
+  auto with = [&](const std::string& name, const char* value) {
+    auto v = good;
+    if (value)
+      v[name] = value;
+    else
+      v.erase(name);
+    return lookup_in(v);
+  };
+  EXPECT_ERROR_CONTAINS(launch_environment(with("RANK", "2")), "RANK is '2', expected an integer from 0 to 1");
+  EXPECT_ERROR_CONTAINS(launch_environment(with("WORLD_SIZE", "two")), "WORLD_SIZE is 'two'");
+  EXPECT_ERROR_CONTAINS(launch_environment(with("MASTER_PORT", "70000")), "MASTER_PORT is '70000', expected an integer from 1 to 65535");
+  EXPECT_ERROR_CONTAINS(launch_environment(with("MASTER_PORT", nullptr)), "WORLD_SIZE is set but MASTER_PORT is not");
+  EXPECT_ERROR_CONTAINS(launch_environment(with("RANK", nullptr)), "WORLD_SIZE is set but RANK is not");
+}
+
+TEST(ProcessGroup, SumsBroadcastsAndGathers) {
+  on_ranks(3, [](ProcessGroup& group) {
+    const double r = static_cast<double>(group.rank());
+    at::Tensor x = at::full({4}, r + 1, at::kDouble);
+    group.all_reduce_sum(x);
+    EXPECT_TRUE(at::equal(x, at::full({4}, 6.0, at::kDouble)));
+    at::Tensor y = at::full({2, 3}, r, at::kFloat), z = at::full({5}, 10 * r, at::kLong);
+    group.broadcast({y, z}, 2);
+    EXPECT_TRUE(at::equal(y, at::full({2, 3}, 2.0, at::kFloat)));
+    EXPECT_TRUE(at::equal(z, at::full({5}, 20, at::kLong)));
+    const std::vector<at::Tensor> all = group.all_gather(at::full({2}, r, at::kDouble));
+    ASSERT_EQ(all.size(), 3u);
+    for (int64_t k = 0; k < 3; ++k) EXPECT_EQ(all[static_cast<size_t>(k)][1].item<double>(), k);
+    group.check_all("");  // nobody failed: no throw
+  });
+}
+
+TEST(ProcessGroup, OneRanksErrorReachesEveryRank) {
+  std::vector<std::string> messages(2);
+  on_ranks(2, [&](ProcessGroup& group) {
+    try {
+      group.check_all(group.rank() == 1 ? "the data folder is missing" : "");
+    } catch (const DistributedError& e) {
+      messages[static_cast<size_t>(group.rank())] = e.what();
+    }
+  });
+  for (const std::string& m : messages) EXPECT_EQ(m, "rank 1: the data folder is missing");
+}
+
+// Two ranks, each a copy of one small model on its own data: the reducer's result is the sum of
+// the two ranks' gradients, computed here on one rank; for several buckets, a parameter that gets
+// no gradient, and gradients accumulated over two passes of which only the last is armed.
+TEST(GradientReducer, GivesTheSumOfEveryRanksGradients) {
+  auto make_parameters = [] {
+    at::manual_seed(7);
+    return std::vector<at::Tensor>{at::randn({5, 4}, at::kDouble).requires_grad_(),
+                                   at::randn({4}, at::kDouble).requires_grad_(),
+                                   at::randn({4, 3}, at::kDouble).requires_grad_(),
+                                   at::randn({3}, at::kDouble).requires_grad_()};  // unused
+  };
+  auto loss_of = [](const std::vector<at::Tensor>& p, const at::Tensor& x) {
+    return (at::tanh(x.matmul(p[0]) + p[1]).matmul(p[2])).pow(2).sum();
+  };
+  auto data_of = [](int64_t rank, int64_t pass) {
+    return at::full({6, 5}, 0.1 * static_cast<double>(rank + 1) + 0.01 * static_cast<double>(pass), at::kDouble) +
+           at::arange(30, at::kDouble).reshape({6, 5}) / 30.0;
+  };
+  std::vector<at::Tensor> expected = make_parameters();
+  for (int64_t rank = 0; rank < 2; ++rank)
+    for (int64_t pass = 0; pass < 2; ++pass) loss_of(expected, data_of(rank, pass)).backward();
+
+  on_ranks(2, [&](ProcessGroup& group) {
+    std::vector<at::Tensor> parameters = make_parameters();
+    GradientReducer reducer(group, parameters, /*bucket_bytes=*/64);  // a bucket or two per tensor
+    for (int step = 0; step < 2; ++step) {  // the reducer is reusable: same sums twice
+      for (at::Tensor& p : parameters) p.mutable_grad() = at::Tensor();
+      loss_of(parameters, data_of(group.rank(), 0)).backward();
+      reducer.arm();
+      loss_of(parameters, data_of(group.rank(), 1)).backward();
+      reducer.finish();
+      for (size_t k = 0; k < 3; ++k) EXPECT_TRUE(at::allclose(parameters[k].grad(), expected[k].grad(), 1e-12, 1e-12)) << k;
+      ASSERT_TRUE(parameters[3].grad().defined());
+      EXPECT_EQ(parameters[3].grad().abs().sum().item<double>(), 0.0);
+    }
+  });
+}
+
+TEST(ProcessGroup, APeerThatLeavesIsAnErrorAtOnce) {
+  std::string message;
+  double waited = 0;
+  on_ranks(2, [&](ProcessGroup& group) {
+    at::Tensor x = at::ones({1});
+    group.all_reduce_sum(x);  // both are here
+    if (group.rank() == 1) {
+      group.report_failure("out of disk space");
+      return;  // leaves: its group closes its connections
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    const auto start = Clock::now();
+    try {
+      group.all_reduce_sum(x);
+    } catch (const DistributedError& e) {
+      message = e.what();
+    }
+    waited = std::chrono::duration<double>(Clock::now() - start).count();
+  }, /*timeout_s=*/30);
+  EXPECT_NE(message.find("rank 0 of 2: the sum across ranks failed"), std::string::npos) << message;
+  EXPECT_NE(message.find("Rank 1 failed: out of disk space"), std::string::npos) << message;
+  EXPECT_LT(waited, 10.0);  // far below the 30 s deadline: the closed connection is seen at once
+}
+
+TEST(ProcessGroup, ASilentPeerIsAnErrorAtTheDeadline) {
+  std::string message;
+  double waited = 0;
+  on_ranks(2, [&](ProcessGroup& group) {
+    at::Tensor x = at::ones({1});
+    if (group.rank() == 1) {  // alive, but never joins the sum
+      std::this_thread::sleep_for(std::chrono::seconds(4));
+      return;
+    }
+    const auto start = Clock::now();
+    try {
+      group.all_reduce_sum(x);
+    } catch (const DistributedError& e) {
+      message = e.what();
+    }
+    waited = std::chrono::duration<double>(Clock::now() - start).count();
+  }, /*timeout_s=*/1.5);
+  EXPECT_NE(message.find("rank 0 of 2: the sum across ranks failed"), std::string::npos) << message;
+  EXPECT_GE(waited, 1.0);
+  EXPECT_LT(waited, 4.0);
+}
+
+TEST(ProcessGroup, PortInUseAndNoMasterAreNamed) {
+  // A port held by another socket.
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t length = sizeof address;
+  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
+  ASSERT_EQ(listen(fd, 1), 0);
+  ASSERT_EQ(getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length), 0);
+  const int busy = ntohs(address.sin_port);
+  EXPECT_ERROR_CONTAINS(ProcessGroup(rank_of(0, 2, busy), 2), "is the port in use?");
+  close(fd);
+  // Nobody serves this port: rank 1 gives up after its timeout.
+  const auto start = Clock::now();
+  EXPECT_ERROR_CONTAINS(ProcessGroup(rank_of(1, 2, free_port()), 1.5), "cannot reach the rendezvous store at 127.0.0.1");
+  EXPECT_LT(std::chrono::duration<double>(Clock::now() - start).count(), 10.0);
+}
+
+}  // namespace
+}  // namespace spe::train
