@@ -25,15 +25,17 @@ void add_config_options(CLI::App& sub, ConfigArgs& a) {
   sub.add_option("--set", a.overrides, "override one key, e.g. --set model.layers=4 (repeatable)")->take_all();
 }
 
-// The command line without `--nproc N`: what each local worker runs.
+// The command line without `--nproc N` and `--threads N`: what each local worker runs (its
+// threads come from OMP_NUM_THREADS, its share of --threads).
 std::vector<std::string> worker_command(const std::vector<std::string>& command_line) {
   std::vector<std::string> out;
   for (size_t i = 0; i < command_line.size(); ++i) {
-    if (command_line[i] == "--nproc") {
+    const std::string& word = command_line[i];
+    if (word == "--nproc" || word == "--threads") {
       ++i;
       continue;
     }
-    if (command_line[i].rfind("--nproc=", 0) != 0) out.push_back(command_line[i]);
+    if (word.rfind("--nproc=", 0) != 0 && word.rfind("--threads=", 0) != 0) out.push_back(word);
   }
   return out;
 }
@@ -52,7 +54,7 @@ void add_train(CLI::App& app, const std::vector<std::string>& command_line) {
   sub->add_option("--budget", *budget_minutes, "stop after this many minutes (evaluated and checkpointed)")
       ->check(CLI::PositiveNumber);
   sub->add_flag("!--no-progress", options->progress, "no progress line on stderr (messages stay)");
-  sub->add_option("--nproc", *nproc, "train data-parallel on N local processes (torchrun's variables are set for each)")
+  sub->add_option("--nproc", *nproc, "train data-parallel on N local processes, sharing --threads (torchrun's variables are set for each)")
       ->check(positive_integer());
   sub->add_option("--timeout", options->timeout_s,
                   "data-parallel: seconds a rank waits for the others before it stops with an error")

@@ -432,7 +432,7 @@ int run_local_workers(const std::vector<std::string>& argv, int64_t nproc, doubl
                                                {"TORCHELASTIC_USE_AGENT_STORE", "True"},
                                                {"TORCHELASTIC_RESTART_COUNT", "0"}};
   for (const char* threads : {"OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"})
-    if (!std::getenv(threads)) variables[threads] = std::to_string(threads_per_worker);
+    variables[threads] = std::to_string(threads_per_worker);
   std::vector<std::string> command = argv;
   command[0] = std::filesystem::read_symlink("/proc/self/exe").string();
 
@@ -446,7 +446,7 @@ int run_local_workers(const std::vector<std::string>& argv, int64_t nproc, doubl
     running[spawn_worker(command, variables)] = rank;
   }
   int result = 0;
-  std::optional<Clock::time_point> deadline;  // after a failure: when the rest are ended
+  Clock::time_point deadline = Clock::time_point::max();  // after a failure: when the rest are ended
   bool terminated = false;
   while (!running.empty()) {
     if (stop_signal != 0 && !terminated) {
@@ -459,12 +459,12 @@ int run_local_workers(const std::vector<std::string>& argv, int64_t nproc, doubl
     const pid_t pid = waitpid(-1, &status, WNOHANG);
     if (pid < 0 && errno != EINTR) break;
     if (pid <= 0) {
-      if (deadline && Clock::now() > *deadline) {
+      if (Clock::now() > deadline) {
         for (const auto& [other, rank] : running) {
           std::cerr << fmt::format("spe train --nproc: worker rank {} (pid {}) did not stop; killing it\n", rank, other);
           kill(other, SIGKILL);
         }
-        deadline.reset();
+        deadline = Clock::time_point::max();
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
       continue;

@@ -97,7 +97,7 @@ class GradientReducer {
 };
 
 // `spe train --nproc N`: serves the store on a free loopback port, starts `argv` N times with
-// torchrun's variables (and OMP_NUM_THREADS = threads_per_worker unless already set), and waits.
+// torchrun's variables and OMP_NUM_THREADS = OPENBLAS_NUM_THREADS = threads_per_worker, and waits.
 // When a worker fails, says which rank and how, gives the others timeout_s to stop on their own,
 // then ends them. Returns 0 when every worker succeeded, 1 otherwise.
 int run_local_workers(const std::vector<std::string>& argv, int64_t nproc, double timeout_s,
