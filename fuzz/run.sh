@@ -3,7 +3,7 @@
 #   fuzz/run.sh SECONDS [TARGET...]     each target for SECONDS (CI: a short smoke run)
 #   fuzz/run.sh --runs N [TARGET...]    each target for N executions (the long runs in docs/FUZZING.md)
 # TARGET is one of the targets below (default: all). Fails on any finding; the crashing input is
-# left in build-fuzz/findings/.
+# left in build-fuzz/findings/, each target's whole log in build-fuzz/TARGET.log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "${1:-}" = "--runs" ]; then
@@ -36,5 +36,7 @@ for entry in "${all_targets[@]}"; do
   if [ ${#selected[@]} -gt 0 ] && [[ ! " ${selected[*]} " =~ " $target " ]]; then continue; fi
   echo "fuzz: $target ${limit[*]} on corpus/$corpus"
   "build-fuzz/$target" "${limit[@]}" -max_len=16384 -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
-    -artifact_prefix=build-fuzz/findings/ "build-fuzz/corpus/$corpus" 2>&1 | tail -n 12
+    -artifact_prefix=build-fuzz/findings/ "build-fuzz/corpus/$corpus" > "build-fuzz/$target.log" 2>&1 ||
+    { tail -n 40 "build-fuzz/$target.log"; exit 1; }
+  tail -n 12 "build-fuzz/$target.log"
 done

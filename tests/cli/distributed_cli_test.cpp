@@ -3,9 +3,7 @@
 // worker killed in the middle of training.
 #include <fmt/format.h>
 #include <gtest/gtest.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -18,12 +16,15 @@
 
 #include "spe/train/checkpoint.h"
 #include "support/cli.h"
+#include "support/ports.h"
 
 namespace spe {
 namespace {
 
 namespace fs = std::filesystem;
+using testing::free_port;
 using testing::run_cli;
+using testing::run_command;
 using testing::scratch;
 
 // A small float64 sineSPE classifier without dropout: 4 steps of 8 examples (4 per rank).
@@ -46,19 +47,6 @@ int occurrences(const std::string& text, const std::string& word) {
   int n = 0;
   for (size_t at = text.find(word); at != std::string::npos; at = text.find(word, at + 1)) ++n;
   return n;
-}
-
-// A port that was free a moment ago.
-int free_port() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t length = sizeof address;
-  EXPECT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
-  EXPECT_EQ(getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length), 0);
-  close(fd);
-  return ntohs(address.sin_port);
 }
 
 // The largest difference between the parameters of two checkpoints.
@@ -121,14 +109,9 @@ TEST(CliDistributed, TorchrunStartsTheSameTraining) {
   // torchrun serves the store itself (TORCHELASTIC_USE_AGENT_STORE=True): rank 0 is a client.
   const std::string torchrun = "OMP_NUM_THREADS=1 /usr/bin/torchrun --no_python --redirects 1 --tee 1 --nproc_per_node 2 "
                                "--master_port " + std::to_string(free_port()) + " " SPE_CLI;
-  const std::string command = torchrun + kRun + "train.steps=3" + data + " --out " + theirs.string() + " 2>&1";
-  FILE* pipe = ::popen(command.c_str(), "r");
-  ASSERT_NE(pipe, nullptr);
-  std::string output;
-  char buffer[4096];
-  for (size_t n; (n = std::fread(buffer, 1, sizeof buffer, pipe)) > 0;) output.append(buffer, n);
-  ASSERT_EQ(::pclose(pipe), 0) << output;
-  EXPECT_LT(max_parameter_difference(ours / "checkpoint.pt", theirs / "checkpoint.pt"), 1e-10) << output;
+  run = run_command(torchrun + kRun + "train.steps=3" + data + " --out " + theirs.string());
+  ASSERT_EQ(run.status, 0) << run.output;
+  EXPECT_LT(max_parameter_difference(ours / "checkpoint.pt", theirs / "checkpoint.pt"), 1e-10) << run.output;
 }
 
 // Two "hosts": network namespaces joined by a veth pair, 10.77.0.1 and 10.77.0.2, one rank in
@@ -153,18 +136,11 @@ TEST(CliDistributed, TwoHostsJoinedByAVethPair) {
       "ip netns exec " + b + " env RANK=1" + worker + "; wait $first";
   const fs::path script_file = scratch("two_hosts.sh");
   std::ofstream(script_file) << script << "\n";
-  const std::string command = "sh " + script_file.string() + " 2>&1";
-  FILE* pipe = ::popen(command.c_str(), "r");
-  ASSERT_NE(pipe, nullptr);
-  std::string output;
-  char buffer[4096];
-  for (size_t n; (n = std::fread(buffer, 1, sizeof buffer, pipe)) > 0;) output.append(buffer, n);
-  if (output.find("Operation not permitted") != std::string::npos) {
-    ::pclose(pipe);
-    GTEST_SKIP() << "this machine does not allow network namespaces: " << output;
-  }
-  ASSERT_EQ(::pclose(pipe), 0) << output;
-  EXPECT_LT(max_parameter_difference(local / "checkpoint.pt", hosts / "checkpoint.pt"), 1e-10) << output;
+  run = run_command("sh " + script_file.string());
+  if (run.output.find("Operation not permitted") != std::string::npos)
+    GTEST_SKIP() << "this machine does not allow network namespaces: " << run.output;
+  ASSERT_EQ(run.status, 0) << run.output;
+  EXPECT_LT(max_parameter_difference(local / "checkpoint.pt", hosts / "checkpoint.pt"), 1e-10) << run.output;
 }
 
 // The pids of `parent`'s children, by the RANK in their environment.

@@ -16,8 +16,9 @@ struct CliRun {
   std::string output;  // stdout and stderr
 };
 
-inline CliRun run_cli(const std::string& arguments) {
-  const std::string command = std::string(SPE_CLI) + " " + arguments + " 2>&1";
+// Runs a shell command line; its stdout and stderr together.
+inline CliRun run_command(const std::string& command_line) {
+  const std::string command = command_line + " 2>&1";
   FILE* pipe = ::popen(command.c_str(), "r");
   EXPECT_NE(pipe, nullptr);
   std::string output;
@@ -26,5 +27,7 @@ inline CliRun run_cli(const std::string& arguments) {
   const int status = ::pclose(pipe);
   return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, output};
 }
+
+inline CliRun run_cli(const std::string& arguments) { return run_command(std::string(SPE_CLI) + " " + arguments); }
 
 }  // namespace spe::testing

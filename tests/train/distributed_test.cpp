@@ -2,8 +2,6 @@
 // launch environment, the collectives, the gradient reducer against sums computed by hand, and
 // the errors for a peer that leaves, one that stays silent, a port in use and no master.
 #include <gtest/gtest.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <ATen/ATen.h>
@@ -14,24 +12,13 @@
 
 #include "spe/train/distributed.h"
 #include "support/errors.h"
+#include "support/ports.h"
 
 namespace spe::train {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-// A port that was free a moment ago.
-int free_port() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t length = sizeof address;
-  EXPECT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
-  EXPECT_EQ(getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length), 0);
-  close(fd);
-  return ntohs(address.sin_port);
-}
+using testing::free_port;
 
 LaunchEnvironment rank_of(int64_t rank, int64_t world_size, int port) {
   LaunchEnvironment e;
@@ -174,63 +161,50 @@ TEST(GradientReducer, GivesTheSumOfEveryRanksGradients) {
   });
 }
 
-TEST(ProcessGroup, APeerThatLeavesIsAnErrorAtOnce) {
+// Rank 0's second sum while rank 1 does `other` instead of joining it: the error and the wait.
+struct FailedSum {
   std::string message;
   double waited = 0;
+};
+FailedSum second_sum_without_rank_1(const std::function<void(ProcessGroup&)>& other, double timeout_s) {
+  FailedSum result;
   on_ranks(2, [&](ProcessGroup& group) {
     at::Tensor x = at::ones({1});
     group.all_reduce_sum(x);  // both are here
-    if (group.rank() == 1) {
-      group.report_failure("out of disk space");
-      return;  // leaves: its group closes its connections
-    }
+    if (group.rank() == 1) return other(group);
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
     const auto start = Clock::now();
     try {
       group.all_reduce_sum(x);
     } catch (const DistributedError& e) {
-      message = e.what();
+      result.message = e.what();
     }
-    waited = std::chrono::duration<double>(Clock::now() - start).count();
-  }, /*timeout_s=*/30);
-  EXPECT_NE(message.find("rank 0 of 2: the sum across ranks failed"), std::string::npos) << message;
-  EXPECT_NE(message.find("Rank 1 failed: out of disk space"), std::string::npos) << message;
-  EXPECT_LT(waited, 10.0);  // far below the 30 s deadline: the closed connection is seen at once
+    result.waited = std::chrono::duration<double>(Clock::now() - start).count();
+  }, timeout_s);
+  return result;
+}
+
+TEST(ProcessGroup, APeerThatLeavesIsAnErrorAtOnce) {
+  // Rank 1 reports a failure and leaves: its group closes its connections.
+  const FailedSum r = second_sum_without_rank_1([](ProcessGroup& group) { group.report_failure("out of disk space"); }, 30);
+  EXPECT_NE(r.message.find("rank 0 of 2: the sum across ranks failed"), std::string::npos) << r.message;
+  EXPECT_NE(r.message.find("Rank 1 failed: out of disk space"), std::string::npos) << r.message;
+  EXPECT_LT(r.waited, 10.0);  // far below the 30 s deadline: the closed connection is seen at once
 }
 
 TEST(ProcessGroup, ASilentPeerIsAnErrorAtTheDeadline) {
-  std::string message;
-  double waited = 0;
-  on_ranks(2, [&](ProcessGroup& group) {
-    at::Tensor x = at::ones({1});
-    if (group.rank() == 1) {  // alive, but never joins the sum
-      std::this_thread::sleep_for(std::chrono::seconds(4));
-      return;
-    }
-    const auto start = Clock::now();
-    try {
-      group.all_reduce_sum(x);
-    } catch (const DistributedError& e) {
-      message = e.what();
-    }
-    waited = std::chrono::duration<double>(Clock::now() - start).count();
-  }, /*timeout_s=*/1.5);
-  EXPECT_NE(message.find("rank 0 of 2: the sum across ranks failed"), std::string::npos) << message;
-  EXPECT_GE(waited, 1.0);
-  EXPECT_LT(waited, 4.0);
+  // Rank 1 stays alive but never joins the sum.
+  const FailedSum r =
+      second_sum_without_rank_1([](ProcessGroup&) { std::this_thread::sleep_for(std::chrono::seconds(4)); }, 1.5);
+  EXPECT_NE(r.message.find("rank 0 of 2: the sum across ranks failed"), std::string::npos) << r.message;
+  EXPECT_NE(r.message.find("did not answer within the timeout of 1.5 s"), std::string::npos) << r.message;
+  EXPECT_GE(r.waited, 1.0);
+  EXPECT_LT(r.waited, 4.0);
 }
 
 TEST(ProcessGroup, PortInUseAndNoMasterAreNamed) {
-  // A port held by another socket.
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t length = sizeof address;
-  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
-  ASSERT_EQ(listen(fd, 1), 0);
-  ASSERT_EQ(getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length), 0);
-  const int busy = ntohs(address.sin_port);
+  int busy = 0;
+  const int fd = testing::bind_loopback(busy, /*listening=*/true);  // a port held by another socket
   EXPECT_ERROR_CONTAINS(ProcessGroup(rank_of(0, 2, busy), 2), "is the port in use?");
   close(fd);
   // Nobody serves this port: rank 1 gives up after its timeout.
