@@ -132,11 +132,6 @@ void save_checkpoint(const std::string& path, const CheckpointHeader& header, nn
     torch::serialize::OutputArchive optimizer_archive;
     optimizer->save(optimizer_archive);
     archive.write("optimizer", optimizer_archive);
-    if (ranks.empty()) {
-      at::Generator generator = at::detail::getDefaultCPUGenerator();
-      std::lock_guard<std::mutex> lock(generator.mutex());
-      archive.write(generator_key("cpu", 0), generator.get_state());
-    }
     for (size_t rank = 0; rank < ranks.size(); ++rank) {
       archive.write(generator_key("cpu", static_cast<int64_t>(rank)), ranks[rank].global);
       if (ranks[rank].draws.defined()) archive.write(generator_key("draws", static_cast<int64_t>(rank)), ranks[rank].draws);

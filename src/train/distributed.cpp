@@ -30,6 +30,8 @@
 #include <mutex>
 #include <thread>
 
+#include "spe/util/process.h"
+
 extern char** environ;
 
 namespace spe::train {
@@ -386,11 +388,6 @@ namespace {
 std::atomic<int> stop_signal{0};
 void remember_signal(int signal) { stop_signal = signal; }
 
-std::string describe_status(int status) {
-  if (WIFSIGNALED(status)) return fmt::format("was killed by signal {} ({})", WTERMSIG(status), strsignal(WTERMSIG(status)));
-  return fmt::format("exited with status {}", WEXITSTATUS(status));
-}
-
 pid_t spawn_worker(const std::vector<std::string>& argv, const std::map<std::string, std::string>& variables) {
   std::vector<std::string> environment;
   for (char** e = environ; *e; ++e) {
@@ -476,10 +473,10 @@ int run_local_workers(const std::vector<std::string>& argv, int64_t nproc, doubl
     if (result == 0)
       std::cerr << fmt::format(
           "spe train --nproc: worker rank {} (pid {}) {}; the other workers stop within the timeout of {} s\n", rank, pid,
-          describe_status(status), timeout_s);
+          describe_exit(exit_status_of(status)), timeout_s);
     else
       std::cerr << fmt::format("spe train --nproc: worker rank {} (pid {}) {} after it\n", rank, pid,
-                               describe_status(status));
+                               describe_exit(exit_status_of(status)));
     if (result == 0) deadline = Clock::now() + to_milliseconds(timeout_s + 5);
     result = 1;
   }

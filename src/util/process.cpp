@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 
 #include <cerrno>
+#include <cstring>
 #include <stdexcept>
 
 extern char** environ;
@@ -30,14 +31,18 @@ int run_program(const std::vector<std::string>& argv, const std::string& log_pat
   int status = 0;
   while (waitpid(pid, &status, 0) < 0)
     if (errno != EINTR) return 127;
-  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 127;
+  return exit_status_of(status);
+}
+
+int exit_status_of(int wait_status) {
+  if (WIFSIGNALED(wait_status)) return 128 + WTERMSIG(wait_status);
+  return WIFEXITED(wait_status) ? WEXITSTATUS(wait_status) : 127;
 }
 
 std::string describe_exit(int status) {
-  if (status == 127) return "not found or not executable";
-  if (status > 128) return "killed by signal " + std::to_string(status - 128);
-  return "exit status " + std::to_string(status);
+  if (status == 127) return "was not found or not executable";
+  if (status > 128) return "was killed by signal " + std::to_string(status - 128) + " (" + strsignal(status - 128) + ")";
+  return "exited with status " + std::to_string(status);
 }
 
 }  // namespace spe

@@ -37,10 +37,10 @@ struct RankGenerators {
   at::Tensor global, draws;
 };
 
-// ranks: every rank's generators (index = rank), saved with the optimizer so that each rank
-// resumes its own streams; when empty, the global generator's state of this process is saved.
+// ranks: every rank's generators (index = rank; one entry for a single process), saved with the
+// optimizer so that each rank resumes its own streams.
 void save_checkpoint(const std::string& path, const CheckpointHeader& header, nn::ModelImpl& model,
-                     torch::optim::Optimizer* optimizer, const std::vector<RankGenerators>& ranks = {});
+                     torch::optim::Optimizer* optimizer, const std::vector<RankGenerators>& ranks);
 CheckpointHeader read_checkpoint_header(const std::string& path);
 // Loads the parameters into a model built from the header; with an optimizer, also its state and
 // rank's generators (the global one, and `draws` when given and saved). Refuses a checkpoint of

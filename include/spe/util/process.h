@@ -11,7 +11,10 @@ namespace spe {
 // or 128 + the signal number when a signal ended it.
 int run_program(const std::vector<std::string>& argv, const std::string& log_path = "");
 
-// "exit status 3", "not found or not executable", "killed by signal 9".
+// The status run_program reports for a status from waitpid: the exit status, or 128 + the signal.
+int exit_status_of(int wait_status);
+
+// "exited with status 3", "was not found or not executable", "was killed by signal 9 (Killed)".
 std::string describe_exit(int status);
 
 }  // namespace spe
