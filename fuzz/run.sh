@@ -2,8 +2,9 @@
 # Builds the fuzzers (clang, ASan, UBSan) into build-fuzz/ and runs each on its corpus.
 #   fuzz/run.sh SECONDS [TARGET...]     each target for SECONDS (CI: a short smoke run)
 #   fuzz/run.sh --runs N [TARGET...]    each target for N executions (the long runs in docs/FUZZING.md)
-# TARGET is one of the targets below (default: all). Fails on any finding; the crashing input is
-# left in build-fuzz/findings/, each target's whole log in build-fuzz/TARGET.log.
+# TARGET is one of the targets below (default: all). Needs the main build (SPE_BUILD_DIR, default
+# build/: `make build`). Fails on any finding; the crashing input is left in build-fuzz/findings/,
+# each target's whole log in build-fuzz/TARGET.log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "${1:-}" = "--runs" ]; then
@@ -11,31 +12,26 @@ if [ "${1:-}" = "--runs" ]; then
 else
   limit=(-max_total_time="${1:-60}"); shift $(( $# > 0 ? 1 : 0 ))
 fi
-# target:corpus
-all_targets=(fuzz_midi:midi fuzz_midi_read:midi fuzz_remi_decode:remi)
+# target:corpus:longest input (checkpoints of the smallest model are 90 kB archives)
+all_targets=(fuzz_midi:midi:16384 fuzz_midi_read:midi:16384 fuzz_remi_decode:remi:16384 fuzz_dataset:dataset:16384
+             fuzz_idx:idx:16384 fuzz_labelled_text:labelled_text:16384 fuzz_config:config:16384
+             fuzz_checkpoint:checkpoint:131072 fuzz_cli:cli:4096)
 selected=("$@")
-
-CC=clang CXX=clang++ cmake -S fuzz -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo > /dev/null
-cmake --build build-fuzz -j 2
-
-# Seed corpora: Debian's MIDI files, and their token sequences for the decoder.
-mkdir -p build-fuzz/corpus/midi build-fuzz/corpus/remi build-fuzz/findings
-for f in /usr/share/games/openttd/baseset/openmsx/*.mid /usr/share/games/simutrans/music/*.mid; do
-  [ -f "$f" ] && cp -n "$f" build-fuzz/corpus/midi/
+build=$(realpath "${SPE_BUILD_DIR:-build}")
+for needed in spe libspe.so libspe_cli_app.a; do
+  [ -f "$build/$needed" ] || { echo "fuzz: $build/$needed is missing: build spe first (make build)" >&2; exit 1; }
 done
-if [ -x build/spe ] && [ -z "$(ls -A build-fuzz/corpus/remi)" ]; then
-  for f in build-fuzz/corpus/midi/*.mid; do
-    build/spe midi encode "$f" --ids 2>/dev/null |
-      python3 -c 'import sys, struct; ids = [int(w) for w in sys.stdin.read().split()][:4000]; sys.stdout.buffer.write(struct.pack("<%dH" % len(ids), *ids))' \
-        > "build-fuzz/corpus/remi/$(basename "$f" .mid).bin"
-  done
-fi
+
+CC=clang CXX=clang++ cmake -S fuzz -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSPE_BUILD_DIR="$build" > /dev/null
+cmake --build build-fuzz -j 2
+fuzz/seeds.sh "$build/spe" build-fuzz/corpus
+mkdir -p build-fuzz/findings
 
 for entry in "${all_targets[@]}"; do
-  target=${entry%%:*} corpus=${entry#*:}
+  IFS=: read -r target corpus max_len <<< "$entry"
   if [ ${#selected[@]} -gt 0 ] && [[ ! " ${selected[*]} " =~ " $target " ]]; then continue; fi
   echo "fuzz: $target ${limit[*]} on corpus/$corpus"
-  "build-fuzz/$target" "${limit[@]}" -max_len=16384 -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+  LSAN_OPTIONS=suppressions=fuzz/lsan.supp "build-fuzz/$target" "${limit[@]}" -max_len="$max_len" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
     -artifact_prefix=build-fuzz/findings/ "build-fuzz/corpus/$corpus" > "build-fuzz/$target.log" 2>&1 ||
     { tail -n 40 "build-fuzz/$target.log"; exit 1; }
   tail -n 12 "build-fuzz/$target.log"

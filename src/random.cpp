@@ -5,6 +5,7 @@
 #include <ATen/ops/empty.h>
 
 #include <limits>
+#include <mutex>
 
 namespace spe {
 namespace {
@@ -20,6 +21,15 @@ uint64_t mix64(uint64_t x) {
 }  // namespace
 
 at::Generator make_generator(uint64_t seed) { return at::detail::createCPUGenerator(seed); }
+
+at::Generator copy_generator(const at::Generator& generator) {
+  TORCH_CHECK(generator.device().is_cpu(), "copy_generator: a CPU generator is expected, got one on ", generator.device());
+  at::Generator copy = at::detail::createCPUGenerator();
+  at::Generator source = generator;  // another handle to the same generator, for its lock
+  std::lock_guard<std::mutex> lock(source.mutex());
+  copy.set_state(source.get_state());
+  return copy;
+}
 
 uint64_t draw_key(OptionalGenerator generator) {
   const at::Tensor word = at::empty({1}, at::kLong).random_(0, std::numeric_limits<int64_t>::max(), generator);

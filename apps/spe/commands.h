@@ -3,7 +3,18 @@
 // Errors are thrown (std::exception or c10::Error) and reported by main.
 #include <CLI/CLI.hpp>
 
+#include <string>
+#include <vector>
+
 namespace spe::cli {
+
+// More intra-op threads than this is a typing error, not a machine (each one is a real thread).
+constexpr int kMaxThreads = 1024;
+
+// The whole command line on `app`: global options and every subcommand, each running from its
+// callback. The options write into state that the callbacks own: keep them. command_line: this
+// process's arguments (spe train --nproc restarts itself with them).
+void add_commands(CLI::App& app, const std::vector<std::string>& command_line);
 
 // A command-line value that must be a positive integer; the error names the value given.
 inline CLI::Validator positive_integer() {

@@ -16,6 +16,10 @@ using OptionalGenerator = c10::optional<at::Generator>;
 // A CPU generator seeded with `seed`: the same seed gives the same draws.
 at::Generator make_generator(uint64_t seed);
 
+// An independent generator in the state of `generator`: the same draws from here on. (LibTorch
+// 1.13's Generator::clone() never frees its copy; this one is freed like any generator.)
+at::Generator copy_generator(const at::Generator& generator);
+
 // A 64-bit key drawn from the generator (or the default one), for keyed_normal_rows.
 uint64_t draw_key(OptionalGenerator generator = c10::nullopt);
 

@@ -18,6 +18,7 @@ namespace {
 constexpr char kMagic[8] = {'S', 'P', 'E', 'D', 'A', 'T', 'A', '\0'};
 constexpr uint32_t kFormatVersion = 1;
 constexpr uint64_t kMaxHeaderBytes = 1 << 20;
+constexpr int64_t kMaxGridCells = int64_t{1} << 31;  // positions of one sequence, for 2-D convSPE
 
 template <class T>
 void append(std::string& out, const T* values, size_t count) {
@@ -34,8 +35,12 @@ void check_info(const DatasetInfo& info, const std::string& name) {
   if (info.fields != 1 && info.fields != 2) fail(fmt::format("fields is {}, expected 1 or 2 (pairs)", info.fields));
   if (!info.class_names.empty() && static_cast<int64_t>(info.class_names.size()) != info.num_classes)
     fail(fmt::format("{} class names for {} classes", info.class_names.size(), info.num_classes));
-  for (int64_t side : info.grid)
+  int64_t cells = 1;
+  for (int64_t side : info.grid) {
     if (side <= 0) fail(fmt::format("grid side {} is not positive", side));
+    if (__builtin_mul_overflow(cells, side, &cells) || cells > kMaxGridCells)
+      fail(fmt::format("the grid has more than {} cells", kMaxGridCells));
+  }
 }
 
 // Reads consecutive little-endian values out of a byte string, refusing to run past its end.
@@ -49,6 +54,7 @@ class Reader {
     if (count > remaining() / sizeof(T))
       throw std::runtime_error(fmt::format("dataset '{}' is truncated: {} needs {} bytes at offset {}, only {} remain",
                                            name_, what, count * sizeof(T), position_, remaining()));
+    if (count == 0) return;  // out may be the null data() of an empty vector
     std::memcpy(out, bytes_.data() + position_, count * sizeof(T));
     position_ += count * sizeof(T);
   }

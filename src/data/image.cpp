@@ -50,14 +50,14 @@ IdxArray read_idx(const std::string& path) {
   if (dims == 0 || dims > 4 || bytes.size() < 4 + 4 * dims)
     throw std::runtime_error(fmt::format("'{}': {} dimensions in an IDX header of {} bytes", path, dims, bytes.size()));
   IdxArray array;
-  uint64_t count = 1;
+  const size_t header = 4 + 4 * dims;
+  uint64_t count = 1;  // saturates at 2^64 - 1 instead of wrapping around
   for (size_t d = 0; d < dims; ++d) {
     const size_t at = 4 + 4 * d;
-    const int64_t size = (int64_t{u8(at)} << 24) | (u8(at + 1) << 16) | (u8(at + 2) << 8) | u8(at + 3);
-    array.shape.push_back(size);
-    count *= static_cast<uint64_t>(size);
+    const uint64_t size = (uint64_t{u8(at)} << 24) | (uint64_t{u8(at + 1)} << 16) | (uint64_t{u8(at + 2)} << 8) | u8(at + 3);
+    array.shape.push_back(static_cast<int64_t>(size));
+    if (__builtin_mul_overflow(count, size, &count)) count = UINT64_MAX;
   }
-  const size_t header = 4 + 4 * dims;
   if (bytes.size() - header != count)
     throw std::runtime_error(fmt::format("'{}': the header promises {} values, the file holds {}", path, count,
                                          bytes.size() - header));

@@ -133,14 +133,14 @@ class PrefixDecoder final : public Decoder {
       : Decoder(batch),
         model_(std::move(model)),
         // Every step replays the same draws: a private generator, restored before each forward.
-        generator_(generator ? generator->clone() : make_generator(draw_key())) {}
+        generator_(generator ? copy_generator(*generator) : make_generator(draw_key())) {}
 
   at::Tensor step(const at::Tensor& tokens) override {
     check_tokens(tokens, model_->options.transformer().vocab_size());
     at::NoGradGuard no_grad;
     prefix_ = prefix_.defined() ? at::cat({prefix_, tokens.unsqueeze(1)}, 1) : tokens.unsqueeze(1);
     ++position_;
-    return model_->forward(prefix_, {}, {}, {}, generator_.clone()).select(1, -1);
+    return model_->forward(prefix_, {}, {}, {}, copy_generator(generator_)).select(1, -1);
   }
 
  private:

@@ -56,10 +56,13 @@ std::string unwrap(const std::string& bytes, const std::string& path) {
   return bytes.substr(kPreamble);
 }
 
-int64_t read_int(torch::serialize::InputArchive& archive, const std::string& key) {
+// A count the checkpoint records: one integer, at least `minimum`.
+int64_t read_int(torch::serialize::InputArchive& archive, const std::string& key, int64_t minimum = 0) {
   at::Tensor t;
   archive.read(key, t);
-  return t.item<int64_t>();
+  const int64_t value = t.item<int64_t>();
+  if (value < minimum) throw std::runtime_error(fmt::format("'{}' is {}, expected at least {}", key, value, minimum));
+  return value;
 }
 
 std::string read_string(torch::serialize::InputArchive& archive, const std::string& key) {
@@ -68,14 +71,14 @@ std::string read_string(torch::serialize::InputArchive& archive, const std::stri
   return value.toStringRef();
 }
 
-CheckpointHeader read_header(torch::serialize::InputArchive& archive, const std::string& path) {
+CheckpointHeader read_header_entries(torch::serialize::InputArchive& archive, const std::string& path) {
   CheckpointHeader header;
   header.config = parse_config(read_string(archive, "config"), {}, path + " (its configuration)");
   data::DatasetInfo& d = header.data;
   d.task = read_string(archive, "data/task");
-  d.vocab_size = read_int(archive, "data/vocab_size");
+  d.vocab_size = read_int(archive, "data/vocab_size", 2);
   d.num_classes = read_int(archive, "data/num_classes");
-  d.fields = read_int(archive, "data/fields");
+  d.fields = read_int(archive, "data/fields", 1);
   at::Tensor grid;
   archive.read("data/grid", grid);
   d.grid.assign(grid.data_ptr<int64_t>(), grid.data_ptr<int64_t>() + grid.numel());
@@ -88,8 +91,20 @@ CheckpointHeader read_header(torch::serialize::InputArchive& archive, const std:
   archive.read("state/best_metric", best);
   s.best_metric = best.item<double>();
   at::Tensor world_size;  // absent from checkpoints of single-process runs before data parallelism
-  s.world_size = archive.try_read("state/world_size", world_size) ? world_size.item<int64_t>() : 1;
+  s.world_size = archive.try_read("state/world_size", world_size) ? read_int(archive, "state/world_size", 1) : 1;
   return header;
+}
+
+// What the checkpoint says about itself; an entry missing or of the wrong kind is an error
+// naming the file (only a file written by something else, with a valid checksum, gets here).
+CheckpointHeader read_header(torch::serialize::InputArchive& archive, const std::string& path) {
+  try {
+    return read_header_entries(archive, path);
+  } catch (const c10::Error& e) {
+    throw std::runtime_error(fmt::format("checkpoint '{}' lacks what spe writes: {}", path, e.what_without_backtrace()));
+  } catch (const std::runtime_error& e) {
+    throw std::runtime_error(fmt::format("checkpoint '{}': {}", path, e.what()));
+  }
 }
 
 torch::serialize::InputArchive open_archive(const std::string& path) {

@@ -248,6 +248,8 @@ Config parse_config(const std::string& yaml_text, const std::vector<std::string>
   if (!root || root.IsNull()) root = YAML::Node(YAML::NodeType::Map);
   Config config;
   try {
+    if (!root.IsMap())
+      throw std::invalid_argument(fmt::format("expected a section of keys at the top, got {}", describe(root)));
     for (const auto& o : overrides) apply_override(root, o);
     Binder binder = Binder::reader(root, "");
     bind(binder, config);
@@ -255,6 +257,8 @@ Config parse_config(const std::string& yaml_text, const std::vector<std::string>
     check_config(config);
   } catch (const std::invalid_argument& e) {
     throw std::invalid_argument(fmt::format("{}: {}", name, e.what()));
+  } catch (const YAML::Exception& e) {  // e.g. a key that is itself a list or a section
+    throw std::invalid_argument(fmt::format("{}: line {}, column {}: {}", name, e.mark.line + 1, e.mark.column + 1, e.msg));
   }
   return config;
 }

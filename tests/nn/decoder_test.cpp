@@ -104,6 +104,20 @@ TEST(Decoder, RefusesWhatItCannotDecode) {
   EXPECT_ERROR_CONTAINS(make_decoder(DecoderKind::prefix, classifier, 1);, "needs a language model");
 }
 
+// The copy continues the original's stream, and each then moves on its own. (That the copies are
+// freed is checked by LeakSanitizer in make test-sanitize: LibTorch's own clone() leaks them.)
+TEST(CopyGenerator, ContinuesTheStreamIndependently) {
+  at::Generator original = make_generator(5);
+  at::empty({3}).normal_(0, 1, original);
+  at::Generator copy = copy_generator(original);
+  const at::Tensor from_copy = at::empty({4}, at::kDouble).normal_(0, 1, copy);
+  const at::Tensor from_original = at::empty({4}, at::kDouble).normal_(0, 1, original);
+  EXPECT_TRUE(at::equal(from_copy, from_original));
+  at::empty({4}).normal_(0, 1, copy);
+  EXPECT_FALSE(at::equal(at::empty({4}, at::kDouble).normal_(0, 1, copy),
+                         at::empty({4}, at::kDouble).normal_(0, 1, original)));
+}
+
 TEST(KeyedNoise, RowsAreTheSameWhicheverRangeDrawsThem) {
   const at::Tensor whole = keyed_normal_rows(77, 0, 40, 9, at::kDouble);
   const at::Tensor middle = keyed_normal_rows(77, 13, 5, 9, at::kDouble);

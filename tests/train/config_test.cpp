@@ -36,6 +36,11 @@ TEST(Config, ErrorsNameTheKeyAndWhatIsAllowed) {
   EXPECT_ERROR_CONTAINS(parse_config("train:\n  steps: many\n"), "train.steps: expected an integer, got 'many'");
   EXPECT_ERROR_CONTAINS(parse_config("train:\n  steps: [1, 2]\n"), "train.steps: expected an integer, got a list");
   EXPECT_ERROR_CONTAINS(parse_config("model: 4\n"), "model: expected a section of keys, got '4'");
+  // Found by fuzz_config: an override on a file that is not a map of keys escaped as yaml-cpp's error.
+  EXPECT_ERROR_CONTAINS(parse_config("just words\n", {"model.layers=2"}, "words.yaml"),
+                        "words.yaml: expected a section of keys at the top, got 'just words'");
+  EXPECT_ERROR_CONTAINS(parse_config("- 1\n- 2\n", {}, "list.yaml"), "list.yaml: expected a section of keys at the top, got a list");
+  EXPECT_ERROR_CONTAINS(parse_config("[1, 2]: 3\n", {}, "key.yaml"), "key.yaml: line 1, column 1");
   EXPECT_ERROR_CONTAINS(parse_config("model:\n  dim: 10\n  heads: 4\n"), "model: dim 10 must be a positive multiple of heads 4");
   EXPECT_ERROR_CONTAINS(parse_config("", {"model.positional.kind=shaw"}), "set attention.kind to softmax");
   EXPECT_ERROR_CONTAINS(parse_config("", {"train.accumulation=3"}), "train.accumulation is 3, expected a divisor of train.batch_size (16)");

@@ -1,0 +1,37 @@
+// The `spe` command line: the global options and every subcommand (main.cpp parses and reports;
+// fuzz/fuzz_cli.cpp parses without running them).
+#include <ATen/Parallel.h>
+
+#include <cstdlib>
+#include <thread>
+
+#include "commands.h"
+#include "spe/version.h"
+
+namespace spe::cli {
+
+void add_commands(CLI::App& app, const std::vector<std::string>& command_line) {
+  app.description("spe: stochastic positional encoding (SPE) and linear attention on LibTorch");
+  app.set_version_flag("--version", std::string("spe ") + spe::version());
+  app.require_subcommand(0, 1);
+  // The cores, or OMP_NUM_THREADS when a launcher (torchrun, spe train --nproc) sets it per worker.
+  auto threads = std::make_shared<int>(static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+  if (const char* omp = std::getenv("OMP_NUM_THREADS"); omp && std::atoi(omp) > 0) *threads = std::atoi(omp);
+  app.add_option("--threads", *threads, "intra-op threads for LibTorch and spe kernels (per worker)")
+      ->check(positive_integer())
+      ->check(CLI::Range(1, kMaxThreads))
+      ->capture_default_str();
+  app.parse_complete_callback([threads] { at::set_num_threads(*threads); });
+  add_info_command(app);
+  add_kernel_command(app);
+  add_bench_command(app);
+  add_data_command(app);
+  add_train_commands(app, command_line);
+  add_plot_command(app);
+  add_compare_command(app);
+  add_midi_command(app);
+  add_generate_command(app);
+  add_extrapolate_command(app);
+}
+
+}  // namespace spe::cli
