@@ -144,13 +144,19 @@ Dataset Dataset::deserialize(const std::string& bytes, const std::string& name) 
     const nlohmann::json header = nlohmann::json::parse(header_text);
     info.task = header.at("task").get<std::string>();
     info.split = header.at("split").get<std::string>();
-    info.vocab_size = header.at("vocab_size").get<int64_t>();
-    info.num_classes = header.at("num_classes").get<int64_t>();
-    info.fields = header.at("fields").get<int64_t>();
-    info.grid = header.at("grid").get<std::vector<int64_t>>();
+    // nlohmann converts a number like 4e45 to an integer without a check: ask for integers.
+    auto integer = [&](const nlohmann::json& value, const char* key) {
+      if (!value.is_number_integer())
+        throw std::runtime_error(fmt::format("dataset '{}': the header's {} is {}, expected an integer", name, key, value.dump()));
+      return value.get<int64_t>();
+    };
+    info.vocab_size = integer(header.at("vocab_size"), "vocab_size");
+    info.num_classes = integer(header.at("num_classes"), "num_classes");
+    info.fields = integer(header.at("fields"), "fields");
+    for (const auto& side : header.at("grid")) info.grid.push_back(integer(side, "grid"));
     info.class_names = header.at("class_names").get<std::vector<std::string>>();
     info.source = header.at("source").get<std::string>();
-    examples = header.at("examples").get<int64_t>();
+    examples = integer(header.at("examples"), "examples");
   } catch (const nlohmann::json::exception& e) {
     throw std::runtime_error(fmt::format("dataset '{}': the header is damaged ({})", name, e.what()));
   }

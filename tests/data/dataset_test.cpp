@@ -5,9 +5,11 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <set>
 
 #include "spe/data/batch.h"
+#include "spe/util/hash.h"
 #include "support/errors.h"
 
 namespace spe::data {
@@ -39,6 +41,26 @@ TEST(Dataset, RoundTripsThroughItsFileFormat) {
   EXPECT_EQ(back.sequence(0, 1).data[0], 299);
   EXPECT_EQ(back.sequence(1, 0).size, 0u);
   EXPECT_EQ(back.sequence(2, 0).data[4], 5);
+}
+
+// Found by fuzz_dataset: a header number like 4e45 was converted to an integer unchecked (UB).
+TEST(Dataset, HeaderNumbersMustBeIntegers) {
+  const std::string bytes = small_pairs().serialize();
+  uint32_t length = 0;
+  std::memcpy(&length, bytes.data() + 12, 4);
+  const std::string header = bytes.substr(16, length);
+  for (const auto& [from, to] : std::vector<std::pair<std::string, std::string>>{
+           {"\"vocab_size\":300", "\"vocab_size\":4e45"}, {"\"fields\":2", "\"fields\":2.0"}, {"\"grid\":[]", "\"grid\":[1.5]"}}) {
+    std::string changed = header;
+    ASSERT_NE(changed.find(from), std::string::npos) << header;
+    changed.replace(changed.find(from), from.size(), to);
+    const uint32_t new_length = static_cast<uint32_t>(changed.size());
+    std::string file = bytes.substr(0, 12) + std::string(reinterpret_cast<const char*>(&new_length), 4) + changed +
+                       bytes.substr(16 + length, bytes.size() - 8 - 16 - length);
+    const uint64_t checksum = fnv1a(file);
+    file.append(reinterpret_cast<const char*>(&checksum), 8);
+    EXPECT_ERROR_CONTAINS(Dataset::deserialize(file, "odd.bin"), "expected an integer");
+  }
 }
 
 TEST(Dataset, EveryTruncationAndEveryByteFlipIsRefused) {
