@@ -56,13 +56,17 @@ std::string unwrap(const std::string& bytes, const std::string& path) {
   return bytes.substr(kPreamble);
 }
 
-// A count the checkpoint records: one integer, at least `minimum`.
-int64_t read_int(torch::serialize::InputArchive& archive, const std::string& key, int64_t minimum = 0) {
-  at::Tensor t;
-  archive.read(key, t);
+// A count the checkpoint records under `key`: one integer, at least `minimum`.
+int64_t count_of(const at::Tensor& t, const std::string& key, int64_t minimum) {
   const int64_t value = t.item<int64_t>();
   if (value < minimum) throw std::runtime_error(fmt::format("'{}' is {}, expected at least {}", key, value, minimum));
   return value;
+}
+
+int64_t read_int(torch::serialize::InputArchive& archive, const std::string& key, int64_t minimum = 0) {
+  at::Tensor t;
+  archive.read(key, t);
+  return count_of(t, key, minimum);
 }
 
 std::string read_string(torch::serialize::InputArchive& archive, const std::string& key) {
@@ -91,7 +95,7 @@ CheckpointHeader read_header_entries(torch::serialize::InputArchive& archive, co
   archive.read("state/best_metric", best);
   s.best_metric = best.item<double>();
   at::Tensor world_size;  // absent from checkpoints of single-process runs before data parallelism
-  s.world_size = archive.try_read("state/world_size", world_size) ? read_int(archive, "state/world_size", 1) : 1;
+  s.world_size = archive.try_read("state/world_size", world_size) ? count_of(world_size, "state/world_size", 1) : 1;
   return header;
 }
 
