@@ -69,14 +69,14 @@ if fresh config; then  # the project's configurations; some with overrides after
     > "$corpus/config/overrides.yaml"
 fi
 
-if fresh checkpoint; then  # checkpoints of two tiny runs
+if fresh checkpoint; then  # the payloads of two tiny runs' checkpoints (the target puts them in an envelope)
   for model in "model.positional.kind=sine_spe" "model.attention.kind=softmax"; do
     name=$(echo "$model" | tr -c 'a-z\n' _)
     "$spe" --threads 1 train --config configs/listops/linear_sine_spe.yaml --out "$work/run_$name" \
       --set data.dir="$work/listops" --set "$model" --set model.dim=8 --set model.layers=1 --set model.heads=1 \
       --set model.ffn_dim=8 --set train.steps=1 --set train.batch_size=2 --set train.eval_batch_size=2 \
       > "$work/train.log" 2>&1 || { cat "$work/train.log"; exit 1; }
-    cp "$work/run_$name/checkpoint.pt" "$corpus/checkpoint/$name.pt"
+    tail -c +29 "$work/run_$name/checkpoint.pt" > "$corpus/checkpoint/$name.bin"  # without the 28-byte preamble
   done
 fi
 

@@ -9,6 +9,7 @@
 
 #include "spe/util/files.h"
 #include "spe/util/hash.h"
+#include "util/json_numbers.h"
 
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "the dataset format is little-endian");
 
@@ -144,11 +145,8 @@ Dataset Dataset::deserialize(const std::string& bytes, const std::string& name) 
     const nlohmann::json header = nlohmann::json::parse(header_text);
     info.task = header.at("task").get<std::string>();
     info.split = header.at("split").get<std::string>();
-    // nlohmann converts a number like 4e45 to an integer without a check: ask for integers.
     auto integer = [&](const nlohmann::json& value, const char* key) {
-      if (!value.is_number_integer())
-        throw std::runtime_error(fmt::format("dataset '{}': the header's {} is {}, expected an integer", name, key, value.dump()));
-      return value.get<int64_t>();
+      return json_integer(value, fmt::format("dataset '{}': the header's {}", name, key));
     };
     info.vocab_size = integer(header.at("vocab_size"), "vocab_size");
     info.num_classes = integer(header.at("num_classes"), "num_classes");

@@ -3,24 +3,26 @@
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <fmt/format.h>
-#include <torch/serialize/input-archive.h>
-#include <torch/serialize/output-archive.h>
+#include <torch/optim/adamw.h>
 
 #include <cstring>
 #include <mutex>
+#include <nlohmann/json.hpp>
+#include <set>
 #include <sstream>
 
 #include "spe/util/files.h"
 #include "spe/util/hash.h"
+#include "train/tensor_file.h"
+#include "util/json_numbers.h"
 
 namespace spe::train {
 namespace {
 
 constexpr char kMagic[8] = {'S', 'P', 'E', 'C', 'K', 'P', 'T', '\0'};
-constexpr uint32_t kFormatVersion = 1;
+// 2: spe's tensor file (train/tensor_file.h); 1 (until 2026-12-03): LibTorch's TorchScript archive.
+constexpr uint32_t kFormatVersion = 2;
 constexpr size_t kPreamble = sizeof kMagic + 4 + 8 + 8;
-
-at::Tensor int_tensor(int64_t value) { return at::full({1}, value, at::kLong); }
 
 std::string wrap(const std::string& payload) {
   std::string out(kMagic, sizeof kMagic);
@@ -32,7 +34,7 @@ std::string wrap(const std::string& payload) {
   return out + payload;
 }
 
-// The archive inside a checkpoint file, after checking everything around it.
+// The payload of a checkpoint file, after checking everything around it.
 std::string unwrap(const std::string& bytes, const std::string& path) {
   if (bytes.size() < sizeof kMagic || std::memcmp(bytes.data(), kMagic, sizeof kMagic) != 0)
     throw std::runtime_error(fmt::format("'{}' is not an spe checkpoint (it does not start with SPECKPT)", path));
@@ -46,7 +48,9 @@ std::string unwrap(const std::string& bytes, const std::string& path) {
   if (version != kFormatVersion)
     throw std::runtime_error(fmt::format("checkpoint '{}' has format version {}; this spe reads version {}{}", path,
                                          version, kFormatVersion,
-                                         version > kFormatVersion ? " (it was written by a newer spe)" : ""));
+                                         version > kFormatVersion ? " (it was written by a newer spe)"
+                                                                  : " (it was written by an older spe: train again, or load it "
+                                                                    "with the spe that wrote it)"));
   if (length != bytes.size() - kPreamble)
     throw std::runtime_error(fmt::format("checkpoint '{}' is {}: its payload should be {} bytes, the file holds {}",
                                          path, length > bytes.size() - kPreamble ? "truncated" : "followed by extra bytes",
@@ -56,70 +60,157 @@ std::string unwrap(const std::string& bytes, const std::string& path) {
   return bytes.substr(kPreamble);
 }
 
-// A count the checkpoint records under `key`: one integer, at least `minimum`.
-int64_t count_of(const at::Tensor& t, const std::string& key, int64_t minimum) {
-  const int64_t value = t.item<int64_t>();
+const nlohmann::json& entry(const nlohmann::json& object, const char* key) {
+  if (!object.is_object() || !object.contains(key)) throw std::runtime_error(fmt::format("it has no '{}'", key));
+  return object.at(key);
+}
+
+// A count the checkpoint records under object[key]: one integer, at least `minimum`.
+int64_t count_in(const nlohmann::json& object, const char* key, int64_t minimum = 0) {
+  const int64_t value = json_integer(entry(object, key), fmt::format("'{}'", key));
   if (value < minimum) throw std::runtime_error(fmt::format("'{}' is {}, expected at least {}", key, value, minimum));
   return value;
 }
 
-int64_t read_int(torch::serialize::InputArchive& archive, const std::string& key, int64_t minimum = 0) {
-  at::Tensor t;
-  archive.read(key, t);
-  return count_of(t, key, minimum);
+at::Tensor text_tensor(const std::string& text) {
+  at::Tensor bytes = at::empty({static_cast<int64_t>(text.size())}, at::kByte);
+  if (!text.empty()) std::memcpy(bytes.data_ptr(), text.data(), text.size());
+  return bytes;
 }
 
-std::string read_string(torch::serialize::InputArchive& archive, const std::string& key) {
-  c10::IValue value;
-  archive.read(key, value);
-  return value.toStringRef();
+std::string text_in(const TensorFile& file, const std::string& name) {
+  const at::Tensor bytes = file.tensor(name);
+  if (bytes.scalar_type() != at::kByte || bytes.dim() != 1)
+    throw std::runtime_error(fmt::format("'{}' is not text (a 1-D uint8 tensor)", name));
+  return std::string(static_cast<const char*>(bytes.data_ptr()), static_cast<size_t>(bytes.numel()));
 }
 
-CheckpointHeader read_header_entries(torch::serialize::InputArchive& archive, const std::string& path) {
+// The saved tensor `name`, which must have the shape and dtype of `like` (a parameter, or an
+// optimizer state of one); on like's device.
+at::Tensor tensor_like(const TensorFile& file, const std::string& name, const at::Tensor& like) {
+  const at::Tensor saved = file.tensor(name);
+  if (saved.sizes() != like.sizes() || saved.scalar_type() != like.scalar_type())
+    throw std::runtime_error(fmt::format("'{}' is {} of shape [{}], the model's is {} of shape [{}]", name,
+                                         c10::toString(saved.scalar_type()), fmt::join(saved.sizes(), ", "),
+                                         c10::toString(like.scalar_type()), fmt::join(like.sizes(), ", ")));
+  return saved.to(like.device());
+}
+
+CheckpointHeader read_header(const TensorFile& file, const std::string& path) {
   CheckpointHeader header;
-  header.config = parse_config(read_string(archive, "config"), {}, path + " (its configuration)");
-  data::DatasetInfo& d = header.data;
-  d.task = read_string(archive, "data/task");
-  d.vocab_size = read_int(archive, "data/vocab_size", 2);
-  d.num_classes = read_int(archive, "data/num_classes");
-  d.fields = read_int(archive, "data/fields", 1);
-  at::Tensor grid;
-  archive.read("data/grid", grid);
-  d.grid.assign(grid.data_ptr<int64_t>(), grid.data_ptr<int64_t>() + grid.numel());
-  TrainingState& s = header.state;
-  s.step = read_int(archive, "state/step");
-  s.sampler.epoch = read_int(archive, "state/epoch");
-  s.sampler.offset = read_int(archive, "state/offset");
-  s.has_best = read_int(archive, "state/has_best") != 0;
-  at::Tensor best;
-  archive.read("state/best_metric", best);
-  s.best_metric = best.item<double>();
-  at::Tensor world_size;  // absent from checkpoints of single-process runs before data parallelism
-  s.world_size = archive.try_read("state/world_size", world_size) ? count_of(world_size, "state/world_size", 1) : 1;
+  header.config = parse_config(text_in(file, "config"), {}, path + " (its configuration)");
+  const nlohmann::json& d = entry(file.meta(), "data");
+  header.data.task = entry(d, "task").get<std::string>();
+  header.data.vocab_size = count_in(d, "vocab_size", 2);
+  header.data.num_classes = count_in(d, "num_classes");
+  header.data.fields = count_in(d, "fields", 1);
+  const nlohmann::json& grid = entry(d, "grid");
+  if (!grid.is_array()) throw std::runtime_error(fmt::format("'grid' is {}, expected a list", grid.dump()));
+  for (const nlohmann::json& side : grid) header.data.grid.push_back(json_integer(side, "a side of 'grid'"));
+  const nlohmann::json& s = entry(file.meta(), "state");
+  TrainingState& state = header.state;
+  state.step = count_in(s, "step");
+  state.sampler.epoch = count_in(s, "epoch");
+  state.sampler.offset = count_in(s, "offset");
+  state.has_best = entry(s, "has_best").get<bool>();
+  state.world_size = count_in(s, "world_size", 1);
+  const at::Tensor best = file.tensor("state/best_metric");
+  if (best.scalar_type() != at::kDouble || best.numel() != 1)
+    throw std::runtime_error("'state/best_metric' is not one float64");
+  state.best_metric = best.item<double>();
   return header;
 }
 
-// What the checkpoint says about itself; an entry missing or of the wrong kind is an error
-// naming the file (only a file written by something else, with a valid checksum, gets here).
-CheckpointHeader read_header(torch::serialize::InputArchive& archive, const std::string& path) {
+// The checkpoint's payload and what it says about itself, every entry checked; errors name the file.
+std::pair<TensorFile, CheckpointHeader> open_checkpoint(const std::string& path) {
+  std::string payload = unwrap(read_file(path), path);
   try {
-    return read_header_entries(archive, path);
-  } catch (const c10::Error& e) {
-    throw std::runtime_error(fmt::format("checkpoint '{}' lacks what spe writes: {}", path, e.what_without_backtrace()));
+    TensorFile file(std::move(payload));
+    CheckpointHeader header = read_header(file, path);
+    return {std::move(file), std::move(header)};
+  } catch (const nlohmann::json::exception& e) {
+    throw std::runtime_error(fmt::format("checkpoint '{}' is not what spe writes: {}", path, e.what()));
   } catch (const std::runtime_error& e) {
-    throw std::runtime_error(fmt::format("checkpoint '{}': {}", path, e.what()));
+    throw std::runtime_error(fmt::format("checkpoint '{}' is not what spe writes: {}", path, e.what()));
   }
 }
 
-torch::serialize::InputArchive open_archive(const std::string& path) {
-  const std::string payload = unwrap(read_file(path), path);
-  torch::serialize::InputArchive archive;
-  try {
-    archive.load_from(payload.data(), payload.size());
-  } catch (const c10::Error& e) {
-    throw std::runtime_error(fmt::format("checkpoint '{}' cannot be read: {}", path, e.what_without_backtrace()));
+// The key under which LibTorch's optimizers keep a parameter's state: the address of its
+// TensorImpl, as a string in LibTorch 1.x, the pointer itself in later versions.
+template <class Key>
+Key state_key(const at::Tensor& parameter) {
+  if constexpr (std::is_same_v<Key, std::string>) {
+    std::ostringstream address;
+    address << parameter.unsafeGetTensorImpl();
+    return address.str();
+  } else {
+    return parameter.unsafeGetTensorImpl();
   }
-  return archive;
+}
+using StateKey = std::decay_t<decltype(std::declval<torch::optim::AdamW&>().state())>::key_type;
+
+// AdamW's state of parameter i of group g: tensors "optimizer/g/i/exp_avg", ".../exp_avg_sq"
+// (and ".../max_exp_avg_sq" with amsgrad), its step in meta["optimizer"][g][i] (null: no state yet).
+nlohmann::json save_optimizer(torch::optim::AdamW& optimizer, NamedTensors& tensors) {
+  nlohmann::json groups = nlohmann::json::array();
+  for (size_t g = 0; g < optimizer.param_groups().size(); ++g) {
+    const std::vector<at::Tensor>& params = optimizer.param_groups()[g].params();
+    nlohmann::json steps = nlohmann::json::array();
+    for (size_t i = 0; i < params.size(); ++i) {
+      const auto found = optimizer.state().find(state_key<StateKey>(params[i]));
+      if (found == optimizer.state().end()) {
+        steps.push_back(nullptr);
+        continue;
+      }
+      const auto& state = static_cast<const torch::optim::AdamWParamState&>(*found->second);
+      steps.push_back(state.step());
+      const std::string prefix = fmt::format("optimizer/{}/{}/", g, i);
+      tensors.emplace_back(prefix + "exp_avg", state.exp_avg());
+      tensors.emplace_back(prefix + "exp_avg_sq", state.exp_avg_sq());
+      if (state.max_exp_avg_sq().defined()) tensors.emplace_back(prefix + "max_exp_avg_sq", state.max_exp_avg_sq());
+    }
+    groups.push_back(steps);
+  }
+  return groups;
+}
+
+void load_optimizer(const TensorFile& file, torch::optim::AdamW& optimizer) {
+  const nlohmann::json& groups = entry(file.meta(), "optimizer");
+  std::vector<torch::optim::OptimizerParamGroup>& param_groups = optimizer.param_groups();
+  if (!groups.is_array() || groups.size() != param_groups.size())
+    throw std::runtime_error(fmt::format("its optimizer state is {}, expected a list of {} parameter groups",
+                                         groups.dump().substr(0, 80), param_groups.size()));
+  auto& states = optimizer.state();
+  states.clear();
+  for (size_t g = 0; g < groups.size(); ++g) {
+    const std::vector<at::Tensor>& params = param_groups[g].params();
+    if (!groups[g].is_array() || groups[g].size() != params.size())
+      throw std::runtime_error(fmt::format("its optimizer group {} is not a list of {} steps", g, params.size()));
+    for (size_t i = 0; i < params.size(); ++i) {
+      if (groups[g][i].is_null()) continue;
+      auto state = std::make_unique<torch::optim::AdamWParamState>();
+      const std::string prefix = fmt::format("optimizer/{}/{}/", g, i);
+      state->step(json_integer(groups[g][i], "an optimizer step"));
+      state->exp_avg(tensor_like(file, prefix + "exp_avg", params[i]));
+      state->exp_avg_sq(tensor_like(file, prefix + "exp_avg_sq", params[i]));
+      if (file.contains(prefix + "max_exp_avg_sq")) state->max_exp_avg_sq(tensor_like(file, prefix + "max_exp_avg_sq", params[i]));
+      states[state_key<StateKey>(params[i])] = std::move(state);
+    }
+  }
+}
+
+// Every parameter and buffer of the model from "model/<name>"; the file must hold exactly those.
+void load_model(const TensorFile& file, nn::ModelImpl& model) {
+  std::set<std::string> expected;
+  at::NoGradGuard no_grad;
+  auto load = [&](const std::string& name, at::Tensor& target) {
+    expected.insert("model/" + name);
+    target.copy_(tensor_like(file, "model/" + name, target));
+  };
+  for (auto& p : model.named_parameters()) load(p.key(), p.value());
+  for (auto& b : model.named_buffers()) load(b.key(), b.value());
+  for (const std::string& name : file.names_under("model/"))
+    if (!expected.count(name)) throw std::runtime_error(fmt::format("it holds '{}', which this model lacks", name));
 }
 
 // "rng/cpu" and "rng/draws" for rank 0 (and single-process runs), "rng/cpu/rank1", ... for the others.
@@ -127,73 +218,58 @@ std::string generator_key(const char* stream, int64_t rank) {
   return rank == 0 ? fmt::format("rng/{}", stream) : fmt::format("rng/{}/rank{}", stream, rank);
 }
 
+void restore_generator(at::Generator& generator, const at::Tensor& state) {
+  std::lock_guard<std::mutex> lock(generator.mutex());
+  generator.set_state(state);
+}
+
 }  // namespace
 
 void save_checkpoint(const std::string& path, const CheckpointHeader& header, nn::ModelImpl& model,
-                     torch::optim::Optimizer* optimizer, const std::vector<RankGenerators>& ranks) {
-  torch::serialize::OutputArchive archive;
-  archive.write("config", c10::IValue(to_yaml(header.config)));
-  archive.write("data/task", c10::IValue(header.data.task));
-  archive.write("data/vocab_size", int_tensor(header.data.vocab_size));
-  archive.write("data/num_classes", int_tensor(header.data.num_classes));
-  archive.write("data/fields", int_tensor(header.data.fields));
-  archive.write("data/grid", at::tensor(at::ArrayRef<int64_t>(header.data.grid), at::kLong));
-  archive.write("state/step", int_tensor(header.state.step));
-  archive.write("state/epoch", int_tensor(header.state.sampler.epoch));
-  archive.write("state/offset", int_tensor(header.state.sampler.offset));
-  archive.write("state/has_best", int_tensor(header.state.has_best));
-  archive.write("state/best_metric", at::full({1}, header.state.best_metric, at::kDouble));
-  archive.write("state/world_size", int_tensor(header.state.world_size));
-  torch::serialize::OutputArchive model_archive;
-  model.save(model_archive);
-  archive.write("model", model_archive);
+                     torch::optim::AdamW* optimizer, const std::vector<RankGenerators>& ranks) {
+  const data::DatasetInfo& d = header.data;
+  const TrainingState& s = header.state;
+  nlohmann::json meta = {
+      {"data", {{"task", d.task}, {"vocab_size", d.vocab_size}, {"num_classes", d.num_classes}, {"fields", d.fields},
+                {"grid", d.grid}}},
+      {"state", {{"step", s.step}, {"epoch", s.sampler.epoch}, {"offset", s.sampler.offset}, {"has_best", s.has_best},
+                 {"world_size", s.world_size}}}};
+  // The configuration as its YAML bytes (any bytes a user wrote, which JSON strings cannot hold).
+  NamedTensors tensors{{"config", text_tensor(to_yaml(header.config))},
+                       {"state/best_metric", at::full({1}, s.best_metric, at::kDouble)}};
+  for (const auto& p : model.named_parameters()) tensors.emplace_back("model/" + p.key(), p.value());
+  for (const auto& b : model.named_buffers()) tensors.emplace_back("model/" + b.key(), b.value());
   if (optimizer) {
-    torch::serialize::OutputArchive optimizer_archive;
-    optimizer->save(optimizer_archive);
-    archive.write("optimizer", optimizer_archive);
+    meta["optimizer"] = save_optimizer(*optimizer, tensors);
     for (size_t rank = 0; rank < ranks.size(); ++rank) {
-      archive.write(generator_key("cpu", static_cast<int64_t>(rank)), ranks[rank].global);
-      if (ranks[rank].draws.defined()) archive.write(generator_key("draws", static_cast<int64_t>(rank)), ranks[rank].draws);
+      tensors.emplace_back(generator_key("cpu", static_cast<int64_t>(rank)), ranks[rank].global);
+      if (ranks[rank].draws.defined()) tensors.emplace_back(generator_key("draws", static_cast<int64_t>(rank)), ranks[rank].draws);
     }
   }
-  std::ostringstream stream;
-  archive.save_to(stream);
-  write_file_atomically(path, wrap(stream.str()));
+  write_file_atomically(path, wrap(encode_tensor_file(meta, tensors)));
 }
 
-CheckpointHeader read_checkpoint_header(const std::string& path) {
-  torch::serialize::InputArchive archive = open_archive(path);
-  return read_header(archive, path);
-}
+CheckpointHeader read_checkpoint_header(const std::string& path) { return open_checkpoint(path).second; }
 
-CheckpointHeader load_checkpoint(const std::string& path, nn::ModelImpl& model, torch::optim::Optimizer* optimizer,
+CheckpointHeader load_checkpoint(const std::string& path, nn::ModelImpl& model, torch::optim::AdamW* optimizer,
                                  const Config* expected, int64_t rank, at::Generator* draws) {
-  torch::serialize::InputArchive archive = open_archive(path);
-  CheckpointHeader header = read_header(archive, path);
+  const auto [file, header] = open_checkpoint(path);
   if (expected && model_yaml(*expected) != model_yaml(header.config))
     throw std::runtime_error(fmt::format(
         "checkpoint '{}' holds another model than the configuration describes.\ncheckpoint:\n{}\nconfiguration:\n{}",
         path, model_yaml(header.config), model_yaml(*expected)));
   try {
-    torch::serialize::InputArchive model_archive;
-    archive.read("model", model_archive);
-    model.load(model_archive);
+    load_model(file, model);
     if (optimizer) {
-      torch::serialize::InputArchive optimizer_archive;
-      archive.read("optimizer", optimizer_archive);
-      optimizer->load(optimizer_archive);
-      at::Tensor state;
-      archive.read(generator_key("cpu", rank), state);
-      at::Generator generator = at::detail::getDefaultCPUGenerator();
-      {
-        std::lock_guard<std::mutex> lock(generator.mutex());
-        generator.set_state(state);
-      }
-      if (draws && archive.try_read(generator_key("draws", rank), state)) {
-        std::lock_guard<std::mutex> lock(draws->mutex());
-        draws->set_state(state);
-      }
+      load_optimizer(file, *optimizer);
+      at::Generator global = at::detail::getDefaultCPUGenerator();
+      restore_generator(global, file.tensor(generator_key("cpu", rank)));
+      if (draws && file.contains(generator_key("draws", rank))) restore_generator(*draws, file.tensor(generator_key("draws", rank)));
     }
+  } catch (const std::runtime_error& e) {
+    throw std::runtime_error(fmt::format("checkpoint '{}' does not fit this model: {}", path, e.what()));
+  } catch (const nlohmann::json::exception& e) {
+    throw std::runtime_error(fmt::format("checkpoint '{}' does not fit this model: {}", path, e.what()));
   } catch (const c10::Error& e) {
     throw std::runtime_error(fmt::format("checkpoint '{}' does not fit this model: {}", path, e.what_without_backtrace()));
   }

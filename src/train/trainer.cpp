@@ -124,20 +124,6 @@ void check_same_task(const data::DatasetInfo& a, const data::DatasetInfo& b) {
                                          a.split, b.split, a.vocab_size, b.vocab_size, a.num_classes, b.num_classes));
 }
 
-// AdamW with decay on matrices only (not on biases, norms' gains and 1-D tables).
-torch::optim::AdamW make_optimizer(nn::ModelImpl& model, const TrainConfig& t) {
-  std::vector<at::Tensor> decayed, plain;
-  for (const auto& p : model.parameters()) (p.dim() >= 2 ? decayed : plain).push_back(p);
-  auto options = [&](double decay) {
-    return std::make_unique<torch::optim::AdamWOptions>(
-        torch::optim::AdamWOptions(t.lr).betas({t.beta1, t.beta2}).weight_decay(decay));
-  };
-  std::vector<torch::optim::OptimizerParamGroup> groups;
-  groups.emplace_back(decayed, options(t.weight_decay));
-  groups.emplace_back(plain, options(0.0));
-  return torch::optim::AdamW(groups, torch::optim::AdamWOptions(t.lr));
-}
-
 void set_learning_rate(torch::optim::Optimizer& optimizer, double lr) {
   for (auto& group : optimizer.param_groups()) static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
 }
@@ -163,6 +149,19 @@ double score(const nn::ModelImpl& model, const EvalResult& r) {
 }
 
 }  // namespace
+
+torch::optim::AdamW make_optimizer(nn::ModelImpl& model, const TrainConfig& t) {
+  std::vector<at::Tensor> decayed, plain;
+  for (const auto& p : model.parameters()) (p.dim() >= 2 ? decayed : plain).push_back(p);
+  auto options = [&](double decay) {
+    return std::make_unique<torch::optim::AdamWOptions>(
+        torch::optim::AdamWOptions(t.lr).betas({t.beta1, t.beta2}).weight_decay(decay));
+  };
+  std::vector<torch::optim::OptimizerParamGroup> groups;
+  groups.emplace_back(decayed, options(t.weight_decay));
+  groups.emplace_back(plain, options(0.0));
+  return torch::optim::AdamW(groups, torch::optim::AdamWOptions(t.lr));
+}
 
 BatchLoss batch_loss(nn::ModelImpl& model, const data::Batch& batch, OptionalGenerator draws) {
   const at::Tensor logits = model.forward(batch.tokens, batch.padding, batch.tokens_b, batch.padding_b, draws);

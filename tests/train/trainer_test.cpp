@@ -9,10 +9,13 @@
 
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <random>
 
 #include "spe/train/checkpoint.h"
 #include "spe/util/files.h"
+#include "spe/util/hash.h"
+#include "train/tensor_file.h"
 #include "support/damage.h"
 #include "support/errors.h"
 #include "support/scratch.h"
@@ -134,12 +137,20 @@ TEST(Trainer, StopsOnANonFiniteLossKeepingTheLastGoodCheckpoint) {
   for (const auto& p : model->parameters()) EXPECT_TRUE(at::isfinite(p).all().item<bool>());
 }
 
-TEST(Checkpoint, RefusesDamageOtherModelsAndNewerFormats) {
+// A tiny model trained for 2 steps into the folder `name`: its configuration; the checkpoint is
+// out/checkpoint.pt.
+Config two_step_run(const std::string& name, fs::path& out) {
   at::set_num_threads(1);
-  const fs::path data_dir = majority_data("damage_data"), out = fresh_folder("damage_run");
-  Config c = tiny_config(data_dir);
+  out = fresh_folder(name + "_run");
+  Config c = tiny_config(majority_data(name + "_data"));
   c.train.steps = 2;
   train(c, run_in(out));
+  return c;
+}
+
+TEST(Checkpoint, RefusesDamageOtherModelsAndNewerFormats) {
+  fs::path out;
+  const Config c = two_step_run("damage", out);
   const std::string path = (out / "checkpoint.pt").string(), bytes = read_file(path);
   const std::string damaged = (out / "damaged.pt").string();
   testing::expect_damage_handled(bytes, {[](const std::string& p) { read_checkpoint_header(p); }, damaged},
@@ -148,10 +159,13 @@ TEST(Checkpoint, RefusesDamageOtherModelsAndNewerFormats) {
   flipped[bytes.size() / 2] = static_cast<char>(flipped[bytes.size() / 2] ^ 1);
   write_file_atomically(damaged, flipped);
   EXPECT_ERROR_CONTAINS(read_checkpoint_header(damaged), "is corrupt: its checksum does not match");
-  std::string newer = bytes;
-  newer[8] = 9;
-  write_file_atomically(damaged, newer);
-  EXPECT_ERROR_CONTAINS(read_checkpoint_header(damaged), "format version 9; this spe reads version 1 (it was written by a newer spe)");
+  std::string other_version = bytes;
+  other_version[8] = 9;
+  write_file_atomically(damaged, other_version);
+  EXPECT_ERROR_CONTAINS(read_checkpoint_header(damaged), "format version 9; this spe reads version 2 (it was written by a newer spe)");
+  other_version[8] = 1;  // LibTorch's archive inside, until 2026-12-03
+  write_file_atomically(damaged, other_version);
+  EXPECT_ERROR_CONTAINS(read_checkpoint_header(damaged), "format version 1; this spe reads version 2 (it was written by an older spe");
   write_file_atomically(damaged, "a text file");
   EXPECT_ERROR_CONTAINS(read_checkpoint_header(damaged), "is not an spe checkpoint");
   Config other = c;
@@ -159,6 +173,75 @@ TEST(Checkpoint, RefusesDamageOtherModelsAndNewerFormats) {
   nn::Model model = build_model(other, majority(1, "x", 1).info());
   EXPECT_ERROR_CONTAINS(load_checkpoint(path, *model, nullptr, &other), "holds another model than the configuration describes");
   EXPECT_ERROR_CONTAINS(load_checkpoint(path, *model, nullptr, nullptr), "does not fit this model");
+}
+
+// The checkpoint's payload changed by `edit` and put in a valid envelope: a crafted file, which
+// the checksum cannot catch.
+std::string crafted(const std::string& checkpoint, const std::function<void(nlohmann::json&, NamedTensors&)>& edit) {
+  const size_t preamble = 28;  // magic, version, length, checksum
+  const TensorFile file(checkpoint.substr(preamble));
+  nlohmann::json meta = file.meta();
+  NamedTensors tensors;
+  for (const std::string& name : file.names_under("")) tensors.emplace_back(name, file.tensor(name));
+  edit(meta, tensors);
+  const std::string payload = encode_tensor_file(meta, tensors);
+  const uint64_t length = payload.size(), checksum = fnv1a(payload);
+  return checkpoint.substr(0, 12) + std::string(reinterpret_cast<const char*>(&length), 8) +
+         std::string(reinterpret_cast<const char*>(&checksum), 8) + payload;
+}
+
+at::Tensor& tensor_named(NamedTensors& tensors, const std::string& name) {
+  for (auto& [n, t] : tensors)
+    if (n == name) return t;
+  throw std::logic_error("the checkpoint has no " + name);
+}
+
+TEST(Checkpoint, RefusesCraftedPayloadsSayingWhatIsWrong) {
+  fs::path out;
+  const Config c = two_step_run("crafted", out);
+  const std::string bytes = read_file((out / "checkpoint.pt").string()), path = (out / "crafted.pt").string();
+  nn::Model model = build_model(c, majority(1, "x", 1).info());
+  torch::optim::AdamW optimizer = make_optimizer(*model, c.train);
+  auto load = [&](const std::function<void(nlohmann::json&, NamedTensors&)>& edit) {
+    write_file_atomically(path, crafted(bytes, edit));
+    load_checkpoint(path, *model, &optimizer, &c);
+  };
+  load([](nlohmann::json&, NamedTensors&) {});  // unchanged, it loads
+  // The optimizer's state is filed under the keys AdamW looks up: a step adds no state of its own.
+  const size_t parameters = model->parameters().size();
+  EXPECT_EQ(optimizer.state().size(), parameters);
+  for (auto& p : model->parameters()) p.mutable_grad() = at::ones_like(p);
+  optimizer.step();
+  EXPECT_EQ(optimizer.state().size(), parameters);
+  const std::string first = "model/" + model->named_parameters().keys().front();
+  const std::vector<std::pair<std::function<void(nlohmann::json&, NamedTensors&)>, std::string>> cases{
+      {[](nlohmann::json& m, NamedTensors&) { m["state"]["step"] = -1; }, "'step' is -1, expected at least 0"},
+      {[](nlohmann::json& m, NamedTensors&) { m["data"]["vocab_size"] = 4e45; }, "'vocab_size' is 4e+45, expected an integer"},
+      {[](nlohmann::json& m, NamedTensors&) { m["data"]["grid"] = "wide"; }, "'grid' is \"wide\", expected a list"},
+      {[](nlohmann::json& m, NamedTensors&) { m.erase("state"); }, "it has no 'state'"},
+      {[](nlohmann::json& m, NamedTensors&) { m["state"]["has_best"] = 3; }, "is not what spe writes"},
+      {[](nlohmann::json&, NamedTensors& t) { tensor_named(t, "config") = at::zeros({2}); }, "'config' is not text"},
+      {[](nlohmann::json&, NamedTensors& t) { tensor_named(t, "state/best_metric") = at::zeros({2}); },
+       "'state/best_metric' is not one float64"},
+      {[&](nlohmann::json&, NamedTensors& t) { tensor_named(t, first) = at::zeros({1, 2, 3}); },
+       "does not fit this model: '" + first + "' is Float of shape [1, 2, 3], the model's is Float of shape"},
+      {[&](nlohmann::json&, NamedTensors& t) { tensor_named(t, first) = tensor_named(t, first).to(at::kDouble); },
+       "is Double of shape"},
+      {[&](nlohmann::json&, NamedTensors& t) {
+         t.erase(std::find_if(t.begin(), t.end(), [&](const auto& entry) { return entry.first == first; }));
+       },
+       "does not fit this model: it holds no tensor '" + first + "'"},
+      {[&](nlohmann::json&, NamedTensors& t) { t.emplace_back("model/extra", at::zeros({1})); },
+       "it holds 'model/extra', which this model lacks"},
+      {[](nlohmann::json& m, NamedTensors&) { m["optimizer"].erase(1); }, "expected a list of 2 parameter groups"},
+      {[](nlohmann::json& m, NamedTensors&) { m["optimizer"][0].push_back(1); }, "its optimizer group 0 is not a list of"},
+      {[](nlohmann::json& m, NamedTensors&) { m["optimizer"][0][0] = 0.5; }, "an optimizer step is 0.5, expected an integer"},
+      {[](nlohmann::json&, NamedTensors& t) { tensor_named(t, "optimizer/0/0/exp_avg") = at::zeros({5}); },
+       "'optimizer/0/0/exp_avg' is Float of shape [5]"},
+      {[](nlohmann::json&, NamedTensors& t) { tensor_named(t, "rng/cpu") = at::zeros({3}, at::kByte); },
+       "does not fit this model"},
+  };
+  for (const auto& [edit, expected] : cases) EXPECT_ERROR_CONTAINS(load(edit), expected);
 }
 
 TEST(Evaluate, IsReproducibleAndLeavesTheRngAlone) {

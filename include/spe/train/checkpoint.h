@@ -4,9 +4,11 @@
 // continues exactly where the checkpoint was taken.
 //
 // File layout: 8 bytes magic "SPECKPT\0", u32 format version, u64 payload length, u64 FNV-1a
-// checksum of the payload, then the payload (a torch archive). A damaged, truncated or foreign
-// file, a newer format, or a model of another configuration is refused with a plain error.
-#include <torch/optim/optimizer.h>
+// checksum of the payload, then the payload: named tensors and a JSON description in spe's own
+// format, read by spe's own checked code (src/train/tensor_file.h), not LibTorch's archive reader.
+// A damaged, truncated or foreign file, another format version, or a model of another
+// configuration is refused with a plain error.
+#include <torch/optim/adamw.h>
 
 #include <string>
 
@@ -40,12 +42,12 @@ struct RankGenerators {
 // ranks: every rank's generators (index = rank; one entry for a single process), saved with the
 // optimizer so that each rank resumes its own streams.
 void save_checkpoint(const std::string& path, const CheckpointHeader& header, nn::ModelImpl& model,
-                     torch::optim::Optimizer* optimizer, const std::vector<RankGenerators>& ranks);
+                     torch::optim::AdamW* optimizer, const std::vector<RankGenerators>& ranks);
 CheckpointHeader read_checkpoint_header(const std::string& path);
 // Loads the parameters into a model built from the header; with an optimizer, also its state and
 // rank's generators (the global one, and `draws` when given and saved). Refuses a checkpoint of
 // another model configuration.
-CheckpointHeader load_checkpoint(const std::string& path, nn::ModelImpl& model, torch::optim::Optimizer* optimizer,
+CheckpointHeader load_checkpoint(const std::string& path, nn::ModelImpl& model, torch::optim::AdamW* optimizer,
                                  const Config* expected = nullptr, int64_t rank = 0, at::Generator* draws = nullptr);
 
 // The model a configuration and a dataset describe (vocabulary, classes, grid from the data).

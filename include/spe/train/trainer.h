@@ -86,6 +86,11 @@ struct TrainSummary {
   EvalResult validation;   // at the last step
 };
 
+// The trainer's optimizer: AdamW with t's learning rate and betas, weight decay on matrices only
+// (not on biases, norms' gains and 1-D tables). Its two parameter groups are what a checkpoint
+// saves the optimizer's state by, so a training loop of one's own resumes spe's checkpoints with it.
+torch::optim::AdamW make_optimizer(nn::ModelImpl& model, const TrainConfig& t);
+
 // Trains; throws std::runtime_error if the loss or the gradient stops being finite (naming the
 // step; the last checkpoint on disk is the last good state), and DistributedError when another
 // rank fails or stops answering.
