@@ -238,13 +238,32 @@ std::vector<TextExample> read_labelled_file(const std::string& path, const std::
   return examples;
 }
 
+Speech read_sotu_speech(const std::string& file) {
+  const auto record = nlohmann::json::parse(read_file(file), nullptr, false);
+  auto refuse = [&](const std::string& why) {
+    return std::runtime_error(fmt::format("'{}' is not a speech record {{name, text}}: {}", file, why));
+  };
+  if (record.is_discarded()) throw refuse("it is not valid JSON");
+  if (!record.is_object() || !record.contains("name") || !record.contains("text")) throw refuse("a field is missing");
+  const nlohmann::json &name = record["name"], &text = record["text"];
+  if (!name.is_string()) throw refuse("its name is not a string");
+  Speech speech{name.get<std::string>(), {}};
+  if (text.is_string()) return {speech.speaker, text.get<std::string>()};
+  if (!text.is_array()) throw refuse("its text is neither a string nor a list of paragraphs");
+  for (const auto& paragraph : text) {
+    if (!paragraph.is_string()) throw refuse("a paragraph of its text is not a string");
+    speech.text += paragraph.get<std::string>() + "\n";
+  }
+  return speech;
+}
+
 std::array<Dataset, 3> make_sotu_retrieval(const std::string& root, const RetrievalOptions& options) {
   check_split_options(options.split);
   const fs::path data = fs::path(root) / "data";
   if (!fs::is_directory(data))
     throw std::runtime_error(fmt::format("no State of the Union corpus at '{}'; scripts/setup.sh installs it under data/npm",
                                          root));
-  struct Speech {
+  struct Passages {
     std::string speaker;
     std::vector<std::string> passages;
   };
@@ -252,19 +271,13 @@ std::array<Dataset, 3> make_sotu_retrieval(const std::string& root, const Retrie
   for (const auto& entry : fs::directory_iterator(data))
     if (entry.path().extension() == ".json") files.push_back(entry.path().string());
   std::sort(files.begin(), files.end());
-  std::vector<Speech> speeches;
+  std::vector<Passages> speeches;
   std::vector<std::string> names;
   for (const auto& file : files) {
-    const auto record = nlohmann::json::parse(read_file(file), nullptr, false);
-    if (record.is_discarded() || !record.contains("name") || !record.contains("text"))
-      throw std::runtime_error(fmt::format("'{}' is not a speech record {{name, text}}", file));
-    const std::string speaker = record["name"].get<std::string>();
-    std::string text = record["text"].is_array() ? "" : record["text"].get<std::string>();
-    if (record["text"].is_array())
-      for (const auto& paragraph : record["text"]) text += paragraph.get<std::string>() + "\n";
-    Speech speech{speaker, {}};
-    for (size_t start = 0; start + options.passage_length <= text.size(); start += options.passage_length)
-      speech.passages.push_back(text.substr(start, options.passage_length));
+    const Speech record = read_sotu_speech(file);
+    Passages speech{record.speaker, {}};
+    for (size_t start = 0; start + options.passage_length <= record.text.size(); start += options.passage_length)
+      speech.passages.push_back(record.text.substr(start, options.passage_length));
     if (speech.passages.empty()) continue;
     names.push_back(file);
     speeches.push_back(std::move(speech));

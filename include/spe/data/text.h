@@ -65,4 +65,11 @@ struct RetrievalOptions {
 };
 std::array<Dataset, 3> make_sotu_retrieval(const std::string& root, const RetrievalOptions& options);
 
+// One record of that corpus: the speaker ("name") and the text ("text": a string, or a list of
+// paragraphs joined by newlines). A file that is not such a record is an error naming it.
+struct Speech {
+  std::string speaker, text;
+};
+Speech read_sotu_speech(const std::string& file);
+
 }  // namespace spe::data
