@@ -5,7 +5,8 @@
 #include <algorithm>
 #include <vector>
 
-#include "blas.h"
+#include "isa.h"
+#include "vector_ops.h"
 
 namespace spe::kernels::cpu {
 namespace {
@@ -33,9 +34,10 @@ void keep_lower(T* a, int64_t n, int64_t ld) {
   for (int64_t i = 0; i < n; ++i) std::fill(a + i * ld + i + 1, a + i * ld + n, T(0));
 }
 
-template <typename T>
-void forward_pair(const CausalShape& s, const Head<T>& x, T eps, int64_t chunk, T* out, T* den,
-                  std::vector<T>& work) {
+// work: the pair's buffers; scratch: small_gemm's; Tile: its register blocking (vector_ops.h).
+template <class Tile, typename T>
+SPE_INLINE void forward_pair(const CausalShape& s, const Head<T>& x, T eps, int64_t chunk, T* out, T* den,
+                             std::vector<T>& work, std::vector<T>& scratch) {
   const int64_t M = s.features, Dv = s.value_dim, ld_out = s.heads * Dv, ld_den = s.heads;
   work.assign(M * Dv + M + chunk * chunk, T(0));
   T* state = work.data();          // (M, Dv): sum_n k_n v_n^T over past chunks
@@ -48,10 +50,10 @@ void forward_pair(const CausalShape& s, const Head<T>& x, T eps, int64_t chunk, 
     const T* vc = x.v + start * x.ld_v;
     T* oc = out + start * ld_out;
     // scores = mask(Q_c K_c^T); out_c = scores V_c + Q_c state
-    gemm(false, true, c, c, M, T(1), qc, x.ld_qk, kc, x.ld_qk, T(0), scores, chunk);
+    small_gemm<Tile>(false, true, c, c, M, qc, x.ld_qk, kc, x.ld_qk, false, scores, chunk, scratch);
     keep_lower(scores, c, chunk);
-    gemm(false, false, c, Dv, c, T(1), scores, chunk, vc, x.ld_v, T(0), oc, ld_out);
-    gemm(false, false, c, Dv, M, T(1), qc, x.ld_qk, state, Dv, T(1), oc, ld_out);
+    small_gemm<Tile>(false, false, c, Dv, c, scores, chunk, vc, x.ld_v, false, oc, ld_out, scratch);
+    small_gemm<Tile>(false, false, c, Dv, M, qc, x.ld_qk, state, Dv, true, oc, ld_out, scratch);
     for (int i = 0; i < c; ++i) {
       T d = 0;
       for (int j = 0; j <= i; ++j) d += scores[i * chunk + j];
@@ -60,7 +62,7 @@ void forward_pair(const CausalShape& s, const Head<T>& x, T eps, int64_t chunk, 
       const T inv = T(1) / std::max(d, eps);
       for (int64_t e = 0; e < Dv; ++e) oc[i * ld_out + e] *= inv;
     }
-    gemm(true, false, M, Dv, c, T(1), kc, x.ld_qk, vc, x.ld_v, T(1), state, Dv);
+    small_gemm<Tile>(true, false, M, Dv, c, kc, x.ld_qk, vc, x.ld_v, true, state, Dv, scratch);
     for (int i = 0; i < c; ++i)
       for (int64_t f = 0; f < M; ++f) key_sum[f] += kc[i * x.ld_qk + f];
   }
@@ -74,9 +76,10 @@ void forward_pair(const CausalShape& s, const Head<T>& x, T eps, int64_t chunk, 
 //   grad v_n = sum_{m >= n} (q_m . k_n) gn_m.
 // A forward sweep carries the prefix sums for grad q; a backward sweep the suffix sums
 // sum_m q_m gn_m^T and sum_m gd_m q_m for grad k and grad v.
-template <typename T>
-void backward_pair(const CausalShape& s, const Head<T>& x, const T* out, const T* den, const T* grad_out,
-                   T eps, int64_t chunk, T* grad_q, T* grad_k, T* grad_v, std::vector<T>& work) {
+template <class Tile, typename T>
+SPE_INLINE void backward_pair(const CausalShape& s, const Head<T>& x, const T* out, const T* den, const T* grad_out,
+                              T eps, int64_t chunk, T* grad_q, T* grad_k, T* grad_v, std::vector<T>& work,
+                              std::vector<T>& scratch) {
   const int64_t M = s.features, Dv = s.value_dim, ld_out = s.heads * Dv, ld_den = s.heads;
   work.assign(M * Dv + M + 2 * chunk * chunk + chunk * Dv + chunk, T(0));
   T* state = work.data();       // (M, Dv)
@@ -87,7 +90,8 @@ void backward_pair(const CausalShape& s, const Head<T>& x, const T* out, const T
   T* gd = gn + chunk * Dv;           // (C)
 
   // gn, gd of chunk [start, start + c) and W = mask(gn V^T + gd 1^T)
-  auto chunk_gradients = [&](int64_t start, int c, const T* vc) {
+  // (inlined, so that it is compiled for the instruction set of the function it is in)
+  auto chunk_gradients = [&](int64_t start, int c, const T* vc) __attribute__((always_inline)) {
     for (int i = 0; i < c; ++i) {
       const T d = den[(start + i) * ld_den], clamped = std::max(d, eps);
       const T* g = grad_out + (start + i) * ld_out;
@@ -99,7 +103,7 @@ void backward_pair(const CausalShape& s, const Head<T>& x, const T* out, const T
       }
       gd[i] = d > eps ? -dot / clamped : T(0);
     }
-    gemm(false, true, c, c, Dv, T(1), gn, Dv, vc, x.ld_v, T(0), w, chunk);
+    small_gemm<Tile>(false, true, c, c, Dv, gn, Dv, vc, x.ld_v, false, w, chunk, scratch);
     for (int i = 0; i < c; ++i)
       for (int j = 0; j <= i; ++j) w[i * chunk + j] += gd[i];
     keep_lower(w, c, chunk);
@@ -112,11 +116,11 @@ void backward_pair(const CausalShape& s, const Head<T>& x, const T* out, const T
     const T* vc = x.v + start * x.ld_v;
     T* gq = grad_q + start * x.ld_qk;
     chunk_gradients(start, c, vc);
-    gemm(false, false, c, M, c, T(1), w, chunk, kc, x.ld_qk, T(0), gq, x.ld_qk);
-    gemm(false, true, c, M, Dv, T(1), gn, Dv, state, Dv, T(1), gq, x.ld_qk);
+    small_gemm<Tile>(false, false, c, M, c, w, chunk, kc, x.ld_qk, false, gq, x.ld_qk, scratch);
+    small_gemm<Tile>(false, true, c, M, Dv, gn, Dv, state, Dv, true, gq, x.ld_qk, scratch);
     for (int i = 0; i < c; ++i)
       for (int64_t f = 0; f < M; ++f) gq[i * x.ld_qk + f] += gd[i] * vector[f];
-    gemm(true, false, M, Dv, c, T(1), kc, x.ld_qk, vc, x.ld_v, T(1), state, Dv);
+    small_gemm<Tile>(true, false, M, Dv, c, kc, x.ld_qk, vc, x.ld_v, true, state, Dv, scratch);
     for (int i = 0; i < c; ++i)
       for (int64_t f = 0; f < M; ++f) vector[f] += kc[i * x.ld_qk + f];
   }
@@ -133,19 +137,96 @@ void backward_pair(const CausalShape& s, const Head<T>& x, const T* out, const T
     T* gv = grad_v + start * x.ld_v;
     chunk_gradients(start, c, vc);
     // grad k_c = W^T Q_c + V_c state^T + 1 vector^T
-    gemm(true, false, c, M, c, T(1), w, chunk, qc, x.ld_qk, T(0), gk, x.ld_qk);
-    gemm(false, true, c, M, Dv, T(1), vc, x.ld_v, state, Dv, T(1), gk, x.ld_qk);
+    small_gemm<Tile>(true, false, c, M, c, w, chunk, qc, x.ld_qk, false, gk, x.ld_qk, scratch);
+    small_gemm<Tile>(false, true, c, M, Dv, vc, x.ld_v, state, Dv, true, gk, x.ld_qk, scratch);
     for (int i = 0; i < c; ++i)
       for (int64_t f = 0; f < M; ++f) gk[i * x.ld_qk + f] += vector[f];
     // grad v_c = mask(Q_c K_c^T)^T gn + K_c state
-    gemm(false, true, c, c, M, T(1), qc, x.ld_qk, kc, x.ld_qk, T(0), scores, chunk);
+    small_gemm<Tile>(false, true, c, c, M, qc, x.ld_qk, kc, x.ld_qk, false, scores, chunk, scratch);
     keep_lower(scores, c, chunk);
-    gemm(true, false, c, Dv, c, T(1), scores, chunk, gn, Dv, T(0), gv, x.ld_v);
-    gemm(false, false, c, Dv, M, T(1), kc, x.ld_qk, state, Dv, T(1), gv, x.ld_v);
-    gemm(true, false, M, Dv, c, T(1), qc, x.ld_qk, gn, Dv, T(1), state, Dv);
+    small_gemm<Tile>(true, false, c, Dv, c, scores, chunk, gn, Dv, false, gv, x.ld_v, scratch);
+    small_gemm<Tile>(false, false, c, Dv, M, kc, x.ld_qk, state, Dv, true, gv, x.ld_v, scratch);
+    small_gemm<Tile>(true, false, M, Dv, c, qc, x.ld_qk, gn, Dv, true, state, Dv, scratch);
     for (int i = 0; i < c; ++i)
       for (int64_t f = 0; f < M; ++f) vector[f] += gd[i] * qc[i * x.ld_qk + f];
   }
+}
+
+// The arguments of the whole forward and backward.
+template <typename T>
+struct ForwardArgs {
+  const CausalShape& s;
+  const T *q, *k, *v;
+  T eps;
+  int64_t chunk;
+  T *out, *den;
+};
+template <typename T>
+struct BackwardArgs {
+  const CausalShape& s;
+  const T *q, *k, *v, *out, *den, *grad_out;
+  T eps;
+  int64_t chunk;
+  T *grad_q, *grad_k, *grad_v;
+};
+
+// The (batch, head) pairs [begin, end) of one thread.
+template <class Tile, typename T>
+SPE_INLINE void forward_pairs(const ForwardArgs<T>& a, int64_t begin, int64_t end) {
+  const CausalShape& s = a.s;
+  std::vector<T> work, scratch;
+  for (int64_t pair = begin; pair < end; ++pair) {
+    const int64_t b = pair / s.heads, h = pair % s.heads;
+    forward_pair<Tile>(s, head_view(s, a.q, a.k, a.v, pair), a.eps, a.chunk,
+                 a.out + (b * s.length * s.heads + h) * s.value_dim, a.den + b * s.length * s.heads + h, work, scratch);
+  }
+}
+
+template <class Tile, typename T>
+SPE_INLINE void backward_pairs(const BackwardArgs<T>& a, int64_t begin, int64_t end) {
+  const CausalShape& s = a.s;
+  std::vector<T> work, scratch;
+  for (int64_t pair = begin; pair < end; ++pair) {
+    const int64_t b = pair / s.heads, h = pair % s.heads;
+    const int64_t qk = (b * s.length * s.heads + h) * s.features;
+    const int64_t vo = (b * s.length * s.heads + h) * s.value_dim;
+    backward_pair<Tile>(s, head_view(s, a.q, a.k, a.v, pair), a.out + vo, a.den + b * s.length * s.heads + h,
+                  a.grad_out + vo, a.eps, a.chunk, a.grad_q + qk, a.grad_k + qk, a.grad_v + vo, work, scratch);
+  }
+}
+
+// One variant per instruction set and element type (isa.h).
+#ifdef SPE_X86_DISPATCH
+#define SPE_VARIANT(TARGET, SUFFIX, TILE, T)                                                                      \
+  TARGET void forward_pairs_##SUFFIX(const ForwardArgs<T>& a, int64_t begin, int64_t end) {                       \
+    forward_pairs<TILE>(a, begin, end);                                                                           \
+  }                                                                                                               \
+  TARGET void backward_pairs_##SUFFIX(const BackwardArgs<T>& a, int64_t begin, int64_t end) {                     \
+    backward_pairs<TILE>(a, begin, end);                                                                          \
+  }
+SPE_VARIANT(SPE_TARGET_AVX512, avx512, Avx512Tile, float)
+SPE_VARIANT(SPE_TARGET_AVX512, avx512, Avx512Tile, double)
+SPE_VARIANT(SPE_TARGET_AVX2, avx2, Avx2Tile, float)
+SPE_VARIANT(SPE_TARGET_AVX2, avx2, Avx2Tile, double)
+#undef SPE_VARIANT
+#endif
+
+template <typename T>
+void forward_dispatch(const ForwardArgs<T>& a, int64_t begin, int64_t end) {
+#ifdef SPE_X86_DISPATCH
+  if (best_isa() == Isa::avx512) return forward_pairs_avx512(a, begin, end);
+  if (best_isa() == Isa::avx2) return forward_pairs_avx2(a, begin, end);
+#endif
+  forward_pairs<BaselineTile>(a, begin, end);
+}
+
+template <typename T>
+void backward_dispatch(const BackwardArgs<T>& a, int64_t begin, int64_t end) {
+#ifdef SPE_X86_DISPATCH
+  if (best_isa() == Isa::avx512) return backward_pairs_avx512(a, begin, end);
+  if (best_isa() == Isa::avx2) return backward_pairs_avx2(a, begin, end);
+#endif
+  backward_pairs<BaselineTile>(a, begin, end);
 }
 
 }  // namespace
@@ -153,32 +234,16 @@ void backward_pair(const CausalShape& s, const Head<T>& x, const T* out, const T
 template <typename T>
 void causal_linear_attention_forward(const CausalShape& s, const T* q, const T* k, const T* v, T eps,
                                      int64_t chunk, T* out, T* den) {
-  const SingleThreadedBlas one_blas_thread;
-  at::parallel_for(0, s.batch * s.heads, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> work;
-    for (int64_t pair = begin; pair < end; ++pair) {
-      const int64_t b = pair / s.heads, h = pair % s.heads;
-      forward_pair(s, head_view(s, q, k, v, pair), eps, chunk,
-                   out + (b * s.length * s.heads + h) * s.value_dim, den + b * s.length * s.heads + h, work);
-    }
-  });
+  const ForwardArgs<T> args{s, q, k, v, eps, chunk, out, den};
+  at::parallel_for(0, s.batch * s.heads, 1, [&](int64_t begin, int64_t end) { forward_dispatch(args, begin, end); });
 }
 
 template <typename T>
 void causal_linear_attention_backward(const CausalShape& s, const T* q, const T* k, const T* v, const T* out,
                                       const T* den, const T* grad_out, T eps, int64_t chunk, T* grad_q,
                                       T* grad_k, T* grad_v) {
-  const SingleThreadedBlas one_blas_thread;
-  at::parallel_for(0, s.batch * s.heads, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> work;
-    for (int64_t pair = begin; pair < end; ++pair) {
-      const int64_t b = pair / s.heads, h = pair % s.heads;
-      const int64_t qk = (b * s.length * s.heads + h) * s.features;
-      const int64_t vo = (b * s.length * s.heads + h) * s.value_dim;
-      backward_pair(s, head_view(s, q, k, v, pair), out + vo, den + b * s.length * s.heads + h,
-                    grad_out + vo, eps, chunk, grad_q + qk, grad_k + qk, grad_v + vo, work);
-    }
-  });
+  const BackwardArgs<T> args{s, q, k, v, out, den, grad_out, eps, chunk, grad_q, grad_k, grad_v};
+  at::parallel_for(0, s.batch * s.heads, 1, [&](int64_t begin, int64_t end) { backward_dispatch(args, begin, end); });
 }
 
 #define SPE_INSTANTIATE(T)                                                                         \

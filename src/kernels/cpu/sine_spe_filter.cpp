@@ -6,16 +6,8 @@
 #include <cmath>
 #include <vector>
 
+#include "isa.h"
 #include "vector_ops.h"
-
-// The hot loops are compiled three times, for AVX-512, for AVX2 with FMA and for the baseline,
-// and the best variant this CPU supports is chosen at run time by its features (not by its
-// model name, which would miss AMD processors).
-#if defined(__GNUC__) && defined(__x86_64__)
-#define SPE_X86_DISPATCH 1
-#define SPE_TARGET_AVX512 __attribute__((target("avx512f,avx512vl,avx2,fma")))
-#define SPE_TARGET_AVX2 __attribute__((target("avx2,fma")))
-#endif
 
 namespace spe::kernels::cpu {
 namespace {
@@ -215,23 +207,7 @@ SPE_INLINE void backward_block(const SineFilterShape& s, const Block& blk, const
   }
 }
 
-// One variant per instruction set and element type; best_isa() picks the best this CPU runs.
-enum class Isa { baseline, avx2, avx512 };
-
-Isa best_isa() {
-#ifdef SPE_X86_DISPATCH
-  static const Isa isa = [] {
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")) return Isa::avx512;
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::avx2;
-    return Isa::baseline;
-  }();
-  return isa;
-#else
-  return Isa::baseline;
-#endif
-}
-
+// One variant per instruction set and element type (isa.h).
 #ifdef SPE_X86_DISPATCH
 #define SPE_VARIANT(TARGET, SUFFIX, T)                                                                         \
   TARGET void forward_##SUFFIX(const SineFilterShape& s, const Block& b, const T* x, const double* f,          \

@@ -5,6 +5,7 @@
 // registers.
 #include <cstdint>
 #include <cstring>
+#include <vector>
 
 #define SPE_INLINE inline __attribute__((always_inline))
 
@@ -208,6 +209,89 @@ SPE_INLINE T dot(const T* a, const T* b, int64_t len) {
   T total = horizontal_sum((s0 + s1) + (s2 + s3));
   for (; l < len; ++l) total += a[l] * b[l];
   return total;
+}
+
+// Register-blocked products of the small matrices of the chunked kernels (64 x 64 x 64 and
+// the like), row-major: C = op(A) op(B), added to C when `accumulate`; op(A) is m x k, op(B)
+// k x n. Each step of the inner loop loads Tile::vecs vectors of one row of op(B) and multiplies
+// them by Tile::rows entries of op(A), so rows x vecs accumulators stay in registers. They
+// replace BLAS calls there: OpenBLAS 0.3.21 runs its AVX2 kernels on AVX-512 machines, and its
+// per-call cost is large at these sizes (docs/BENCHMARKS.md).
+
+// The register blocking for an instruction set: accumulators, one row of op(B) and a broadcast
+// must fit its vector registers (32 of 64 bytes; 16 of 32 bytes, two per Vec; 16 of 16 bytes).
+template <int Rows, int Vecs>
+struct GemmTile {
+  static constexpr int rows = Rows, vecs = Vecs;
+};
+using Avx512Tile = GemmTile<6, 4>;
+using Avx2Tile = GemmTile<6, 1>;
+using BaselineTile = GemmTile<2, 1>;
+
+// Rows rows of C, columns [0, Vecs W) from c; a(i, p) = a[i * a_row + p * a_col].
+template <int Rows, int Vecs, typename T>
+SPE_INLINE void gemm_block(int64_t k, const T* a, int64_t a_row, int64_t a_col, const T* b, int64_t ldb,
+                           bool accumulate, T* c, int64_t ldc) {
+  constexpr int64_t W = kLanes<T>;
+  Vec<T> sums[Rows][Vecs];
+  for (int i = 0; i < Rows; ++i)
+    for (int v = 0; v < Vecs; ++v) sums[i][v] = accumulate ? load(c + i * ldc + v * W) : Vec<T>{};
+  for (int64_t p = 0; p < k; ++p) {
+    Vec<T> row[Vecs];
+    for (int v = 0; v < Vecs; ++v) row[v] = load(b + p * ldb + v * W);
+    for (int i = 0; i < Rows; ++i) {
+      const T x = a[i * a_row + p * a_col];
+      for (int v = 0; v < Vecs; ++v) sums[i][v] += x * row[v];
+    }
+  }
+  for (int i = 0; i < Rows; ++i)
+    for (int v = 0; v < Vecs; ++v) store(c + i * ldc + v * W, sums[i][v]);
+}
+
+// All m rows of C for the columns [0, Vecs W): blocks of Rows rows, then of 4, 2 and 1.
+template <int Rows, int Vecs, typename T>
+SPE_INLINE void gemm_columns(int64_t m, int64_t k, const T* a, int64_t a_row, int64_t a_col, const T* b, int64_t ldb,
+                             bool accumulate, T* c, int64_t ldc) {
+  int64_t i = 0;
+  for (; i + Rows <= m; i += Rows)
+    gemm_block<Rows, Vecs>(k, a + i * a_row, a_row, a_col, b, ldb, accumulate, c + i * ldc, ldc);
+  if constexpr (Rows > 4) {
+    if (i + 4 <= m) {
+      gemm_block<4, Vecs>(k, a + i * a_row, a_row, a_col, b, ldb, accumulate, c + i * ldc, ldc);
+      i += 4;
+    }
+  }
+  if constexpr (Rows > 2) {
+    if (i + 2 <= m) {
+      gemm_block<2, Vecs>(k, a + i * a_row, a_row, a_col, b, ldb, accumulate, c + i * ldc, ldc);
+      i += 2;
+    }
+  }
+  for (; i < m; ++i) gemm_block<1, Vecs>(k, a + i * a_row, a_row, a_col, b, ldb, accumulate, c + i * ldc, ldc);
+}
+
+// scratch: room for op(B) when trans_b (k x n values; resized as needed).
+template <class Tile, typename T>
+SPE_INLINE void small_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const T* a, int64_t lda,
+                           const T* b, int64_t ldb, bool accumulate, T* c, int64_t ldc, std::vector<T>& scratch) {
+  if (trans_b) {  // rows of op(B) must be contiguous: transpose B (n x k) into scratch (k x n)
+    scratch.resize(static_cast<size_t>(k * n));
+    for (int64_t j = 0; j < n; ++j)
+      for (int64_t p = 0; p < k; ++p) scratch[p * n + j] = b[j * ldb + p];
+    b = scratch.data(), ldb = n;
+  }
+  const int64_t a_row = trans_a ? 1 : lda, a_col = trans_a ? lda : 1;
+  constexpr int64_t W = kLanes<T>;
+  int64_t l = 0;
+  for (; l + Tile::vecs * W <= n; l += Tile::vecs * W)
+    gemm_columns<Tile::rows, Tile::vecs>(m, k, a, a_row, a_col, b + l, ldb, accumulate, c + l, ldc);
+  for (; l + W <= n; l += W) gemm_columns<Tile::rows, 1>(m, k, a, a_row, a_col, b + l, ldb, accumulate, c + l, ldc);
+  for (; l < n; ++l)  // the last columns, fewer than a vector
+    for (int64_t i = 0; i < m; ++i) {
+      T sum = accumulate ? c[i * ldc + l] : T(0);
+      for (int64_t p = 0; p < k; ++p) sum += a[i * a_row + p * a_col] * b[p * ldb + l];
+      c[i * ldc + l] = sum;
+    }
 }
 
 }  // namespace spe::kernels::cpu
