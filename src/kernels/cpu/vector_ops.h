@@ -3,8 +3,10 @@
 // that their accumulators live in registers. Each kernel compiles them once per instruction
 // set (see sine_spe_filter.cpp); 64-byte vectors map onto one AVX-512, two AVX2 or four SSE
 // registers.
+#include <array>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #define SPE_INLINE inline __attribute__((always_inline))
@@ -270,14 +272,67 @@ SPE_INLINE void gemm_columns(int64_t m, int64_t k, const T* a, int64_t a_row, in
   for (; i < m; ++i) gemm_block<1, Vecs>(k, a + i * a_row, a_row, a_col, b, ldb, accumulate, c + i * ldc, ldc);
 }
 
+// The lane indices of one round of transpose_block: for each lane of the pair's first (low) and
+// second (high) result, an index into the pair (the first row's lanes, then the second's).
+template <typename Index, int W, int B>
+struct TransposeMasks {
+  static constexpr std::array<Index, W> make(bool high) {
+    std::array<Index, W> m{};
+    for (int l = 0; l < W; ++l) {
+      const bool left = (l / B) % 2 == 0;
+      m[l] = static_cast<Index>(high ? (left ? l + B : W + l) : (left ? l : W + l - B));
+    }
+    return m;
+  }
+  static constexpr std::array<Index, W> low = make(false), high = make(true);
+};
+
+// One round: the off-diagonal blocks of B x B in every 2B x 2B block of rows swap places.
+template <int B, int W, typename T>
+SPE_INLINE void transpose_round(Vec<T>* rows) {
+  using Index = std::conditional_t<sizeof(T) == 4, int32_t, int64_t>;
+  typedef Index Mask __attribute__((vector_size(64)));
+  Mask low, high;
+  std::memcpy(&low, TransposeMasks<Index, W, B>::low.data(), sizeof low);
+  std::memcpy(&high, TransposeMasks<Index, W, B>::high.data(), sizeof high);
+  for (int i = 0; i < W; ++i)
+    if ((i / B) % 2 == 0) {
+      const Vec<T> upper = rows[i], lower = rows[i + B];
+      rows[i] = __builtin_shuffle(upper, lower, low);
+      rows[i + B] = __builtin_shuffle(upper, lower, high);
+    }
+  if constexpr (B > 1) transpose_round<B / 2, W, T>(rows);
+}
+
+// dst (W x W, row stride ld_dst) = src (W x W, row stride ld_src) transposed, W = kLanes<T>, in
+// registers: log2(W) rounds of two-vector shuffles (B = W/2, ..., 1).
+template <typename T>
+SPE_INLINE void transpose_block(const T* src, int64_t ld_src, T* dst, int64_t ld_dst) {
+  constexpr int W = static_cast<int>(kLanes<T>);
+  Vec<T> rows[W];
+  for (int i = 0; i < W; ++i) rows[i] = load(src + i * ld_src);
+  transpose_round<W / 2, W, T>(rows);
+  for (int i = 0; i < W; ++i) store(dst + i * ld_dst, rows[i]);
+}
+
+// out (k x n) = b (n x k, row stride ldb) transposed, by W x W blocks and scalar edges.
+template <typename T>
+SPE_INLINE void transpose(int64_t n, int64_t k, const T* b, int64_t ldb, T* out) {
+  constexpr int64_t W = kLanes<T>;
+  const int64_t n_blocks = n - n % W, k_blocks = k - k % W;
+  for (int64_t j = 0; j < n_blocks; j += W)
+    for (int64_t p = 0; p < k_blocks; p += W) transpose_block(b + j * ldb + p, ldb, out + p * n + j, n);
+  for (int64_t j = 0; j < n; ++j)
+    for (int64_t p = j < n_blocks ? k_blocks : 0; p < k; ++p) out[p * n + j] = b[j * ldb + p];
+}
+
 // scratch: room for op(B) when trans_b (k x n values; resized as needed).
 template <class Tile, typename T>
 SPE_INLINE void small_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const T* a, int64_t lda,
                            const T* b, int64_t ldb, bool accumulate, T* c, int64_t ldc, std::vector<T>& scratch) {
   if (trans_b) {  // rows of op(B) must be contiguous: transpose B (n x k) into scratch (k x n)
     scratch.resize(static_cast<size_t>(k * n));
-    for (int64_t j = 0; j < n; ++j)
-      for (int64_t p = 0; p < k; ++p) scratch[p * n + j] = b[j * ldb + p];
+    transpose(n, k, b, ldb, scratch.data());
     b = scratch.data(), ldb = n;
   }
   const int64_t a_row = trans_a ? 1 : lda, a_col = trans_a ? lda : 1;
