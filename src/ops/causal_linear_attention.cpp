@@ -4,12 +4,20 @@
 #include <torch/csrc/autograd/custom_function.h>
 
 #include "kernels/cpu/causal_linear_attention.h"
+#include "util/huge_pages.h"
 
 namespace spe::ops {
 namespace {
 
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
+
+// A fresh tensor like `like`, in huge pages where it is large (util/huge_pages.h).
+at::Tensor fresh_like(const at::Tensor& like) {
+  at::Tensor t = at::empty_like(like, at::MemoryFormat::Contiguous);
+  advise_huge_pages(t.data_ptr(), t.nbytes());
+  return t;
+}
 
 kernels::cpu::CausalShape shape_of(const at::Tensor& q, const at::Tensor& v) {
   return {q.size(0), q.size(1), q.size(2), q.size(3), v.size(3)};
@@ -19,7 +27,7 @@ struct CausalLinearAttentionFunction : public torch::autograd::Function<CausalLi
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& q_in, const at::Tensor& k_in,
                             const at::Tensor& v_in, double eps, int64_t chunk) {
     at::Tensor q = q_in.contiguous(), k = k_in.contiguous(), v = v_in.contiguous();
-    at::Tensor out = at::empty_like(v);
+    at::Tensor out = fresh_like(v);
     at::Tensor den = at::empty({q.size(0), q.size(1), q.size(2)}, q.options());
     AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "causal_linear_attention_forward", [&] {
       kernels::cpu::causal_linear_attention_forward<scalar_t>(
@@ -36,7 +44,7 @@ struct CausalLinearAttentionFunction : public torch::autograd::Function<CausalLi
     const auto saved = ctx->get_saved_variables();
     const at::Tensor &q = saved[0], &k = saved[1], &v = saved[2], &out = saved[3], &den = saved[4];
     at::Tensor grad_out = grads[0].contiguous();
-    at::Tensor grad_q = at::empty_like(q), grad_k = at::empty_like(k), grad_v = at::empty_like(v);
+    at::Tensor grad_q = fresh_like(q), grad_k = fresh_like(k), grad_v = fresh_like(v);
     const double eps = ctx->saved_data["eps"].toDouble();
     const int64_t chunk = ctx->saved_data["chunk"].toInt();
     AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "causal_linear_attention_backward", [&] {
