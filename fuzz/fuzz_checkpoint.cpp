@@ -9,19 +9,9 @@
 #include "fuzz_support.h"
 #include "spe/train/checkpoint.h"
 #include "spe/train/trainer.h"
-#include "spe/util/hash.h"
+#include "train/checkpoint_envelope.h"
 
 namespace {
-
-std::string in_envelope(const std::string& payload) {
-  const uint32_t version = 2;
-  const uint64_t length = payload.size(), checksum = spe::fnv1a(payload);
-  std::string out("SPECKPT\0", 8);
-  out.append(reinterpret_cast<const char*>(&version), 4);
-  out.append(reinterpret_cast<const char*>(&length), 8);
-  out.append(reinterpret_cast<const char*>(&checksum), 8);
-  return out + payload;
-}
 
 // Models the fuzzer may build: a few thousand parameters, not the gigabytes a header can ask for.
 bool small(const spe::train::CheckpointHeader& h) {
@@ -53,7 +43,7 @@ void check_loads_and_saves_back(const std::string& path, const spe::train::Check
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  const std::string path = spe::fuzz::scratch_file(in_envelope(spe::fuzz::as_string(data, size)), ".pt");
+  const std::string path = spe::fuzz::scratch_file(spe::train::checkpoint_envelope(spe::fuzz::as_string(data, size)), ".pt");
   try {
     const spe::train::CheckpointHeader header = spe::train::read_checkpoint_header(path);
     if (small(header)) check_loads_and_saves_back(path, header);

@@ -13,6 +13,7 @@
 
 #include "spe/util/files.h"
 #include "spe/util/hash.h"
+#include "train/checkpoint_envelope.h"
 #include "train/tensor_file.h"
 #include "util/json_numbers.h"
 
@@ -23,42 +24,6 @@ constexpr char kMagic[8] = {'S', 'P', 'E', 'C', 'K', 'P', 'T', '\0'};
 // 2: spe's tensor file (train/tensor_file.h); 1 (until 2026-12-03): LibTorch's TorchScript archive.
 constexpr uint32_t kFormatVersion = 2;
 constexpr size_t kPreamble = sizeof kMagic + 4 + 8 + 8;
-
-std::string wrap(const std::string& payload) {
-  std::string out(kMagic, sizeof kMagic);
-  const uint32_t version = kFormatVersion;
-  const uint64_t length = payload.size(), checksum = fnv1a(payload.data(), payload.size());
-  out.append(reinterpret_cast<const char*>(&version), 4);
-  out.append(reinterpret_cast<const char*>(&length), 8);
-  out.append(reinterpret_cast<const char*>(&checksum), 8);
-  return out + payload;
-}
-
-// The payload of a checkpoint file, after checking everything around it.
-std::string unwrap(const std::string& bytes, const std::string& path) {
-  if (bytes.size() < sizeof kMagic || std::memcmp(bytes.data(), kMagic, sizeof kMagic) != 0)
-    throw std::runtime_error(fmt::format("'{}' is not an spe checkpoint (it does not start with SPECKPT)", path));
-  if (bytes.size() < kPreamble)
-    throw std::runtime_error(fmt::format("checkpoint '{}' is truncated ({} bytes)", path, bytes.size()));
-  uint32_t version = 0;
-  uint64_t length = 0, checksum = 0;
-  std::memcpy(&version, bytes.data() + 8, 4);
-  std::memcpy(&length, bytes.data() + 12, 8);
-  std::memcpy(&checksum, bytes.data() + 20, 8);
-  if (version != kFormatVersion)
-    throw std::runtime_error(fmt::format("checkpoint '{}' has format version {}; this spe reads version {}{}", path,
-                                         version, kFormatVersion,
-                                         version > kFormatVersion ? " (it was written by a newer spe)"
-                                                                  : " (it was written by an older spe: train again, or load it "
-                                                                    "with the spe that wrote it)"));
-  if (length != bytes.size() - kPreamble)
-    throw std::runtime_error(fmt::format("checkpoint '{}' is {}: its payload should be {} bytes, the file holds {}",
-                                         path, length > bytes.size() - kPreamble ? "truncated" : "followed by extra bytes",
-                                         length, bytes.size() - kPreamble));
-  if (fnv1a(bytes.data() + kPreamble, length) != checksum)
-    throw std::runtime_error(fmt::format("checkpoint '{}' is corrupt: its checksum does not match its contents", path));
-  return bytes.substr(kPreamble);
-}
 
 const nlohmann::json& entry(const nlohmann::json& object, const char* key) {
   if (!object.is_object() || !object.contains(key)) throw std::runtime_error(fmt::format("it has no '{}'", key));
@@ -123,7 +88,7 @@ CheckpointHeader read_header(const TensorFile& file, const std::string& path) {
 
 // The checkpoint's payload and what it says about itself, every entry checked; errors name the file.
 std::pair<TensorFile, CheckpointHeader> open_checkpoint(const std::string& path) {
-  std::string payload = unwrap(read_file(path), path);
+  std::string payload = checkpoint_payload(read_file(path), path);
   try {
     TensorFile file(std::move(payload));
     CheckpointHeader header = read_header(file, path);
@@ -225,6 +190,41 @@ void restore_generator(at::Generator& generator, const at::Tensor& state) {
 
 }  // namespace
 
+std::string checkpoint_envelope(const std::string& payload) {
+  std::string out(kMagic, sizeof kMagic);
+  const uint32_t version = kFormatVersion;
+  const uint64_t length = payload.size(), checksum = fnv1a(payload.data(), payload.size());
+  out.append(reinterpret_cast<const char*>(&version), 4);
+  out.append(reinterpret_cast<const char*>(&length), 8);
+  out.append(reinterpret_cast<const char*>(&checksum), 8);
+  return out + payload;
+}
+
+std::string checkpoint_payload(const std::string& bytes, const std::string& path) {
+  if (bytes.size() < sizeof kMagic || std::memcmp(bytes.data(), kMagic, sizeof kMagic) != 0)
+    throw std::runtime_error(fmt::format("'{}' is not an spe checkpoint (it does not start with SPECKPT)", path));
+  if (bytes.size() < kPreamble)
+    throw std::runtime_error(fmt::format("checkpoint '{}' is truncated ({} bytes)", path, bytes.size()));
+  uint32_t version = 0;
+  uint64_t length = 0, checksum = 0;
+  std::memcpy(&version, bytes.data() + 8, 4);
+  std::memcpy(&length, bytes.data() + 12, 8);
+  std::memcpy(&checksum, bytes.data() + 20, 8);
+  if (version != kFormatVersion)
+    throw std::runtime_error(fmt::format("checkpoint '{}' has format version {}; this spe reads version {}{}", path,
+                                         version, kFormatVersion,
+                                         version > kFormatVersion ? " (it was written by a newer spe)"
+                                                                  : " (it was written by an older spe: train again, or load it "
+                                                                    "with the spe that wrote it)"));
+  if (length != bytes.size() - kPreamble)
+    throw std::runtime_error(fmt::format("checkpoint '{}' is {}: its payload should be {} bytes, the file holds {}",
+                                         path, length > bytes.size() - kPreamble ? "truncated" : "followed by extra bytes",
+                                         length, bytes.size() - kPreamble));
+  if (fnv1a(bytes.data() + kPreamble, length) != checksum)
+    throw std::runtime_error(fmt::format("checkpoint '{}' is corrupt: its checksum does not match its contents", path));
+  return bytes.substr(kPreamble);
+}
+
 void save_checkpoint(const std::string& path, const CheckpointHeader& header, nn::ModelImpl& model,
                      torch::optim::AdamW* optimizer, const std::vector<RankGenerators>& ranks) {
   const data::DatasetInfo& d = header.data;
@@ -246,7 +246,7 @@ void save_checkpoint(const std::string& path, const CheckpointHeader& header, nn
       if (ranks[rank].draws.defined()) tensors.emplace_back(generator_key("draws", static_cast<int64_t>(rank)), ranks[rank].draws);
     }
   }
-  write_file_atomically(path, wrap(encode_tensor_file(meta, tensors)));
+  write_file_atomically(path, checkpoint_envelope(encode_tensor_file(meta, tensors)));
 }
 
 CheckpointHeader read_checkpoint_header(const std::string& path) { return open_checkpoint(path).second; }

@@ -14,7 +14,7 @@
 
 #include "spe/train/checkpoint.h"
 #include "spe/util/files.h"
-#include "spe/util/hash.h"
+#include "train/checkpoint_envelope.h"
 #include "train/tensor_file.h"
 #include "support/damage.h"
 #include "support/errors.h"
@@ -178,16 +178,12 @@ TEST(Checkpoint, RefusesDamageOtherModelsAndNewerFormats) {
 // The checkpoint's payload changed by `edit` and put in a valid envelope: a crafted file, which
 // the checksum cannot catch.
 std::string crafted(const std::string& checkpoint, const std::function<void(nlohmann::json&, NamedTensors&)>& edit) {
-  const size_t preamble = 28;  // magic, version, length, checksum
-  const TensorFile file(checkpoint.substr(preamble));
+  const TensorFile file(checkpoint_payload(checkpoint, "crafted"));
   nlohmann::json meta = file.meta();
   NamedTensors tensors;
   for (const std::string& name : file.names_under("")) tensors.emplace_back(name, file.tensor(name));
   edit(meta, tensors);
-  const std::string payload = encode_tensor_file(meta, tensors);
-  const uint64_t length = payload.size(), checksum = fnv1a(payload);
-  return checkpoint.substr(0, 12) + std::string(reinterpret_cast<const char*>(&length), 8) +
-         std::string(reinterpret_cast<const char*>(&checksum), 8) + payload;
+  return checkpoint_envelope(encode_tensor_file(meta, tensors));
 }
 
 at::Tensor& tensor_named(NamedTensors& tensors, const std::string& name) {
