@@ -4,20 +4,13 @@
 #include <torch/csrc/autograd/custom_function.h>
 
 #include "kernels/cpu/causal_linear_attention.h"
-#include "util/huge_pages.h"
+#include "ops/fresh_tensor.h"
 
 namespace spe::ops {
 namespace {
 
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
-
-// A fresh tensor like `like`, in huge pages where it is large (util/huge_pages.h).
-at::Tensor fresh_like(const at::Tensor& like) {
-  at::Tensor t = at::empty_like(like, at::MemoryFormat::Contiguous);
-  advise_huge_pages(t.data_ptr(), t.nbytes());
-  return t;
-}
 
 kernels::cpu::CausalShape shape_of(const at::Tensor& q, const at::Tensor& v) {
   return {q.size(0), q.size(1), q.size(2), q.size(3), v.size(3)};

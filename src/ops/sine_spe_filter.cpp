@@ -4,6 +4,7 @@
 #include <torch/csrc/autograd/custom_function.h>
 
 #include "kernels/cpu/sine_spe_filter.h"
+#include "ops/fresh_tensor.h"
 
 namespace spe::ops {
 namespace {
@@ -21,7 +22,7 @@ struct SineSPEFilterFunction : public torch::autograd::Function<SineSPEFilterFun
                             const at::Tensor& c_in, int64_t first_position) {
     at::Tensor x = x_in.contiguous(), f = f_in.contiguous(), theta = theta_in.contiguous(), w = w_in.contiguous();
     at::Tensor a = a_in.contiguous(), c = c_in.contiguous();
-    at::Tensor out = at::empty({x.size(0), x.size(1), x.size(2), w.size(3)}, x.options());
+    at::Tensor out = fresh_tensor({x.size(0), x.size(1), x.size(2), w.size(3)}, x.options());
     AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sine_spe_filter_forward", [&] {
       kernels::cpu::sine_spe_filter_forward<scalar_t>(
           shape_of(x, w, first_position), x.data_ptr<scalar_t>(), f.data_ptr<double>(), theta.data_ptr<double>(),
@@ -37,7 +38,7 @@ struct SineSPEFilterFunction : public torch::autograd::Function<SineSPEFilterFun
     const at::Tensor &x = saved[0], &f = saved[1], &theta = saved[2], &w = saved[3], &a = saved[4], &c = saved[5];
     const int64_t first_position = ctx->saved_data["first_position"].toInt();
     at::Tensor grad_out = grads[0].contiguous();
-    at::Tensor grad_x = at::empty_like(x), grad_f = at::empty_like(f), grad_theta = at::empty_like(theta);
+    at::Tensor grad_x = fresh_like(x), grad_f = at::empty_like(f), grad_theta = at::empty_like(theta);
     at::Tensor grad_w = at::empty_like(w);
     at::Tensor grad_a = at::empty_like(a), grad_c = at::empty_like(c);
     AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sine_spe_filter_backward", [&] {

@@ -56,24 +56,50 @@ TEST(FusedSineSPEFilter, MatchesTheMaterialisedCode) {
   EXPECT_LT((got - want).abs().max().item<double>() / want.abs().max().item<double>(), 1e-4);
 }
 
-TEST(FusedSineSPEFilter, BackwardMatchesAutogradOfTheMaterialisedCode) {
-  Problem base = make_problem(2, 70, 2, 3, 2, 5, at::kDouble);
-  at::Tensor grad = at::randn({2, 70, 2, 5}, at::kDouble);
-  std::vector<std::vector<at::Tensor>> results;
-  for (bool fused : {true, false}) {
-    Problem p = base;
-    std::vector<at::Tensor*> leaves{&p.x, &p.f, &p.theta, &p.w, &p.a, &p.c};
-    for (at::Tensor* t : leaves) *t = t->clone().requires_grad_();
-    at::Tensor out = fused ? ops::sine_spe_filter(p.x, p.f, p.theta, p.w, p.a, p.c, 7) : reference(p, true, 7, true);
-    (out * grad).sum().backward();
-    std::vector<at::Tensor> grads;
-    for (at::Tensor* t : leaves) grads.push_back(t->grad());
-    results.push_back(grads);
-  }
+// The gradients of sum(out * grad) with respect to x, f, theta, W, a, c (gated, first position
+// 7): through the fused op, or by autograd through the materialised code.
+std::vector<at::Tensor> gradients(const Problem& base, const at::Tensor& grad, bool fused) {
+  Problem p = base;
+  std::vector<at::Tensor*> leaves{&p.x, &p.f, &p.theta, &p.w, &p.a, &p.c};
+  for (at::Tensor* t : leaves) *t = t->clone().requires_grad_();
+  at::Tensor out = fused ? ops::sine_spe_filter(p.x, p.f, p.theta, p.w, p.a, p.c, 7) : reference(p, true, 7, true);
+  (out * grad).sum().backward();
+  std::vector<at::Tensor> grads;
+  for (at::Tensor* t : leaves) grads.push_back(t->grad().to(at::kDouble));
+  return grads;
+}
+
+// The fused backward of `p` (any dtype) against autograd of the reference in float64, each
+// gradient to `tolerance` relative to its largest entry.
+void expect_backward_matches(const Problem& p, double tolerance) {
+  auto g = make_generator(23);
+  const at::Tensor grad = at::randn({p.x.size(0), p.x.size(1), p.x.size(2), p.w.size(3)}, g, at::kDouble);
+  const Problem p64{p.x.to(at::kDouble), p.f, p.theta, p.w.to(at::kDouble), p.a.to(at::kDouble), p.c.to(at::kDouble)};
+  const std::vector<at::Tensor> fused = gradients(p, grad.to(p.x.scalar_type()), true);
+  const std::vector<at::Tensor> want = gradients(p64, grad, false);
   const char* names[] = {"x", "frequencies", "phases", "weights", "gate_scale", "gate_shift"};
   for (int i = 0; i < 6; ++i) {
-    const double scale = std::max(1.0, results[1][i].abs().max().item<double>());
-    EXPECT_LT((results[0][i] - results[1][i]).abs().max().item<double>(), 1e-10 * scale) << names[i];
+    const double scale = std::max(1.0, want[i].abs().max().item<double>());
+    EXPECT_LT((fused[i] - want[i]).abs().max().item<double>(), tolerance * scale)
+        << names[i] << " (" << p.x.scalar_type() << ", D " << p.x.size(3) << ")";
+  }
+}
+
+TEST(FusedSineSPEFilter, BackwardMatchesAutogradOfTheMaterialisedCode) {
+  expect_backward_matches(make_problem(2, 70, 2, 3, 2, 5, at::kDouble), 1e-10);
+}
+
+// D = R = 64, K = 5: the kernel's vector paths (register blocks of 6 rows and 4 vectors, 16 x 16
+// transposes); 40 positions: two full tiles of 16 and a partial one.
+TEST(FusedSineSPEFilter, MatchesAtModelSizes) {
+  for (at::ScalarType dtype : {at::kDouble, at::kFloat}) {
+    const Problem p = make_problem(2, 40, 2, 64, 5, 64, dtype);
+    const double tolerance = dtype == at::kDouble ? 1e-10 : 1e-4;
+    const Problem p64{p.x.to(at::kDouble), p.f, p.theta, p.w.to(at::kDouble), p.a.to(at::kDouble), p.c.to(at::kDouble)};
+    const at::Tensor got = ops::sine_spe_filter(p.x, p.f, p.theta, p.w, p.a, p.c, 7).to(at::kDouble);
+    const at::Tensor want = reference(p64, true, 7, true);
+    EXPECT_LT((got - want).abs().max().item<double>(), tolerance * want.abs().max().item<double>()) << dtype;
+    expect_backward_matches(p, tolerance);
   }
 }
 

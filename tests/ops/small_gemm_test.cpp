@@ -1,9 +1,12 @@
 // The register-blocked products of the CPU kernels (src/kernels/cpu/vector_ops.h) against
-// at::matmul in float64 and float32, over every transpose, both modes (set, accumulate) and
-// sizes that take each path of each register blocking: blocks of 6, 4, 2 and 1 rows, of 4
-// vectors and 1 vector of columns, and the scalar tail.
+// at::matmul in float64 and float32, over every transpose, the three starts (zero, C itself when
+// accumulating, a row added to every row) and sizes that take each path of each register
+// blocking: blocks of 6 rows and of each number of rows left (1 to 5), of 4 vectors and 1 vector
+// of columns, and the scalar tail.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
+
+#include <string>
 
 #include "kernels/cpu/vector_ops.h"
 #include "spe/random.h"
@@ -16,21 +19,27 @@ void expect_products_match(at::ScalarType dtype, double tolerance) {
   auto g = make_generator(5);
   std::vector<T> scratch;
   for (const auto& [m, n, k] : std::vector<std::array<int64_t, 3>>{{64, 64, 64}, {13, 83, 7}, {1, 1, 1}, {5, 17, 64},
-                                                                   {71, 3, 20}, {9, 48, 0}})
+                                                                   {71, 3, 20}, {9, 48, 0},
+                                                                   {8, 40, 3}, {10, 33, 2}})
     for (bool trans_a : {false, true})
       for (bool trans_b : {false, true})
-        for (bool accumulate : {false, true}) {
+        for (const char* start : {"zero", "accumulate", "row_init"}) {
+          const bool accumulate = start == std::string("accumulate"), with_row = start == std::string("row_init");
           // stored with a larger leading dimension than needed, as the kernels' strided views are
           const at::Tensor a_store = at::randn({trans_a ? k : m, (trans_a ? m : k) + 3}, g, dtype);
           const at::Tensor b_store = at::randn({trans_b ? n : k, (trans_b ? k : n) + 5}, g, dtype);
           const at::Tensor a = a_store.narrow(1, 0, trans_a ? m : k), b = b_store.narrow(1, 0, trans_b ? k : n);
           at::Tensor c = at::randn({m, n + 2}, g, dtype);
-          const at::Tensor expected =
-              (accumulate ? c.narrow(1, 0, n) : at::zeros({m, n}, dtype)) + at::matmul(trans_a ? a.t() : a, trans_b ? b.t() : b);
-          small_gemm<Tile, T>(trans_a, trans_b, m, n, k, a_store.template data_ptr<T>(), a_store.size(1), b_store.template data_ptr<T>(),
-                        b_store.size(1), accumulate, c.template data_ptr<T>(), c.size(1), scratch);
+          const at::Tensor row = at::randn({n}, g, dtype);
+          const at::Tensor start_value = accumulate ? c.narrow(1, 0, n).clone()
+                                         : with_row ? row.expand({m, n})
+                                                    : at::zeros({m, n}, dtype);
+          const at::Tensor expected = start_value + at::matmul(trans_a ? a.t() : a, trans_b ? b.t() : b);
+          small_gemm<Tile, T>(trans_a, trans_b, m, n, k, a_store.template data_ptr<T>(), a_store.size(1),
+                              b_store.template data_ptr<T>(), b_store.size(1), accumulate, c.template data_ptr<T>(),
+                              c.size(1), scratch, with_row ? row.template data_ptr<T>() : nullptr);
           EXPECT_LT((c.narrow(1, 0, n) - expected).abs().max().template item<double>(), tolerance * std::max<int64_t>(k, 1))
-              << m << " x " << n << " x " << k << " trans " << trans_a << trans_b << " accumulate " << accumulate;
+              << m << " x " << n << " x " << k << " trans " << trans_a << trans_b << " start " << start;
         }
 }
 

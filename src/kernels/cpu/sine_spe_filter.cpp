@@ -93,23 +93,41 @@ SPE_INLINE void sample_oscillators(Oscillators& osc, const SineFilterShape& s, c
   }
 }
 
-// codes (count, D, R) of `count` positions: code_d = a_d sum_j Omega_j W_dj + c_d, from their
-// omega (count, D K, 2); each row of W is loaded once for kShared positions.
-// coeffs: scratch of D * count * 2K.
-template <typename T>
+// Positions kept together (codes, gradients of codes: D x R each) are this many values apart: one
+// cache line more than D R, so that the rows of one d at successive positions do not all fall in
+// the same cache set (D R floats are 16 KB at D = R = 64).
+int64_t position_stride(const SineFilterShape& s) { return s.dim * s.realizations + 16; }
+
+// coeffs (count, D, 2K + 1) = (a_d Omega_j(t) for j < 2K, then 1) of `count` positions, from
+// their omega (count, D K, 2), and their codes (count, D, R) (positions position_stride apart): for
+// each d, code_d (count x R) = c_d + coeffs_d (count x 2K) W_d. (The column of ones makes the
+// backward's product coeffs_d^T grad_code_d give the gradient of c_d with those of W_d.)
+template <class Tile, typename T>
 SPE_INLINE void build_codes(const SineFilterShape& s, const HeadData<T>& hd, const double* omega, int64_t count,
-                            T* coeffs, T* codes) {
-  const int64_t D = s.dim, K = s.sines, R = s.realizations;
+                            T* coeffs, T* codes, std::vector<T>& scratch) {
+  const int64_t D = s.dim, J = 2 * s.sines, R = s.realizations;
+  for (int64_t t = 0; t < count; ++t)
+    for (int64_t d = 0; d < D; ++d) {
+      T* row = coeffs + (t * D + d) * (J + 1);
+      for (int64_t j = 0; j < J; ++j) row[j] = hd.a[d] * static_cast<T>(omega[(t * D + d) * J + j]);
+      row[J] = T(1);
+    }
   for (int64_t d = 0; d < D; ++d)
-    for (int64_t p = 0; p < count; ++p)
-      for (int64_t j = 0; j < 2 * K; ++j)
-        coeffs[(d * count + p) * 2 * K + j] = hd.a[d] * static_cast<T>(omega[(p * D * K + d * K) * 2 + j]);
-  for (int64_t d = 0; d < D; ++d)
-    combine_rows_many(count, 2 * K, coeffs + d * count * 2 * K, hd.w + d * 2 * K * R, R, hd.c + d * R, 0,
-                      codes + d * R, D * R, R);
+    small_gemm<Tile>(false, false, count, R, J, coeffs + d * (J + 1), D * (J + 1), hd.w + d * J * R, R, false,
+                     codes + d * R, position_stride(s), scratch, hd.c + d * R);
 }
 
-template <typename T>
+// Prefetches the rows of `count` positions from n (none when count <= 0) of one head of p
+// (B, N, H, width), for writing when Write: the rows of a head are 2 KB apart at H = 8 and
+// 64 floats, too far apart for the hardware prefetcher to follow.
+template <bool Write = false, typename T>
+SPE_INLINE void prefetch_positions(const SineFilterShape& s, int64_t head, int64_t n, int64_t count, const T* p,
+                                   int64_t width) {
+  for (int64_t t = n; t < n + count; ++t)
+    prefetch_rows<Write>(p + (t * s.heads + head) * width, s.batch, s.length * s.heads * width, width);
+}
+
+template <class Tile, typename T>
 SPE_INLINE void forward_block(const SineFilterShape& s, const Block& blk, const T* x, const double* freq,
                               const double* phase, const T* weights, const T* gate_scale, const T* gate_shift,
                               T* out) {
@@ -117,18 +135,21 @@ SPE_INLINE void forward_block(const SineFilterShape& s, const Block& blk, const 
   const HeadData<T> hd = head_data(s, h, weights, gate_scale, gate_shift);
   Oscillators osc(freq + h * D * K, phase + h * D * K, D * K);
   const int64_t most = std::min(kTile, blk.end - blk.begin);  // positions per tile
-  std::vector<T> codes(most * D * R), coeffs(D * most * 2 * K), xs(s.batch * D), zeros(R);
+  const int64_t ld = position_stride(s);
+  std::vector<T> codes(most * ld), coeffs(most * D * (2 * K + 1)), scratch;
   std::vector<double> omega(most * D * K * 2);
+  const int64_t batch_stride = s.length * H;  // x[b, n, h] at x + (b * batch_stride + n * H + h) * D
   for (int64_t t0 = blk.begin; t0 < blk.end; t0 += kTile) {
     const int64_t tile = std::min(kTile, blk.end - t0);
+    const int64_t next = std::min(kTile, blk.end - t0 - kTile);  // positions in the next tile
+    prefetch_positions(s, h, t0 + kTile, next, x, D);
+    prefetch_positions<true>(s, h, t0 + kTile, next, out, R);
     sample_oscillators(osc, s, blk, t0, tile, omega.data());
-    build_codes(s, hd, omega.data(), tile, coeffs.data(), codes.data());
-    // out_b = sum_d x[b, d] code_d, for all b at once so that each code row is read once
-    for (int64_t t = 0; t < tile; ++t) {
-      const int64_t row0 = (t0 + t) * H + h, batch_stride = s.length * H;
-      for (int64_t b = 0; b < s.batch; ++b) std::copy_n(x + (b * batch_stride + row0) * D, D, xs.data() + b * D);
-      combine_rows_many(s.batch, D, xs.data(), codes.data() + t * D * R, R, zeros.data(), 0, out + row0 * R,
-                        batch_stride * R, R);
+    build_codes<Tile>(s, hd, omega.data(), tile, coeffs.data(), codes.data(), scratch);
+    for (int64_t t = 0; t < tile; ++t) {  // out_t (B x R) = x_t (B x D) code_t (D x R)
+      const int64_t row0 = (t0 + t) * H + h;
+      small_gemm<Tile>(false, false, s.batch, R, D, x + row0 * D, batch_stride * D, codes.data() + t * ld, R,
+                       false, out + row0 * R, batch_stride * R, scratch);
     }
   }
 }
@@ -136,93 +157,121 @@ SPE_INLINE void forward_block(const SineFilterShape& s, const Block& blk, const 
 // Per-block gradient accumulators of the code parameters, reduced over the blocks of a head.
 template <typename T>
 struct Accumulators {
-  std::vector<T> weights, scale, shift;     // (D, 2K, R), (D), (D, R)
+  std::vector<T> weights_shift, scale;      // (D, 2K + 1, R): W_d's rows then c_d's; (D)
   std::vector<double> frequencies, phases;  // (D, K)
   explicit Accumulators(const SineFilterShape& s)
-      : weights(s.dim * 2 * s.sines * s.realizations), scale(s.dim), shift(s.dim * s.realizations),
-        frequencies(s.dim * s.sines), phases(s.dim * s.sines) {}
+      : weights_shift(s.dim * (2 * s.sines + 1) * s.realizations), scale(s.dim), frequencies(s.dim * s.sines),
+        phases(s.dim * s.sines) {}
 };
 
-// Backward over a block, kTile positions at a time. For each position: the code is rebuilt,
-// grad_x[b, d] = g_b . code_d and grad_code_d = sum_b x[b, d] g_b (kept for the tile). Then,
-// for each d and j, the tile's grad_code rows are reduced at once into grad W_dj (weights
-// a Omega_j(t)) and dotted with W_dj for the gradient of Omega_j(t).
+// The gradients of a d's phases, frequencies and gate scale from its omega (2K, tile) and
+// grad_omega (2K, tile), the derivatives of the loss with respect to Omega_j(t) / a_d (that is
+// grad_code_td . W_dj), in float64, 8 positions per vector.
 template <typename T>
+SPE_INLINE void add_oscillator_gradients(const SineFilterShape& s, int64_t d, T scale, const double* omega,
+                                         const T* grad_omega, int64_t first, int64_t tile, Accumulators<T>& acc) {
+  constexpr int64_t W = kLanes<double>;
+  const int64_t K = s.sines;
+  VecDouble position{}, scale_sum{};  // position: of the lanes of the first vector of positions
+  for (int64_t l = 0; l < W; ++l) position[l] = static_cast<double>(s.first_position + first + l);
+  for (int64_t k = 0; k < K; ++k) {
+    const double *cos = omega + 2 * k * tile, *sin = cos + tile;
+    const T *grad_cos = grad_omega + 2 * k * tile, *grad_sin = grad_cos + tile;
+    VecDouble phase_sum{}, frequency_sum{}, at = position;
+    int64_t t = 0;
+    for (; t + W <= tile; t += W, at += static_cast<double>(W)) {
+      const VecDouble c = load(cos + t), sn = load(sin + t), gc = load_as_double(grad_cos + t),
+                      gs = load_as_double(grad_sin + t);
+      scale_sum += c * gc + sn * gs;
+      const VecDouble g = c * gs - sn * gc;  // d/d phase of (cos, sin) = (-sin, cos)
+      phase_sum += g;
+      frequency_sum += g * at;
+    }
+    double grad_phase = 0, grad_frequency = 0;
+    for (int64_t l = 0; l < W; ++l) grad_phase += phase_sum[l], grad_frequency += frequency_sum[l];
+    for (; t < tile; ++t) {
+      const double gc = grad_cos[t], gs = grad_sin[t], g = cos[t] * gs - sin[t] * gc;
+      scale_sum[0] += cos[t] * gc + sin[t] * gs;
+      grad_phase += g;
+      grad_frequency += g * static_cast<double>(s.first_position + first + t);
+    }
+    acc.phases[d * K + k] += static_cast<double>(scale) * grad_phase;
+    acc.frequencies[d * K + k] += static_cast<double>(scale) * kTwoPi * grad_frequency;
+  }
+  double grad_scale = 0;
+  for (int64_t l = 0; l < W; ++l) grad_scale += scale_sum[l];
+  acc.scale[d] += static_cast<T>(grad_scale);
+}
+
+// Backward over a block, kTile positions at a time, every product a register-blocked small_gemm:
+// the tile's codes are rebuilt; for each position, grad_code_t (D x R) = x_t^T g_t and
+// grad_x_t = g_t code_t^T; then for each d, grad W_d += coeffs_d^T grad_code_d and the
+// gradients of Omega(t), W_d grad_code_d^T (2K x tile).
+template <class Tile, typename T>
 SPE_INLINE void backward_block(const SineFilterShape& s, const Block& blk, const T* x, const double* freq,
                                const double* phase, const T* weights, const T* gate_scale, const T* gate_shift,
                                const T* grad_out, T* grad_x, Accumulators<T>& acc) {
-  const int64_t H = s.heads, D = s.dim, K = s.sines, R = s.realizations, B = s.batch, h = blk.head;
+  const int64_t H = s.heads, D = s.dim, K = s.sines, J = 2 * K, R = s.realizations, B = s.batch, h = blk.head;
   const HeadData<T> hd = head_data(s, h, weights, gate_scale, gate_shift);
   Oscillators osc(freq + h * D * K, phase + h * D * K, D * K);
   const int64_t most = std::min(kTile, blk.end - blk.begin);  // positions per tile
-  std::vector<T> codes(most * D * R), coeffs(D * most * 2 * K), xs(B * D), gx(B), zeros(R), dots(2 * K);
-  std::vector<T> grad_code(most * D * R);       // (tile, D, R)
-  std::vector<double> omega(most * D * K * 2);  // (tile, D, 2K): cos, sin of each position
-  const std::vector<T> ones(most, T(1));
+  const int64_t ld = position_stride(s);
+  std::vector<T> codes(most * ld), grad_code(most * ld);  // (tile, D, R), positions ld apart
+  std::vector<T> xs(most * B * D), gs(most * B * R);     // the tile's x_t (B x D) and g_t (B x R)
+  std::vector<T> coeffs(most * D * (J + 1)), grad_omega(J * most), scratch;
+  std::vector<double> omega(most * D * J), omega_d(J * most);  // (tile, D, 2K): cos, sin; one d's (2K, tile)
   const int64_t batch_stride = s.length * H;
   for (int64_t t0 = blk.begin; t0 < blk.end; t0 += kTile) {
-    const int64_t tile = std::min(kTile, blk.end - t0);
+    const int64_t tile = std::min(kTile, blk.end - t0), next = std::min(kTile, blk.end - t0 - kTile);
+    prefetch_positions(s, h, t0 + kTile, next, x, D);
+    prefetch_positions(s, h, t0 + kTile, next, grad_out, R);
+    prefetch_positions<true>(s, h, t0 + kTile, next, grad_x, D);
     sample_oscillators(osc, s, blk, t0, tile, omega.data());
-    build_codes(s, hd, omega.data(), tile, coeffs.data(), codes.data());
-    for (int64_t t = 0; t < tile; ++t) {
-      const T* code = codes.data() + t * D * R;
-      const int64_t row0 = (t0 + t) * H + h;
-      const T* g = grad_out + row0 * R;  // g_b at g + b * batch_stride * R
-      for (int64_t b = 0; b < B; ++b) std::copy_n(x + (b * batch_stride + row0) * D, D, xs.data() + b * D);
-      for (int64_t d = 0; d < D; ++d) {
-        // grad_code_d = sum_b x[b, d] g_b and grad_x[b, d] = g_b . code_d
-        for (int64_t b = 0; b < B; ++b) gx[b] = xs[b * D + d];
-        combine_rows(B, gx.data(), g, batch_stride * R, zeros.data(), grad_code.data() + (t * D + d) * R, R);
-        dot_many(B, code + d * R, g, batch_stride * R, R, gx.data());
-        for (int64_t b = 0; b < B; ++b) grad_x[(b * batch_stride + row0) * D + d] = gx[b];
+    build_codes<Tile>(s, hd, omega.data(), tile, coeffs.data(), codes.data(), scratch);
+    // Copied together first: the rows of one head are 2 KB apart in x and grad_out, and the
+    // batch's rows of one position megabytes apart (the same cache sets).
+    for (int64_t t = 0; t < tile; ++t)
+      for (int64_t b = 0; b < B; ++b) {
+        const int64_t row = b * batch_stride + (t0 + t) * H + h;
+        std::copy_n(x + row * D, D, xs.data() + (t * B + b) * D);
+        std::copy_n(grad_out + row * R, R, gs.data() + (t * B + b) * R);
       }
+    for (int64_t t = 0; t < tile; ++t) {
+      const T* xt = xs.data() + t * B * D;  // x_t (B x D)
+      const T* gt = gs.data() + t * B * R;  // g_t (B x R)
+      const int64_t row0 = (t0 + t) * H + h;
+      small_gemm<Tile>(true, false, D, R, B, xt, D, gt, R, false, grad_code.data() + t * ld, R, scratch);
+      small_gemm<Tile>(false, true, B, D, R, gt, R, codes.data() + t * ld, R, false, grad_x + row0 * D,
+                       batch_stride * D, scratch);
     }
     for (int64_t d = 0; d < D; ++d) {
-      const T* rows = grad_code.data() + d * R;  // row t at rows + t * D * R
-      T* shift = acc.shift.data() + d * R;
-      combine_rows(tile, ones.data(), rows, D * R, shift, shift, R);
-      // grad W_dj += sum_t a Omega_j(t) grad_code_td, for all j at once
-      for (int64_t j = 0; j < 2 * K; ++j)
-        for (int64_t t = 0; t < tile; ++t)
-          coeffs[j * tile + t] = hd.a[d] * static_cast<T>(omega[(t * D + d) * 2 * K + j]);
-      T* acc_d = acc.weights.data() + d * 2 * K * R;
-      combine_rows_many(2 * K, tile, coeffs.data(), rows, D * R, acc_d, R, acc_d, R, R);
-      // the gradients of Omega_j(t): a grad_code_td . W_dj
-      double grad_scale = 0;
-      for (int64_t t = 0; t < tile; ++t) {
-        dot_many(2 * K, rows + t * D * R, hd.w + d * 2 * K * R, R, R, dots.data());
-        const double* om = omega.data() + (t * D + d) * 2 * K;
-        const double position = static_cast<double>(s.first_position + t0 + t);
-        for (int64_t k = 0; k < K; ++k) {
-          const double t_cos = dots[2 * k], t_sin = dots[2 * k + 1];
-          grad_scale += om[2 * k] * t_cos + om[2 * k + 1] * t_sin;
-          // d/d phase of (cos, sin) = (-sin, cos), scaled by a
-          const double grad_phase = static_cast<double>(hd.a[d]) * (-om[2 * k + 1] * t_cos + om[2 * k] * t_sin);
-          acc.phases[d * K + k] += grad_phase;
-          acc.frequencies[d * K + k] += grad_phase * kTwoPi * position;
-        }
-      }
-      acc.scale[d] += static_cast<T>(grad_scale);
+      const T* rows = grad_code.data() + d * R;  // grad_code_d (tile x R), rows ld apart
+      small_gemm<Tile>(true, false, J + 1, R, tile, coeffs.data() + d * (J + 1), D * (J + 1), rows, ld, true,
+                       acc.weights_shift.data() + d * (J + 1) * R, R, scratch);
+      small_gemm<Tile>(false, true, J, tile, R, hd.w + d * J * R, R, rows, ld, false, grad_omega.data(), tile,
+                       scratch);
+      transpose(tile, J, omega.data() + d * J, D * J, omega_d.data());
+      add_oscillator_gradients(s, d, hd.a[d], omega_d.data(), grad_omega.data(), t0, tile, acc);
     }
   }
 }
 
 // One variant per instruction set and element type (isa.h).
 #ifdef SPE_X86_DISPATCH
-#define SPE_VARIANT(TARGET, SUFFIX, T)                                                                         \
+#define SPE_VARIANT(TARGET, SUFFIX, TILE, T)                                                                   \
   TARGET void forward_##SUFFIX(const SineFilterShape& s, const Block& b, const T* x, const double* f,          \
                                const double* p, const T* w, const T* a, const T* c, T* o) {                   \
-    forward_block(s, b, x, f, p, w, a, c, o);                                                                 \
+    forward_block<TILE>(s, b, x, f, p, w, a, c, o);                                                           \
   }                                                                                                            \
   TARGET void backward_##SUFFIX(const SineFilterShape& s, const Block& b, const T* x, const double* f,         \
                                 const double* p, const T* w, const T* a, const T* c, const T* g, T* gx,       \
                                 Accumulators<T>& acc) {                                                       \
-    backward_block(s, b, x, f, p, w, a, c, g, gx, acc);                                                       \
+    backward_block<TILE>(s, b, x, f, p, w, a, c, g, gx, acc);                                                 \
   }
-SPE_VARIANT(SPE_TARGET_AVX512, avx512, float)
-SPE_VARIANT(SPE_TARGET_AVX512, avx512, double)
-SPE_VARIANT(SPE_TARGET_AVX2, avx2, float)
-SPE_VARIANT(SPE_TARGET_AVX2, avx2, double)
+SPE_VARIANT(SPE_TARGET_AVX512, avx512, Avx512Tile, float)
+SPE_VARIANT(SPE_TARGET_AVX512, avx512, Avx512Tile, double)
+SPE_VARIANT(SPE_TARGET_AVX2, avx2, Avx2Tile, float)
+SPE_VARIANT(SPE_TARGET_AVX2, avx2, Avx2Tile, double)
 #undef SPE_VARIANT
 #endif
 
@@ -233,7 +282,7 @@ void forward_dispatch(const SineFilterShape& s, const Block& b, const T* x, cons
   if (best_isa() == Isa::avx512) return forward_avx512(s, b, x, f, p, w, a, c, o);
   if (best_isa() == Isa::avx2) return forward_avx2(s, b, x, f, p, w, a, c, o);
 #endif
-  forward_block(s, b, x, f, p, w, a, c, o);
+  forward_block<BaselineTile>(s, b, x, f, p, w, a, c, o);
 }
 
 template <typename T>
@@ -243,7 +292,7 @@ void backward_dispatch(const SineFilterShape& s, const Block& b, const T* x, con
   if (best_isa() == Isa::avx512) return backward_avx512(s, b, x, f, p, w, a, c, g, gx, acc);
   if (best_isa() == Isa::avx2) return backward_avx2(s, b, x, f, p, w, a, c, g, gx, acc);
 #endif
-  backward_block(s, b, x, f, p, w, a, c, g, gx, acc);
+  backward_block<BaselineTile>(s, b, x, f, p, w, a, c, g, gx, acc);
 }
 
 }  // namespace
@@ -282,11 +331,16 @@ void sine_spe_filter_backward(const SineFilterShape& s, const T* x, const double
   };
   for (size_t i = 0; i < blocks.size(); ++i) {
     const int64_t h = blocks[i].head;
-    add(grad_weights + h * D * 2 * K * R, acc[i].weights);
     add(grad_frequencies + h * D * K, acc[i].frequencies);
     add(grad_phases + h * D * K, acc[i].phases);
     add(grad_gate_scale + h * D, acc[i].scale);
-    add(grad_gate_shift + h * D * R, acc[i].shift);
+    for (int64_t d = 0; d < D; ++d) {
+      const T* rows = acc[i].weights_shift.data() + d * (2 * K + 1) * R;  // 2K rows of W_d, then c_d
+      T* weights = grad_weights + (h * D + d) * 2 * K * R;
+      for (int64_t j = 0; j < 2 * K * R; ++j) weights[j] += rows[j];
+      T* shift = grad_gate_shift + (h * D + d) * R;
+      for (int64_t r = 0; r < R; ++r) shift[r] += rows[2 * K * R + r];
+    }
   }
 }
 
