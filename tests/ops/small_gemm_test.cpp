@@ -6,8 +6,11 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <cstdlib>
+#include <stdexcept>
 #include <string>
 
+#include "kernels/cpu/isa.h"
 #include "kernels/cpu/vector_ops.h"
 #include "spe/random.h"
 
@@ -53,6 +56,28 @@ TEST(SmallGemm, MatchesMatmulInFloat32) {
   expect_products_match<Avx512Tile, float>(at::kFloat, 1e-5);
   expect_products_match<Avx2Tile, float>(at::kFloat, 1e-5);
   expect_products_match<BaselineTile, float>(at::kFloat, 1e-5);
+}
+
+// SPE_KERNEL_ISA caps the kernels' instruction set (ctest runs them under each cap); a value
+// that names none is an error that says what is expected.
+TEST(KernelInstructionSet, CapComesFromTheEnvironment) {
+  const auto cap_for = [](const char* value) {
+    ::setenv("SPE_KERNEL_ISA", value, 1);
+    return isa_cap();
+  };
+  EXPECT_EQ(cap_for("avx2"), Isa::avx2);
+  EXPECT_EQ(cap_for("baseline"), Isa::baseline);
+  EXPECT_EQ(cap_for("avx512"), Isa::avx512);
+  EXPECT_EQ(cap_for(""), Isa::avx512);
+  try {
+    cap_for("sse9");
+    ADD_FAILURE() << "SPE_KERNEL_ISA=sse9 was accepted";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("SPE_KERNEL_ISA=sse9: expected avx512, avx2 or baseline"), std::string::npos)
+        << e.what();
+  }
+  ::unsetenv("SPE_KERNEL_ISA");
+  EXPECT_EQ(isa_cap(), Isa::avx512);
 }
 
 }  // namespace

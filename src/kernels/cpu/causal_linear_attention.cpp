@@ -212,19 +212,19 @@ SPE_VARIANT(SPE_TARGET_AVX2, avx2, Avx2Tile, double)
 #endif
 
 template <typename T>
-void forward_dispatch(const ForwardArgs<T>& a, int64_t begin, int64_t end) {
+void forward_dispatch([[maybe_unused]] Isa isa, const ForwardArgs<T>& a, int64_t begin, int64_t end) {
 #ifdef SPE_X86_DISPATCH
-  if (best_isa() == Isa::avx512) return forward_pairs_avx512(a, begin, end);
-  if (best_isa() == Isa::avx2) return forward_pairs_avx2(a, begin, end);
+  if (isa == Isa::avx512) return forward_pairs_avx512(a, begin, end);
+  if (isa == Isa::avx2) return forward_pairs_avx2(a, begin, end);
 #endif
   forward_pairs<BaselineTile>(a, begin, end);
 }
 
 template <typename T>
-void backward_dispatch(const BackwardArgs<T>& a, int64_t begin, int64_t end) {
+void backward_dispatch([[maybe_unused]] Isa isa, const BackwardArgs<T>& a, int64_t begin, int64_t end) {
 #ifdef SPE_X86_DISPATCH
-  if (best_isa() == Isa::avx512) return backward_pairs_avx512(a, begin, end);
-  if (best_isa() == Isa::avx2) return backward_pairs_avx2(a, begin, end);
+  if (isa == Isa::avx512) return backward_pairs_avx512(a, begin, end);
+  if (isa == Isa::avx2) return backward_pairs_avx2(a, begin, end);
 #endif
   backward_pairs<BaselineTile>(a, begin, end);
 }
@@ -235,7 +235,9 @@ template <typename T>
 void causal_linear_attention_forward(const CausalShape& s, const T* q, const T* k, const T* v, T eps,
                                      int64_t chunk, T* out, T* den) {
   const ForwardArgs<T> args{s, q, k, v, eps, chunk, out, den};
-  at::parallel_for(0, s.batch * s.heads, 1, [&](int64_t begin, int64_t end) { forward_dispatch(args, begin, end); });
+  const Isa isa = best_isa();  // (outside the threads: it may throw, on a bad SPE_KERNEL_ISA)
+  at::parallel_for(0, s.batch * s.heads, 1,
+                   [&](int64_t begin, int64_t end) { forward_dispatch(isa, args, begin, end); });
 }
 
 template <typename T>
@@ -243,7 +245,9 @@ void causal_linear_attention_backward(const CausalShape& s, const T* q, const T*
                                       const T* den, const T* grad_out, T eps, int64_t chunk, T* grad_q,
                                       T* grad_k, T* grad_v) {
   const BackwardArgs<T> args{s, q, k, v, out, den, grad_out, eps, chunk, grad_q, grad_k, grad_v};
-  at::parallel_for(0, s.batch * s.heads, 1, [&](int64_t begin, int64_t end) { backward_dispatch(args, begin, end); });
+  const Isa isa = best_isa();
+  at::parallel_for(0, s.batch * s.heads, 1,
+                   [&](int64_t begin, int64_t end) { backward_dispatch(isa, args, begin, end); });
 }
 
 #define SPE_INSTANTIATE(T)                                                                         \

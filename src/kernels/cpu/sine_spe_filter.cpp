@@ -166,11 +166,12 @@ struct Accumulators {
 
 // The gradients of a d's phases, frequencies and gate scale from its omega (2K, tile) and
 // grad_omega (2K, tile), the derivatives of the loss with respect to Omega_j(t) / a_d (that is
-// grad_code_td . W_dj), in float64, 8 positions per vector.
-template <typename T>
+// grad_code_td . W_dj), in float64, a vector of positions at a time.
+template <class Tile, typename T>
 SPE_INLINE void add_oscillator_gradients(const SineFilterShape& s, int64_t d, T scale, const double* omega,
                                          const T* grad_omega, int64_t first, int64_t tile, Accumulators<T>& acc) {
-  constexpr int64_t W = kLanes<double>;
+  using VecDouble = Vec<double, Tile::bytes>;
+  constexpr int64_t W = kLanes<double, Tile::bytes>;
   const int64_t K = s.sines;
   VecDouble position{}, scale_sum{};  // position: of the lanes of the first vector of positions
   for (int64_t l = 0; l < W; ++l) position[l] = static_cast<double>(s.first_position + first + l);
@@ -180,8 +181,8 @@ SPE_INLINE void add_oscillator_gradients(const SineFilterShape& s, int64_t d, T 
     VecDouble phase_sum{}, frequency_sum{}, at = position;
     int64_t t = 0;
     for (; t + W <= tile; t += W, at += static_cast<double>(W)) {
-      const VecDouble c = load(cos + t), sn = load(sin + t), gc = load_as_double(grad_cos + t),
-                      gs = load_as_double(grad_sin + t);
+      const VecDouble c = load<Tile::bytes>(cos + t), sn = load<Tile::bytes>(sin + t),
+                      gc = load_as_double<Tile::bytes>(grad_cos + t), gs = load_as_double<Tile::bytes>(grad_sin + t);
       scale_sum += c * gc + sn * gs;
       const VecDouble g = c * gs - sn * gc;  // d/d phase of (cos, sin) = (-sin, cos)
       phase_sum += g;
@@ -250,8 +251,8 @@ SPE_INLINE void backward_block(const SineFilterShape& s, const Block& blk, const
                        acc.weights_shift.data() + d * (J + 1) * R, R, scratch);
       small_gemm<Tile>(false, true, J, tile, R, hd.w + d * J * R, R, rows, ld, false, grad_omega.data(), tile,
                        scratch);
-      transpose(tile, J, omega.data() + d * J, D * J, omega_d.data());
-      add_oscillator_gradients(s, d, hd.a[d], omega_d.data(), grad_omega.data(), t0, tile, acc);
+      transpose<Tile::bytes>(tile, J, omega.data() + d * J, D * J, omega_d.data());
+      add_oscillator_gradients<Tile>(s, d, hd.a[d], omega_d.data(), grad_omega.data(), t0, tile, acc);
     }
   }
 }
@@ -276,21 +277,21 @@ SPE_VARIANT(SPE_TARGET_AVX2, avx2, Avx2Tile, double)
 #endif
 
 template <typename T>
-void forward_dispatch(const SineFilterShape& s, const Block& b, const T* x, const double* f, const double* p,
+void forward_dispatch([[maybe_unused]] Isa isa, const SineFilterShape& s, const Block& b, const T* x, const double* f, const double* p,
                       const T* w, const T* a, const T* c, T* o) {
 #ifdef SPE_X86_DISPATCH
-  if (best_isa() == Isa::avx512) return forward_avx512(s, b, x, f, p, w, a, c, o);
-  if (best_isa() == Isa::avx2) return forward_avx2(s, b, x, f, p, w, a, c, o);
+  if (isa == Isa::avx512) return forward_avx512(s, b, x, f, p, w, a, c, o);
+  if (isa == Isa::avx2) return forward_avx2(s, b, x, f, p, w, a, c, o);
 #endif
   forward_block<BaselineTile>(s, b, x, f, p, w, a, c, o);
 }
 
 template <typename T>
-void backward_dispatch(const SineFilterShape& s, const Block& b, const T* x, const double* f, const double* p,
+void backward_dispatch([[maybe_unused]] Isa isa, const SineFilterShape& s, const Block& b, const T* x, const double* f, const double* p,
                        const T* w, const T* a, const T* c, const T* g, T* gx, Accumulators<T>& acc) {
 #ifdef SPE_X86_DISPATCH
-  if (best_isa() == Isa::avx512) return backward_avx512(s, b, x, f, p, w, a, c, g, gx, acc);
-  if (best_isa() == Isa::avx2) return backward_avx2(s, b, x, f, p, w, a, c, g, gx, acc);
+  if (isa == Isa::avx512) return backward_avx512(s, b, x, f, p, w, a, c, g, gx, acc);
+  if (isa == Isa::avx2) return backward_avx2(s, b, x, f, p, w, a, c, g, gx, acc);
 #endif
   backward_block<BaselineTile>(s, b, x, f, p, w, a, c, g, gx, acc);
 }
@@ -301,9 +302,10 @@ template <typename T>
 void sine_spe_filter_forward(const SineFilterShape& s, const T* x, const double* frequencies, const double* phases,
                              const T* weights, const T* gate_scale, const T* gate_shift, T* out) {
   const std::vector<Block> blocks = blocks_of(s);
+  const Isa isa = best_isa();  // (outside the threads: it may throw, on a bad SPE_KERNEL_ISA)
   at::parallel_for(0, static_cast<int64_t>(blocks.size()), 1, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i)
-      forward_dispatch(s, blocks[i], x, frequencies, phases, weights, gate_scale, gate_shift, out);
+      forward_dispatch(isa, s, blocks[i], x, frequencies, phases, weights, gate_scale, gate_shift, out);
   });
 }
 
@@ -314,9 +316,10 @@ void sine_spe_filter_backward(const SineFilterShape& s, const T* x, const double
                               T* grad_gate_scale, T* grad_gate_shift) {
   const std::vector<Block> blocks = blocks_of(s);
   std::vector<Accumulators<T>> acc(blocks.size(), Accumulators<T>(s));
+  const Isa isa = best_isa();
   at::parallel_for(0, static_cast<int64_t>(blocks.size()), 1, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i)
-      backward_dispatch(s, blocks[i], x, frequencies, phases, weights, gate_scale, gate_shift, grad_out, grad_x,
+      backward_dispatch(isa, s, blocks[i], x, frequencies, phases, weights, gate_scale, gate_shift, grad_out, grad_x,
                         acc[i]);
   });
   // Reduce the blocks of each head into the (H, ...) gradients.
