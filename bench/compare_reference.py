@@ -9,7 +9,11 @@ imported or compiled from the paths given on the command line (see docs/BENCHMAR
           ours: torch.ops.spe.causal_linear_attention (normalised);
           reference: fast-transformers' CPU causal_product (unnormalised), built with -O3 -fopenmp -ffast-math
 
-Each implementation runs in a fresh subprocess, so that its peak resident memory is its own.
+Every step is forward + backward given fixed upstream gradients (torch.autograd.backward), with
+the inputs' and parameters' gradients set to None first, as optimizer.zero_grad(set_to_none=True)
+does: both sides then do their op's work and nothing else (no loss tensors, no accumulation
+into old gradients). Each implementation runs in a fresh subprocess, so that its peak resident
+memory is its own.
 Prints one JSON line per implementation and one per comparison.
 """
 import argparse
@@ -54,7 +58,11 @@ def sine_ours(torch, a):
     k = torch.randn(B, N, H, D, requires_grad=True)
     wq, wk = torch.randn(B, N, H, R), torch.randn(B, N, H, R)
 
+    leaves = [freqs, offsets, gains, gate, q, k]
+
     def step():
+        for leaf in leaves:
+            leaf.grad = None
         z = torch.randn(H, D, 2 * K, R)
         lam = torch.nn.functional.softplus(gains).repeat_interleave(2, -1)
         w = z * lam[..., None] / math.sqrt(2 * K) / (R * D) ** 0.25
@@ -64,7 +72,7 @@ def sine_ours(torch, a):
         shift = torch.sqrt(s)[..., None] * torch.randn(H, D, R) / (D * R) ** 0.25
         qhat = torch.ops.spe.sine_spe_filter(q, f, offsets.double(), w, scale, shift, 0)
         khat = torch.ops.spe.sine_spe_filter(k, f, torch.zeros(H, D, K, dtype=torch.float64), w, scale, shift, 0)
-        ((qhat * wq).sum() + (khat * wk).sum()).backward()
+        torch.autograd.backward([qhat, khat], [wq, wk])
 
     return step
 
@@ -80,8 +88,11 @@ def sine_reference(torch, a):
     wq, wk = torch.randn(B, N, H, R), torch.randn(B, N, H, R)
 
     def step():
+        spe.zero_grad(set_to_none=True)
+        filt.zero_grad(set_to_none=True)
+        q.grad = k.grad = None
         qhat, khat = filt(q, k, spe((B, N)))
-        ((qhat * wq).sum() + (khat * wk).sum()).backward()
+        torch.autograd.backward([qhat, khat], [wq, wk])
 
     return step
 
@@ -95,6 +106,7 @@ def causal_ours(torch, a):
     g = torch.randn(B, N, H, M)
 
     def step():
+        q.grad = k.grad = v.grad = None
         torch.ops.spe.causal_linear_attention(q, k, v, 1e-6, a.chunk).backward(g)
 
     return step
