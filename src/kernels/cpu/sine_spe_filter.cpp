@@ -223,10 +223,7 @@ SPE_INLINE void backward_block(const SineFilterShape& s, const Block& blk, const
   std::vector<double> omega(most * D * J), omega_d(J * most);  // (tile, D, 2K): cos, sin; one d's (2K, tile)
   const int64_t batch_stride = s.length * H;
   for (int64_t t0 = blk.begin; t0 < blk.end; t0 += kTile) {
-    const int64_t tile = std::min(kTile, blk.end - t0), next = std::min(kTile, blk.end - t0 - kTile);
-    prefetch_positions(s, h, t0 + kTile, next, x, D);
-    prefetch_positions(s, h, t0 + kTile, next, grad_out, R);
-    prefetch_positions<true>(s, h, t0 + kTile, next, grad_x, D);
+    const int64_t tile = std::min(kTile, blk.end - t0);
     sample_oscillators(osc, s, blk, t0, tile, omega.data());
     build_codes<Tile>(s, hd, omega.data(), tile, coeffs.data(), codes.data(), scratch);
     // Copied together first: the rows of one head are 2 KB apart in x and grad_out, and the
