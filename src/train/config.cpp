@@ -21,6 +21,18 @@ const char* type_name() {
   return "a string";
 }
 
+// Names and paths are text: a control character (a stray carriage return, a tab) is a mistake, and
+// one that would not survive writing the configuration out and reading it back.
+void check_printable(const std::string& what, const std::string& value) {
+  for (size_t i = 0; i < value.size(); ++i) {
+    const auto c = static_cast<unsigned char>(value[i]);
+    if (c < 0x20 || c == 0x7f)
+      throw std::invalid_argument(
+          fmt::format("{}: control character 0x{:02x} at offset {} of '{}'; expected printable text", what, c, i,
+                      value.substr(0, i)));
+  }
+}
+
 std::string describe(const YAML::Node& node) {
   if (node.IsScalar()) return "'" + node.Scalar() + "'";
   return node.IsSequence() ? "a list" : node.IsMap() ? "a section" : "nothing";
@@ -54,6 +66,7 @@ class Binder {
     } catch (const YAML::Exception&) {
       throw wrong_type();
     }
+    if constexpr (std::is_same_v<T, std::string>) check_printable(name(key), value);
   }
 
   template <class Enum, size_t N>

@@ -39,6 +39,13 @@ TEST(Config, ErrorsNameTheKeyAndWhatIsAllowed) {
   // Found by fuzz_config: an override on a file that is not a map of keys escaped as yaml-cpp's error.
   EXPECT_ERROR_CONTAINS(parse_config("just words\n", {"model.layers=2"}, "words.yaml"),
                         "words.yaml: expected a section of keys at the top, got 'just words'");
+  // Found by fuzz_config: carriage returns as a task name were accepted, and the resolved YAML
+  // (yaml-cpp writes them unquoted) read back with one fewer.
+  EXPECT_ERROR_CONTAINS(parse_config("task: \r\r\r\r\r\r\r\r\r\r\r\r\r\r\r\r\r\r\r\r\r", {}, "cr.yaml"),
+                        "cr.yaml: task: control character 0x0d at offset 0 of ''; expected printable text");
+  EXPECT_ERROR_CONTAINS(parse_config("data:\n  dir: \"data/\\ttext\"\n"),
+                        "data.dir: control character 0x09 at offset 5 of 'data/'");
+  EXPECT_ERROR_CONTAINS(parse_config("", {"task=\"a\\x7f\""}), "task: control character 0x7f at offset 1 of 'a'");
   EXPECT_ERROR_CONTAINS(parse_config("- 1\n- 2\n", {}, "list.yaml"), "list.yaml: expected a section of keys at the top, got a list");
   EXPECT_ERROR_CONTAINS(parse_config("[1, 2]: 3\n", {}, "key.yaml"), "key.yaml: line 1, column 1");
   EXPECT_ERROR_CONTAINS(parse_config("model:\n  dim: 10\n  heads: 4\n"), "model: dim 10 must be a positive multiple of heads 4");
