@@ -56,13 +56,14 @@ TEST(FusedSineSPEFilter, MatchesTheMaterialisedCode) {
   EXPECT_LT((got - want).abs().max().item<double>() / want.abs().max().item<double>(), 1e-4);
 }
 
-// The gradients of sum(out * grad) with respect to x, f, theta, W, a, c (gated, first position
-// 7): through the fused op, or by autograd through the materialised code.
-std::vector<at::Tensor> gradients(const Problem& base, const at::Tensor& grad, bool fused) {
+// The gradients of sum(out * grad) with respect to x, f, theta, W, a, c (gated, positions from
+// `first`): through the fused op, or by autograd through the materialised code.
+std::vector<at::Tensor> gradients(const Problem& base, const at::Tensor& grad, bool fused, int64_t first) {
   Problem p = base;
   std::vector<at::Tensor*> leaves{&p.x, &p.f, &p.theta, &p.w, &p.a, &p.c};
   for (at::Tensor* t : leaves) *t = t->clone().requires_grad_();
-  at::Tensor out = fused ? ops::sine_spe_filter(p.x, p.f, p.theta, p.w, p.a, p.c, 7) : reference(p, true, 7, true);
+  at::Tensor out =
+      fused ? ops::sine_spe_filter(p.x, p.f, p.theta, p.w, p.a, p.c, first) : reference(p, true, first, true);
   (out * grad).sum().backward();
   std::vector<at::Tensor> grads;
   for (at::Tensor* t : leaves) grads.push_back(t->grad().to(at::kDouble));
@@ -71,17 +72,17 @@ std::vector<at::Tensor> gradients(const Problem& base, const at::Tensor& grad, b
 
 // The fused backward of `p` (any dtype) against autograd of the reference in float64, each
 // gradient to `tolerance` relative to its largest entry.
-void expect_backward_matches(const Problem& p, double tolerance) {
+void expect_backward_matches(const Problem& p, double tolerance, int64_t first = 7) {
   auto g = make_generator(23);
   const at::Tensor grad = at::randn({p.x.size(0), p.x.size(1), p.x.size(2), p.w.size(3)}, g, at::kDouble);
   const Problem p64{p.x.to(at::kDouble), p.f, p.theta, p.w.to(at::kDouble), p.a.to(at::kDouble), p.c.to(at::kDouble)};
-  const std::vector<at::Tensor> fused = gradients(p, grad.to(p.x.scalar_type()), true);
-  const std::vector<at::Tensor> want = gradients(p64, grad, false);
+  const std::vector<at::Tensor> fused = gradients(p, grad.to(p.x.scalar_type()), true, first);
+  const std::vector<at::Tensor> want = gradients(p64, grad, false, first);
   const char* names[] = {"x", "frequencies", "phases", "weights", "gate_scale", "gate_shift"};
   for (int i = 0; i < 6; ++i) {
     const double scale = std::max(1.0, want[i].abs().max().item<double>());
     EXPECT_LT((fused[i] - want[i]).abs().max().item<double>(), tolerance * scale)
-        << names[i] << " (" << p.x.scalar_type() << ", D " << p.x.size(3) << ")";
+        << names[i] << " (" << p.x.scalar_type() << ", D " << p.x.size(3) << ", first position " << first << ")";
   }
 }
 
@@ -101,6 +102,12 @@ TEST(FusedSineSPEFilter, MatchesAtModelSizes) {
     EXPECT_LT((got - want).abs().max().item<double>(), tolerance * want.abs().max().item<double>()) << dtype;
     expect_backward_matches(p, tolerance);
   }
+}
+
+// float32 over a long sequence far from its start: the gradients of the frequencies sum terms
+// weighted by positions in the thousands over 4096 positions.
+TEST(FusedSineSPEFilter, Float32BackwardOverALongSequence) {
+  expect_backward_matches(make_problem(2, 4096, 1, 8, 5, 16, at::kFloat), 1e-4, 5000);
 }
 
 TEST(FusedSineSPEFilter, GradientCheck) {

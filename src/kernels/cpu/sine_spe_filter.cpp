@@ -66,19 +66,20 @@ std::vector<Block> blocks_of(const SineFilterShape& s) {
   return blocks;
 }
 
-// The pointers of one head.
+// One head's code parameters, the gate's scale folded into the weights: the code of feature d
+// at position n is c_d + Omega(n) (a_d W_d).
 template <typename T>
-struct HeadData {
-  const T* w;  // (D, 2K, R)
-  const T* a;  // (D)
-  const T* c;  // (D, R)
+struct HeadCode {
+  std::vector<T> scaled_weights;  // (D, 2K, R): a_d W_d
+  const T* shift;                 // c (D, R)
+  HeadCode(const SineFilterShape& s, int64_t h, const T* weights, const T* gate_scale, const T* gate_shift)
+      : scaled_weights(s.dim * 2 * s.sines * s.realizations), shift(gate_shift + h * s.dim * s.realizations) {
+    const int64_t per_d = 2 * s.sines * s.realizations;
+    const T* w = weights + h * s.dim * per_d;
+    for (int64_t d = 0; d < s.dim; ++d)
+      for (int64_t i = 0; i < per_d; ++i) scaled_weights[d * per_d + i] = gate_scale[h * s.dim + d] * w[d * per_d + i];
+  }
 };
-
-template <typename T>
-HeadData<T> head_data(const SineFilterShape& s, int64_t h, const T* weights, const T* gate_scale, const T* gate_shift) {
-  const int64_t D = s.dim, K = s.sines, R = s.realizations;
-  return {weights + h * D * 2 * K * R, gate_scale + h * D, gate_shift + h * D * R};
-}
 
 // Advances the oscillators over the `count` positions from n (the block began at blk.begin) and
 // keeps their values: omega (count, D K, 2) = (cos, sin).
@@ -98,23 +99,19 @@ SPE_INLINE void sample_oscillators(Oscillators& osc, const SineFilterShape& s, c
 // the same cache set (D R floats are 16 KB at D = R = 64).
 int64_t position_stride(const SineFilterShape& s) { return s.dim * s.realizations + 16; }
 
-// coeffs (count, D, 2K + 1) = (a_d Omega_j(t) for j < 2K, then 1) of `count` positions, from
-// their omega (count, D K, 2), and their codes (count, D, R) (positions position_stride apart): for
-// each d, code_d (count x R) = c_d + coeffs_d (count x 2K) W_d. (The column of ones makes the
-// backward's product coeffs_d^T grad_code_d give the gradient of c_d with those of W_d.)
+// The codes (count, D, R) of `count` positions (position_stride apart) from their omega
+// (count, D K, 2): the first 2K of each row of coeffs (count, D, columns) get Omega(t) of each d,
+// then for each d, code_d (count x R) = c_d + coeffs_d (count x 2K) (a_d W_d).
 template <class Tile, typename T>
-SPE_INLINE void build_codes(const SineFilterShape& s, const HeadData<T>& hd, const double* omega, int64_t count,
-                            T* coeffs, T* codes, std::vector<T>& scratch) {
+SPE_INLINE void build_codes(const SineFilterShape& s, const HeadCode<T>& hc, const double* omega, int64_t count,
+                            int64_t columns, T* coeffs, T* codes, std::vector<T>& scratch) {
   const int64_t D = s.dim, J = 2 * s.sines, R = s.realizations;
   for (int64_t t = 0; t < count; ++t)
-    for (int64_t d = 0; d < D; ++d) {
-      T* row = coeffs + (t * D + d) * (J + 1);
-      for (int64_t j = 0; j < J; ++j) row[j] = hd.a[d] * static_cast<T>(omega[(t * D + d) * J + j]);
-      row[J] = T(1);
-    }
+    for (int64_t d = 0; d < D; ++d)
+      for (int64_t j = 0; j < J; ++j) coeffs[(t * D + d) * columns + j] = static_cast<T>(omega[(t * D + d) * J + j]);
   for (int64_t d = 0; d < D; ++d)
-    small_gemm<Tile>(false, false, count, R, J, coeffs + d * (J + 1), D * (J + 1), hd.w + d * J * R, R, false,
-                     codes + d * R, position_stride(s), scratch, hd.c + d * R);
+    small_gemm<Tile>(false, false, count, R, J, coeffs + d * columns, D * columns, hc.scaled_weights.data() + d * J * R,
+                     R, false, codes + d * R, position_stride(s), scratch, hc.shift + d * R);
 }
 
 // Prefetches the rows of `count` positions from n (none when count <= 0) of one head of p
@@ -132,11 +129,11 @@ SPE_INLINE void forward_block(const SineFilterShape& s, const Block& blk, const 
                               const double* phase, const T* weights, const T* gate_scale, const T* gate_shift,
                               T* out) {
   const int64_t H = s.heads, D = s.dim, K = s.sines, R = s.realizations, h = blk.head;
-  const HeadData<T> hd = head_data(s, h, weights, gate_scale, gate_shift);
+  const HeadCode<T> hc(s, h, weights, gate_scale, gate_shift);
   Oscillators osc(freq + h * D * K, phase + h * D * K, D * K);
   const int64_t most = std::min(kTile, blk.end - blk.begin);  // positions per tile
   const int64_t ld = position_stride(s);
-  std::vector<T> codes(most * ld), coeffs(most * D * (2 * K + 1)), scratch;
+  std::vector<T> codes(most * ld), coeffs(most * D * 2 * K), scratch;
   std::vector<double> omega(most * D * K * 2);
   const int64_t batch_stride = s.length * H;  // x[b, n, h] at x + (b * batch_stride + n * H + h) * D
   for (int64_t t0 = blk.begin; t0 < blk.end; t0 += kTile) {
@@ -145,7 +142,7 @@ SPE_INLINE void forward_block(const SineFilterShape& s, const Block& blk, const 
     prefetch_positions(s, h, t0 + kTile, next, x, D);
     prefetch_positions<true>(s, h, t0 + kTile, next, out, R);
     sample_oscillators(osc, s, blk, t0, tile, omega.data());
-    build_codes<Tile>(s, hd, omega.data(), tile, coeffs.data(), codes.data(), scratch);
+    build_codes<Tile>(s, hc, omega.data(), tile, 2 * K, coeffs.data(), codes.data(), scratch);
     for (int64_t t = 0; t < tile; ++t) {  // out_t (B x R) = x_t (B x D) code_t (D x R)
       const int64_t row0 = (t0 + t) * H + h;
       small_gemm<Tile>(false, false, s.batch, R, D, x + row0 * D, batch_stride * D, codes.data() + t * ld, R,
@@ -154,78 +151,46 @@ SPE_INLINE void forward_block(const SineFilterShape& s, const Block& blk, const 
   }
 }
 
-// Per-block gradient accumulators of the code parameters, reduced over the blocks of a head.
+// The sums over a block's positions n of grad_code_d(n) (R) times Omega(n), 1 and n Omega(n), for
+// each d: (D, 2K + 1 + 2K, R). The gradients of every code parameter follow from them
+// (add_head_gradients), so the backward's only per-position products are GEMMs.
 template <typename T>
-struct Accumulators {
-  std::vector<T> weights_shift, scale;      // (D, 2K + 1, R): W_d's rows then c_d's; (D)
-  std::vector<double> frequencies, phases;  // (D, K)
-  explicit Accumulators(const SineFilterShape& s)
-      : weights_shift(s.dim * (2 * s.sines + 1) * s.realizations), scale(s.dim), frequencies(s.dim * s.sines),
-        phases(s.dim * s.sines) {}
+struct Moments {
+  std::vector<T> sums;
+  explicit Moments(const SineFilterShape& s) : sums(s.dim * moment_rows(s) * s.realizations) {}
+  static int64_t moment_rows(const SineFilterShape& s) { return 4 * s.sines + 1; }
 };
-
-// The gradients of a d's phases, frequencies and gate scale from its omega (2K, tile) and
-// grad_omega (2K, tile), the derivatives of the loss with respect to Omega_j(t) / a_d (that is
-// grad_code_td . W_dj), in float64, a vector of positions at a time.
-template <class Tile, typename T>
-SPE_INLINE void add_oscillator_gradients(const SineFilterShape& s, int64_t d, T scale, const double* omega,
-                                         const T* grad_omega, int64_t first, int64_t tile, Accumulators<T>& acc) {
-  using VecDouble = Vec<double, Tile::bytes>;
-  constexpr int64_t W = kLanes<double, Tile::bytes>;
-  const int64_t K = s.sines;
-  VecDouble position{}, scale_sum{};  // position: of the lanes of the first vector of positions
-  for (int64_t l = 0; l < W; ++l) position[l] = static_cast<double>(s.first_position + first + l);
-  for (int64_t k = 0; k < K; ++k) {
-    const double *cos = omega + 2 * k * tile, *sin = cos + tile;
-    const T *grad_cos = grad_omega + 2 * k * tile, *grad_sin = grad_cos + tile;
-    VecDouble phase_sum{}, frequency_sum{}, at = position;
-    int64_t t = 0;
-    for (; t + W <= tile; t += W, at += static_cast<double>(W)) {
-      const VecDouble c = load<Tile::bytes>(cos + t), sn = load<Tile::bytes>(sin + t),
-                      gc = load_as_double<Tile::bytes>(grad_cos + t), gs = load_as_double<Tile::bytes>(grad_sin + t);
-      scale_sum += c * gc + sn * gs;
-      const VecDouble g = c * gs - sn * gc;  // d/d phase of (cos, sin) = (-sin, cos)
-      phase_sum += g;
-      frequency_sum += g * at;
-    }
-    double grad_phase = 0, grad_frequency = 0;
-    for (int64_t l = 0; l < W; ++l) grad_phase += phase_sum[l], grad_frequency += frequency_sum[l];
-    for (; t < tile; ++t) {
-      const double gc = grad_cos[t], gs = grad_sin[t], g = cos[t] * gs - sin[t] * gc;
-      scale_sum[0] += cos[t] * gc + sin[t] * gs;
-      grad_phase += g;
-      grad_frequency += g * static_cast<double>(s.first_position + first + t);
-    }
-    acc.phases[d * K + k] += static_cast<double>(scale) * grad_phase;
-    acc.frequencies[d * K + k] += static_cast<double>(scale) * kTwoPi * grad_frequency;
-  }
-  double grad_scale = 0;
-  for (int64_t l = 0; l < W; ++l) grad_scale += scale_sum[l];
-  acc.scale[d] += static_cast<T>(grad_scale);
-}
 
 // Backward over a block, kTile positions at a time, every product a register-blocked small_gemm:
 // the tile's codes are rebuilt; for each position, grad_code_t (D x R) = x_t^T g_t and
-// grad_x_t = g_t code_t^T; then for each d, grad W_d += coeffs_d^T grad_code_d and the
-// gradients of Omega(t), W_d grad_code_d^T (2K x tile).
+// grad_x_t = g_t code_t^T; then for each d, moments_d += [Omega; 1; n Omega]_d^T grad_code_d.
 template <class Tile, typename T>
 SPE_INLINE void backward_block(const SineFilterShape& s, const Block& blk, const T* x, const double* freq,
                                const double* phase, const T* weights, const T* gate_scale, const T* gate_shift,
-                               const T* grad_out, T* grad_x, Accumulators<T>& acc) {
+                               const T* grad_out, T* grad_x, Moments<T>& moments) {
   const int64_t H = s.heads, D = s.dim, K = s.sines, J = 2 * K, R = s.realizations, B = s.batch, h = blk.head;
-  const HeadData<T> hd = head_data(s, h, weights, gate_scale, gate_shift);
+  const int64_t columns = Moments<T>::moment_rows(s);  // of coeffs: Omega (2K), 1, n Omega (2K)
+  const HeadCode<T> hc(s, h, weights, gate_scale, gate_shift);
   Oscillators osc(freq + h * D * K, phase + h * D * K, D * K);
   const int64_t most = std::min(kTile, blk.end - blk.begin);  // positions per tile
   const int64_t ld = position_stride(s);
   std::vector<T> codes(most * ld), grad_code(most * ld);  // (tile, D, R), positions ld apart
   std::vector<T> xs(most * B * D), gs(most * B * R);     // the tile's x_t (B x D) and g_t (B x R)
-  std::vector<T> coeffs(most * D * (J + 1)), grad_omega(J * most), scratch;
-  std::vector<double> omega(most * D * J), omega_d(J * most);  // (tile, D, 2K): cos, sin; one d's (2K, tile)
+  std::vector<T> coeffs(most * D * columns), scratch;
+  std::vector<double> omega(most * D * J);  // (tile, D, 2K): cos, sin
   const int64_t batch_stride = s.length * H;
   for (int64_t t0 = blk.begin; t0 < blk.end; t0 += kTile) {
     const int64_t tile = std::min(kTile, blk.end - t0);
     sample_oscillators(osc, s, blk, t0, tile, omega.data());
-    build_codes<Tile>(s, hd, omega.data(), tile, coeffs.data(), codes.data(), scratch);
+    build_codes<Tile>(s, hc, omega.data(), tile, columns, coeffs.data(), codes.data(), scratch);
+    for (int64_t t = 0; t < tile; ++t) {
+      const double position = static_cast<double>(s.first_position + t0 + t);
+      for (int64_t d = 0; d < D; ++d) {
+        T* row = coeffs.data() + (t * D + d) * columns;
+        row[J] = T(1);
+        for (int64_t j = 0; j < J; ++j) row[J + 1 + j] = static_cast<T>(position * omega[(t * D + d) * J + j]);
+      }
+    }
     // Copied together first: the rows of one head are 2 KB apart in x and grad_out, and the
     // batch's rows of one position megabytes apart (the same cache sets).
     for (int64_t t = 0; t < tile; ++t)
@@ -242,15 +207,9 @@ SPE_INLINE void backward_block(const SineFilterShape& s, const Block& blk, const
       small_gemm<Tile>(false, true, B, D, R, gt, R, codes.data() + t * ld, R, false, grad_x + row0 * D,
                        batch_stride * D, scratch);
     }
-    for (int64_t d = 0; d < D; ++d) {
-      const T* rows = grad_code.data() + d * R;  // grad_code_d (tile x R), rows ld apart
-      small_gemm<Tile>(true, false, J + 1, R, tile, coeffs.data() + d * (J + 1), D * (J + 1), rows, ld, true,
-                       acc.weights_shift.data() + d * (J + 1) * R, R, scratch);
-      small_gemm<Tile>(false, true, J, tile, R, hd.w + d * J * R, R, rows, ld, false, grad_omega.data(), tile,
-                       scratch);
-      transpose<Tile::bytes>(tile, J, omega.data() + d * J, D * J, omega_d.data());
-      add_oscillator_gradients<Tile>(s, d, hd.a[d], omega_d.data(), grad_omega.data(), t0, tile, acc);
-    }
+    for (int64_t d = 0; d < D; ++d)  // grad_code_d (tile x R), rows ld apart
+      small_gemm<Tile>(true, false, columns, R, tile, coeffs.data() + d * columns, D * columns,
+                       grad_code.data() + d * R, ld, true, moments.sums.data() + d * columns * R, R, scratch);
   }
 }
 
@@ -263,8 +222,8 @@ SPE_INLINE void backward_block(const SineFilterShape& s, const Block& blk, const
   }                                                                                                            \
   TARGET void backward_##SUFFIX(const SineFilterShape& s, const Block& b, const T* x, const double* f,         \
                                 const double* p, const T* w, const T* a, const T* c, const T* g, T* gx,       \
-                                Accumulators<T>& acc) {                                                       \
-    backward_block<TILE>(s, b, x, f, p, w, a, c, g, gx, acc);                                                 \
+                                Moments<T>& moments) {                                                       \
+    backward_block<TILE>(s, b, x, f, p, w, a, c, g, gx, moments);                                                 \
   }
 SPE_VARIANT(SPE_TARGET_AVX512, avx512, Avx512Tile, float)
 SPE_VARIANT(SPE_TARGET_AVX512, avx512, Avx512Tile, double)
@@ -285,12 +244,43 @@ void forward_dispatch([[maybe_unused]] Isa isa, const SineFilterShape& s, const 
 
 template <typename T>
 void backward_dispatch([[maybe_unused]] Isa isa, const SineFilterShape& s, const Block& b, const T* x, const double* f, const double* p,
-                       const T* w, const T* a, const T* c, const T* g, T* gx, Accumulators<T>& acc) {
+                       const T* w, const T* a, const T* c, const T* g, T* gx, Moments<T>& moments) {
 #ifdef SPE_X86_DISPATCH
-  if (isa == Isa::avx512) return backward_avx512(s, b, x, f, p, w, a, c, g, gx, acc);
-  if (isa == Isa::avx2) return backward_avx2(s, b, x, f, p, w, a, c, g, gx, acc);
+  if (isa == Isa::avx512) return backward_avx512(s, b, x, f, p, w, a, c, g, gx, moments);
+  if (isa == Isa::avx2) return backward_avx2(s, b, x, f, p, w, a, c, g, gx, moments);
 #endif
-  backward_block<BaselineTile>(s, b, x, f, p, w, a, c, g, gx, acc);
+  backward_block<BaselineTile>(s, b, x, f, p, w, a, c, g, gx, moments);
+}
+
+// The gradients of one d's code parameters from its moments (4K + 1, R), sums over positions n of
+// G(n) = grad_code_d(n) times A: Omega(n), then 1, then P: n Omega(n). As code = c + a Omega W and
+// d(cos, sin)/d phase = (-sin, cos), the phase of sine k being 2 pi f_k n + theta_k:
+//   grad W_j = a A_j,  grad c = sum_n G(n),  grad a = sum_j W_j . A_j,
+//   grad theta_k = a (W_2k+1 . A_2k - W_2k . A_2k+1),  grad f_k = 2 pi a (W_2k+1 . P_2k - W_2k . P_2k+1).
+template <typename T>
+void set_feature_gradients(int64_t K, int64_t R, const double* moments, const T* w, T a, double* grad_f,
+                        double* grad_theta, T* grad_w, T& grad_a, T* grad_c) {
+  const double* A = moments;
+  const double* ones = moments + 2 * K * R;
+  const double* P = ones + R;
+  auto dot = [R](const T* u, const double* v) {
+    double sum = 0;
+    for (int64_t r = 0; r < R; ++r) sum += static_cast<double>(u[r]) * v[r];
+    return sum;
+  };
+  double scale_sum = 0;
+  for (int64_t j = 0; j < 2 * K; ++j) {
+    scale_sum += dot(w + j * R, A + j * R);
+    for (int64_t r = 0; r < R; ++r) grad_w[j * R + r] = static_cast<T>(static_cast<double>(a) * A[j * R + r]);
+  }
+  grad_a = static_cast<T>(scale_sum);
+  for (int64_t r = 0; r < R; ++r) grad_c[r] = static_cast<T>(ones[r]);
+  for (int64_t k = 0; k < K; ++k) {
+    const T *w_cos = w + 2 * k * R, *w_sin = w_cos + R;
+    const int64_t cos_row = 2 * k * R, sin_row = cos_row + R;
+    grad_theta[k] = static_cast<double>(a) * (dot(w_sin, A + cos_row) - dot(w_cos, A + sin_row));
+    grad_f[k] = kTwoPi * static_cast<double>(a) * (dot(w_sin, P + cos_row) - dot(w_cos, P + sin_row));
+  }
 }
 
 }  // namespace
@@ -312,35 +302,24 @@ void sine_spe_filter_backward(const SineFilterShape& s, const T* x, const double
                               T* grad_x, double* grad_frequencies, double* grad_phases, T* grad_weights,
                               T* grad_gate_scale, T* grad_gate_shift) {
   const std::vector<Block> blocks = blocks_of(s);
-  std::vector<Accumulators<T>> acc(blocks.size(), Accumulators<T>(s));
+  std::vector<Moments<T>> moments(blocks.size(), Moments<T>(s));
   const Isa isa = best_isa();
   at::parallel_for(0, static_cast<int64_t>(blocks.size()), 1, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i)
       backward_dispatch(isa, s, blocks[i], x, frequencies, phases, weights, gate_scale, gate_shift, grad_out, grad_x,
-                        acc[i]);
+                        moments[i]);
   });
-  // Reduce the blocks of each head into the (H, ...) gradients.
-  const int64_t D = s.dim, K = s.sines, R = s.realizations;
-  std::fill(grad_weights, grad_weights + s.heads * D * 2 * K * R, T(0));
-  std::fill(grad_frequencies, grad_frequencies + s.heads * D * K, 0.0);
-  std::fill(grad_phases, grad_phases + s.heads * D * K, 0.0);
-  std::fill(grad_gate_scale, grad_gate_scale + s.heads * D, T(0));
-  std::fill(grad_gate_shift, grad_gate_shift + s.heads * D * R, T(0));
-  auto add = [](auto* target, const auto& source) {
-    for (size_t j = 0; j < source.size(); ++j) target[j] += source[j];
-  };
-  for (size_t i = 0; i < blocks.size(); ++i) {
-    const int64_t h = blocks[i].head;
-    add(grad_frequencies + h * D * K, acc[i].frequencies);
-    add(grad_phases + h * D * K, acc[i].phases);
-    add(grad_gate_scale + h * D, acc[i].scale);
-    for (int64_t d = 0; d < D; ++d) {
-      const T* rows = acc[i].weights_shift.data() + d * (2 * K + 1) * R;  // 2K rows of W_d, then c_d
-      T* weights = grad_weights + (h * D + d) * 2 * K * R;
-      for (int64_t j = 0; j < 2 * K * R; ++j) weights[j] += rows[j];
-      T* shift = grad_gate_shift + (h * D + d) * R;
-      for (int64_t r = 0; r < R; ++r) shift[r] += rows[2 * K * R + r];
-    }
+  const int64_t D = s.dim, K = s.sines, R = s.realizations, rows = Moments<T>::moment_rows(s);
+  for (int64_t h = 0; h < s.heads; ++h) {
+    std::vector<double> head(D * rows * R);  // the moments of the head's blocks, summed in float64
+    for (size_t i = 0; i < blocks.size(); ++i)
+      if (blocks[i].head == h)
+        for (size_t j = 0; j < head.size(); ++j) head[j] += static_cast<double>(moments[i].sums[j]);
+    const int64_t hd = h * D;
+    for (int64_t d = 0; d < D; ++d)
+      set_feature_gradients(K, R, head.data() + d * rows * R, weights + (hd + d) * 2 * K * R, gate_scale[hd + d],
+                         grad_frequencies + (hd + d) * K, grad_phases + (hd + d) * K, grad_weights + (hd + d) * 2 * K * R,
+                         grad_gate_scale[hd + d], grad_gate_shift + (hd + d) * R);
   }
 }
 

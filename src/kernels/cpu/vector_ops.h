@@ -34,16 +34,6 @@ SPE_INLINE void store(T* p, const V& v) {
   std::memcpy(p, &v, sizeof v);
 }
 
-// Bytes / 8 values from p as float64.
-template <int Bytes>
-SPE_INLINE Vec<double, Bytes> load_as_double(const double* p) {
-  return load<Bytes>(p);
-}
-template <int Bytes>
-SPE_INLINE Vec<double, Bytes> load_as_double(const float* p) {
-  return __builtin_convertvector(load<Bytes / 2>(p), Vec<double, Bytes>);
-}
-
 // Brings `rows` rows of `len` values (row i at p + i * stride) towards the cache ahead of their
 // use, for rows the hardware prefetcher cannot follow (kilobytes apart, a few per page).
 template <bool ForWrite = false, typename T>
