@@ -2,7 +2,8 @@
 // at::matmul in float64 and float32, over every transpose, the three starts (zero, C itself when
 // accumulating, a row added to every row) and sizes that take each path of each register
 // blocking: blocks of 6 rows and of each number of rows left (1 to 5), of 4 vectors and 1 vector
-// of columns, and the scalar tail.
+// of columns, and the scalar tail. Likewise the lane-wise products and the strided transposes
+// of the sineSPE backward.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
@@ -56,6 +57,45 @@ TEST(SmallGemm, MatchesMatmulInFloat32) {
   expect_products_match<Avx512Tile, float>(at::kFloat, 1e-5);
   expect_products_match<Avx2Tile, float>(at::kFloat, 1e-5);
   expect_products_match<BaselineTile, float>(at::kFloat, 1e-5);
+}
+
+// lanewise_gemm: for each lane l of one vector, C_l = A_l B_l^T, with A (m, k, lanes), B (n, k,
+// lanes) and C (m, n, lanes) strided, against an einsum; sizes that take full blocks and every
+// remainder of rows and of columns (1 to 5 of 6), and k = 0.
+template <class Tile, typename T>
+void expect_lanewise_products_match(at::ScalarType dtype, double tolerance) {
+  constexpr int64_t W = kLanes<T, Tile::bytes>;
+  auto g = make_generator(6);
+  for (const auto& [m, n, k] : std::vector<std::array<int64_t, 3>>{{4, 64, 64}, {5, 13, 7}, {1, 1, 1}, {3, 9, 0},
+                                                                   {6, 11, 3}, {2, 8, 2}, {7, 15, 5}}) {
+    const at::Tensor a = at::randn({m, k + 1, W}, g, dtype), b = at::randn({n, k + 2, W}, g, dtype);
+    at::Tensor c = at::randn({m, n + 1, W}, g, dtype);
+    lanewise_gemm<Tile, T>(m, n, k, a.template data_ptr<T>(), (k + 1) * W, b.template data_ptr<T>(), (k + 2) * W, W,
+                           c.template data_ptr<T>(), (n + 1) * W, W);
+    const at::Tensor expected = at::einsum("ipl,jpl->ijl", {a.narrow(1, 0, k), b.narrow(1, 0, k)});
+    EXPECT_LT((c.narrow(1, 0, n) - expected).abs().max().template item<double>(), tolerance * std::max<int64_t>(k, 1))
+        << m << " x " << n << " x " << k;
+  }
+}
+
+TEST(LanewiseGemm, MatchesEinsum) {
+  expect_lanewise_products_match<Avx512Tile, double>(at::kDouble, 1e-14);
+  expect_lanewise_products_match<Avx2Tile, double>(at::kDouble, 1e-14);
+  expect_lanewise_products_match<BaselineTile, double>(at::kDouble, 1e-14);
+  expect_lanewise_products_match<Avx512Tile, float>(at::kFloat, 1e-5);
+  expect_lanewise_products_match<BaselineTile, float>(at::kFloat, 1e-5);
+}
+
+// transpose into rows ld_out apart (the rest of each row untouched): whole blocks, edges, both.
+TEST(StridedTranspose, WritesTheTransposeAndNothingElse) {
+  auto g = make_generator(7);
+  for (const auto& [n, k] : std::vector<std::array<int64_t, 2>>{{16, 64}, {13, 16}, {64, 5}, {3, 3}}) {
+    const at::Tensor b = at::randn({n, k + 3}, g, at::kFloat);
+    at::Tensor out = at::full({k, n + 4}, -7.0f, at::kFloat);
+    transpose<64>(n, k, b.data_ptr<float>(), k + 3, out.data_ptr<float>(), n + 4);
+    EXPECT_TRUE(at::equal(out.narrow(1, 0, n), b.narrow(1, 0, k).t())) << n << " x " << k;
+    EXPECT_TRUE(at::equal(out.narrow(1, n, 4), at::full({k, 4}, -7.0f, at::kFloat))) << n << " x " << k;
+  }
 }
 
 // SPE_KERNEL_ISA caps the kernels' instruction set (ctest runs them under each cap); a value

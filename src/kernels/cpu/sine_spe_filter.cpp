@@ -13,44 +13,63 @@ namespace spe::kernels::cpu {
 namespace {
 
 constexpr double kTwoPi = 6.283185307179586476925286766559;
-constexpr int64_t kResync = 64;  // positions between exact evaluations of the oscillators
-constexpr int64_t kTile = 16;    // positions whose codes (and gradients) are built together
+constexpr int64_t kResync = 1024;  // positions between exact evaluations of the oscillators
+constexpr int64_t kTile = 16;    // positions whose codes (and gradients) are built together; a multiple
+                                 // of every vector's lanes (the backward keeps positions in lanes)
 
-// cos/sin of 2 pi f n + theta for consecutive n by complex rotation, re-evaluated exactly every
-// kResync steps so that rounding does not accumulate.
-struct Oscillators {
+// cos and sin of 2 pi f_i n + theta_i (i < count: the (d, k) of a head) at the kTile positions of
+// a tile, positions in lanes. A tile's first position is evaluated exactly every kResync
+// positions and otherwise rotated by kTile steps from the previous tile's; the lanes are rotations
+// of it by 0 .. kTile - 1 steps (exact rotations, computed once), so rounding never accumulates
+// over more than kResync positions.
+struct TileOscillators {
   const double* f;
   const double* theta;
   int64_t count;
-  std::vector<double> cos_now, sin_now, cos_step, sin_step;
+  std::vector<double> cos_first, sin_first;  // (count): at the tile's first position
+  std::vector<double> cos_jump, sin_jump;    // (count): of the rotation by kTile positions
+  std::vector<double> cos_lane, sin_lane;    // (count, kTile): of the rotations by 0 .. kTile - 1
 
-  Oscillators(const double* frequencies, const double* phases, int64_t n)
-      : f(frequencies), theta(phases), count(n), cos_now(n), sin_now(n) {}
-  void set(int64_t position) {
+  TileOscillators(const double* frequencies, const double* phases, int64_t n)
+      : f(frequencies), theta(phases), count(n), cos_first(n), sin_first(n), cos_jump(n), sin_jump(n),
+        cos_lane(n * kTile), sin_lane(n * kTile) {
     for (int64_t i = 0; i < count; ++i) {
-      const double phase = kTwoPi * f[i] * static_cast<double>(position) + theta[i];
-      cos_now[i] = std::cos(phase);
-      sin_now[i] = std::sin(phase);
-    }
-  }
-  // Moves to `position`, the step after the previous one unless steps_since_set is 0.
-  void advance(int64_t position, int64_t steps_since_set) {
-    if (steps_since_set % kResync == 0) return set(position);
-    if (cos_step.empty()) {  // the rotation by one position, computed on first use
-      cos_step.resize(count);
-      sin_step.resize(count);
-      for (int64_t i = 0; i < count; ++i) {
-        cos_step[i] = std::cos(kTwoPi * f[i]);
-        sin_step[i] = std::sin(kTwoPi * f[i]);
+      cos_jump[i] = std::cos(kTwoPi * f[i] * kTile);
+      sin_jump[i] = std::sin(kTwoPi * f[i] * kTile);
+      for (int64_t t = 0; t < kTile; ++t) {
+        cos_lane[i * kTile + t] = std::cos(kTwoPi * f[i] * static_cast<double>(t));
+        sin_lane[i * kTile + t] = std::sin(kTwoPi * f[i] * static_cast<double>(t));
       }
     }
+  }
+  // Moves to the tile starting at `position`, kTile positions after the previous one unless
+  // steps_since_exact is a multiple of kResync.
+  void move_to(int64_t position, int64_t steps_since_exact) {
+    if (steps_since_exact % kResync == 0) {
+      for (int64_t i = 0; i < count; ++i) {
+        const double phase = kTwoPi * f[i] * static_cast<double>(position) + theta[i];
+        cos_first[i] = std::cos(phase);
+        sin_first[i] = std::sin(phase);
+      }
+      return;
+    }
     for (int64_t i = 0; i < count; ++i) {
-      const double c = cos_now[i] * cos_step[i] - sin_now[i] * sin_step[i];
-      sin_now[i] = sin_now[i] * cos_step[i] + cos_now[i] * sin_step[i];
-      cos_now[i] = c;
+      const double c = cos_first[i] * cos_jump[i] - sin_first[i] * sin_jump[i];
+      sin_first[i] = sin_first[i] * cos_jump[i] + cos_first[i] * sin_jump[i];
+      cos_first[i] = c;
+    }
+  }
+  // cos (kTile) and sin (kTile) of oscillator i at the tile's positions.
+  SPE_INLINE void values(int64_t i, double* cos, double* sin) const {
+    const double c0 = cos_first[i], s0 = sin_first[i];
+    const double *cl = cos_lane.data() + i * kTile, *sl = sin_lane.data() + i * kTile;
+    for (int64_t t = 0; t < kTile; ++t) {
+      cos[t] = c0 * cl[t] - s0 * sl[t];
+      sin[t] = s0 * cl[t] + c0 * sl[t];
     }
   }
 };
+static_assert(kResync % kTile == 0, "exact evaluations fall on tile starts");
 
 // A slice of work: head h, positions [begin, end) of the sequence.
 struct Block {
@@ -81,16 +100,43 @@ struct HeadCode {
   }
 };
 
-// Advances the oscillators over the `count` positions from n (the block began at blk.begin) and
-// keeps their values: omega (count, D K, 2) = (cos, sin).
-SPE_INLINE void sample_oscillators(Oscillators& osc, const SineFilterShape& s, const Block& blk, int64_t n,
-                                   int64_t count, double* omega) {
-  for (int64_t t = 0; t < count; ++t) {
-    osc.advance(s.first_position + n + t, n + t - blk.begin);
-    for (int64_t i = 0; i < osc.count; ++i) {
-      omega[(t * osc.count + i) * 2] = osc.cos_now[i];
-      omega[(t * osc.count + i) * 2 + 1] = osc.sin_now[i];
+// The coefficients of one tile of `count` positions from first (the block began at blk.begin):
+// coeffs (D, rows, kTile), positions in lanes, for each d the rows Omega_j (cos, sin of each
+// sine: 2K), then, when rows > 2K, a row of ones and the rows n Omega_j. Absent positions
+// (lanes from count on) are zero.
+template <class Tile, typename T>
+SPE_INLINE void fill_coefficients(TileOscillators& osc, const SineFilterShape& s, const Block& blk, int64_t first,
+                                  int64_t count, int64_t rows, T* coeffs) {
+  using Doubles = Vec<double, Tile::bytes>;
+  constexpr int64_t W = kLanes<double, Tile::bytes>, V = kTile / W;  // V vectors of W positions
+  const int64_t K = s.sines, J = 2 * K;
+  osc.move_to(s.first_position + first, first - blk.begin);
+  Doubles present[V] = {}, position[V] = {};  // 1 or 0; n, or 0 when absent
+  for (int64_t v = 0; v < V; ++v)
+    for (int64_t l = 0; l < W; ++l) {
+      const int64_t t = v * W + l;
+      present[v][l] = t < count ? 1.0 : 0.0;
+      position[v][l] = t < count ? static_cast<double>(s.first_position + first + t) : 0.0;
     }
+  for (int64_t d = 0; d < s.dim; ++d) {
+    T* out = coeffs + d * rows * kTile;
+    for (int64_t k = 0; k < K; ++k) {
+      const int64_t i = d * K + k;
+      const double c0 = osc.cos_first[i], s0 = osc.sin_first[i];
+      for (int64_t v = 0; v < V; ++v) {
+        const Doubles cl = load<Tile::bytes>(osc.cos_lane.data() + i * kTile + v * W);
+        const Doubles sl = load<Tile::bytes>(osc.sin_lane.data() + i * kTile + v * W);
+        const Doubles cos = (c0 * cl - s0 * sl) * present[v], sin = (s0 * cl + c0 * sl) * present[v];
+        store_as(out + 2 * k * kTile + v * W, cos);
+        store_as(out + (2 * k + 1) * kTile + v * W, sin);
+        if (rows > J) {
+          store_as(out + (J + 1 + 2 * k) * kTile + v * W, position[v] * cos);
+          store_as(out + (J + 2 + 2 * k) * kTile + v * W, position[v] * sin);
+        }
+      }
+    }
+    if (rows > J)
+      for (int64_t v = 0; v < V; ++v) store_as(out + J * kTile + v * W, present[v]);
   }
 }
 
@@ -99,19 +145,15 @@ SPE_INLINE void sample_oscillators(Oscillators& osc, const SineFilterShape& s, c
 // the same cache set (D R floats are 16 KB at D = R = 64).
 int64_t position_stride(const SineFilterShape& s) { return s.dim * s.realizations + 16; }
 
-// The codes (count, D, R) of `count` positions (position_stride apart) from their omega
-// (count, D K, 2): the first 2K of each row of coeffs (count, D, columns) get Omega(t) of each d,
-// then for each d, code_d (count x R) = c_d + coeffs_d (count x 2K) (a_d W_d).
+// The codes (count, D, R) of `count` positions (position_stride apart) from their coefficients
+// (D, 2K, kTile): for each d, code_d (count x R) = c_d + Omega_d^T (count x 2K) (a_d W_d).
 template <class Tile, typename T>
-SPE_INLINE void build_codes(const SineFilterShape& s, const HeadCode<T>& hc, const double* omega, int64_t count,
-                            int64_t columns, T* coeffs, T* codes, std::vector<T>& scratch) {
+SPE_INLINE void build_codes(const SineFilterShape& s, const HeadCode<T>& hc, const T* coeffs, int64_t count, T* codes,
+                            std::vector<T>& scratch) {
   const int64_t D = s.dim, J = 2 * s.sines, R = s.realizations;
-  for (int64_t t = 0; t < count; ++t)
-    for (int64_t d = 0; d < D; ++d)
-      for (int64_t j = 0; j < J; ++j) coeffs[(t * D + d) * columns + j] = static_cast<T>(omega[(t * D + d) * J + j]);
   for (int64_t d = 0; d < D; ++d)
-    small_gemm<Tile>(false, false, count, R, J, coeffs + d * columns, D * columns, hc.scaled_weights.data() + d * J * R,
-                     R, false, codes + d * R, position_stride(s), scratch, hc.shift + d * R);
+    small_gemm<Tile>(true, false, count, R, J, coeffs + d * J * kTile, kTile, hc.scaled_weights.data() + d * J * R, R,
+                     false, codes + d * R, position_stride(s), scratch, hc.shift + d * R);
 }
 
 // Prefetches the rows of `count` positions from n (none when count <= 0) of one head of p
@@ -130,19 +172,18 @@ SPE_INLINE void forward_block(const SineFilterShape& s, const Block& blk, const 
                               T* out) {
   const int64_t H = s.heads, D = s.dim, K = s.sines, R = s.realizations, h = blk.head;
   const HeadCode<T> hc(s, h, weights, gate_scale, gate_shift);
-  Oscillators osc(freq + h * D * K, phase + h * D * K, D * K);
+  TileOscillators osc(freq + h * D * K, phase + h * D * K, D * K);
   const int64_t most = std::min(kTile, blk.end - blk.begin);  // positions per tile
   const int64_t ld = position_stride(s);
-  std::vector<T> codes(most * ld), coeffs(most * D * 2 * K), scratch;
-  std::vector<double> omega(most * D * K * 2);
+  std::vector<T> codes(most * ld), coeffs(D * 2 * K * kTile), scratch;
   const int64_t batch_stride = s.length * H;  // x[b, n, h] at x + (b * batch_stride + n * H + h) * D
   for (int64_t t0 = blk.begin; t0 < blk.end; t0 += kTile) {
     const int64_t tile = std::min(kTile, blk.end - t0);
     const int64_t next = std::min(kTile, blk.end - t0 - kTile);  // positions in the next tile
     prefetch_positions(s, h, t0 + kTile, next, x, D);
     prefetch_positions<true>(s, h, t0 + kTile, next, out, R);
-    sample_oscillators(osc, s, blk, t0, tile, omega.data());
-    build_codes<Tile>(s, hc, omega.data(), tile, 2 * K, coeffs.data(), codes.data(), scratch);
+    fill_coefficients<Tile>(osc, s, blk, t0, tile, 2 * K, coeffs.data());
+    build_codes<Tile>(s, hc, coeffs.data(), tile, codes.data(), scratch);
     for (int64_t t = 0; t < tile; ++t) {  // out_t (B x R) = x_t (B x D) code_t (D x R)
       const int64_t row0 = (t0 + t) * H + h;
       small_gemm<Tile>(false, false, s.batch, R, D, x + row0 * D, batch_stride * D, codes.data() + t * ld, R,
@@ -153,7 +194,7 @@ SPE_INLINE void forward_block(const SineFilterShape& s, const Block& blk, const 
 
 // The sums over a block's positions n of grad_code_d(n) (R) times Omega(n), 1 and n Omega(n), for
 // each d: (D, 2K + 1 + 2K, R). The gradients of every code parameter follow from them
-// (add_head_gradients), so the backward's only per-position products are GEMMs.
+// (set_feature_gradients), so the backward's only per-position products are GEMMs.
 template <typename T>
 struct Moments {
   std::vector<T> sums;
@@ -161,36 +202,55 @@ struct Moments {
   static int64_t moment_rows(const SineFilterShape& s) { return 4 * s.sines + 1; }
 };
 
-// Backward over a block, kTile positions at a time, every product a register-blocked small_gemm:
-// the tile's codes are rebuilt; for each position, grad_code_t (D x R) = x_t^T g_t and
-// grad_x_t = g_t code_t^T; then for each d, moments_d += [Omega; 1; n Omega]_d^T grad_code_d.
+// One head's code parameters for the backward's transposed codes: (D, R, 2K + 1), the row
+// (a_d W_d[:, r], c_d[r]) for each d and r, so that code_d^T (R x tile) is this times
+// [Omega; 1] (2K + 1 x tile).
+template <typename T>
+std::vector<T> transposed_code_weights(const SineFilterShape& s, int64_t h, const T* weights, const T* gate_scale,
+                                       const T* gate_shift) {
+  const int64_t D = s.dim, J = 2 * s.sines, R = s.realizations;
+  std::vector<T> out(D * R * (J + 1));
+  for (int64_t d = 0; d < D; ++d) {
+    const T a = gate_scale[h * D + d];
+    const T* w = weights + (h * D + d) * J * R;
+    for (int64_t r = 0; r < R; ++r) {
+      T* row = out.data() + (d * R + r) * (J + 1);
+      for (int64_t j = 0; j < J; ++j) row[j] = a * w[j * R + r];
+      row[J] = gate_shift[(h * D + d) * R + r];
+    }
+  }
+  return out;
+}
+
+// Backward over a block, kTile positions at a time, with positions in vector lanes where each
+// has its own matrices; every product register-blocked:
+//   code_d^T (R x tile) = [a_d W_d^T, c_d] [Omega_d; 1]   (GEMM per d)
+//   grad_x_t = g_t code_t^T                                  (lane-wise, positions in lanes)
+//   grad_code_t (D x R) = x_t^T g_t                          (GEMM per position)
+//   moments_d += [Omega; 1; n Omega]_d^T grad_code_d         (GEMM per d)
+// The tile's positions are padded with zeros to kTile lanes.
 template <class Tile, typename T>
 SPE_INLINE void backward_block(const SineFilterShape& s, const Block& blk, const T* x, const double* freq,
                                const double* phase, const T* weights, const T* gate_scale, const T* gate_shift,
                                const T* grad_out, T* grad_x, Moments<T>& moments) {
+  constexpr int64_t L = kTile;  // lanes of positions
   const int64_t H = s.heads, D = s.dim, K = s.sines, J = 2 * K, R = s.realizations, B = s.batch, h = blk.head;
-  const int64_t columns = Moments<T>::moment_rows(s);  // of coeffs: Omega (2K), 1, n Omega (2K)
-  const HeadCode<T> hc(s, h, weights, gate_scale, gate_shift);
-  Oscillators osc(freq + h * D * K, phase + h * D * K, D * K);
-  const int64_t most = std::min(kTile, blk.end - blk.begin);  // positions per tile
+  const int64_t rows = Moments<T>::moment_rows(s);  // of coeffs: Omega (2K), 1, n Omega (2K)
+  const std::vector<T> code_weights = transposed_code_weights(s, h, weights, gate_scale, gate_shift);
+  TileOscillators osc(freq + h * D * K, phase + h * D * K, D * K);
   const int64_t ld = position_stride(s);
-  std::vector<T> codes(most * ld), grad_code(most * ld);  // (tile, D, R), positions ld apart
-  std::vector<T> xs(most * B * D), gs(most * B * R);     // the tile's x_t (B x D) and g_t (B x R)
-  std::vector<T> coeffs(most * D * columns), scratch;
-  std::vector<double> omega(most * D * J);  // (tile, D, 2K): cos, sin
+  std::vector<T> grad_code(L * ld);                    // (tile, D, R), positions ld apart
+  std::vector<T> xs(L * B * D), gs(L * B * R);          // the tile's x_t (B x D) and g_t (B x R)
+  std::vector<T> coeffs(D * rows * L), codes_lanes(D * R * L), scratch;  // (D, rows, L); code^T (D, R, L)
+  std::vector<T> g_lanes(B * R * L), grad_x_lanes(B * D * L);           // g^T (B, R, L); grad_x^T (B, D, L)
   const int64_t batch_stride = s.length * H;
-  for (int64_t t0 = blk.begin; t0 < blk.end; t0 += kTile) {
-    const int64_t tile = std::min(kTile, blk.end - t0);
-    sample_oscillators(osc, s, blk, t0, tile, omega.data());
-    build_codes<Tile>(s, hc, omega.data(), tile, columns, coeffs.data(), codes.data(), scratch);
-    for (int64_t t = 0; t < tile; ++t) {
-      const double position = static_cast<double>(s.first_position + t0 + t);
-      for (int64_t d = 0; d < D; ++d) {
-        T* row = coeffs.data() + (t * D + d) * columns;
-        row[J] = T(1);
-        for (int64_t j = 0; j < J; ++j) row[J + 1 + j] = static_cast<T>(position * omega[(t * D + d) * J + j]);
-      }
-    }
+  for (int64_t t0 = blk.begin; t0 < blk.end; t0 += L) {
+    const int64_t tile = std::min(L, blk.end - t0);
+    fill_coefficients<Tile>(osc, s, blk, t0, tile, rows, coeffs.data());
+    if (tile < L) std::fill(g_lanes.begin(), g_lanes.end(), T(0));  // the lanes of absent positions
+    for (int64_t d = 0; d < D; ++d)
+      small_gemm<Tile>(false, false, R, L, J + 1, code_weights.data() + d * R * (J + 1), J + 1,
+                       coeffs.data() + d * rows * L, L, false, codes_lanes.data() + d * R * L, L, scratch);
     // Copied together first: the rows of one head are 2 KB apart in x and grad_out, and the
     // batch's rows of one position megabytes apart (the same cache sets).
     for (int64_t t = 0; t < tile; ++t)
@@ -199,17 +259,20 @@ SPE_INLINE void backward_block(const SineFilterShape& s, const Block& blk, const
         std::copy_n(x + row * D, D, xs.data() + (t * B + b) * D);
         std::copy_n(grad_out + row * R, R, gs.data() + (t * B + b) * R);
       }
-    for (int64_t t = 0; t < tile; ++t) {
-      const T* xt = xs.data() + t * B * D;  // x_t (B x D)
-      const T* gt = gs.data() + t * B * R;  // g_t (B x R)
-      const int64_t row0 = (t0 + t) * H + h;
-      small_gemm<Tile>(true, false, D, R, B, xt, D, gt, R, false, grad_code.data() + t * ld, R, scratch);
-      small_gemm<Tile>(false, true, B, D, R, gt, R, codes.data() + t * ld, R, false, grad_x + row0 * D,
-                       batch_stride * D, scratch);
-    }
+    for (int64_t b = 0; b < B; ++b)
+      transpose<Tile::bytes>(tile, R, gs.data() + b * R, B * R, g_lanes.data() + b * R * L, L);
+    for (int64_t t = 0; t < tile; ++t)
+      small_gemm<Tile>(true, false, D, R, B, xs.data() + t * B * D, D, gs.data() + t * B * R, R, false,
+                       grad_code.data() + t * ld, R, scratch);
+    for (int64_t lane = 0; lane < L; lane += kLanes<T, Tile::bytes>)
+      lanewise_gemm<Tile>(B, D, R, g_lanes.data() + lane, R * L, codes_lanes.data() + lane, R * L, L,
+                          grad_x_lanes.data() + lane, D * L, L);
+    for (int64_t b = 0; b < B; ++b)
+      transpose<Tile::bytes>(D, tile, grad_x_lanes.data() + b * D * L, L,
+                             grad_x + (b * batch_stride + t0 * H + h) * D, H * D);
     for (int64_t d = 0; d < D; ++d)  // grad_code_d (tile x R), rows ld apart
-      small_gemm<Tile>(true, false, columns, R, tile, coeffs.data() + d * columns, D * columns,
-                       grad_code.data() + d * R, ld, true, moments.sums.data() + d * columns * R, R, scratch);
+      small_gemm<Tile>(false, false, rows, R, tile, coeffs.data() + d * rows * L, L, grad_code.data() + d * R, ld, true,
+                       moments.sums.data() + d * rows * R, R, scratch);
   }
 }
 

@@ -34,6 +34,15 @@ SPE_INLINE void store(T* p, const V& v) {
   std::memcpy(p, &v, sizeof v);
 }
 
+// Stores a vector of float64 as T: converted to float32 (half as many bytes) when T is float.
+template <typename T, typename Doubles>
+SPE_INLINE void store_as(T* p, const Doubles& v) {
+  if constexpr (std::is_same_v<T, double>)
+    store(p, v);
+  else
+    store(p, __builtin_convertvector(v, Vec<float, sizeof(Doubles) / 2>));
+}
+
 // Brings `rows` rows of `len` values (row i at p + i * stride) towards the cache ahead of their
 // use, for rows the hardware prefetcher cannot follow (kilobytes apart, a few per page).
 template <bool ForWrite = false, typename T>
@@ -154,15 +163,64 @@ SPE_INLINE void transpose_block(const T* src, int64_t ld_src, T* dst, int64_t ld
   for (int i = 0; i < W; ++i) store(dst + i * ld_dst, rows[i]);
 }
 
-// out (k x n) = b (n x k, row stride ldb) transposed, by W x W blocks and scalar edges.
+// out (k x n, row stride ld_out) = b (n x k, row stride ldb) transposed, by W x W blocks and
+// scalar edges.
 template <int Bytes, typename T>
-SPE_INLINE void transpose(int64_t n, int64_t k, const T* b, int64_t ldb, T* out) {
+SPE_INLINE void transpose(int64_t n, int64_t k, const T* b, int64_t ldb, T* out, int64_t ld_out) {
   constexpr int64_t W = kLanes<T, Bytes>;
   const int64_t n_blocks = n - n % W, k_blocks = k - k % W;
   for (int64_t j = 0; j < n_blocks; j += W)
-    for (int64_t p = 0; p < k_blocks; p += W) transpose_block<Bytes>(b + j * ldb + p, ldb, out + p * n + j, n);
+    for (int64_t p = 0; p < k_blocks; p += W)
+      transpose_block<Bytes>(b + j * ldb + p, ldb, out + p * ld_out + j, ld_out);
   for (int64_t j = 0; j < n; ++j)
-    for (int64_t p = j < n_blocks ? k_blocks : 0; p < k; ++p) out[p * n + j] = b[j * ldb + p];
+    for (int64_t p = j < n_blocks ? k_blocks : 0; p < k; ++p) out[p * ld_out + j] = b[j * ldb + p];
+}
+
+// Products lane by lane, over the W lanes of one vector: for each lane l, C_l (m x n) =
+// A_l (m x k) B_l^T (B_l: n x k), where A_l(i, p) is lane l of the vector at a + i * lda + p * step,
+// B_l(j, p) likewise from b, ldb, and C_l(i, j) is stored at c + i * ldc_row + j * ldc_col. The
+// sineSPE backward keeps positions in lanes this way, where each position has its own matrices.
+// A block holds Rows x Cols accumulators, Rows vectors of A and one of B in registers.
+template <int Rows, int Cols, int Bytes, typename T>
+SPE_INLINE void lanewise_block(int64_t k, const T* a, int64_t lda, const T* b, int64_t ldb, int64_t step, T* c,
+                               int64_t ldc_row, int64_t ldc_col) {
+  Vec<T, Bytes> sums[Rows][Cols] = {};
+  for (int64_t p = 0; p < k; ++p) {
+    Vec<T, Bytes> rows[Rows];
+    for (int i = 0; i < Rows; ++i) rows[i] = load<Bytes>(a + i * lda + p * step);
+    for (int j = 0; j < Cols; ++j) {
+      const Vec<T, Bytes> column = load<Bytes>(b + j * ldb + p * step);
+      for (int i = 0; i < Rows; ++i) sums[i][j] += rows[i] * column;
+    }
+  }
+  for (int i = 0; i < Rows; ++i)
+    for (int j = 0; j < Cols; ++j) store(c + i * ldc_row + j * ldc_col, sums[i][j]);
+}
+
+// Rows rows of C, all n columns: blocks of Cols columns, then one block of the columns left.
+template <int Rows, int Cols, int Bytes, typename T>
+SPE_INLINE void lanewise_rows(int64_t n, int64_t k, const T* a, int64_t lda, const T* b, int64_t ldb, int64_t step,
+                              T* c, int64_t ldc_row, int64_t ldc_col) {
+  int64_t j = 0;
+  for (; j + Cols <= n; j += Cols)
+    lanewise_block<Rows, Cols, Bytes>(k, a, lda, b + j * ldb, ldb, step, c + j * ldc_col, ldc_row, ldc_col);
+  if constexpr (Cols > 1)
+    if (j < n)
+      lanewise_rows<Rows, Cols - 1, Bytes>(n - j, k, a, lda, b + j * ldb, ldb, step, c + j * ldc_col, ldc_row,
+                                           ldc_col);
+}
+
+// The whole lane-wise product: blocks of Tile::vecs rows and Tile::rows columns (the register
+// budget of the tile's GEMM blocks), the rows left one at a time.
+template <class Tile, typename T>
+SPE_INLINE void lanewise_gemm(int64_t m, int64_t n, int64_t k, const T* a, int64_t lda, const T* b, int64_t ldb,
+                              int64_t step, T* c, int64_t ldc_row, int64_t ldc_col) {
+  constexpr int Rows = Tile::vecs, Cols = Tile::rows, Bytes = Tile::bytes;
+  int64_t i = 0;
+  for (; i + Rows <= m; i += Rows)
+    lanewise_rows<Rows, Cols, Bytes>(n, k, a + i * lda, lda, b, ldb, step, c + i * ldc_row, ldc_row, ldc_col);
+  for (; i < m; ++i)
+    lanewise_rows<1, Cols, Bytes>(n, k, a + i * lda, lda, b, ldb, step, c + i * ldc_row, ldc_row, ldc_col);
 }
 
 // scratch: room for op(B) when trans_b (k x n values; resized as needed). row_init (n values),
@@ -174,7 +232,7 @@ SPE_INLINE void small_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int
   constexpr int Bytes = Tile::bytes;
   if (trans_b) {  // rows of op(B) must be contiguous: transpose B (n x k) into scratch (k x n)
     scratch.resize(static_cast<size_t>(k * n));
-    transpose<Bytes>(n, k, b, ldb, scratch.data());
+    transpose<Bytes>(n, k, b, ldb, scratch.data(), n);
     b = scratch.data(), ldb = n;
   }
   const int64_t a_row = trans_a ? 1 : lda, a_col = trans_a ? lda : 1;
