@@ -138,10 +138,13 @@ void bench_causal(const BenchArgs& a) {
 }
 
 // Flops of the fused sineSPE filter for q and k: per (h, n), building the code costs 4 D K R,
-// applying it 2 B D R; the backward rebuilds it and costs 3 x 4 D K R + 2 x 2 B D R.
+// applying it 2 B D R. The backward rebuilds the code with its shift (4 D K R + 2 D R), forms
+// grad_x and grad_code (2 x 2 B D R) and the moments [Omega; 1; n Omega]^T grad_code
+// (8 D K R + 2 D R).
 double sine_flops(const BenchArgs& a, int64_t n, bool backward) {
-  const double code = 4.0 * a.dim * a.sines * a.realizations, apply = 2.0 * a.batch * a.dim * a.realizations;
-  return 2.0 * n * a.heads * (backward ? 3 * code + 2 * apply : code + apply);
+  const double D = a.dim, K = a.sines, R = a.realizations, B = a.batch;
+  const double code = 4 * D * K * R, apply = 2 * B * D * R;
+  return 2.0 * n * a.heads * (backward ? 3 * code + 4 * D * R + 2 * apply : code + apply);
 }
 
 void bench_sine(const BenchArgs& a) {
