@@ -14,8 +14,8 @@ namespace {
 
 constexpr double kTwoPi = 6.283185307179586476925286766559;
 constexpr int64_t kResync = 1024;  // positions between exact evaluations of the oscillators
-constexpr int64_t kTile = 16;    // positions whose codes (and gradients) are built together; a multiple
-                                 // of every vector's lanes (the backward keeps positions in lanes)
+constexpr int64_t kTile = 16;      // positions whose codes (and gradients) are built together; a
+                                   // multiple of every vector's lanes (the backward keeps positions in lanes)
 
 // cos and sin of 2 pi f_i n + theta_i (i < count: the (d, k) of a head) at the kTile positions of
 // a tile, positions in lanes. A tile's first position is evaluated exactly every kResync
@@ -57,15 +57,6 @@ struct TileOscillators {
       const double c = cos_first[i] * cos_jump[i] - sin_first[i] * sin_jump[i];
       sin_first[i] = sin_first[i] * cos_jump[i] + cos_first[i] * sin_jump[i];
       cos_first[i] = c;
-    }
-  }
-  // cos (kTile) and sin (kTile) of oscillator i at the tile's positions.
-  SPE_INLINE void values(int64_t i, double* cos, double* sin) const {
-    const double c0 = cos_first[i], s0 = sin_first[i];
-    const double *cl = cos_lane.data() + i * kTile, *sl = sin_lane.data() + i * kTile;
-    for (int64_t t = 0; t < kTile; ++t) {
-      cos[t] = c0 * cl[t] - s0 * sl[t];
-      sin[t] = s0 * cl[t] + c0 * sl[t];
     }
   }
 };
@@ -280,13 +271,13 @@ SPE_INLINE void backward_block(const SineFilterShape& s, const Block& blk, const
 #ifdef SPE_X86_DISPATCH
 #define SPE_VARIANT(TARGET, SUFFIX, TILE, T)                                                                   \
   TARGET void forward_##SUFFIX(const SineFilterShape& s, const Block& b, const T* x, const double* f,          \
-                               const double* p, const T* w, const T* a, const T* c, T* o) {                   \
-    forward_block<TILE>(s, b, x, f, p, w, a, c, o);                                                           \
+                               const double* p, const T* w, const T* a, const T* c, T* o) {                    \
+    forward_block<TILE>(s, b, x, f, p, w, a, c, o);                                                            \
   }                                                                                                            \
   TARGET void backward_##SUFFIX(const SineFilterShape& s, const Block& b, const T* x, const double* f,         \
-                                const double* p, const T* w, const T* a, const T* c, const T* g, T* gx,       \
-                                Moments<T>& moments) {                                                       \
-    backward_block<TILE>(s, b, x, f, p, w, a, c, g, gx, moments);                                                 \
+                                const double* p, const T* w, const T* a, const T* c, const T* g, T* gx,        \
+                                Moments<T>& moments) {                                                         \
+    backward_block<TILE>(s, b, x, f, p, w, a, c, g, gx, moments);                                              \
   }
 SPE_VARIANT(SPE_TARGET_AVX512, avx512, Avx512Tile, float)
 SPE_VARIANT(SPE_TARGET_AVX512, avx512, Avx512Tile, double)
@@ -322,7 +313,7 @@ void backward_dispatch([[maybe_unused]] Isa isa, const SineFilterShape& s, const
 //   grad theta_k = a (W_2k+1 . A_2k - W_2k . A_2k+1),  grad f_k = 2 pi a (W_2k+1 . P_2k - W_2k . P_2k+1).
 template <typename T>
 void set_feature_gradients(int64_t K, int64_t R, const double* moments, const T* w, T a, double* grad_f,
-                        double* grad_theta, T* grad_w, T& grad_a, T* grad_c) {
+                           double* grad_theta, T* grad_w, T& grad_a, T* grad_c) {
   const double* A = moments;
   const double* ones = moments + 2 * K * R;
   const double* P = ones + R;
@@ -381,8 +372,9 @@ void sine_spe_filter_backward(const SineFilterShape& s, const T* x, const double
     const int64_t hd = h * D;
     for (int64_t d = 0; d < D; ++d)
       set_feature_gradients(K, R, head.data() + d * rows * R, weights + (hd + d) * 2 * K * R, gate_scale[hd + d],
-                         grad_frequencies + (hd + d) * K, grad_phases + (hd + d) * K, grad_weights + (hd + d) * 2 * K * R,
-                         grad_gate_scale[hd + d], grad_gate_shift + (hd + d) * R);
+                            grad_frequencies + (hd + d) * K, grad_phases + (hd + d) * K,
+                            grad_weights + (hd + d) * 2 * K * R, grad_gate_scale[hd + d],
+                            grad_gate_shift + (hd + d) * R);
   }
 }
 
