@@ -17,7 +17,9 @@
 
 #include <ATen/ops/cat.h>
 #include <ATen/ops/full.h>
+#include <ATen/ops/zeros.h>
 #include <ATen/ops/zeros_like.h>
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <charconv>
@@ -132,7 +134,6 @@ struct ProcessGroup::Impl {
   double timeout_s = 60;
   c10::intrusive_ptr<c10d::Store> store;
   c10::intrusive_ptr<c10d::ProcessGroupGloo> gloo;
-  int64_t check_round = 0;
 
   // What the other ranks left in the store about their failures.
   std::string peer_reports() const {
@@ -231,17 +232,21 @@ std::vector<at::Tensor> ProcessGroup::all_gather(const at::Tensor& tensor) {
 }
 
 void ProcessGroup::check_all(const std::string& local_error) {
-  const std::string prefix = fmt::format("check/{}/", impl_->check_round++);
-  if (!local_error.empty()) impl_->store->set(prefix + std::to_string(impl_->rank), bytes_of(local_error));
-  at::Tensor failures = at::full({1}, local_error.empty() ? 0 : 1, at::kLong);
-  all_reduce_sum(failures);
-  if (failures.item<int64_t>() == 0) return;
+  // The messages travel by the collectives, not the store: rank 0 serves the store, and once it
+  // has thrown it may close it while another rank is still reading.
+  const std::vector<at::Tensor> lengths = all_gather(at::full({1}, static_cast<int64_t>(local_error.size()), at::kLong));
+  int64_t longest = 0;
+  for (const at::Tensor& length : lengths) longest = std::max(longest, length.item<int64_t>());
+  if (longest == 0) return;
+  at::Tensor text = at::zeros({longest}, at::kByte);  // text: (longest,) this rank's message, zero-padded
+  std::copy(local_error.begin(), local_error.end(), text.data_ptr<uint8_t>());
+  const std::vector<at::Tensor> texts = all_gather(text);
   std::string message;
   for (int64_t r = 0; r < impl_->world_size; ++r) {
-    const std::string key = prefix + std::to_string(r);
-    if (!impl_->store->check({key})) continue;
-    const std::vector<uint8_t> text = impl_->store->get(key);
-    message += fmt::format("{}rank {}: {}", message.empty() ? "" : "; ", r, std::string(text.begin(), text.end()));
+    const int64_t length = lengths[static_cast<size_t>(r)].item<int64_t>();
+    if (length == 0) continue;
+    const auto* bytes = texts[static_cast<size_t>(r)].data_ptr<uint8_t>();
+    message += fmt::format("{}rank {}: {}", message.empty() ? "" : "; ", r, std::string(bytes, bytes + length));
   }
   throw DistributedError(message);
 }

@@ -123,6 +123,25 @@ TEST(ProcessGroup, OneRanksErrorReachesEveryRank) {
   for (const std::string& m : messages) EXPECT_EQ(m, "rank 1: the data folder is missing");
 }
 
+// Rank 0 serves the store: a rank that throws first and closes its group must not take the other
+// ranks' messages with it (it once did, as "Broken pipe" on the rank still reading). Many rounds,
+// each failing rank leaving at once, so the race has its chances.
+TEST(ProcessGroup, EveryRankGetsEveryMessageWhoeverLeavesFirst) {
+  for (int round = 0; round < 10; ++round) {
+    std::vector<std::string> messages(3);
+    on_ranks(3, [&](ProcessGroup& group) {
+      const int64_t r = group.rank();
+      try {
+        group.check_all("");
+        group.check_all(r == 0 ? "no disk" : r == 2 ? std::string(1000, 'x') : "");
+      } catch (const DistributedError& e) {
+        messages[static_cast<size_t>(r)] = e.what();
+      }
+    });
+    for (const std::string& m : messages) ASSERT_EQ(m, "rank 0: no disk; rank 2: " + std::string(1000, 'x')) << round;
+  }
+}
+
 // Two ranks, each a copy of one small model on its own data: the reducer's result is the sum of
 // the two ranks' gradients, computed here on one rank; for several buckets, a parameter that gets
 // no gradient, and gradients accumulated over two passes of which only the last is armed.
