@@ -176,9 +176,8 @@ void bench_sine(const BenchArgs& a) {
                          filtered(fused);
                        },
                        [&, x, filtered, fused] {
-                         for (auto* module : {static_cast<torch::nn::Module*>(spe.get()),
-                                              static_cast<torch::nn::Module*>(filter.get())})
-                           for (auto& p : module->parameters()) p.mutable_grad().reset();
+                         spe->zero_grad(/*set_to_none=*/true);
+                         filter->zero_grad(/*set_to_none=*/true);
                          for (at::Tensor* t : {&x->q, &x->k}) t->mutable_grad().reset();
                          auto [qhat, khat] = filtered(fused);
                          torch::autograd::backward({qhat, khat}, {x->grad_qhat, x->grad_khat});
