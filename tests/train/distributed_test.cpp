@@ -145,13 +145,16 @@ TEST(ProcessGroup, EveryRankGetsEveryMessageWhoeverLeavesFirst) {
 // Two ranks, each a copy of one small model on its own data: the reducer's result is the sum of
 // the two ranks' gradients, computed here on one rank; for several buckets, a parameter that gets
 // no gradient, and gradients accumulated over two passes of which only the last is armed.
+// The initial values are drawn once, here: the ranks are threads, and seeding the global
+// generator in each let one rank's draws interleave with the other's (CI saw it under ASan).
 TEST(GradientReducer, GivesTheSumOfEveryRanksGradients) {
-  auto make_parameters = [] {
-    at::manual_seed(7);
-    return std::vector<at::Tensor>{at::randn({5, 4}, at::kDouble).requires_grad_(),
-                                   at::randn({4}, at::kDouble).requires_grad_(),
-                                   at::randn({4, 3}, at::kDouble).requires_grad_(),
-                                   at::randn({3}, at::kDouble).requires_grad_()};  // unused
+  at::manual_seed(7);
+  const std::vector<at::Tensor> initial{at::randn({5, 4}, at::kDouble), at::randn({4}, at::kDouble),
+                                        at::randn({4, 3}, at::kDouble), at::randn({3}, at::kDouble)};  // last unused
+  auto make_parameters = [&initial] {
+    std::vector<at::Tensor> parameters;
+    for (const at::Tensor& t : initial) parameters.push_back(t.clone().requires_grad_());
+    return parameters;
   };
   auto loss_of = [](const std::vector<at::Tensor>& p, const at::Tensor& x) {
     return (at::tanh(x.matmul(p[0]) + p[1]).matmul(p[2])).pow(2).sum();
