@@ -10,6 +10,7 @@
 #include "spe/data/image.h"
 #include "spe/data/listops.h"
 #include "spe/data/music.h"
+#include "spe/data/probe.h"
 #include "spe/data/text.h"
 
 namespace spe::cli {
@@ -149,6 +150,38 @@ void add_listops(CLI::App& data_command) {
   });
 }
 
+void add_probe(CLI::App& data_command) {
+  auto options = std::make_shared<data::ProbeOptions>();
+  auto counts = std::make_shared<SplitCounts>(SplitCounts{4800, 500, 500});
+  auto out = std::make_shared<std::string>();
+  auto kind = std::make_shared<std::string>("order");
+  auto seed = std::make_shared<uint64_t>(1);
+  auto* sub = data_command.add_subcommand(
+      "probe", "a task only position solves (order, offset, retrieval): bytes with markers, labelled by where they are");
+  sub->add_option("--kind", *kind, "order: which of 'a', 'b' comes first; offset: 'b' right after 'a' or 2-4 later; "
+                                   "retrieval: the digit --distance after '#'")
+      ->check(CLI::IsMember({"order", "offset", "retrieval"}))
+      ->capture_default_str();
+  sub->add_option("--out", *out, "output folder (default data/probe_KIND)");
+  sub->add_option("--length", options->length, "bytes per example")->check(positive_integer())->capture_default_str();
+  sub->add_option("--distance", options->distance, "retrieval: positions from the '#' to the digit to copy")
+      ->check(positive_integer())
+      ->capture_default_str();
+  sub->add_option("--train", counts->train, "training examples")->check(positive_integer())->capture_default_str();
+  sub->add_option("--valid", counts->valid, "validation examples")->check(positive_integer())->capture_default_str();
+  sub->add_option("--test", counts->test, "test examples")->check(positive_integer())->capture_default_str();
+  sub->add_option("--seed", *seed, "random seed: the same seed gives the same files")->capture_default_str();
+  sub->callback([=] {
+    options->kind = parse_choice("--kind", *kind, data::kProbeKinds);
+    data::check_probe_options(*options);
+    write_splits(out->empty() ? "data/probe_" + *kind : *out,
+                 {data::make_probe_dataset(*options, counts->train, *seed, "train"),
+                  data::make_probe_dataset(*options, counts->valid, *seed, "valid"),
+                  data::make_probe_dataset(*options, counts->test, *seed, "test")});
+    std::cout << fmt::format("{{\"chance\": {}}}\n", data::probe_chance(options->kind));
+  });
+}
+
 void add_midi(CLI::App& data_command) {
   struct Args {
     data::MusicOptions options;
@@ -193,6 +226,7 @@ void add_data_command(CLI::App& app) {
   add_retrieval(*data_command);
   add_image(*data_command);
   add_midi(*data_command);
+  add_probe(*data_command);
 }
 
 }  // namespace spe::cli
