@@ -1,11 +1,10 @@
 // The `spe` command line: the global options and every subcommand (main.cpp parses and reports;
 // fuzz/fuzz_cli.cpp parses without running them).
-#include <ATen/Parallel.h>
-
 #include <cstdlib>
 #include <thread>
 
 #include "commands.h"
+#include "spe/util/threads.h"
 #include "spe/version.h"
 
 namespace spe::cli {
@@ -21,7 +20,7 @@ void add_commands(CLI::App& app, const std::vector<std::string>& command_line) {
       ->check(positive_integer())
       ->check(CLI::Range(1, kMaxThreads))
       ->capture_default_str();
-  app.parse_complete_callback([threads] { at::set_num_threads(*threads); });
+  app.parse_complete_callback([threads] { spe::set_num_threads(*threads); });
   add_info_command(app);
   add_kernel_command(app);
   add_bench_command(app);

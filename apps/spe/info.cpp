@@ -13,6 +13,7 @@
 
 #include "commands.h"
 #include "measure.h"
+#include "spe/util/threads.h"
 #include "spe/version.h"
 
 namespace spe::cli {
@@ -44,8 +45,8 @@ void run_info(int64_t gemm_size) {
             << "LibTorch " << TORCH_VERSION << "\n"
             << "compiler " << __VERSION__ << "\n"
             << "threads: intra-op " << at::get_num_threads() << ", inter-op "
-            << at::get_num_interop_threads() << ", hardware " << std::thread::hardware_concurrency()
-            << "\n"
+            << at::get_num_interop_threads() << ", OpenBLAS " << spe::blas_num_threads() << ", hardware "
+            << std::thread::hardware_concurrency() << "\n"
             << "parallel backend: " << at::get_parallel_info();
   std::cout << "BLAS libraries loaded:\n";
   const auto blas = loaded_blas_libraries();

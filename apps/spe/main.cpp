@@ -4,8 +4,10 @@
 #include <iostream>
 
 #include "commands.h"
+#include "spe/util/memory.h"
 
 int main(int argc, char** argv) {
+  spe::retain_freed_memory();
   CLI::App app;
   spe::cli::add_commands(app, std::vector<std::string>(argv, argv + argc));
   try {

@@ -23,3 +23,4 @@
 #include "spe/train/checkpoint.h"
 #include "spe/train/trainer.h"
 #include "spe/util/files.h"
+#include "spe/util/threads.h"

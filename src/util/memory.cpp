@@ -1,5 +1,7 @@
 #include "spe/util/memory.h"
 
+#include <malloc.h>
+
 #include <fstream>
 #include <string>
 
@@ -21,5 +23,12 @@ double resident_mib() { return status_kib("VmRSS") / 1024.0; }
 double resident_peak_mib() { return status_kib("VmHWM") / 1024.0; }
 
 void reset_resident_peak() { std::ofstream("/proc/self/clear_refs") << "5"; }
+
+void retain_freed_memory() {
+  constexpr int kMiB = 1 << 20;
+  mallopt(M_MMAP_THRESHOLD, 256 * kMiB);  // also turns off the threshold's own adjustment
+  mallopt(M_TRIM_THRESHOLD, 1024 * kMiB);
+  mallopt(M_TOP_PAD, 64 * kMiB);
+}
 
 }  // namespace spe

@@ -1,0 +1,32 @@
+#include "spe/util/threads.h"
+
+#include <ATen/Parallel.h>
+#include <dlfcn.h>
+
+#include <stdexcept>
+#include <string>
+
+namespace spe {
+namespace {
+
+// OpenBLAS's own entry points, looked up at run time: spe does not link OpenBLAS itself (LibTorch
+// does, when it was built with it), so a process without it has nothing to set.
+template <typename Function>
+Function openblas_function(const char* name) {
+  return reinterpret_cast<Function>(dlsym(RTLD_DEFAULT, name));
+}
+
+}  // namespace
+
+void set_num_threads(int threads) {
+  if (threads < 1) throw std::invalid_argument("set_num_threads: threads is " + std::to_string(threads) + ", expected >= 1");
+  at::set_num_threads(threads);
+  if (auto set = openblas_function<void (*)(int)>("openblas_set_num_threads")) set(threads);
+}
+
+int blas_num_threads() {
+  auto get = openblas_function<int (*)()>("openblas_get_num_threads");
+  return get ? get() : 0;
+}
+
+}  // namespace spe
