@@ -19,6 +19,7 @@
 #include "spe/data/dataset.h"
 #include "spe/data/batch.h"
 #include "spe/data/listops.h"
+#include "spe/data/probe.h"
 #include "spe/train/config.h"
 #include "spe/train/checkpoint.h"
 #include "spe/train/trainer.h"

@@ -20,6 +20,26 @@ void check_eps(const char* where, double eps) {
   TORCH_CHECK(eps > 0, where, ": eps must be positive, got ", eps);
 }
 
+// The positioned features must pair with the plain ones: same B, N, H, dtype and device, and
+// the same P for queries and keys.
+void check_numerator(const char* where, const at::Tensor& phi_q, const at::Tensor& phi_k,
+                     const PositionedFeatures& numerator) {
+  const at::Tensor &psi_q = numerator.query, &psi_k = numerator.key;
+  TORCH_CHECK(psi_q.defined() && psi_k.defined(), where, ": the positioned features are undefined");
+  TORCH_CHECK(psi_q.dim() == phi_q.dim() && psi_k.dim() == phi_k.dim(), where, ": positioned features ",
+              psi_q.sizes(), ", ", psi_k.sizes(), " must have the rank of phi_q ", phi_q.sizes());
+  for (int64_t i = 0; i + 1 < phi_q.dim(); ++i)
+    TORCH_CHECK(psi_q.size(i) == phi_q.size(i) && psi_k.size(i) == phi_k.size(i), where,
+                ": positioned features ", psi_q.sizes(), " and ", psi_k.sizes(), " must agree with phi_q ",
+                phi_q.sizes(), " and phi_k ", phi_k.sizes(), " on every dimension but the last");
+  TORCH_CHECK(psi_q.size(-1) == psi_k.size(-1), where, ": positioned query features have P = ", psi_q.size(-1),
+              ", key features P = ", psi_k.size(-1));
+  TORCH_CHECK(psi_q.scalar_type() == phi_q.scalar_type() && psi_k.scalar_type() == phi_q.scalar_type() &&
+                  psi_q.device() == phi_q.device() && psi_k.device() == phi_q.device(),
+              where, ": positioned features must have the dtype and device of phi_q (", phi_q.scalar_type(), ", ",
+              phi_q.device(), ")");
+}
+
 }  // namespace
 
 at::Tensor linear_attention(const at::Tensor& phi_q, const at::Tensor& phi_k, const at::Tensor& v,
@@ -46,6 +66,50 @@ at::Tensor causal_linear_attention(const at::Tensor& phi_q, const at::Tensor& ph
   return fused ? ops::causal_linear_attention(phi_q, keys, v, eps) : causal_linear_attention_quadratic(phi_q, keys, v, eps);
 }
 
+at::Tensor linear_attention(const at::Tensor& phi_q, const at::Tensor& phi_k, const at::Tensor& v,
+                            const PositionedFeatures& numerator, const at::Tensor& key_padding, double eps) {
+  check_qkv("linear_attention", phi_q, phi_k, v);
+  check_eps("linear_attention", eps);
+  check_numerator("linear_attention", phi_q, phi_k, numerator);
+  at::Tensor keys = mask_keys(phi_k, key_padding), positioned_keys = mask_keys(numerator.key, key_padding);
+  at::Tensor kv = at::einsum("bnhp,bnhd->bhpd", {positioned_keys, v});           // (B, H, P, Dv)
+  at::Tensor numerator_out = at::einsum("bnhp,bhpd->bnhd", {numerator.query, kv});  // (B, Nq, H, Dv)
+  at::Tensor denominator = at::einsum("bnhm,bhm->bnh", {phi_q, keys.sum(1)});
+  return numerator_out / denominator.clamp_min(eps).unsqueeze(-1);
+}
+
+at::Tensor causal_linear_attention(const at::Tensor& phi_q, const at::Tensor& phi_k, const at::Tensor& v,
+                                   const PositionedFeatures& numerator, const at::Tensor& key_padding, double eps) {
+  check_qkv("causal_linear_attention", phi_q, phi_k, v);
+  check_eps("causal_linear_attention", eps);
+  check_numerator("causal_linear_attention", phi_q, phi_k, numerator);
+  TORCH_CHECK(phi_q.size(1) == phi_k.size(1), "causal_linear_attention: queries (", phi_q.size(1),
+              ") and keys (", phi_k.size(1), ") must have the same length");
+  at::Tensor keys = mask_keys(phi_k, key_padding), positioned_keys = mask_keys(numerator.key, key_padding);
+  at::Tensor numerator_out = causal_product(numerator.query, positioned_keys, v);      // (B, N, H, Dv)
+  at::Tensor denominator = (phi_q * keys.cumsum(1)).sum(-1);                           // (B, N, H)
+  return numerator_out / denominator.clamp_min(eps).unsqueeze(-1);
+}
+
+at::Tensor causal_product(const at::Tensor& a, const at::Tensor& b, const at::Tensor& v, int64_t chunk) {
+  check_qkv("causal_product", a, b, v);
+  TORCH_CHECK(a.size(1) == b.size(1), "causal_product: a (", a.size(1), ") and b (", b.size(1),
+              ") must have the same length");
+  TORCH_CHECK(chunk > 0, "causal_product: chunk must be positive, got ", chunk);
+  const int64_t n = a.size(1), chunks = (n + chunk - 1) / chunk, padded = chunks * chunk;
+  // (B, N, H, F) -> (B, H, chunks, C, F), zero rows after the end (they add nothing to any sum)
+  auto blocks = [&](const at::Tensor& x) {
+    at::Tensor t = padded == n ? x : at::constant_pad_nd(x, {0, 0, 0, 0, 0, padded - n});
+    return t.unflatten(1, {chunks, chunk}).permute({0, 3, 1, 2, 4});
+  };
+  const at::Tensor ab = blocks(a), bb = blocks(b), vb = blocks(v);
+  at::Tensor inside = at::matmul(at::matmul(ab, bb.transpose(-1, -2)).tril(), vb);   // (B, H, chunks, C, Dv)
+  at::Tensor states = at::matmul(bb.transpose(-1, -2), vb);                          // (B, H, chunks, P, Dv)
+  at::Tensor before = states.cumsum(2) - states;                                      // chunks before each one
+  at::Tensor out = inside + at::matmul(ab, before);
+  return out.permute({0, 2, 3, 1, 4}).flatten(1, 2).narrow(1, 0, n);                 // (B, N, H, Dv)
+}
+
 at::Tensor causal_linear_attention_quadratic(const at::Tensor& phi_q, const at::Tensor& phi_k, const at::Tensor& v,
                                              double eps) {
   // (B, H, N, N) similarities keeping n <= m only
@@ -56,38 +120,60 @@ at::Tensor causal_linear_attention_quadratic(const at::Tensor& phi_q, const at::
 }
 
 LinearAttentionState LinearAttentionState::zeros(int64_t batch, int64_t heads, int64_t features,
-                                                 int64_t value_dim, const at::TensorOptions& options) {
-  TORCH_CHECK(batch > 0 && heads > 0 && features > 0 && value_dim > 0,
+                                                 int64_t value_dim, const at::TensorOptions& options,
+                                                 int64_t numerator_features) {
+  TORCH_CHECK(batch > 0 && heads > 0 && features > 0 && value_dim > 0 && numerator_features >= 0,
               "LinearAttentionState: sizes must be positive, got B = ", batch, ", H = ", heads,
-              ", M = ", features, ", Dv = ", value_dim);
-  return {at::zeros({batch, heads, features, value_dim}, options),
-          at::zeros({batch, heads, features}, options), 0};
+              ", M = ", features, ", Dv = ", value_dim, ", P = ", numerator_features);
+  const int64_t p = numerator_features > 0 ? numerator_features : features;
+  return {at::zeros({batch, heads, p, value_dim}, options), at::zeros({batch, heads, features}, options), 0};
 }
+
+namespace {
+
+// One step with numerator features psi (phi itself when no positioned features).
+at::Tensor absorb_and_read(const at::Tensor& phi_q_t, const at::Tensor& phi_k_t, const at::Tensor& v_t,
+                           const at::Tensor& psi_q_t, const at::Tensor& psi_k_t, LinearAttentionState& state,
+                           double eps) {
+  const char* where = "causal_linear_attention_step";
+  check_eps(where, eps);
+  TORCH_CHECK(state.kv.defined() && state.kv.dim() == 4 && state.normalizer.dim() == 3,
+              where, ": state must be made by LinearAttentionState::zeros");
+  const auto b = state.kv.size(0), h = state.kv.size(1), p = state.kv.size(2), dv = state.kv.size(3);
+  const auto m = state.normalizer.size(2);
+  TORCH_CHECK(phi_q_t.sizes() == at::IntArrayRef({b, h, m}) && phi_k_t.sizes() == phi_q_t.sizes(), where,
+              ": phi_q_t and phi_k_t must be (B, H, M) = (", b, ", ", h, ", ", m, "), got ", phi_q_t.sizes(),
+              " and ", phi_k_t.sizes());
+  TORCH_CHECK(psi_q_t.sizes() == at::IntArrayRef({b, h, p}) && psi_k_t.sizes() == psi_q_t.sizes(), where,
+              ": the numerator's features must be (B, H, P) = (", b, ", ", h, ", ", p, ") as the state's, got ",
+              psi_q_t.sizes(), " and ", psi_k_t.sizes());
+  TORCH_CHECK(v_t.sizes() == at::IntArrayRef({b, h, dv}), where, ": v_t must be (B, H, Dv) = (", b, ", ", h, ", ",
+              dv, "), got ", v_t.sizes());
+  for (const at::Tensor* t : {&phi_q_t, &phi_k_t, &psi_q_t, &psi_k_t, &v_t})
+    TORCH_CHECK(t->scalar_type() == state.kv.scalar_type(), where, ": inputs must have the state's dtype ",
+                state.kv.scalar_type(), ", got ", t->scalar_type());
+  state.kv = state.kv + psi_k_t.unsqueeze(-1) * v_t.unsqueeze(-2);
+  state.normalizer = state.normalizer + phi_k_t;
+  state.position += 1;
+  at::Tensor numerator = at::matmul(psi_q_t.unsqueeze(-2), state.kv).squeeze(-2);  // (B, H, Dv)
+  at::Tensor denominator = (phi_q_t * state.normalizer).sum(-1, true);            // (B, H, 1)
+  return numerator / denominator.clamp_min(eps);
+}
+
+}  // namespace
 
 at::Tensor causal_linear_attention_step(const at::Tensor& phi_q_t, const at::Tensor& phi_k_t,
                                         const at::Tensor& v_t, LinearAttentionState& state,
                                         double eps) {
-  check_eps("causal_linear_attention_step", eps);
-  TORCH_CHECK(state.kv.defined() && state.kv.dim() == 4,
-              "causal_linear_attention_step: state must be made by LinearAttentionState::zeros");
-  const auto b = state.kv.size(0), h = state.kv.size(1), m = state.kv.size(2), dv = state.kv.size(3);
-  TORCH_CHECK(phi_q_t.sizes() == at::IntArrayRef({b, h, m}) && phi_k_t.sizes() == phi_q_t.sizes(),
-              "causal_linear_attention_step: phi_q_t and phi_k_t must be (B, H, M) = (", b, ", ", h,
-              ", ", m, "), got ", phi_q_t.sizes(), " and ", phi_k_t.sizes());
-  TORCH_CHECK(v_t.sizes() == at::IntArrayRef({b, h, dv}),
-              "causal_linear_attention_step: v_t must be (B, H, Dv) = (", b, ", ", h, ", ", dv,
-              "), got ", v_t.sizes());
-  TORCH_CHECK(phi_q_t.scalar_type() == state.kv.scalar_type() &&
-                  phi_k_t.scalar_type() == state.kv.scalar_type() &&
-                  v_t.scalar_type() == state.kv.scalar_type(),
-              "causal_linear_attention_step: inputs must have the state's dtype ",
-              state.kv.scalar_type());
-  state.kv = state.kv + phi_k_t.unsqueeze(-1) * v_t.unsqueeze(-2);
-  state.normalizer = state.normalizer + phi_k_t;
-  state.position += 1;
-  at::Tensor numerator = at::matmul(phi_q_t.unsqueeze(-2), state.kv).squeeze(-2);  // (B, H, Dv)
-  at::Tensor denominator = (phi_q_t * state.normalizer).sum(-1, true);            // (B, H, 1)
-  return numerator / denominator.clamp_min(eps);
+  return absorb_and_read(phi_q_t, phi_k_t, v_t, phi_q_t, phi_k_t, state, eps);
+}
+
+at::Tensor causal_linear_attention_step(const at::Tensor& phi_q_t, const at::Tensor& phi_k_t,
+                                        const at::Tensor& v_t, const PositionedFeatures& numerator_t,
+                                        LinearAttentionState& state, double eps) {
+  TORCH_CHECK(numerator_t.query.defined() && numerator_t.key.defined(),
+              "causal_linear_attention_step: the positioned features are undefined");
+  return absorb_and_read(phi_q_t, phi_k_t, v_t, numerator_t.query, numerator_t.key, state, eps);
 }
 
 }  // namespace spe

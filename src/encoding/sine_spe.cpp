@@ -18,6 +18,16 @@ namespace {
 
 constexpr double kTwoPi = 2.0 * M_PI;
 
+// Raw frequencies whose angular frequencies 2 pi sigmoid(freqs) / 2 are base^(-i / (D K)),
+// i = d K + k, the same for every head: (H, D, K).
+at::Tensor spread_frequencies(int64_t heads, int64_t dim, int64_t sines) {
+  constexpr double kBase = 10000.0;
+  at::Tensor i = at::arange(dim * sines, at::kDouble);
+  at::Tensor f = at::pow(kBase, -i / static_cast<double>(dim * sines)) / kTwoPi;  // cycles per position, < 1/2
+  at::Tensor raw = at::logit(2.0 * f);                                          // sigmoid(raw) / 2 = f
+  return raw.view({1, dim, sines}).expand({heads, dim, sines}).to(at::kFloat).clone();
+}
+
 }  // namespace
 
 SineSPEImpl::SineSPEImpl(const SineSPEOptions& options_) : options(options_) {
@@ -33,6 +43,7 @@ void SineSPEImpl::reset() {
   at::NoGradGuard no_grad;
   // Reference initialisation: N(0, 1); gains /= sqrt(||gains||_K) / 2; freqs -= 4.
   at::Tensor f = at::randn(shape) - 4.0;
+  if (options.init() == SineInit::spread) f = spread_frequencies(options.heads(), options.dim(), options.sines());
   at::Tensor o = at::randn(shape);
   at::Tensor g = at::randn(shape);
   g = g / (at::sqrt(g.norm(2, {-1}, /*keepdim=*/true)) / 2.0);
@@ -84,6 +95,24 @@ SPECode SineSPEImpl::forward(int64_t length, c10::optional<int64_t> realizations
   detail::check_positive("SineSPE", "length", length);
   at::Tensor noise = sample_noise(realizations.value_or(options.realizations()), generator);
   return SPECode::factored(factors(noise, length));
+}
+
+at::Tensor SineSPEImpl::exact_features(const at::Tensor& x, bool query_side, int64_t start) const {
+  TORCH_CHECK(x.dim() == 4 && x.size(2) == options.heads() && x.size(3) == options.dim(),
+              "SineSPE: input must be (B, N, H, D) with H = ", options.heads(), ", D = ", options.dim(), ", got ",
+              x.sizes());
+  TORCH_CHECK(at::isFloatingType(x.scalar_type()), "SineSPE: input must be floating point, got ", x.scalar_type());
+  TORCH_CHECK(start >= 0, "SineSPE: start must be >= 0, got ", start);
+  const int64_t two_k = 2 * options.sines();
+  auto f64 = freqs.options().dtype(at::kDouble);
+  at::Tensor positions = at::arange(start, start + x.size(1), f64).view({-1, 1, 1, 1});  // (N, 1, 1, 1)
+  // (N, H, D, K) phases in float64, as for the sampled code
+  at::Tensor phases = kTwoPi * (at::sigmoid(freqs.to(at::kDouble)) / 2.0) * positions;
+  if (query_side) phases = phases + offsets.to(at::kDouble);
+  at::Tensor omega = at::stack({at::cos(phases), at::sin(phases)}, -1).flatten(-2).to(x.scalar_type());
+  at::Tensor lambda = at::softplus(gains).repeat_interleave(2, -1).to(x.scalar_type()) /
+                      std::sqrt(static_cast<double>(two_k));   // (H, D, 2K)
+  return x.unsqueeze(-1) * (omega * lambda).unsqueeze(0);       // (B, N, H, D, 2K)
 }
 
 at::Tensor SineSPEImpl::expected_kernel(int64_t length, c10::optional<int64_t> realizations) const {

@@ -64,6 +64,18 @@ SPECode SPEFilterImpl::gated_code(const SPECode& code, const at::Tensor& gate_no
   return SPECode::factored(f);
 }
 
+at::Tensor SPEFilterImpl::gate_features(const at::Tensor& x, const at::Tensor& features) const {
+  TORCH_CHECK(x.dim() == 4 && x.size(2) == options.heads() && x.size(3) == options.dim(),
+              "SPEFilter: input must be (B, N, H, D) with H = ", options.heads(), ", D = ", options.dim(), ", got ",
+              x.sizes());
+  TORCH_CHECK(features.dim() == 5 && features.sizes().slice(0, 4) == x.sizes(),
+              "SPEFilter: exact features must be (B, N, H, D, J) with (B, N, H, D) = ", x.sizes(), ", got ",
+              features.sizes());
+  if (!options.gated()) return features.flatten(3);
+  const at::Tensor s = at::sigmoid(gate).to(x.scalar_type()).unsqueeze(-1);  // (H, D, 1)
+  return at::cat({at::sqrt(1.0 - s) * features, at::sqrt(s) * x.unsqueeze(-1)}, -1).flatten(3);
+}
+
 at::Tensor SPEFilterImpl::expected_kernel(const at::Tensor& ungated, int64_t realizations) const {
   detail::check_positive("SPEFilter", "realizations (R)", realizations);
   TORCH_CHECK(ungated.dim() >= 2 && ungated.size(0) == options.heads() &&

@@ -65,14 +65,19 @@ class RecurrentDecoder final : public Decoder {
                                   "prefix decoder");
     const int64_t r = o.positional().realizations();
     Transformer& t = model_->transformer;
-    if (t->sine_spe || t->conv_spe) shared_codes_ = std::make_unique<PositionCodes>(t->sine_spe, t->conv_spe, r, generator);
+    // The exact sineSPE code draws nothing; a sampled code draws as TransformerImpl::forward does.
+    sampled_ = o.positional().code() == SPECodeKind::sampled;
+    if (t->sine_spe) shared_sine_ = t->sine_spe.get();
+    if (sampled_ && (t->sine_spe || t->conv_spe))
+      shared_codes_ = std::make_unique<PositionCodes>(t->sine_spe, t->conv_spe, r, generator);
     const at::ScalarType dtype = t->embedding->weight.scalar_type();
     for (const auto& block : *t->blocks) {
       SelfAttentionImpl& attention = *block->as<TransformerBlock>()->attention;
       LayerState layer;
-      if (attention.sine_spe || attention.conv_spe)
+      if (sampled_ && (attention.sine_spe || attention.conv_spe))
         layer.own_codes = std::make_unique<PositionCodes>(attention.sine_spe, attention.conv_spe, r, generator);
-      if (attention.spe_filter) layer.gate_noise = attention.spe_filter->sample_gate_noise(r, dtype, generator);
+      if (sampled_ && attention.spe_filter)
+        layer.gate_noise = attention.spe_filter->sample_gate_noise(r, dtype, generator);
       layers_.push_back(std::move(layer));
     }
   }
@@ -101,28 +106,35 @@ class RecurrentDecoder final : public Decoder {
 
   // x: (B, 1, E), the normed input at position_ -> the attention output (B, 1, E).
   at::Tensor attend(SelfAttentionImpl& attention, const at::Tensor& x, LayerState& layer, const SPECode& shared) {
-    auto [q, k, v] = attention.project(x, position_);  // (B, 1, H, D)
-    if (attention.spe_filter) {
-      const SPECode code = layer.own_codes ? layer.own_codes->next() : shared;
-      std::tie(q, k) = attention.spe_filter->filter(q, k, attention.spe_filter->gated_code(code, layer.gate_noise));
-    }
-    at::Tensor out;  // (B, 1, H, D)
+    SPECode gated;  // sampled SPE: this position's code after the layer's gate
+    const bool sampled_spe = sampled_ && attention.spe_filter;
+    if (sampled_spe) gated = attention.spe_filter->gated_code(layer.own_codes ? layer.own_codes->next() : shared,
+                                                               layer.gate_noise);
+    const AttentionInputs in = attention.prepare(x, position_, sampled_spe ? &gated : nullptr, shared_sine_);
+    at::Tensor out;  // (B, 1, H, Dv)
     if (!attention.feature_map) {
-      layer.keys = layer.keys.defined() ? at::cat({layer.keys, k}, 1) : k;
-      layer.values = layer.values.defined() ? at::cat({layer.values, v}, 1) : v;
-      out = softmax_attention(q, layer.keys, layer.values, AttentionMask::none(),
+      layer.keys = layer.keys.defined() ? at::cat({layer.keys, in.k}, 1) : in.k;
+      layer.values = layer.values.defined() ? at::cat({layer.values, in.v}, 1) : in.v;
+      out = softmax_attention(in.q, layer.keys, layer.values, AttentionMask::none(),
                               attention.relative ? attention.relative.get() : nullptr);
     } else {
-      const at::Tensor phi_q = attention.feature_map(q, FeatureRole::query).select(1, 0);  // (B, H, M)
-      const at::Tensor phi_k = attention.feature_map(k, FeatureRole::key).select(1, 0);
+      const at::Tensor phi_q = in.q.select(1, 0), phi_k = in.k.select(1, 0), v = in.v.select(1, 0);  // (B, H, M)
+      const bool positioned = in.numerator.query.defined();
       if (!layer.linear.kv.defined())
-        layer.linear = LinearAttentionState::zeros(batch_, phi_k.size(1), phi_k.size(2), v.size(3), v.options());
-      out = causal_linear_attention_step(phi_q, phi_k, v.select(1, 0), layer.linear).unsqueeze(1);
+        layer.linear = LinearAttentionState::zeros(batch_, phi_k.size(1), phi_k.size(2), v.size(2), v.options(),
+                                                   positioned ? in.numerator.key.size(3) : 0);
+      out = positioned ? causal_linear_attention_step(phi_q, phi_k, v,
+                                                      {in.numerator.query.select(1, 0), in.numerator.key.select(1, 0)},
+                                                      layer.linear)
+                       : causal_linear_attention_step(phi_q, phi_k, v, layer.linear);
+      out = out.unsqueeze(1);
     }
     return attention.output(out.flatten(2));
   }
 
   Model model_;
+  bool sampled_ = true;                 // the SPE code is sampled (not exact)
+  SineSPEImpl* shared_sine_ = nullptr;  // the model's shared sineSPE, if any
   std::unique_ptr<PositionCodes> shared_codes_;
   std::vector<LayerState> layers_;
 };

@@ -15,18 +15,46 @@ bool is_spe(PositionalKind kind) { return kind == PositionalKind::sine_spe || ki
 
 int64_t head_dim(const TransformerOptions& o) { return o.dim() / o.heads(); }
 
-// The features of q and k after the positional step: R after SPE filtering, D otherwise.
+// place features applies to rotary and SPE under a feature map; the other kinds act elsewhere (on x,
+// inside softmax attention) and softmax attention has no feature map, so they ignore it.
+bool on_features(const TransformerOptions& o) {
+  const PositionalKind kind = o.positional().kind();
+  return o.positional().place() == PositionalPlace::features && o.attention().kind() != AttentionKind::softmax &&
+         (kind == PositionalKind::rotary || is_spe(kind));
+}
+
+bool exact_code(const TransformerOptions& o) {
+  return o.positional().kind() == PositionalKind::sine_spe && o.positional().code() == SPECodeKind::exact;
+}
+
+// The features of phi(q), phi(k) for the feature map's input of `dim` features.
+int64_t mapped_dim(const AttentionOptions& a, int64_t dim) {
+  return a.kind() == AttentionKind::favor && a.features() > 0 ? a.features() : dim;
+}
+
+// The features the positional step acts on: those of q, k (place inputs) or of phi(q), phi(k).
+int64_t positioned_dim(const TransformerOptions& o) {
+  return on_features(o) ? mapped_dim(o.attention(), head_dim(o)) : head_dim(o);
+}
+
+// The features of q and k after a positional step at place inputs: R after sampled SPE,
+// D (2K + 1) (or D 2K ungated) after exact sineSPE, D otherwise.
 int64_t filtered_dim(const TransformerOptions& o) {
-  return is_spe(o.positional().kind()) ? o.positional().realizations() : head_dim(o);
+  const PositionalOptions& p = o.positional();
+  if (on_features(o) || !is_spe(p.kind())) return head_dim(o);
+  if (exact_code(o)) return head_dim(o) * (2 * p.sines() + (p.gated() ? 1 : 0));
+  return p.realizations();
 }
 
 void make_spe(const TransformerOptions& o, torch::nn::Module& owner, SineSPE& sine, ConvSPE& conv) {
   const PositionalOptions& p = o.positional();
+  const int64_t dim = positioned_dim(o);
   if (p.kind() == PositionalKind::sine_spe)
     sine = owner.register_module(
-        "sine_spe", SineSPE(SineSPEOptions(o.heads(), head_dim(o)).sines(p.sines()).realizations(p.realizations())));
+        "sine_spe",
+        SineSPE(SineSPEOptions(o.heads(), dim).sines(p.sines()).realizations(p.realizations()).init(p.init())));
   else
-    conv = owner.register_module("conv_spe", ConvSPE(ConvSPEOptions(o.heads(), head_dim(o))
+    conv = owner.register_module("conv_spe", ConvSPE(ConvSPEOptions(o.heads(), dim)
                                                           .ndim(p.conv_ndim())
                                                           .kernel_size(p.kernel_size())
                                                           .realizations(p.realizations())));
@@ -75,6 +103,13 @@ void check_transformer_options(const TransformerOptions& o) {
     if (p.conv_ndim() == 2 && (o.grid().size() != 2 || o.cls_token()))
       fail("2-D convSPE needs sequences on a grid (an image dataset) and mean pooling, not a [CLS] token");
   }
+  if (on_features(o) && p.kind() == PositionalKind::rotary && mapped_dim(a, head_dim(o)) % 2 != 0)
+    fail(fmt::format("rotary on the features needs an even number of them, got {}", mapped_dim(a, head_dim(o))));
+  if (p.code() == SPECodeKind::exact && p.kind() == PositionalKind::conv_spe)
+    fail("positional code exact exists for sine_spe only (convSPE's kernel has no finite factorisation)");
+  if (exact_code(o) && a.kind() != AttentionKind::softmax && !on_features(o))
+    fail("exact sineSPE under a feature map needs place features: phi applied to the exact features would break "
+         "their dependence on m - n");
   if (a.kind() == AttentionKind::linear && a.feature_map() == FeatureMapKind::favor)
     fail("attention.kind linear takes feature_map elu or relu; use attention.kind favor for FAVOR+");
   if (a.features() < 0 || a.redraw_interval() < 0) fail("attention features and redraw_interval must be >= 0");
@@ -92,12 +127,13 @@ void SelfAttentionImpl::reset() {
   key = register_module("key", torch::nn::Linear(e, e));
   value = register_module("value", torch::nn::Linear(e, e));
   output = register_module("output", torch::nn::Linear(e, e));
-  if (p.kind() == PositionalKind::rotary) rotary = register_module("rotary", RotaryEncoding(d));
+  if (p.kind() == PositionalKind::rotary) rotary = register_module("rotary", RotaryEncoding(positioned_dim(options)));
   if (p.kind() == PositionalKind::shaw)
     relative = register_module("relative", RelativePosition(RelativePositionOptions(d, p.clip())));
   if (is_spe(p.kind())) {
     if (!p.shared_code()) make_spe(options, *this, sine_spe, conv_spe);
-    spe_filter = register_module("spe_filter", SPEFilter(SPEFilterOptions(options.heads(), d).gated(p.gated())));
+    spe_filter = register_module("spe_filter",
+                                 SPEFilter(SPEFilterOptions(options.heads(), positioned_dim(options)).gated(p.gated())));
   }
   const AttentionOptions& a = options.attention();
   if (a.kind() != AttentionKind::softmax) {
@@ -108,35 +144,54 @@ void SelfAttentionImpl::reset() {
   }
 }
 
-at::Tensor SelfAttentionImpl::forward(const at::Tensor& x, const AttentionMask& mask, const SPECode* shared_code,
+at::Tensor SelfAttentionImpl::forward(const at::Tensor& x, const AttentionMask& mask, const SharedSPE& shared,
                                       OptionalGenerator generator) {
-  auto [q, k, v] = project(x);
-  if (spe_filter) {
-    // q, k -> qhat, khat: (B, N, H, R)
+  const bool sampled = spe_filter && !exact_code(options);
+  SPECode gated;  // sampled SPE: this forward's code after the gate
+  if (sampled) {
     SPECode own;
-    if (!shared_code) own = draw_code(options, sine_spe, conv_spe, x.size(1), generator);
-    std::tie(q, k) = spe_filter(q, k, shared_code ? *shared_code : own, generator);
+    if (!shared.code) own = draw_code(options, sine_spe, conv_spe, x.size(1), generator);
+    gated = spe_filter->apply_gate(shared.code ? *shared.code : own, generator);
   }
-  at::Tensor out;  // (B, N, H, D)
-  if (!feature_map) {
-    out = softmax_attention(q, k, v, mask, relative ? relative.get() : nullptr);
-  } else {
-    const at::Tensor phi_q = feature_map(q, FeatureRole::query), phi_k = feature_map(k, FeatureRole::key);
-    out = mask.causal ? causal_linear_attention(phi_q, phi_k, v, mask.key_padding)
-                      : linear_attention(phi_q, phi_k, v, mask.key_padding);
-  }
-  return output(out.flatten(2));
+  const AttentionInputs in = prepare(x, 0, sampled ? &gated : nullptr, shared.sine);
+  return output(attend(in, mask).flatten(2));
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> SelfAttentionImpl::project(const at::Tensor& x, int64_t start) {
+AttentionInputs SelfAttentionImpl::prepare(const at::Tensor& x, int64_t start, const SPECode* gated_code,
+                                           SineSPEImpl* shared_sine) {
   // x: (B, N, E) -> q, k, v: (B, N, H, D)
   auto heads = [&](const at::Tensor& t) { return t.unflatten(2, {options.heads(), head_dim(options)}); };
-  at::Tensor q = heads(query(x)), k = heads(key(x)), v = heads(value(x));
-  if (rotary) {
-    q = rotary(q, start);
-    k = rotary(k, start);
+  AttentionInputs in{heads(query(x)), heads(key(x)), heads(value(x)), {}};
+  if (!on_features(options)) std::tie(in.q, in.k) = position(in.q, in.k, start, gated_code, shared_sine);
+  if (feature_map) {
+    in.q = feature_map(in.q, FeatureRole::query);  // (B, N, H, M)
+    in.k = feature_map(in.k, FeatureRole::key);
+    if (on_features(options))
+      std::tie(in.numerator.query, in.numerator.key) = position(in.q, in.k, start, gated_code, shared_sine);
   }
-  return {q, k, v};
+  return in;
+}
+
+std::pair<at::Tensor, at::Tensor> SelfAttentionImpl::position(const at::Tensor& q, const at::Tensor& k, int64_t start,
+                                                              const SPECode* gated_code, SineSPEImpl* shared_sine) {
+  if (rotary) return {rotary(q, start), rotary(k, start)};
+  if (!spe_filter) return {q, k};
+  if (exact_code(options)) {
+    const SineSPEImpl& sine = shared_sine ? *shared_sine : *sine_spe;
+    return {spe_filter->gate_features(q, sine.exact_features(q, /*query_side=*/true, start)),
+            spe_filter->gate_features(k, sine.exact_features(k, /*query_side=*/false, start))};
+  }
+  TORCH_CHECK(gated_code != nullptr, "SelfAttention: sampled SPE needs the gated code of the positions");
+  return spe_filter->filter(q, k, *gated_code);
+}
+
+at::Tensor SelfAttentionImpl::attend(const AttentionInputs& in, const AttentionMask& mask) {
+  if (!feature_map) return softmax_attention(in.q, in.k, in.v, mask, relative ? relative.get() : nullptr);
+  if (in.numerator.query.defined())
+    return mask.causal ? causal_linear_attention(in.q, in.k, in.v, in.numerator, mask.key_padding)
+                       : linear_attention(in.q, in.k, in.v, in.numerator, mask.key_padding);
+  return mask.causal ? causal_linear_attention(in.q, in.k, in.v, mask.key_padding)
+                     : linear_attention(in.q, in.k, in.v, mask.key_padding);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -153,9 +208,9 @@ void TransformerBlockImpl::reset() {
   dropout = register_module("dropout", torch::nn::Dropout(options.dropout()));
 }
 
-at::Tensor TransformerBlockImpl::forward(const at::Tensor& x, const AttentionMask& mask, const SPECode* shared_code,
+at::Tensor TransformerBlockImpl::forward(const at::Tensor& x, const AttentionMask& mask, const SharedSPE& shared,
                                          OptionalGenerator generator) {
-  return feed_forward(x + dropout(attention(norm1(x), mask, shared_code, generator)));
+  return feed_forward(x + dropout(attention(norm1(x), mask, shared, generator)));
 }
 
 at::Tensor TransformerBlockImpl::feed_forward(const at::Tensor& h) {
@@ -197,10 +252,13 @@ at::Tensor TransformerImpl::forward(const at::Tensor& tokens, const at::Tensor& 
               "Transformer: token ids must lie in [0, ", options.vocab_size(), ")");
   at::Tensor x = embed(tokens);
   SPECode code;
-  if (sine_spe || conv_spe) code = draw_code(options, sine_spe, conv_spe, x.size(1), generator);
+  SharedSPE shared{sine_spe ? sine_spe.get() : nullptr, nullptr};
+  if ((sine_spe || conv_spe) && !exact_code(options)) {
+    code = draw_code(options, sine_spe, conv_spe, x.size(1), generator);
+    shared.code = &code;
+  }
   const AttentionMask mask{output_padding(tokens, padding), options.causal()};
-  for (const auto& block : *blocks)
-    x = block->as<TransformerBlock>()->forward(x, mask, (sine_spe || conv_spe) ? &code : nullptr, generator);
+  for (const auto& block : *blocks) x = block->as<TransformerBlock>()->forward(x, mask, shared, generator);
   return final_norm(x);
 }
 

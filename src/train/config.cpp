@@ -142,6 +142,9 @@ void bind_model(Binder& b, nn::ModelOptions& m) {
     p.field("shared_code", o.shared_code());
     p.field("clip", o.clip());
     p.field("max_length", o.max_length());
+    p.choice("place", o.place(), nn::kPositionalPlaces);
+    p.choice("code", o.code(), nn::kSPECodeKinds);
+    p.choice("init", o.init(), kSineInits);
   });
 }
 

@@ -85,6 +85,39 @@ TEST(CliTrain, MistakesAreNamed) {
   EXPECT_NE(ok.output.find("kind: rotary"), std::string::npos) << ok.output;
 }
 
+// Every probe from the command line into the probe configs, with the new positional options; bad
+// probe options and inconsistent positional options are refused with their names.
+TEST(CliTrain, ProbesTrainWithTheirConfigs) {
+  for (const char* kind : {"order", "offset", "retrieval"}) {
+    SCOPED_TRACE(kind);
+    const fs::path data = scratch(std::string("probe_") + kind), out = scratch(std::string("probe_run_") + kind);
+    const auto made = run_cli(std::string("data probe --kind ") + kind + " --length 24 --train 32 --valid 8 --test 8 --out " +
+                              data.string());
+    ASSERT_EQ(made.status, 0) << made.output;
+    EXPECT_NE(made.output.find("\"chance\": "), std::string::npos) << made.output;
+    const auto train = run_cli(std::string("--threads 1 train --config " SPE_SOURCE_DIR "/configs/probe/") + kind +
+                               ".yaml" + kTinyModel +
+                               "model.positional.kind=sine_spe model.positional.place=features "
+                               "model.positional.code=exact model.positional.init=spread train.steps=3 train.eval_every=3 "
+                               "data.max_length=24 data.dir=" + data.string() + " --out " + out.string());
+    ASSERT_EQ(train.status, 0) << train.output;
+    EXPECT_TRUE(fs::exists(out / "best.pt"));
+  }
+  auto fails_with = [](const std::string& arguments, const std::string& expected) {
+    const auto run = run_cli(arguments);
+    EXPECT_NE(run.status, 0) << arguments << "\n" << run.output;
+    EXPECT_NE(run.output.find(expected), std::string::npos) << arguments << "\n" << run.output;
+  };
+  fails_with("data probe --kind offset --length 3 --out " + scratch("short").string(),
+             "probe offset: length is 3, expected 5 to 65535");
+  fails_with("data probe --kind sideways", "--kind: sideways not in {order,offset,retrieval}");
+  fails_with("config --set model.positional.kind=sine_spe model.positional.code=exact",
+             "exact sineSPE under a feature map needs place features");
+  fails_with("config --set model.positional.kind=conv_spe model.positional.code=exact",
+             "positional code exact exists for sine_spe only");
+  fails_with("config --set model.positional.place=somewhere", "'somewhere' is not one of: inputs, features");
+}
+
 // Kills training at random moments after checkpoints start appearing (with a checkpoint every
 // step, many kills land inside a write), then checks that what is on disk always loads and that
 // --resume always finishes the run.

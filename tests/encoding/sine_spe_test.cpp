@@ -57,6 +57,18 @@ TEST(SineSPE, InitialisationFollowsTheReference) {
   EXPECT_EQ(spe->parameters().size(), 3u);
 }
 
+TEST(SineSPE, SpreadInitialisationGivesGeometricAngularFrequencies) {
+  const int64_t H = 2, D = 3, K = 4;
+  SineSPE spe(SineSPEOptions(H, D).sines(K).init(SineInit::spread));
+  for (int64_t h = 0; h < H; ++h)
+    for (int64_t d = 0; d < D; ++d)
+      for (int64_t k = 0; k < K; ++k) {
+        const double angular = 2 * kPi * sigmoid(spe->freqs[h][d][k].item<double>()) / 2;
+        const double expected = std::pow(10000.0, -double(d * K + k) / double(D * K));
+        EXPECT_NEAR(angular / expected, 1.0, 1e-5) << h << " " << d << " " << k;
+      }
+}
+
 TEST(SineSPE, CodeMatchesExplicitSums) {
   const int64_t H = 2, D = 3, K = 2, R = 4, L = 6;
   SineSPE spe = make_sine(H, D, K, R);
@@ -95,6 +107,53 @@ TEST(SineSPE, ExpectedKernelEqualsTheExplicitPositionalMatrix) {
             p += omega(spe, h, d, j, m, true) * lambda_sq_over_2k(spe, h, d, j) * omega(spe, h, d, j, n, false);
           EXPECT_NEAR(kernel[h][d][m - n + L - 1].item<double>(), constant * p, 1e-12);
         }
+}
+
+// The exact features: sum_{d, j} of a query's times a key's is sum_d q_md k_nd P_d(m - n), with
+// P written out, at positions far from 0 (start) so that the offset of the decoder's steps counts.
+TEST(SineSPE, ExactFeaturesGiveTheKernelWithoutNoise) {
+  const int64_t H = 2, D = 3, K = 2, L = 5, start = 1000;
+  SineSPE spe = make_sine(H, D, K, 8, 4);
+  at::manual_seed(2);
+  const at::Tensor q = at::randn({2, L, H, D}, at::kDouble), k = at::randn({2, L, H, D}, at::kDouble);
+  const at::Tensor fq = spe->exact_features(q, true, start), fk = spe->exact_features(k, false, start);
+  ASSERT_EQ(fq.sizes(), at::IntArrayRef({2, L, H, D, 2 * K}));
+  for (int64_t b = 0; b < 2; ++b)
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t m = 0; m < L; ++m)
+        for (int64_t n = 0; n < L; ++n) {
+          double expected = 0;
+          for (int64_t d = 0; d < D; ++d)
+            for (int64_t j = 0; j < 2 * K; ++j)
+              expected += q[b][m][h][d].item<double>() * k[b][n][h][d].item<double>() *
+                          omega(spe, h, d, j, start + m, true) * lambda_sq_over_2k(spe, h, d, j) *
+                          omega(spe, h, d, j, start + n, false);
+          EXPECT_NEAR((fq[b][m][h] * fk[b][n][h]).sum().item<double>(), expected, 1e-10);
+        }
+  // Summed over the batch's features, it is the expected kernel of a code with R = D (constant 1).
+  const at::Tensor ones = at::ones({1, L, H, D}, at::kDouble);
+  const at::Tensor products = at::einsum("mhdj,nhdj->hdmn", {spe->exact_features(ones, true)[0],
+                                                             spe->exact_features(ones, false)[0]});
+  const at::Tensor kernel = spe->expected_kernel(L, D);
+  for (int64_t m = 0; m < L; ++m)
+    for (int64_t n = 0; n < L; ++n)
+      EXPECT_TRUE(at::allclose(products.select(2, m).select(2, n), kernel.select(2, m - n + L - 1), 1e-10, 1e-12));
+}
+
+TEST(SineSPE, GradientsOfTheExactFeatures) {
+  const int64_t H = 2, D = 2, K = 2, L = 4;
+  SineSPE spe = make_sine(H, D, K, 3, 5);
+  SPEFilter filter(SPEFilterOptions(H, D).gated(true));
+  filter->to(at::kDouble);
+  at::manual_seed(3);
+  at::Tensor x = at::randn({2, L, H, D}, at::kDouble).requires_grad_();
+  const at::Tensor w = at::randn({2, L, H, D * (2 * K + 1)}, at::kDouble);
+  auto loss = [&] {
+    return (filter->gate_features(x, spe->exact_features(x, true, 7)) * w).sum() +
+           (filter->gate_features(x, spe->exact_features(x, false, 7)) * w).pow(2).sum();
+  };
+  testing::expect_gradients_match(loss, {{"x", x}, {"freqs", spe->freqs}, {"offsets", spe->offsets},
+                                         {"gains", spe->gains}, {"gate", filter->gate}});
 }
 
 // Exact per-(h, d) variances and covariance of the unscaled codes Qbar(m), Kbar(n).
@@ -226,6 +285,8 @@ TEST(SineSPE, BadArgumentsAreNamed) {
   EXPECT_ERROR_CONTAINS(spe->forward(0), "length must be positive, got 0");
   EXPECT_ERROR_CONTAINS(spe->code_at(at::zeros({2, 2}), spe->sample_noise(4)), "positions must be 1-D");
   EXPECT_ERROR_CONTAINS(spe->code_at(at::arange(3), at::zeros({2, 4, 3, 4})), "noise must be (H, D, 2K, R) = (2, 4, 2, R)");
+  EXPECT_ERROR_CONTAINS(spe->exact_features(at::zeros({2, 3, 2, 5}), true), "input must be (B, N, H, D) with H = 2, D = 4");
+  EXPECT_ERROR_CONTAINS(spe->exact_features(at::zeros({2, 3, 2, 4}), true, -1), "start must be >= 0, got -1");
 }
 
 }  // namespace

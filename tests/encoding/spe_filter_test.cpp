@@ -81,6 +81,30 @@ TEST(SPEFilter, GatedExpectedKernelFormula) {
   EXPECT_TRUE(at::equal(plain->expected_kernel(ungated, R), ungated));
 }
 
+// Gated exact features: their products give (1 - s_d) P_d + s_d per feature, written out.
+TEST(SPEFilter, GateOnExactFeaturesMixesTheKernelWithOne) {
+  const int64_t H = 2, D = 3, J = 4;
+  at::manual_seed(8);
+  SPEFilter filter(SPEFilterOptions(H, D).gated(true));
+  filter->to(at::kDouble);
+  const at::Tensor q = at::randn({1, 2, H, D}, at::kDouble), k = at::randn({1, 2, H, D}, at::kDouble);
+  const at::Tensor fq = at::randn({1, 2, H, D, J}, at::kDouble), fk = at::randn({1, 2, H, D, J}, at::kDouble);
+  const at::Tensor gq = filter->gate_features(q, fq), gk = filter->gate_features(k, fk);
+  ASSERT_EQ(gq.sizes(), at::IntArrayRef({1, 2, H, D * (J + 1)}));
+  for (int64_t h = 0; h < H; ++h) {
+    double expected = 0;
+    for (int64_t d = 0; d < D; ++d) {
+      const double s = 1.0 / (1.0 + std::exp(-filter->gate[h][d].item<double>()));
+      expected += (1 - s) * (fq[0][0][h][d] * fk[0][1][h][d]).sum().item<double>() +
+                  s * q[0][0][h][d].item<double>() * k[0][1][h][d].item<double>();
+    }
+    EXPECT_NEAR((gq[0][0][h] * gk[0][1][h]).sum().item<double>(), expected, 1e-12);
+  }
+  SPEFilter ungated(SPEFilterOptions(H, D).gated(false));
+  EXPECT_TRUE(at::equal(ungated->gate_features(q, fq), fq.flatten(3)));
+  EXPECT_ERROR_CONTAINS(filter->gate_features(q, fq.narrow(3, 0, 2)), "exact features must be (B, N, H, D, J)");
+}
+
 TEST(SPEFilter, BadInputIsNamed) {
   SPEFilter filter(SPEFilterOptions(2, 3).gated(false));
   SPECode code = random_code(4, 2, 3, 5);

@@ -23,13 +23,15 @@ struct Case {
   AttentionKind attention;
   bool shared_code = true;
   bool gated = true;
+  PositionalPlace place = PositionalPlace::inputs;
+  SPECodeKind code = SPECodeKind::sampled;
 };
 
 Model float64_language_model(const Case& c) {
   TransformerOptions o(kVocab);
   o.dim(16).heads(2).layers(2).ffn_dim(24).dropout(0.0);
   o.positional().kind(c.pe).realizations(6).sines(2).kernel_size(4).clip(3).max_length(32);
-  o.positional().shared_code(c.shared_code).gated(c.gated);
+  o.positional().shared_code(c.shared_code).gated(c.gated).place(c.place).code(c.code);
   o.attention().kind(c.attention).features(8);
   at::manual_seed(3);
   Model model(ModelOptions(ModelKind::language_model, o));
@@ -39,8 +41,10 @@ Model float64_language_model(const Case& c) {
 }
 
 std::string describe(const Case& c) {
-  return fmt::format("{} + {}{}{}", choice_name(c.pe, kPositionalKinds), choice_name(c.attention, kAttentionKinds),
-                     c.shared_code ? "" : ", code per layer", c.gated ? "" : ", no gate");
+  return fmt::format("{} + {}{}{}, place {}, code {}", choice_name(c.pe, kPositionalKinds),
+                     choice_name(c.attention, kAttentionKinds), c.shared_code ? "" : ", code per layer",
+                     c.gated ? "" : ", no gate", choice_name(c.place, kPositionalPlaces),
+                     choice_name(c.code, kSPECodeKinds));
 }
 
 // The logits of each position, one step at a time: (B, N, V).
@@ -61,6 +65,17 @@ TEST(Decoder, EveryKindMatchesTheFullForwardWithTheSameDraw) {
     cases.push_back({pe, AttentionKind::linear, false, true});
     cases.push_back({pe, AttentionKind::linear, true, false});
   }
+  // The positional step on phi(q), phi(k) (numerator only), and the exact sineSPE features.
+  constexpr auto features = PositionalPlace::features;
+  for (PositionalKind pe : {PositionalKind::rotary, PositionalKind::sine_spe, PositionalKind::conv_spe})
+    for (AttentionKind attention : {AttentionKind::linear, AttentionKind::favor})
+      cases.push_back({pe, attention, true, true, features});
+  for (bool shared : {true, false})
+    for (bool gated : {true, false}) cases.push_back({PositionalKind::sine_spe, AttentionKind::linear, shared, gated,
+                                                      features, SPECodeKind::exact});
+  cases.push_back({PositionalKind::sine_spe, AttentionKind::favor, true, true, features, SPECodeKind::exact});
+  cases.push_back({PositionalKind::sine_spe, AttentionKind::softmax, true, true, PositionalPlace::inputs,
+                   SPECodeKind::exact});
   at::manual_seed(9);
   const at::Tensor tokens = at::randint(0, kVocab, {kBatch, kLength}, at::kLong);
   for (const Case& c : cases) {

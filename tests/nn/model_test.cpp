@@ -4,6 +4,7 @@
 #include "spe/nn/model.h"
 
 #include <ATen/ATen.h>
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include "support/errors.h"
@@ -23,28 +24,52 @@ bool supported(PositionalKind pe, AttentionKind attention) {
   return pe != PositionalKind::shaw || attention == AttentionKind::softmax;
 }
 
+// Every encoding with every attention it supports, at every place and with every code it has.
+struct Variant {
+  std::string name;
+  TransformerOptions options;
+};
+std::vector<Variant> every_variant() {
+  std::vector<Variant> variants;
+  for (const auto& pe : kPositionalKinds)
+    for (const auto& attention : kAttentionKinds)
+      if (supported(pe.value, attention.value))
+        variants.push_back({std::string(pe.name) + " + " + attention.name, small(pe.value, attention.value)});
+  for (PositionalKind pe : {PositionalKind::rotary, PositionalKind::sine_spe, PositionalKind::conv_spe})
+    for (AttentionKind attention : {AttentionKind::linear, AttentionKind::favor}) {
+      TransformerOptions o = small(pe, attention);
+      o.positional().place(PositionalPlace::features);
+      variants.push_back({fmt::format("{} on the features + {}", choice_name(pe, kPositionalKinds),
+                                      choice_name(attention, kAttentionKinds)), o});
+      if (pe != PositionalKind::sine_spe) continue;
+      o.positional().code(SPECodeKind::exact);
+      variants.push_back({"exact " + variants.back().name, o});
+    }
+  TransformerOptions exact_softmax = small(PositionalKind::sine_spe, AttentionKind::softmax);
+  exact_softmax.positional().code(SPECodeKind::exact);
+  variants.push_back({"exact sine_spe + softmax", exact_softmax});
+  return variants;
+}
+
 at::Tensor random_tokens(int64_t batch, int64_t length, int64_t vocab, uint64_t seed) {
   at::manual_seed(seed);
   return at::randint(1, vocab, {batch, length}, at::kLong);
 }
 
 TEST(Model, EveryEncodingWithEveryAttentionTrains) {
-  for (const auto& pe : kPositionalKinds) {
-    for (const auto& attention : kAttentionKinds) {
-      if (!supported(pe.value, attention.value)) continue;
-      for (ModelKind kind : {ModelKind::classifier, ModelKind::language_model}) {
-        SCOPED_TRACE(std::string(pe.name) + " + " + attention.name + " " + choice_name(kind, kModelKinds));
-        Model model(ModelOptions(kind, small(pe.value, attention.value)).num_classes(3));
-        const at::Tensor tokens = random_tokens(2, 10, 12, 1);
-        const at::Tensor logits = model(tokens, at::ones({2, 10}, at::kBool));
-        const std::vector<int64_t> expected = kind == ModelKind::classifier ? std::vector<int64_t>{2, 3}
-                                                                            : std::vector<int64_t>{2, 10, 12};
-        EXPECT_EQ(logits.sizes(), at::IntArrayRef(expected));
-        logits.pow(2).sum().backward();
-        for (const auto& p : model->named_parameters()) {
-          ASSERT_TRUE(p.value().grad().defined()) << p.key();
-          EXPECT_TRUE(at::isfinite(p.value().grad()).all().item<bool>()) << p.key();
-        }
+  for (const Variant& variant : every_variant()) {
+    for (ModelKind kind : {ModelKind::classifier, ModelKind::language_model}) {
+      SCOPED_TRACE(variant.name + " " + choice_name(kind, kModelKinds));
+      Model model(ModelOptions(kind, variant.options).num_classes(3));
+      const at::Tensor tokens = random_tokens(2, 10, 12, 1);
+      const at::Tensor logits = model(tokens, at::ones({2, 10}, at::kBool));
+      const std::vector<int64_t> expected = kind == ModelKind::classifier ? std::vector<int64_t>{2, 3}
+                                                                          : std::vector<int64_t>{2, 10, 12};
+      EXPECT_EQ(logits.sizes(), at::IntArrayRef(expected));
+      logits.pow(2).sum().backward();
+      for (const auto& p : model->named_parameters()) {
+        ASSERT_TRUE(p.value().grad().defined()) << p.key();
+        EXPECT_TRUE(at::isfinite(p.value().grad()).all().item<bool>()) << p.key();
       }
     }
   }
@@ -57,7 +82,7 @@ TEST(Model, BlockMatchesAnExplicitComputation) {
   block->to(at::kDouble);
   at::manual_seed(4);
   const at::Tensor x = at::randn({1, 5, 16}, at::kDouble);
-  const at::Tensor out = block(x, AttentionMask::none(), nullptr);
+  const at::Tensor out = block(x, AttentionMask::none(), SharedSPE{});
   auto layer_norm = [](const at::Tensor& v, const torch::nn::LayerNorm& n) {
     const at::Tensor mean = v.mean(-1, true), var = (v - mean).pow(2).mean(-1, true);
     return (v - mean) / at::sqrt(var + 1e-5) * n->weight + n->bias;
@@ -84,43 +109,38 @@ TEST(Model, BlockMatchesAnExplicitComputation) {
 // Deterministic encodings in eval mode, and sineSPE with the same draw: padding at the end
 // changes nothing for the real tokens.
 TEST(Model, PaddingDoesNotChangeWhatRealTokensSee) {
-  for (const auto& pe : kPositionalKinds) {
-    if (pe.value == PositionalKind::conv_spe) continue;  // its code depends on the padded length
-    for (const auto& attention : kAttentionKinds) {
-      if (!supported(pe.value, attention.value)) continue;
-      SCOPED_TRACE(std::string(pe.name) + " + " + attention.name);
-      Model model(ModelOptions(ModelKind::classifier, small(pe.value, attention.value)).num_classes(3));
-      model->to(at::kDouble);
-      model->eval();
-      const at::Tensor tokens = random_tokens(2, 7, 12, 2);
-      const at::Tensor padded = at::cat({tokens, at::zeros({2, 4}, at::kLong)}, 1);
-      const at::Tensor mask = at::cat({at::ones({2, 7}, at::kBool), at::zeros({2, 4}, at::kBool)}, 1);
-      at::manual_seed(9);
-      const at::Tensor plain = model(tokens, at::ones({2, 7}, at::kBool));
-      at::manual_seed(9);
-      const at::Tensor with_padding = model(padded, mask);
-      EXPECT_TRUE(at::allclose(plain, with_padding, 1e-9, 1e-11)) << plain << with_padding;
-    }
+  for (const Variant& variant : every_variant()) {
+    // convSPE's code depends on the padded length
+    if (variant.options.positional().kind() == PositionalKind::conv_spe) continue;
+    SCOPED_TRACE(variant.name);
+    Model model(ModelOptions(ModelKind::classifier, variant.options).num_classes(3));
+    model->to(at::kDouble);
+    model->eval();
+    const at::Tensor tokens = random_tokens(2, 7, 12, 2);
+    const at::Tensor padded = at::cat({tokens, at::zeros({2, 4}, at::kLong)}, 1);
+    const at::Tensor mask = at::cat({at::ones({2, 7}, at::kBool), at::zeros({2, 4}, at::kBool)}, 1);
+    at::manual_seed(9);
+    const at::Tensor plain = model(tokens, at::ones({2, 7}, at::kBool));
+    at::manual_seed(9);
+    const at::Tensor with_padding = model(padded, mask);
+    EXPECT_TRUE(at::allclose(plain, with_padding, 1e-9, 1e-11)) << plain << with_padding;
   }
 }
 
 TEST(Model, LanguageModelsNeverSeeTheFuture) {
-  for (const auto& pe : kPositionalKinds) {
-    for (const auto& attention : kAttentionKinds) {
-      if (!supported(pe.value, attention.value)) continue;
-      SCOPED_TRACE(std::string(pe.name) + " + " + attention.name);
-      Model model(ModelOptions(ModelKind::language_model, small(pe.value, attention.value)));
-      model->to(at::kDouble);
-      model->eval();
-      at::Tensor tokens = random_tokens(1, 9, 12, 3);
-      at::manual_seed(5);
-      const at::Tensor before = model(tokens, at::Tensor());
-      tokens.narrow(1, 6, 3).fill_(1);
-      at::manual_seed(5);
-      const at::Tensor after = model(tokens, at::Tensor());
-      EXPECT_TRUE(at::allclose(before.narrow(1, 0, 6), after.narrow(1, 0, 6), 1e-9, 1e-11));
-      EXPECT_FALSE(at::allclose(before.narrow(1, 6, 3), after.narrow(1, 6, 3), 1e-9, 1e-11));
-    }
+  for (const Variant& variant : every_variant()) {
+    SCOPED_TRACE(variant.name);
+    Model model(ModelOptions(ModelKind::language_model, variant.options));
+    model->to(at::kDouble);
+    model->eval();
+    at::Tensor tokens = random_tokens(1, 9, 12, 3);
+    at::manual_seed(5);
+    const at::Tensor before = model(tokens, at::Tensor());
+    tokens.narrow(1, 6, 3).fill_(1);
+    at::manual_seed(5);
+    const at::Tensor after = model(tokens, at::Tensor());
+    EXPECT_TRUE(at::allclose(before.narrow(1, 0, 6), after.narrow(1, 0, 6), 1e-9, 1e-11));
+    EXPECT_FALSE(at::allclose(before.narrow(1, 6, 3), after.narrow(1, 6, 3), 1e-9, 1e-11));
   }
 }
 

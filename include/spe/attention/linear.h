@@ -12,7 +12,8 @@ namespace spe {
 at::Tensor linear_attention(const at::Tensor& phi_q, const at::Tensor& phi_k, const at::Tensor& v,
                             const at::Tensor& key_padding = {}, double eps = 1e-6);
 
-// Causal: position m attends to n <= m; Nq == Nk. Straightforward O(N^2) reference form.
+// Causal: position m attends to n <= m; Nq == Nk. The fused chunked kernel on CPU (float32 and
+// float64), the quadratic form elsewhere.
 at::Tensor causal_linear_attention(const at::Tensor& phi_q, const at::Tensor& phi_k,
                                    const at::Tensor& v, const at::Tensor& key_padding = {},
                                    double eps = 1e-6);
@@ -23,15 +24,42 @@ at::Tensor causal_linear_attention(const at::Tensor& phi_q, const at::Tensor& ph
 at::Tensor causal_linear_attention_quadratic(const at::Tensor& phi_q, const at::Tensor& phi_k,
                                              const at::Tensor& v, double eps = 1e-6);
 
+// Relative positions on the features (RoFormer's linear form; SPE applied to phi(q), phi(k)):
+// the numerator compares positioned features psi, the normaliser the plain features phi, so the
+// weight of the pair (m, n) can depend on m - n while the normaliser stays positive:
+//   out_m = sum_n (psi_q_m . psi_k_n) v_n / max(sum_n phi_q_m . phi_k_n, eps)
+// A feature map applied after a positional step would break the dependence on m - n alone.
+struct PositionedFeatures {
+  at::Tensor query;  // psi_q: (B, Nq, H, P)
+  at::Tensor key;    // psi_k: (B, Nk, H, P)
+};
+
+// phi_q, phi_k, v and key_padding as for linear_attention; the numerator's features besides.
+at::Tensor linear_attention(const at::Tensor& phi_q, const at::Tensor& phi_k, const at::Tensor& v,
+                            const PositionedFeatures& numerator, const at::Tensor& key_padding = {},
+                            double eps = 1e-6);
+
+// The same, causal (Nq == Nk): the numerator by causal_product, the normaliser by prefix sums.
+at::Tensor causal_linear_attention(const at::Tensor& phi_q, const at::Tensor& phi_k, const at::Tensor& v,
+                                   const PositionedFeatures& numerator, const at::Tensor& key_padding = {},
+                                   double eps = 1e-6);
+
+// The unnormalised causal product sum_{n <= m} (a_m . b_n) v_n of a: (B, N, H, P), b: (B, N, H, P),
+// v: (B, N, H, Dv) -> (B, N, H, Dv), in chunks of `chunk` positions: a masked C x C product
+// inside each chunk and prefix sums of b_n v_n^T across chunks (ATen ops, any device, autograd).
+at::Tensor causal_product(const at::Tensor& a, const at::Tensor& b, const at::Tensor& v, int64_t chunk = 64);
+
 // The prefix sums of causal linear attention after `position` tokens.
 struct LinearAttentionState {
-  at::Tensor kv;          // (B, H, M, Dv): sum_n phi(k_n) v_n^T
+  at::Tensor kv;          // (B, H, P, Dv): sum_n psi(k_n) v_n^T (psi = phi without positioned features)
   at::Tensor normalizer;  // (B, H, M):     sum_n phi(k_n)
   int64_t position = 0;   // tokens absorbed so far
 
-  // The empty state for B x H heads of M features and Dv value features.
+  // The empty state for B x H heads of M features and Dv value features; numerator_features: P
+  // when the numerator has positioned features (0: P = M).
   static LinearAttentionState zeros(int64_t batch, int64_t heads, int64_t features,
-                                    int64_t value_dim, const at::TensorOptions& options);
+                                    int64_t value_dim, const at::TensorOptions& options,
+                                    int64_t numerator_features = 0);
 };
 
 // One decoding step: absorbs (phi_k_t, v_t) into the state, then reads it with phi_q_t.
@@ -40,5 +68,11 @@ struct LinearAttentionState {
 at::Tensor causal_linear_attention_step(const at::Tensor& phi_q_t, const at::Tensor& phi_k_t,
                                         const at::Tensor& v_t, LinearAttentionState& state,
                                         double eps = 1e-6);
+
+// The step with positioned numerator features psi_q_t, psi_k_t: (B, H, P); equals the causal
+// linear_attention with PositionedFeatures at this position. The state is made with P.
+at::Tensor causal_linear_attention_step(const at::Tensor& phi_q_t, const at::Tensor& phi_k_t,
+                                        const at::Tensor& v_t, const PositionedFeatures& numerator_t,
+                                        LinearAttentionState& state, double eps = 1e-6);
 
 }  // namespace spe

@@ -8,8 +8,18 @@
 
 #include "spe/encoding/spe_code.h"
 #include "spe/random.h"
+#include "spe/util/choices.h"
 
 namespace spe {
+
+// How the frequencies start:
+//   reference: freqs ~ N(0, 1) - 4 as the authors' code (periods around 110 positions, 5-95 %:
+//              about 23-570), so a code first sees little of neighbouring lags;
+//   spread:    geometric angular frequencies over the D K sines of a head, base^(-i / (D K)) rad per
+//              position for i = d K + k (as rotary's, base 10000: periods from 2 pi to about 63,000).
+// Offsets and gains start as in the reference either way.
+enum class SineInit { reference, spread };
+inline constexpr Choice<SineInit> kSineInits[] = {{"reference", SineInit::reference}, {"spread", SineInit::spread}};
 
 struct SineSPEOptions {
   SineSPEOptions(int64_t heads, int64_t dim) : heads_(heads), dim_(dim) {}
@@ -17,6 +27,7 @@ struct SineSPEOptions {
   TORCH_ARG(int64_t, dim);                // D, features per head of q and k
   TORCH_ARG(int64_t, sines) = 1;          // K, sinusoids per (head, feature)
   TORCH_ARG(int64_t, realizations) = 256; // R, default number of realizations per code
+  TORCH_ARG(SineInit, init) = SineInit::reference;
 };
 
 class SineSPEImpl : public torch::nn::Cloneable<SineSPEImpl> {
@@ -40,6 +51,14 @@ class SineSPEImpl : public torch::nn::Cloneable<SineSPEImpl> {
   SineCodeFactors factors(const at::Tensor& noise, int64_t length) const;
   // The materialised code at arbitrary positions for given noise. positions: (N,).
   SPECode code_at(const at::Tensor& positions, const at::Tensor& noise) const;
+
+  // The exact, noise-free factorisation of the kernel (no realizations): x (B, N, H, D) at
+  // positions start .. start + N - 1 -> (B, N, H, D, 2K),
+  //   out[b, n, h, d, j] = x[b, n, h, d] lambda_{j/2} Omega_j(n) / sqrt(2K)
+  // with Omega_q (offsets) when query_side, Omega_k otherwise. Summed over d and j, the product
+  // of a query's and a key's features is sum_d q_md k_nd P_d(m - n) exactly, with
+  // P_d(lag) = (1 / 2K) sum_k lambda_k^2 cos(2 pi f_k lag + theta_k) (expected_kernel at R = D).
+  at::Tensor exact_features(const at::Tensor& x, bool query_side, int64_t start = 0) const;
 
   // Exact E[sum_r Qbar[m,h,d,r] Kbar[m-lag,h,d,r]] for lag in [-(length-1), length-1]:
   // (H, D, 2 length - 1), all scaling constants included.

@@ -42,6 +42,10 @@ class SPEFilterImpl : public torch::nn::Cloneable<SPEFilterImpl> {
   SPECode gated_code(const SPECode& code, const at::Tensor& gate_noise) const;
   // gated_code with noise drawn by sample_gate_noise.
   SPECode apply_gate(const SPECode& code, OptionalGenerator generator = c10::nullopt) const;
+  // The gate on exact (noise-free) features: x (B, N, H, D), features (B, N, H, D, J) whose
+  // products give P_d(m - n) -> (B, N, H, D J) ungated, or (B, N, H, D (J + 1)) gated:
+  // [sqrt(1 - s_d) features_d, sqrt(s_d) x_d] per d, whose products give (1 - s) P + s.
+  at::Tensor gate_features(const at::Tensor& x, const at::Tensor& features) const;
   // The expected kernel after the gate, given the ungated one (H, D, lags...) for R realizations:
   // (1 - s) P + s sqrt(R / D). Unchanged when not gated.
   at::Tensor expected_kernel(const at::Tensor& ungated, int64_t realizations) const;

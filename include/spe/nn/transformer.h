@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "spe/attention/feature_maps.h"
+#include "spe/attention/linear.h"
 #include "spe/attention/masks.h"
 #include "spe/encoding/absolute.h"
 #include "spe/encoding/conv_spe.h"
@@ -35,6 +36,17 @@ inline constexpr Choice<PositionalKind> kPositionalKinds[] = {
     {"learned", PositionalKind::learned}, {"rotary", PositionalKind::rotary},
     {"shaw", PositionalKind::shaw},   {"sine_spe", PositionalKind::sine_spe},
     {"conv_spe", PositionalKind::conv_spe}};
+
+// Where a relative encoding acts: on q, k before the feature map, or on phi(q), phi(k) in the
+// numerator of linear attention (linear.h, PositionedFeatures).
+enum class PositionalPlace { inputs, features };
+inline constexpr Choice<PositionalPlace> kPositionalPlaces[] = {{"inputs", PositionalPlace::inputs},
+                                                                 {"features", PositionalPlace::features}};
+
+// sineSPE's code: R sampled realizations (the paper), or the exact factorisation of its kernel
+// (2K features per input feature, no noise; SineSPEImpl::exact_features).
+enum class SPECodeKind { sampled, exact };
+inline constexpr Choice<SPECodeKind> kSPECodeKinds[] = {{"sampled", SPECodeKind::sampled}, {"exact", SPECodeKind::exact}};
 
 enum class AttentionKind { softmax, linear, favor };
 inline constexpr Choice<AttentionKind> kAttentionKinds[] = {
@@ -54,6 +66,9 @@ struct PositionalOptions {
   TORCH_ARG(bool, shared_code) = true;    // SPE: one module and one code per forward for all layers
   TORCH_ARG(int64_t, clip) = 32;          // shaw: relative distances are clipped to [-clip, clip]
   TORCH_ARG(int64_t, max_length) = 4096;  // learned: rows of the table
+  TORCH_ARG(PositionalPlace, place) = PositionalPlace::inputs;  // rotary, SPE: see PositionalPlace
+  TORCH_ARG(SPECodeKind, code) = SPECodeKind::sampled;          // sine_spe
+  TORCH_ARG(SineInit, init) = SineInit::reference;              // sine_spe: how the frequencies start
 };
 
 struct AttentionOptions {
@@ -81,17 +96,35 @@ struct TransformerOptions {
 // Throws std::invalid_argument naming the first inconsistent option and what would fit.
 void check_transformer_options(const TransformerOptions& options);
 
+// The model-wide SPE of one forward, when shared_code: the module (exact code) and the code drawn
+// for this forward (sampled code). Null members for what the model does not have.
+struct SharedSPE {
+  SineSPEImpl* sine = nullptr;
+  const SPECode* code = nullptr;
+};
+
+// What the attention function receives: the positional step and the feature map applied.
+struct AttentionInputs {
+  at::Tensor q, k, v;              // softmax: positioned q, k (B, N, H, F); linear: phi(q), phi(k) (B, N, H, M)
+  PositionedFeatures numerator;    // linear at place features: psi(q), psi(k) (B, N, H, P); else undefined
+};
+
 // Multi-head self-attention with its positional step. x: (B, N, E) -> (B, N, E).
 class SelfAttentionImpl : public torch::nn::Cloneable<SelfAttentionImpl> {
  public:
   explicit SelfAttentionImpl(const TransformerOptions& options);
   void reset() override;
-  // shared_code: the model's SPE code for this forward, or null when the layer draws its own.
+  // shared: the model's SPE for this forward (code null when the layer draws its own).
   // generator: the draws of the layer's own code and gate noise (see TransformerImpl::forward).
-  at::Tensor forward(const at::Tensor& x, const AttentionMask& mask, const SPECode* shared_code,
+  at::Tensor forward(const at::Tensor& x, const AttentionMask& mask, const SharedSPE& shared,
                      OptionalGenerator generator = c10::nullopt);
-  // x: (B, N, E) at positions start .. start + N - 1 -> q, k, v: (B, N, H, D), rotary applied.
-  std::tuple<at::Tensor, at::Tensor, at::Tensor> project(const at::Tensor& x, int64_t start = 0);
+  // The one composition of projections, positional step and feature map, for the whole sequence
+  // (forward) and for one position (the recurrent decoder). x: (B, N, E) at positions
+  // start .. start + N - 1; gated_code: a sampled SPE code of these positions after the gate
+  // (null otherwise); shared_sine: the model's sineSPE for the exact code (null: the layer's own).
+  AttentionInputs prepare(const at::Tensor& x, int64_t start, const SPECode* gated_code, SineSPEImpl* shared_sine);
+  // The layer's attention function on prepared inputs (whole sequences) -> (B, N, H, Dv).
+  at::Tensor attend(const AttentionInputs& in, const AttentionMask& mask);
   TransformerOptions options;
   torch::nn::Linear query{nullptr}, key{nullptr}, value{nullptr}, output{nullptr};
   RotaryEncoding rotary{nullptr};
@@ -100,6 +133,11 @@ class SelfAttentionImpl : public torch::nn::Cloneable<SelfAttentionImpl> {
   ConvSPE conv_spe{nullptr};
   SPEFilter spe_filter{nullptr};
   FeatureMap feature_map{nullptr};
+
+ private:
+  // q, k (B, N, H, F) -> positioned by rotary or SPE at positions start .. start + N - 1.
+  std::pair<at::Tensor, at::Tensor> position(const at::Tensor& q, const at::Tensor& k, int64_t start,
+                                             const SPECode* gated_code, SineSPEImpl* shared_sine);
 };
 TORCH_MODULE(SelfAttention);
 
@@ -108,7 +146,7 @@ class TransformerBlockImpl : public torch::nn::Cloneable<TransformerBlockImpl> {
  public:
   explicit TransformerBlockImpl(const TransformerOptions& options);
   void reset() override;
-  at::Tensor forward(const at::Tensor& x, const AttentionMask& mask, const SPECode* shared_code,
+  at::Tensor forward(const at::Tensor& x, const AttentionMask& mask, const SharedSPE& shared,
                      OptionalGenerator generator = c10::nullopt);
   // The second half of forward: h + feed-forward(norm(h)).
   at::Tensor feed_forward(const at::Tensor& h);

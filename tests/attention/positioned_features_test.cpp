@@ -1,0 +1,132 @@
+// Linear attention with positioned numerator features (RoFormer's linear form, SPE on phi):
+// out_m = sum_n (psi_q_m . psi_k_n) v_n / sum_n (phi_q_m . phi_k_n), against explicit float64
+// loops, with padding, causal, chunked, step by step and through autograd.
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include "spe/attention/linear.h"
+#include "support/errors.h"
+#include "support/gradcheck.h"
+
+namespace spe {
+namespace {
+
+double feature_dot(const at::Tensor& a, const at::Tensor& b) { return (a * b).sum().item<double>(); }
+
+// The definition, one pair (m, n) at a time; a query with no allowed key gets zeros.
+at::Tensor positioned_loops(const at::Tensor& phi_q, const at::Tensor& phi_k, const at::Tensor& psi_q,
+                            const at::Tensor& psi_k, const at::Tensor& v, const at::Tensor& padding, bool causal) {
+  const int64_t B = phi_q.size(0), N = phi_q.size(1), H = phi_q.size(2);
+  at::Tensor out = at::zeros({B, N, H, v.size(3)}, at::kDouble);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t m = 0; m < N; ++m) {
+        at::Tensor numerator = at::zeros({v.size(3)}, at::kDouble);
+        double denominator = 0;
+        for (int64_t n = 0; n < N; ++n) {
+          if ((causal && n > m) || (padding.defined() && !padding[b][n].item<bool>())) continue;
+          numerator += feature_dot(psi_q[b][m][h], psi_k[b][n][h]) * v[b][n][h];
+          denominator += feature_dot(phi_q[b][m][h], phi_k[b][n][h]);
+        }
+        if (denominator > 0) out[b][m][h] = numerator / denominator;
+      }
+  return out;
+}
+
+struct Inputs {
+  at::Tensor phi_q, phi_k, psi_q, psi_k, v, padding;
+};
+
+// Positive phi of M features; psi of P features of either sign, as rotated or filtered ones are.
+Inputs make_inputs(int64_t B, int64_t N, int64_t H, int64_t M, int64_t P, int64_t Dv) {
+  at::manual_seed(11);
+  Inputs in{at::rand({B, N, H, M}, at::kDouble) + 0.1, at::rand({B, N, H, M}, at::kDouble) + 0.1,
+            at::randn({B, N, H, P}, at::kDouble),      at::randn({B, N, H, P}, at::kDouble),
+            at::randn({B, N, H, Dv}, at::kDouble),     at::ones({B, N}, at::kBool)};
+  in.padding[1][0] = false;  // batch 1: its first key is padding, so causal query 0 sees nothing
+  in.padding[1][N - 1] = false;
+  return in;
+}
+
+TEST(PositionedLinearAttention, MatchesExplicitLoopsWithPadding) {
+  Inputs in = make_inputs(2, 7, 2, 3, 5, 4);
+  for (bool causal : {false, true})
+    for (bool padded : {false, true}) {
+      at::Tensor padding = padded ? in.padding : at::Tensor();
+      const PositionedFeatures numerator{in.psi_q, in.psi_k};
+      at::Tensor got = causal ? causal_linear_attention(in.phi_q, in.phi_k, in.v, numerator, padding)
+                              : linear_attention(in.phi_q, in.phi_k, in.v, numerator, padding);
+      at::Tensor expected = positioned_loops(in.phi_q, in.phi_k, in.psi_q, in.psi_k, in.v, padding, causal);
+      EXPECT_TRUE(at::allclose(got, expected, 1e-10, 1e-12)) << "causal " << causal << " padded " << padded;
+    }
+  at::Tensor out = causal_linear_attention(in.phi_q, in.phi_k, in.v, {in.psi_q, in.psi_k}, in.padding);
+  EXPECT_EQ(out[1][0].abs().max().item<double>(), 0.0);  // nothing to attend to: zeros, not NaN
+}
+
+TEST(PositionedLinearAttention, PlainFeaturesAsNumeratorGiveLinearAttention) {
+  Inputs in = make_inputs(2, 6, 2, 3, 3, 4);
+  EXPECT_TRUE(at::allclose(linear_attention(in.phi_q, in.phi_k, in.v, {in.phi_q, in.phi_k}, in.padding),
+                           linear_attention(in.phi_q, in.phi_k, in.v, in.padding), 1e-12, 1e-12));
+  EXPECT_TRUE(at::allclose(causal_linear_attention(in.phi_q, in.phi_k, in.v, {in.phi_q, in.phi_k}, in.padding),
+                           causal_linear_attention(in.phi_q, in.phi_k, in.v, in.padding), 1e-10, 1e-12));
+}
+
+TEST(CausalProduct, MatchesTheMaskedProductForEveryChunkSize) {
+  Inputs in = make_inputs(2, 11, 3, 3, 4, 5);
+  // sum_{n <= m} (a_m . b_n) v_n, quadratic
+  at::Tensor scores = at::einsum("bmhp,bnhp->bhmn", {in.psi_q, in.psi_k}).tril();
+  at::Tensor expected = at::einsum("bhmn,bnhd->bmhd", {scores, in.v});
+  for (int64_t chunk : {1, 2, 3, 4, 11, 16})  // remainders, one chunk, a chunk longer than N
+    EXPECT_TRUE(at::allclose(causal_product(in.psi_q, in.psi_k, in.v, chunk), expected, 1e-10, 1e-12))
+        << "chunk " << chunk;
+}
+
+TEST(PositionedLinearAttention, RecurrentStepEqualsTheCausalForm) {
+  const int64_t B = 2, N = 9, H = 2, M = 3, P = 5, Dv = 4;
+  Inputs in = make_inputs(B, N, H, M, P, Dv);
+  at::Tensor batch = causal_linear_attention(in.phi_q, in.phi_k, in.v, {in.psi_q, in.psi_k});
+  auto state = LinearAttentionState::zeros(B, H, M, Dv, in.v.options(), P);
+  for (int64_t t = 0; t < N; ++t) {
+    at::Tensor out = causal_linear_attention_step(in.phi_q.select(1, t), in.phi_k.select(1, t), in.v.select(1, t),
+                                                  {in.psi_q.select(1, t), in.psi_k.select(1, t)}, state);
+    EXPECT_TRUE(at::allclose(out, batch.select(1, t), 1e-10, 1e-12)) << "position " << t;
+  }
+  EXPECT_EQ(state.kv.sizes().vec(), (std::vector<int64_t>{B, H, P, Dv}));  // flat in the position
+  EXPECT_EQ(state.normalizer.sizes().vec(), (std::vector<int64_t>{B, H, M}));
+}
+
+TEST(PositionedLinearAttention, Gradients) {
+  Inputs in = make_inputs(2, 5, 1, 2, 3, 2);
+  for (at::Tensor* t : {&in.phi_q, &in.phi_k, &in.psi_q, &in.psi_k, &in.v}) *t = t->clone().requires_grad_();
+  const std::vector<std::pair<std::string, at::Tensor>> leaves{
+      {"phi_q", in.phi_q}, {"phi_k", in.phi_k}, {"psi_q", in.psi_q}, {"psi_k", in.psi_k}, {"v", in.v}};
+  const at::Tensor w = at::randn({2, 5, 1, 2}, at::kDouble);
+  for (bool causal : {false, true})
+    testing::expect_gradients_match(
+        [&] {
+          const PositionedFeatures numerator{in.psi_q, in.psi_k};
+          return ((causal ? causal_linear_attention(in.phi_q, in.phi_k, in.v, numerator, in.padding)
+                          : linear_attention(in.phi_q, in.phi_k, in.v, numerator, in.padding)) * w).sum();
+        },
+        leaves);
+}
+
+TEST(PositionedLinearAttention, BadInputIsNamed) {
+  Inputs in = make_inputs(2, 4, 2, 3, 5, 4);
+  EXPECT_ERROR_CONTAINS(linear_attention(in.phi_q, in.phi_k, in.v, {in.psi_q, in.psi_k.narrow(3, 0, 4)}),
+                        "positioned query features have P = 5, key features P = 4");
+  EXPECT_ERROR_CONTAINS(linear_attention(in.phi_q, in.phi_k, in.v, {in.psi_q.narrow(1, 0, 3), in.psi_k}),
+                        "must agree with phi_q [2, 4, 2, 3]");
+  EXPECT_ERROR_CONTAINS(linear_attention(in.phi_q, in.phi_k, in.v, {in.psi_q.to(at::kFloat), in.psi_k}),
+                        "must have the dtype and device of phi_q");
+  EXPECT_ERROR_CONTAINS(causal_linear_attention(in.phi_q, in.phi_k, in.v, {at::Tensor(), in.psi_k}),
+                        "the positioned features are undefined");
+  EXPECT_ERROR_CONTAINS(causal_product(in.psi_q, in.psi_k, in.v, 0), "chunk must be positive, got 0");
+  auto state = LinearAttentionState::zeros(2, 2, 3, 4, in.v.options(), 5);
+  EXPECT_ERROR_CONTAINS(causal_linear_attention_step(in.phi_q.select(1, 0), in.phi_k.select(1, 0), in.v.select(1, 0),
+                                                     {in.phi_q.select(1, 0), in.phi_k.select(1, 0)}, state),
+                        "the numerator's features must be (B, H, P) = (2, 2, 5) as the state's, got [2, 2, 3]");
+}
+
+}  // namespace
+}  // namespace spe
