@@ -6,12 +6,12 @@
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <chrono>
 #include <iostream>
 #include <memory>
 
 #include "commands.h"
 #include "gnuplot.h"
+#include "measure.h"
 #include "spe/nn/decoder.h"
 #include "spe/train/checkpoint.h"
 
@@ -27,8 +27,6 @@ struct GenerateBenchArgs {
   int repeats = 3;
   std::string png;
 };
-
-double now_s() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
 
 nn::Model bench_model(const GenerateBenchArgs& a) {
   if (!a.checkpoint.empty()) return train::load_saved_model(a.checkpoint).model;

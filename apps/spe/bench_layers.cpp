@@ -4,7 +4,6 @@
 #include <ATen/Parallel.h>
 #include <fmt/format.h>
 
-#include <chrono>
 #include <iostream>
 #include <memory>
 #include <string>
@@ -32,10 +31,6 @@ struct LayerArgs {
   int repeats = 3;
   std::string png;
 };
-
-double now_s() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
 
 // Decoding with sineSPE + elu features + the recurrent causal linear attention state: for each
 // new token, the filter at its position (O(1): the code of one position) and one state update.

@@ -4,7 +4,6 @@
 #include <ATen/ATen.h>
 #include <fmt/format.h>
 
-#include <chrono>
 #include <filesystem>
 #include <iostream>
 #include <memory>
@@ -12,6 +11,7 @@
 
 #include "commands.h"
 #include "gnuplot.h"
+#include "measure.h"
 #include "spe/midi/midi_file.h"
 #include "spe/midi/remi.h"
 #include "spe/midi/score.h"
@@ -30,8 +30,6 @@ struct GenerateArgs {
   double temperature = 1.0, top_p = 0.95;
   std::string decoder = "recurrent";
 };
-
-double now_s() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
 
 // The prompt's tokens: BOS alone, or BOS and the encoded MIDI file without its EOS.
 std::vector<int64_t> prompt_tokens(const GenerateArgs& a, const midi::RemiVocabulary& vocabulary) {

@@ -1,10 +1,16 @@
 #pragma once
 // Measuring for `spe info` and `spe bench`: medians of repeated timings, the process's peak
 // memory over a region, and this machine's GEMM rate measured in the same process.
+#include <chrono>
 #include <functional>
 #include <vector>
 
 namespace spe::cli {
+
+// Seconds on the steady clock (for differences only).
+inline double now_s() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
 
 struct Timing {
   double median_s;
