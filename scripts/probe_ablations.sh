@@ -3,8 +3,9 @@
 # encoding and its overrides on top of configs/probe/PROBE.yaml, trained for every probe and seed
 # with `spe compare` (1,000 steps of 16 unless a row overrides it), two runs at a time on one
 # thread each. Resumable: runs with a summary are not run again, started ones resume.
-# Usage: scripts/probe_ablations.sh [SEEDS] [OUT] [ROW_FILTER] [PROBES]
+# Usage: scripts/probe_ablations.sh [SEEDS] [OUT] [ROW_FILTER] [PROBES] [EXTRA_OVERRIDES]
 #   ROW_FILTER: an extended regular expression on the row names (default: every row)
+#   EXTRA_OVERRIDES: added to every row's, e.g. "train.steps=3000" (use another OUT)
 # then: python3 scripts/probe_table.py OUT   (the markdown table)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,32 +13,43 @@ seeds=${1:-1}
 out=${2:-runs/probe_ablations}
 filter=${3:-.}
 probes=${4:-order offset}
+extra=${5:-}
 spe=build/spe
 
+# Two setups, spelled out in full so that each row means the same whatever the base config holds:
+#   first: the byte-level config as it was (elu+1 features, mean pooling, lr 1e-3)
+#   lra:   the authors' LRA setup (ReLU features, a [CLS] token, lr 3e-3)
+first="model.attention.feature_map=elu model.pooling=mean train.lr=0.001"
+lra="model.attention.feature_map=relu model.pooling=cls train.lr=0.003"
+sampled_inputs="model.positional.place=inputs model.positional.code=sampled"
+sampled_features="model.positional.place=features model.positional.code=sampled"
+exact_features="model.positional.place=features model.positional.code=exact"
 # name | attention | positional kind | overrides
-rows=$(cat <<'ROWS'
-softmax-rotary | softmax | rotary |
-softmax-sine-exact | softmax | sine_spe | model.positional.code=exact
-none | linear | none |
-sinusoidal | linear | sinusoidal |
-rotary-inputs | linear | rotary |
-rotary-features | linear | rotary | model.positional.place=features
-sine-sampled-inputs | linear | sine_spe |
-sine-sampled-inputs-R512-ungated | linear | sine_spe | model.positional.realizations=512 model.positional.gated=false
-sine-sampled-features | linear | sine_spe | model.positional.place=features
-sine-exact-features | linear | sine_spe | model.positional.place=features model.positional.code=exact
-sine-exact-features-spread | linear | sine_spe | model.positional.place=features model.positional.code=exact model.positional.init=spread
-sine-exact-features-spread-ungated | linear | sine_spe | model.positional.place=features model.positional.code=exact model.positional.init=spread model.positional.gated=false
-conv-sampled-inputs | linear | conv_spe |
-conv-sampled-features | linear | conv_spe | model.positional.place=features
-lra-none | linear | none | model.attention.feature_map=relu model.pooling=cls train.lr=0.003
-lra-rotary-inputs | linear | rotary | model.attention.feature_map=relu model.pooling=cls train.lr=0.003
-lra-rotary-features | linear | rotary | model.attention.feature_map=relu model.pooling=cls train.lr=0.003 model.positional.place=features
-lra-sine-sampled-inputs | linear | sine_spe | model.attention.feature_map=relu model.pooling=cls train.lr=0.003 model.positional.realizations=64 model.positional.sines=10
-lra-sine-sampled-features | linear | sine_spe | model.attention.feature_map=relu model.pooling=cls train.lr=0.003 model.positional.realizations=64 model.positional.sines=10 model.positional.place=features
-lra-sine-exact-features | linear | sine_spe | model.attention.feature_map=relu model.pooling=cls train.lr=0.003 model.positional.place=features model.positional.code=exact
-lra-sine-exact-features-spread | linear | sine_spe | model.attention.feature_map=relu model.pooling=cls train.lr=0.003 model.positional.place=features model.positional.code=exact model.positional.init=spread
-favor-sine-exact-features-spread | favor | sine_spe | model.positional.place=features model.positional.code=exact model.positional.init=spread
+rows=$(cat <<ROWS
+softmax-rotary | softmax | rotary | $first
+softmax-sine-exact | softmax | sine_spe | $first model.positional.code=exact
+none | linear | none | $first
+sinusoidal | linear | sinusoidal | $first
+rotary-inputs | linear | rotary | $first model.positional.place=inputs
+rotary-features | linear | rotary | $first model.positional.place=features
+sine-sampled-inputs | linear | sine_spe | $first $sampled_inputs
+sine-sampled-inputs-R512-ungated | linear | sine_spe | $first $sampled_inputs model.positional.realizations=512 model.positional.gated=false
+sine-sampled-features | linear | sine_spe | $first $sampled_features
+sine-exact-features | linear | sine_spe | $first $exact_features
+sine-exact-features-spread | linear | sine_spe | $first $exact_features model.positional.init=spread
+sine-exact-features-spread-ungated | linear | sine_spe | $first $exact_features model.positional.init=spread model.positional.gated=false
+conv-sampled-inputs | linear | conv_spe | $first $sampled_inputs
+conv-sampled-features | linear | conv_spe | $first $sampled_features
+favor-sine-exact-features-spread | favor | sine_spe | $first $exact_features model.positional.init=spread
+lra-none | linear | none | $lra
+lra-rotary-inputs | linear | rotary | $lra model.positional.place=inputs
+lra-rotary-features | linear | rotary | $lra model.positional.place=features
+lra-sine-sampled-inputs | linear | sine_spe | $lra model.positional.realizations=64 model.positional.sines=10 $sampled_inputs
+lra-sine-sampled-features | linear | sine_spe | $lra model.positional.realizations=64 model.positional.sines=10 $sampled_features
+lra-sine-exact-features | linear | sine_spe | $lra $exact_features
+lra-sine-exact-features-spread | linear | sine_spe | $lra $exact_features model.positional.init=spread
+lra-sine-exact-features-ungated | linear | sine_spe | $lra $exact_features model.positional.gated=false
+lra-sine-exact-features-spread-ungated | linear | sine_spe | $lra $exact_features model.positional.init=spread model.positional.gated=false
 ROWS
 )
 
@@ -49,7 +61,7 @@ jobs_file=$(mktemp)
 trap 'rm -f "$jobs_file"' EXIT
 while IFS='|' read -r name attention pe overrides; do
   name=$(echo "$name" | xargs); attention=$(echo "$attention" | xargs); pe=$(echo "$pe" | xargs)
-  overrides=$(echo "$overrides" | xargs)
+  overrides=$(echo "$overrides $extra" | xargs)
   [[ "$name" =~ $filter ]] || continue
   for probe in $probes; do
     dir="$out/$probe/$name"
