@@ -160,7 +160,6 @@ void add_probe(CLI::App& data_command) {
       "probe", "a task only position solves (order, offset, retrieval): bytes with markers, labelled by where they are");
   sub->add_option("--kind", *kind, "order: which of 'a', 'b' comes first; offset: 'b' right after 'a' or 2-4 later; "
                                    "retrieval: the digit --distance after '#'")
-      ->check(CLI::IsMember({"order", "offset", "retrieval"}))
       ->capture_default_str();
   sub->add_option("--out", *out, "output folder (default data/probe_KIND)");
   sub->add_option("--length", options->length, "bytes per example")->check(positive_integer())->capture_default_str();

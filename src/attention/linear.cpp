@@ -40,18 +40,24 @@ void check_numerator(const char* where, const at::Tensor& phi_q, const at::Tenso
               phi_q.device(), ")");
 }
 
+// Non-causal: out_m = psi_q_m^T (sum_n psi_k_n v_n^T) / max(phi_q_m^T sum_n phi_k_n, eps), keys
+// already masked; psi = phi for plain linear attention.
+at::Tensor normalised_sums(const at::Tensor& psi_q, const at::Tensor& psi_keys, const at::Tensor& phi_q,
+                           const at::Tensor& keys, const at::Tensor& v, double eps) {
+  at::Tensor kv = at::einsum("bnhp,bnhd->bhpd", {psi_keys, v});             // (B, H, P, Dv)
+  at::Tensor numerator = at::einsum("bnhp,bhpd->bnhd", {psi_q, kv});        // (B, Nq, H, Dv)
+  at::Tensor denominator = at::einsum("bnhm,bhm->bnh", {phi_q, keys.sum(1)});  // (B, Nq, H)
+  return numerator / denominator.clamp_min(eps).unsqueeze(-1);
+}
+
 }  // namespace
 
 at::Tensor linear_attention(const at::Tensor& phi_q, const at::Tensor& phi_k, const at::Tensor& v,
                             const at::Tensor& key_padding, double eps) {
   check_qkv("linear_attention", phi_q, phi_k, v);
   check_eps("linear_attention", eps);
-  at::Tensor keys = mask_keys(phi_k, key_padding);
-  at::Tensor kv = at::einsum("bnhm,bnhd->bhmd", {keys, v});        // (B, H, M, Dv)
-  at::Tensor normalizer = keys.sum(1);                              // (B, H, M)
-  at::Tensor numerator = at::einsum("bnhm,bhmd->bnhd", {phi_q, kv});  // (B, Nq, H, Dv)
-  at::Tensor denominator = at::einsum("bnhm,bhm->bnh", {phi_q, normalizer});
-  return numerator / denominator.clamp_min(eps).unsqueeze(-1);
+  const at::Tensor keys = mask_keys(phi_k, key_padding);
+  return normalised_sums(phi_q, keys, phi_q, keys, v, eps);
 }
 
 at::Tensor causal_linear_attention(const at::Tensor& phi_q, const at::Tensor& phi_k,
@@ -71,11 +77,8 @@ at::Tensor linear_attention(const at::Tensor& phi_q, const at::Tensor& phi_k, co
   check_qkv("linear_attention", phi_q, phi_k, v);
   check_eps("linear_attention", eps);
   check_numerator("linear_attention", phi_q, phi_k, numerator);
-  at::Tensor keys = mask_keys(phi_k, key_padding), positioned_keys = mask_keys(numerator.key, key_padding);
-  at::Tensor kv = at::einsum("bnhp,bnhd->bhpd", {positioned_keys, v});           // (B, H, P, Dv)
-  at::Tensor numerator_out = at::einsum("bnhp,bhpd->bnhd", {numerator.query, kv});  // (B, Nq, H, Dv)
-  at::Tensor denominator = at::einsum("bnhm,bhm->bnh", {phi_q, keys.sum(1)});
-  return numerator_out / denominator.clamp_min(eps).unsqueeze(-1);
+  return normalised_sums(numerator.query, mask_keys(numerator.key, key_padding), phi_q, mask_keys(phi_k, key_padding), v,
+                         eps);
 }
 
 at::Tensor causal_linear_attention(const at::Tensor& phi_q, const at::Tensor& phi_k, const at::Tensor& v,

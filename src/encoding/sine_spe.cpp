@@ -43,6 +43,7 @@ void SineSPEImpl::reset() {
   at::NoGradGuard no_grad;
   // Reference initialisation: N(0, 1); gains /= sqrt(||gains||_K) / 2; freqs -= 4.
   at::Tensor f = at::randn(shape) - 4.0;
+  // (drawn either way, so that the offsets and gains are the same draws under both initialisations)
   if (options.init() == SineInit::spread) f = spread_frequencies(options.heads(), options.dim(), options.sines());
   at::Tensor o = at::randn(shape);
   at::Tensor g = at::randn(shape);

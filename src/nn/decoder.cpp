@@ -65,8 +65,8 @@ class RecurrentDecoder final : public Decoder {
                                   "prefix decoder");
     const int64_t r = o.positional().realizations();
     Transformer& t = model_->transformer;
-    // The exact sineSPE code draws nothing; a sampled code draws as TransformerImpl::forward does.
-    sampled_ = o.positional().code() == SPECodeKind::sampled;
+    // A sampled code draws as TransformerImpl::forward does; the exact sineSPE code draws nothing.
+    sampled_ = draws_spe_code(o);
     if (t->sine_spe) shared_sine_ = t->sine_spe.get();
     if (sampled_ && (t->sine_spe || t->conv_spe))
       shared_codes_ = std::make_unique<PositionCodes>(t->sine_spe, t->conv_spe, r, generator);
@@ -76,8 +76,7 @@ class RecurrentDecoder final : public Decoder {
       LayerState layer;
       if (sampled_ && (attention.sine_spe || attention.conv_spe))
         layer.own_codes = std::make_unique<PositionCodes>(attention.sine_spe, attention.conv_spe, r, generator);
-      if (sampled_ && attention.spe_filter)
-        layer.gate_noise = attention.spe_filter->sample_gate_noise(r, dtype, generator);
+      if (sampled_) layer.gate_noise = attention.spe_filter->sample_gate_noise(r, dtype, generator);
       layers_.push_back(std::move(layer));
     }
   }
@@ -107,10 +106,9 @@ class RecurrentDecoder final : public Decoder {
   // x: (B, 1, E), the normed input at position_ -> the attention output (B, 1, E).
   at::Tensor attend(SelfAttentionImpl& attention, const at::Tensor& x, LayerState& layer, const SPECode& shared) {
     SPECode gated;  // sampled SPE: this position's code after the layer's gate
-    const bool sampled_spe = sampled_ && attention.spe_filter;
-    if (sampled_spe) gated = attention.spe_filter->gated_code(layer.own_codes ? layer.own_codes->next() : shared,
-                                                               layer.gate_noise);
-    const AttentionInputs in = attention.prepare(x, position_, sampled_spe ? &gated : nullptr, shared_sine_);
+    if (sampled_) gated = attention.spe_filter->gated_code(layer.own_codes ? layer.own_codes->next() : shared,
+                                                           layer.gate_noise);
+    const AttentionInputs in = attention.prepare(x, position_, sampled_ ? &gated : nullptr, shared_sine_);
     at::Tensor out;  // (B, 1, H, Dv)
     if (!attention.feature_map) {
       layer.keys = layer.keys.defined() ? at::cat({layer.keys, in.k}, 1) : in.k;
@@ -133,7 +131,7 @@ class RecurrentDecoder final : public Decoder {
   }
 
   Model model_;
-  bool sampled_ = true;                 // the SPE code is sampled (not exact)
+  bool sampled_ = false;                // the model's SPE draws a code (draws_spe_code)
   SineSPEImpl* shared_sine_ = nullptr;  // the model's shared sineSPE, if any
   std::unique_ptr<PositionCodes> shared_codes_;
   std::vector<LayerState> layers_;

@@ -76,6 +76,8 @@ SPECode draw_code(const TransformerOptions& o, SineSPE& sine, ConvSPE& conv, int
 
 }  // namespace
 
+bool draws_spe_code(const TransformerOptions& o) { return is_spe(o.positional().kind()) && !exact_code(o); }
+
 void check_transformer_options(const TransformerOptions& o) {
   auto fail = [](const std::string& what) { throw std::invalid_argument(what); };
   const PositionalOptions& p = o.positional();
@@ -146,7 +148,7 @@ void SelfAttentionImpl::reset() {
 
 at::Tensor SelfAttentionImpl::forward(const at::Tensor& x, const AttentionMask& mask, const SharedSPE& shared,
                                       OptionalGenerator generator) {
-  const bool sampled = spe_filter && !exact_code(options);
+  const bool sampled = draws_spe_code(options);
   SPECode gated;  // sampled SPE: this forward's code after the gate
   if (sampled) {
     SPECode own;
@@ -253,7 +255,7 @@ at::Tensor TransformerImpl::forward(const at::Tensor& tokens, const at::Tensor& 
   at::Tensor x = embed(tokens);
   SPECode code;
   SharedSPE shared{sine_spe ? sine_spe.get() : nullptr, nullptr};
-  if ((sine_spe || conv_spe) && !exact_code(options)) {
+  if ((sine_spe || conv_spe) && draws_spe_code(options)) {
     code = draw_code(options, sine_spe, conv_spe, x.size(1), generator);
     shared.code = &code;
   }

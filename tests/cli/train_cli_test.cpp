@@ -110,7 +110,7 @@ TEST(CliTrain, ProbesTrainWithTheirConfigs) {
   };
   fails_with("data probe --kind offset --length 3 --out " + scratch("short").string(),
              "probe offset: length is 3, expected 5 to 65535");
-  fails_with("data probe --kind sideways", "--kind: sideways not in {order,offset,retrieval}");
+  fails_with("data probe --kind sideways", "--kind: 'sideways' is not one of: order, offset, retrieval");
   fails_with("config --set model.positional.kind=sine_spe model.positional.code=exact",
              "exact sineSPE under a feature map needs place features");
   fails_with("config --set model.positional.kind=conv_spe model.positional.code=exact",

@@ -96,6 +96,10 @@ struct TransformerOptions {
 // Throws std::invalid_argument naming the first inconsistent option and what would fit.
 void check_transformer_options(const TransformerOptions& options);
 
+// Whether the model's SPE draws a code per forward pass (and gate noise per layer): sampled
+// sineSPE and convSPE do; no SPE, or sineSPE with the exact code, draws nothing.
+bool draws_spe_code(const TransformerOptions& options);
+
 // The model-wide SPE of one forward, when shared_code: the module (exact code) and the code drawn
 // for this forward (sampled code). Null members for what the model does not have.
 struct SharedSPE {
