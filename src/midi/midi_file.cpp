@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+
 #include "spe/util/files.h"
 
 namespace spe::midi {
@@ -10,6 +12,14 @@ namespace {
 // Ticks beyond this are refused: no real file comes near, and it keeps every later product
 // (ticks x grid steps) far from overflow.
 constexpr int64_t kMaxTick = int64_t{1} << 40;
+constexpr size_t kChunkHeaderBytes = 8;  // a type and a length
+
+// The data ended inside what was being read. A MidiError like any other, except in a track cut
+// by the end of the file, where it marks the partial event that is dropped.
+class Truncated : public MidiError {
+ public:
+  using MidiError::MidiError;
+};
 
 // A cursor over the bytes of one file (or one chunk of it) that never reads past its end.
 class Reader {
@@ -17,19 +27,29 @@ class Reader {
   Reader(const std::string& bytes, size_t begin, size_t end, const std::string& name, const std::string& where)
       : bytes_(bytes), pos_(begin), end_(end), name_(name), where_(where) {}
 
-  [[noreturn]] void fail(const std::string& what) const {
-    throw MidiError(fmt::format("{}: {}at byte {}: {}", name_, where_.empty() ? "" : where_ + " ", pos_, what));
-  }
-  size_t position() const { return pos_; }
+  [[noreturn]] void fail(const std::string& what) const { throw MidiError(message(what)); }
+  [[noreturn]] void truncated(const std::string& what) const { throw Truncated(message("truncated: " + what)); }
   size_t remaining() const { return end_ - pos_; }
   bool done() const { return pos_ >= end_; }
 
+  uint8_t peek(const char* what) const {
+    if (done()) truncated(fmt::format("{} expected, the data ends", what));
+    return static_cast<uint8_t>(bytes_[pos_]);
+  }
   uint8_t byte(const char* what) {
-    if (done()) fail(fmt::format("truncated: {} expected, the data ends", what));
-    return static_cast<uint8_t>(bytes_[pos_++]);
+    const uint8_t b = peek(what);
+    ++pos_;
+    return b;
+  }
+  // A data byte of a channel message: its top bit is clear (the error names its offset).
+  uint8_t data_byte() {
+    const uint8_t b = peek("a data byte");
+    if (b & 0x80u) fail(fmt::format("data byte 0x{:02X} has its top bit set, expected 0x00-0x7F", b));
+    ++pos_;
+    return b;
   }
   uint32_t big_endian(int count, const char* what) {
-    if (remaining() < static_cast<size_t>(count)) fail(fmt::format("truncated: {} expected, the data ends", what));
+    if (remaining() < static_cast<size_t>(count)) truncated(fmt::format("{} expected, the data ends", what));
     uint32_t value = 0;
     for (int i = 0; i < count; ++i) value = (value << 8) | static_cast<uint8_t>(bytes_[pos_++]);
     return value;
@@ -45,20 +65,31 @@ class Reader {
     fail(fmt::format("{} is a variable-length quantity of more than 4 bytes", what));
   }
   std::vector<uint8_t> take(uint32_t count, const char* what) {
-    if (remaining() < count)
-      fail(fmt::format("truncated: {} declares {} bytes, {} remain", what, count, remaining()));
+    if (remaining() < count) truncated(fmt::format("{} declares {} bytes, {} remain", what, count, remaining()));
     std::vector<uint8_t> out(bytes_.begin() + static_cast<std::ptrdiff_t>(pos_),
                              bytes_.begin() + static_cast<std::ptrdiff_t>(pos_ + count));
     pos_ += count;
     return out;
   }
   std::string tag() {
-    if (remaining() < 4) fail("truncated: a chunk type expected, the data ends");
+    if (remaining() < 4) truncated("a chunk type expected, the data ends");
     pos_ += 4;
     return bytes_.substr(pos_ - 4, 4);
   }
+  // A reader of the next `count` bytes, or of all that remain where the data ends first; this
+  // reader moves past them.
+  Reader part(uint32_t count, const std::string& where) {
+    const size_t end = pos_ + std::min<size_t>(count, remaining());
+    Reader inner(bytes_, pos_, end, name_, where);
+    pos_ = end;
+    return inner;
+  }
 
  private:
+  std::string message(const std::string& what) const {
+    return fmt::format("{}: {}at byte {}: {}", name_, where_.empty() ? "" : where_ + " ", pos_, what);
+  }
+
   const std::string& bytes_;
   size_t pos_, end_;
   const std::string& name_;
@@ -66,60 +97,84 @@ class Reader {
 };
 
 // Data bytes of a channel message by its kind (high nibble).
-int data_bytes(uint8_t status) {
+size_t data_bytes(uint8_t status) {
   const uint8_t kind = status & 0xF0;
   return kind == 0xC0 || kind == 0xD0 ? 1 : 2;
 }
 
-MidiTrack read_track(Reader& in) {
-  MidiTrack track;
+struct TrackState {
   int64_t tick = 0;
-  uint8_t running = 0;  // the last channel status, for running status
-  while (!in.done()) {
-    tick += in.vlq("a delta time");
-    if (tick > kMaxTick) in.fail(fmt::format("time runs past {} ticks", kMaxTick));
-    MidiEvent event;
-    event.tick = tick;
-    uint8_t first = in.byte("a status byte");
-    if (first < 0x80) {
-      if (running == 0) in.fail("running status with no previous status byte");
-      event.status = running;
-      event.data.push_back(first);
-      if (data_bytes(running) == 2) event.data.push_back(in.byte("a data byte"));
-    } else if (first < 0xF0) {
-      event.status = running = first;
-      for (int i = 0; i < data_bytes(first); ++i) event.data.push_back(in.byte("a data byte"));
-    } else if (first == 0xF0 || first == 0xF7) {
-      event.status = first;
-      running = 0;
-      event.data = in.take(in.vlq("a sysex length"), "a sysex event");
-    } else if (first == 0xFF) {
-      event.status = first;
-      running = 0;
-      event.meta_type = in.byte("a meta event type");
-      event.data = in.take(in.vlq("a meta event length"), "a meta event");
-    } else {
-      in.fail(fmt::format("status byte 0x{:02X} is not allowed in a file", first));
-    }
-    for (uint8_t b : event.data)
-      if (event.status < 0xF0 && b >= 0x80) in.fail(fmt::format("data byte 0x{:02X} has its top bit set", b));
-    const bool end = event.is_meta(kMetaEndOfTrack);
-    track.events.push_back(std::move(event));
-    if (end) return track;  // bytes after the end of track inside the chunk are ignored
-  }
-  in.fail("the track has no end-of-track event");
+  uint8_t running = 0;  // the last channel status byte, for running status (0: none yet)
+};
+
+// A channel message with its status byte or, under running status, without: then the track's
+// last one applies, and sysex and meta events in between leave it as it is, as players read files.
+void read_channel_message(Reader& in, TrackState& track, MidiEvent& event) {
+  const uint8_t first = in.peek("a status byte");
+  if (first >= 0x80)
+    track.running = in.byte("a status byte");
+  else if (track.running == 0)
+    in.fail(fmt::format("running status: data byte 0x{:02X} with no channel message before it in the track, "
+                        "expected a status byte",
+                        first));
+  event.status = track.running;
+  while (event.data.size() < data_bytes(event.status)) event.data.push_back(in.data_byte());
 }
 
-}  // namespace
+// Sysex (F0, F7) and meta (FF) events: a length, then the payload. The other system messages
+// (F1-F6, F8-FE) belong to a live MIDI link, not to a file.
+void read_sysex_or_meta(Reader& in, MidiEvent& event) {
+  event.status = in.peek("a status byte");
+  const bool meta = event.status == 0xFF;
+  if (!meta && event.status != 0xF0 && event.status != 0xF7)
+    in.fail(fmt::format("status byte 0x{:02X} is not allowed in a file (only channel messages, F0, F7 and FF)",
+                        event.status));
+  in.byte("a status byte");
+  if (meta) event.meta_type = in.byte("a meta event type");
+  const uint32_t length = in.vlq(meta ? "a meta event length" : "a sysex length");
+  event.data = in.take(length, meta ? "a meta event" : "a sysex event");
+}
 
-MidiFile read_midi(const std::string& bytes, const std::string& name) {
-  Reader file(bytes, 0, bytes.size(), name, "");
-  if (bytes.size() < 4 || bytes.compare(0, 4, "MThd") != 0) file.fail("not a Standard MIDI File (no MThd header)");
-  file.tag();
+MidiEvent read_event(Reader& in, TrackState& track) {
+  track.tick += in.vlq("a delta time");
+  if (track.tick > kMaxTick) in.fail(fmt::format("time runs past {} ticks", kMaxTick));
+  MidiEvent event;
+  event.tick = track.tick;
+  if (in.peek("a status byte") >= 0xF0)
+    read_sysex_or_meta(in, event);
+  else
+    read_channel_message(in, track, event);
+  return event;
+}
+
+bool has_ended(const MidiTrack& track) {
+  return !track.events.empty() && track.events.back().is_meta(kMetaEndOfTrack);
+}
+
+// Events up to the end of track, or to the end of the chunk where it has none. In a chunk cut by
+// the end of the file (`cut`), an event the file ends inside is dropped; any other error stands.
+MidiTrack read_track(Reader& in, bool cut) {
+  MidiTrack track;
+  TrackState state;
+  while (!in.done() && !has_ended(track)) {
+    try {
+      track.events.push_back(read_event(in, state));
+    } catch (const Truncated&) {
+      if (!cut) throw;
+      break;
+    }
+  }
+  if (!has_ended(track))
+    track.events.push_back({track.events.empty() ? 0 : track.events.back().tick, 0xFF, kMetaEndOfTrack, {}});
+  return track;  // bytes after the end of track inside the chunk are ignored
+}
+
+// The MThd chunk into `out` (a longer header's extra bytes are skipped); returns the number of
+// tracks it declares.
+uint32_t read_header(Reader& file, MidiFile& out) {
   const uint32_t header_length = file.big_endian(4, "the header length");
   if (header_length < 6) file.fail(fmt::format("the header is {} bytes, expected at least 6", header_length));
-  if (file.remaining() < header_length) file.fail("truncated: the header ends early");
-  MidiFile out;
+  if (file.remaining() < header_length) file.truncated("the header ends early");
   out.format = static_cast<int>(file.big_endian(2, "the format"));
   const uint32_t tracks = file.big_endian(2, "the track count");
   const uint32_t division = file.big_endian(2, "the time division");
@@ -129,21 +184,33 @@ MidiFile read_midi(const std::string& bytes, const std::string& name) {
   if (division & 0x8000u) file.fail("SMPTE time division is not supported (only ticks per quarter note)");
   if (division == 0) file.fail("the time division is 0 ticks per quarter note");
   out.ticks_per_quarter = static_cast<int>(division);
-  while (out.tracks.size() < tracks) {
-    if (file.done())
-      file.fail(fmt::format("truncated: {} tracks declared, {} found", tracks, out.tracks.size()));
-    const std::string type = file.tag();
-    const uint32_t length = file.big_endian(4, "a chunk length");
-    if (file.remaining() < length)
-      file.fail(fmt::format("truncated: a {} chunk declares {} bytes, {} remain", type == "MTrk" ? "track" : "chunk",
-                            length, file.remaining()));
-    const size_t begin = file.position();
-    file.take(length, "a chunk");
-    if (type != "MTrk") continue;  // unknown chunks are skipped, as the standard asks
-    Reader chunk(bytes, begin, begin + length, name, fmt::format("track {}", out.tracks.size() + 1));
-    out.tracks.push_back(read_track(chunk));
-  }
-  return out;
+  return tracks;
+}
+
+// The next chunk: a track is added to `out`, other chunks are skipped, as the standard asks. A
+// chunk whose length runs past the end of the file ends there.
+void read_chunk(Reader& file, MidiFile& out) {
+  const std::string type = file.tag();
+  const uint32_t length = file.big_endian(4, "a chunk length");
+  const bool cut = length > file.remaining();
+  Reader chunk = file.part(length, fmt::format("track {}", out.tracks.size() + 1));
+  if (type == "MTrk") out.tracks.push_back(read_track(chunk, cut));
+}
+
+}  // namespace
+
+MidiFile read_midi(const std::string& bytes, const std::string& name) {
+  Reader file(bytes, 0, bytes.size(), name, "");
+  if (bytes.size() < 4 || bytes.compare(0, 4, "MThd") != 0) file.fail("not a Standard MIDI File (no MThd header)");
+  file.tag();
+  MidiFile out;
+  const uint32_t declared = read_header(file, out);
+  // Fewer tracks than declared: the file ends after the last one present (or inside a chunk header).
+  while (out.tracks.size() < declared && file.remaining() >= kChunkHeaderBytes) read_chunk(file, out);
+  if (declared > 0 && out.tracks.empty())
+    file.truncated(fmt::format("{} track{} declared, the file ends before the first track chunk", declared,
+                               declared == 1 ? "" : "s"));
+  return out;  // bytes after the declared tracks are ignored
 }
 
 namespace {

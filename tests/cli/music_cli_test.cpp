@@ -42,7 +42,9 @@ TEST(CliMidi, EncodeDecodeEncodeGivesTheSameTokens) {
 TEST(CliMidi, DamagedFilesAndUnknownTokensAreNamed) {
   const fs::path dir = testing::fresh_folder("midi_cli_errors");
   const std::string bytes = read_text(kDebianFile);
-  std::ofstream(dir / "cut.mid", std::ios::binary) << bytes.substr(0, bytes.size() / 2);
+  // Cut inside its first track chunk's header: nothing can be read (a file cut later keeps its
+  // whole events, as players read it; tests/midi covers that).
+  std::ofstream(dir / "cut.mid", std::ios::binary) << bytes.substr(0, 20);
   auto run = run_cli("midi encode " + (dir / "cut.mid").string());
   EXPECT_EQ(run.status, 1);
   EXPECT_NE(run.output.find("cut.mid: at byte"), std::string::npos) << run.output;

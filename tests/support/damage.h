@@ -16,7 +16,7 @@ namespace spe::testing {
 // What a damaged copy may do besides being refused.
 enum class Damage {
   always_refused,    // checksummed formats (datasets, checkpoints): every damaged copy is an error
-  cuts_refused,      // formats that state their lengths (IDX, MIDI): every truncation is an error
+  cuts_refused,      // formats that state their lengths (IDX): every truncation is an error
   may_stay_valid,    // text (YAML, JSONL, CSV): a cut or flip can leave a valid file
 };
 

@@ -1,8 +1,10 @@
 #pragma once
 // Standard MIDI Files (SMF formats 0, 1 and 2): a reader that survives any input and a writer.
 // The reader checks every length against the bytes present before using it, never recurses,
-// and allocates at most a small multiple of the input: a truncated, corrupt or foreign file is
-// a MidiError naming the file, the byte offset and what is wrong (fuzzed: fuzz/fuzz_midi.cpp).
+// and allocates at most a small multiple of the input: a corrupt or foreign file is a MidiError
+// naming the file, the byte offset and what is wrong (fuzzed: fuzz/fuzz_midi.cpp). It reads the
+// deviations that players accept as docs/MIDI.md lists them: running status after meta and sysex
+// events, tracks without an end of track, a file cut short, fewer tracks than the header declares.
 #include <cstdint>
 #include <stdexcept>
 #include <string>
@@ -28,7 +30,9 @@ struct MidiEvent {
 };
 
 struct MidiTrack {
-  std::vector<MidiEvent> events;  // in file order, ticks non-decreasing, ending with end of track
+  // In file order, ticks non-decreasing, ending with end of track (read_midi adds one at the time
+  // of the last event to a track that lacks it).
+  std::vector<MidiEvent> events;
 };
 
 struct MidiFile {
