@@ -4,6 +4,7 @@
 BUILD_DIR ?= build
 JOBS ?= 2
 DEMO_DIR ?= out
+PREFIX ?= /usr/local
 
 FUZZ_SECONDS ?= 60
 SANITIZE_DIR ?= build-sanitize
@@ -13,7 +14,7 @@ SANITIZER_ENV = ASAN_OPTIONS=detect_stack_use_after_return=1:strict_init_order=1
   UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   LSAN_OPTIONS=suppressions=$(CURDIR)/tests/sanitize/lsan.supp:print_suppressions=0
 
-.PHONY: all setup configure build test test-sanitize demo fuzz clean
+.PHONY: all setup configure build test test-sanitize demo fuzz install clean
 
 all: build
 
@@ -28,6 +29,10 @@ build: configure
 
 test: build
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS)
+
+# libspe, its headers and CMake/pkg-config package, the CLI, the ops for Python, configs, docs.
+install: build
+	cmake --install $(BUILD_DIR) --prefix $(PREFIX)
 
 # The whole suite again, our code built with AddressSanitizer and UndefinedBehaviorSanitizer.
 test-sanitize: setup

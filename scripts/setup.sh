@@ -11,7 +11,7 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libcli11-dev nlohmann-json3-dev libyaml-cpp-dev libfmt-dev libspdlog-dev libcsv-dev zlib1g-dev
   gnuplot-nox
-  python3-torch
+  python3-torch python3-venv python3-pip python3-setuptools   # spe_torch: pip-installed into a venv
   dataset-fashion-mnist
   openttd-openmsx simutrans-data mma           # MIDI: two game soundtracks and MMA's groove library
   fluidsynth timgm6mb-soundfont                # MIDI to audio (spe generate --wav)

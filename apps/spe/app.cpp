@@ -11,7 +11,7 @@ namespace spe::cli {
 
 void add_commands(CLI::App& app, const std::vector<std::string>& command_line) {
   app.description("spe: stochastic positional encoding (SPE) and linear attention on LibTorch");
-  app.set_version_flag("--version", std::string("spe ") + spe::version());
+  app.set_version_flag("--version", [] { return std::string("spe ") + spe::version() + "\n" + installation_text(); });
   app.require_subcommand(0, 1);
   // The cores, or OMP_NUM_THREADS when a launcher (torchrun, spe train --nproc) sets it per worker.
   auto threads = std::make_shared<int>(static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));

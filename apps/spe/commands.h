@@ -30,6 +30,10 @@ inline CLI::Validator positive_integer() {
       "POSITIVE");
 }
 
+// Where this `spe` runs from: "prefix: DIR" when installed (DIR/bin/spe), else "build tree: DIR",
+// then the ops library Python should load (torch.ops.load_library), one per line.
+std::string installation_text();
+
 void add_info_command(CLI::App& app);
 void add_kernel_command(CLI::App& app);
 void add_bench_command(CLI::App& app);

@@ -4,6 +4,7 @@
 #include <torch/version.h>
 
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <set>
@@ -42,6 +43,7 @@ void print_env(const char* name) {
 
 void run_info(int64_t gemm_size) {
   std::cout << "spe " << spe::version() << "\n"
+            << installation_text()
             << "LibTorch " << TORCH_VERSION << "\n"
             << "compiler " << __VERSION__ << "\n"
             << "threads: intra-op " << at::get_num_threads() << ", inter-op "
@@ -62,6 +64,22 @@ void run_info(int64_t gemm_size) {
 }
 
 }  // namespace
+
+std::string installation_text() {
+  namespace fs = std::filesystem;
+  constexpr const char* kOpsLibrary = "libspe_torch_ops.so";
+  std::error_code error;
+  const fs::path exe = fs::read_symlink("/proc/self/exe", error);
+  if (error) return "installation: unknown (/proc/self/exe unreadable: " + error.message() + ")\n";
+  const fs::path dir = exe.parent_path();
+  // Installed: PREFIX/BINDIR/spe with the ops in PREFIX/LIBDIR; in a build tree they sit side by side.
+  const bool installed = dir.filename() == fs::path(SPE_INSTALL_BINDIR).filename();
+  const fs::path prefix = dir.parent_path();
+  const fs::path ops = installed ? prefix / SPE_INSTALL_LIBDIR / kOpsLibrary : dir / kOpsLibrary;
+  std::string text = installed ? "prefix: " + prefix.string() + "\n" : "build tree: " + dir.string() + "\n";
+  text += "Python ops library: " + ops.string();
+  return text + (fs::exists(ops, error) ? "\n" : " (not found)\n");
+}
 
 void add_info_command(CLI::App& app) {
   auto* sub = app.add_subcommand("info", "versions, BLAS in use, threads, measured GEMM rate");
