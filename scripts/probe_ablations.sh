@@ -50,6 +50,8 @@ lra-sine-exact-features | linear | sine_spe | $lra $exact_features
 lra-sine-exact-features-spread | linear | sine_spe | $lra $exact_features model.positional.init=spread
 lra-sine-exact-features-ungated | linear | sine_spe | $lra $exact_features model.positional.gated=false
 lra-sine-exact-features-spread-ungated | linear | sine_spe | $lra $exact_features model.positional.init=spread model.positional.gated=false
+lra-decay | linear | decay | $lra
+lra-decay-learnable | linear | decay | $lra model.positional.learnable_decay=true
 ROWS
 )
 

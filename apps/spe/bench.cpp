@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 #include <torch/csrc/autograd/autograd.h>
 
+#include <cmath>
 #include <cstdlib>
 #include <iostream>
 #include <memory>
@@ -125,6 +126,10 @@ void bench_causal(const BenchArgs& a) {
     };
     std::vector<Candidate> candidates{
         candidate("fused", [x, &a] { return ops::causal_linear_attention(x->q, x->k, x->v, 1e-6, a.chunk); })};
+    // model.positional.kind decay: the same attention with g^(m - n) on each pair (ATen chunked scan).
+    const at::Tensor log_decay = at::full({a.heads}, std::log(0.99), dtype);
+    candidates.push_back(candidate(
+        "decayed", [x, log_decay] { return decayed_linear_attention(x->q, x->k, x->v, log_decay, /*causal=*/true); }));
     if (a.reference && n <= a.reference_max_length)
       candidates.push_back(candidate("quadratic", [x] { return causal_linear_attention_quadratic(x->q, x->k, x->v); }));
     return candidates;

@@ -9,6 +9,7 @@
 #include "spe/encoding/absolute.h"
 #include "spe/encoding/rotary.h"
 #include "spe/encoding/relative.h"
+#include "spe/encoding/decay.h"
 #include "spe/attention/masks.h"
 #include "spe/attention/feature_maps.h"
 #include "spe/attention/softmax.h"

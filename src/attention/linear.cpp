@@ -16,6 +16,13 @@ at::Tensor mask_keys(const at::Tensor& phi_k, const at::Tensor& key_padding) {
   return phi_k * key_padding.to(phi_k.scalar_type()).view({phi_k.size(0), phi_k.size(1), 1, 1});
 }
 
+// (B, N, H, F) -> (B, H, chunks, C, F), zero rows after the end (they add nothing to any sum).
+at::Tensor chunk_blocks(const at::Tensor& x, int64_t chunk) {
+  const int64_t n = x.size(1), chunks = (n + chunk - 1) / chunk, padded = chunks * chunk;
+  at::Tensor t = padded == n ? x : at::constant_pad_nd(x, {0, 0, 0, 0, 0, padded - n});
+  return t.unflatten(1, {chunks, chunk}).permute({0, 3, 1, 2, 4});
+}
+
 void check_eps(const char* where, double eps) {
   TORCH_CHECK(eps > 0, where, ": eps must be positive, got ", eps);
 }
@@ -99,13 +106,8 @@ at::Tensor causal_product(const at::Tensor& a, const at::Tensor& b, const at::Te
   TORCH_CHECK(a.size(1) == b.size(1), "causal_product: a (", a.size(1), ") and b (", b.size(1),
               ") must have the same length");
   TORCH_CHECK(chunk > 0, "causal_product: chunk must be positive, got ", chunk);
-  const int64_t n = a.size(1), chunks = (n + chunk - 1) / chunk, padded = chunks * chunk;
-  // (B, N, H, F) -> (B, H, chunks, C, F), zero rows after the end (they add nothing to any sum)
-  auto blocks = [&](const at::Tensor& x) {
-    at::Tensor t = padded == n ? x : at::constant_pad_nd(x, {0, 0, 0, 0, 0, padded - n});
-    return t.unflatten(1, {chunks, chunk}).permute({0, 3, 1, 2, 4});
-  };
-  const at::Tensor ab = blocks(a), bb = blocks(b), vb = blocks(v);
+  const int64_t n = a.size(1);
+  const at::Tensor ab = chunk_blocks(a, chunk), bb = chunk_blocks(b, chunk), vb = chunk_blocks(v, chunk);
   at::Tensor inside = at::matmul(at::matmul(ab, bb.transpose(-1, -2)).tril(), vb);   // (B, H, chunks, C, Dv)
   at::Tensor states = at::matmul(bb.transpose(-1, -2), vb);                          // (B, H, chunks, P, Dv)
   at::Tensor before = states.cumsum(2) - states;                                      // chunks before each one
@@ -177,6 +179,87 @@ at::Tensor causal_linear_attention_step(const at::Tensor& phi_q_t, const at::Ten
   TORCH_CHECK(numerator_t.query.defined() && numerator_t.key.defined(),
               "causal_linear_attention_step: the positioned features are undefined");
   return absorb_and_read(phi_q_t, phi_k_t, v_t, numerator_t.query, numerator_t.key, state, eps);
+}
+
+namespace {
+
+void check_log_decay(const char* where, const at::Tensor& log_decay, const at::Tensor& x) {
+  TORCH_CHECK(log_decay.defined() && log_decay.dim() == 1 && log_decay.size(0) == x.size(2), where,
+              ": log_decay must be (H,) with H = ", x.size(2), ", got ",
+              log_decay.defined() ? log_decay.sizes() : at::IntArrayRef{});
+  TORCH_CHECK(log_decay.scalar_type() == x.scalar_type() && log_decay.device() == x.device(), where,
+              ": log_decay must have the inputs' dtype and device (", x.scalar_type(), ", ", x.device(), "), got ",
+              log_decay.scalar_type(), ", ", log_decay.device());
+}
+
+// g^e for e = exponents (any shape, >= 0) in every head: (H, *exponents.shape).
+at::Tensor powers(const at::Tensor& log_decay, const at::Tensor& exponents) {
+  std::vector<int64_t> shape{log_decay.size(0)};
+  shape.insert(shape.end(), exponents.dim(), 1);
+  return at::exp(log_decay.view(shape) * exponents.unsqueeze(0));
+}
+
+}  // namespace
+
+at::Tensor decayed_causal_product(const at::Tensor& a, const at::Tensor& b, const at::Tensor& v,
+                                  const at::Tensor& log_decay, int64_t chunk) {
+  const char* where = "decayed_causal_product";
+  check_qkv(where, a, b, v);
+  TORCH_CHECK(a.size(1) == b.size(1), where, ": a (", a.size(1), ") and b (", b.size(1), ") must have the same length");
+  TORCH_CHECK(chunk > 0, where, ": chunk must be positive, got ", chunk);
+  check_log_decay(where, log_decay, a);
+  const int64_t n = a.size(1);
+  const at::Tensor ab = chunk_blocks(a, chunk), bb = chunk_blocks(b, chunk), vb = chunk_blocks(v, chunk);
+  const at::Tensor i = at::arange(chunk, a.options());                       // position inside a chunk
+  const at::Tensor lag = i.unsqueeze(1) - i.unsqueeze(0);                    // (C, C): i - j
+  const at::Tensor inside_weights = powers(log_decay, lag.clamp_min(0)) * (lag >= 0);  // (H, C, C)
+  at::Tensor inside = at::matmul(at::matmul(ab, bb.transpose(-1, -2)) * inside_weights.unsqueeze(1), vb);
+  // Each chunk's sum_j g^(C - 1 - j) b_j v_j^T (at its last position), then the state before each
+  // chunk by the scan state_c = g^C state_(c-1) + sum_(c-1).
+  const at::Tensor to_end = powers(log_decay, (chunk - 1) - i).unsqueeze(1).unsqueeze(-1);  // (H, 1, C, 1)
+  const at::Tensor sums = at::matmul((bb * to_end).transpose(-1, -2), vb);                 // (B, H, chunks, P, Dv)
+  const at::Tensor per_chunk = at::exp(log_decay * static_cast<double>(chunk)).view({1, -1, 1, 1});
+  std::vector<at::Tensor> states{at::zeros_like(sums.select(2, 0))};
+  for (int64_t c = 1; c < ab.size(2); ++c) states.push_back(states.back() * per_chunk + sums.select(2, c - 1));
+  // A query at i reads the state g^(i + 1) later than the chunk's previous position.
+  const at::Tensor from_start = powers(log_decay, i + 1).unsqueeze(1).unsqueeze(-1);  // (H, 1, C, 1)
+  at::Tensor out = inside + at::matmul(ab * from_start, at::stack(states, 2));
+  return out.permute({0, 2, 3, 1, 4}).flatten(1, 2).narrow(1, 0, n);  // (B, N, H, Dv)
+}
+
+at::Tensor decayed_linear_attention(const at::Tensor& phi_q, const at::Tensor& phi_k, const at::Tensor& v,
+                                    const at::Tensor& log_decay, bool causal, const at::Tensor& key_padding,
+                                    double eps) {
+  const char* where = "decayed_linear_attention";
+  check_qkv(where, phi_q, phi_k, v);
+  check_eps(where, eps);
+  TORCH_CHECK(phi_q.size(1) == phi_k.size(1), where, ": queries (", phi_q.size(1), ") and keys (", phi_k.size(1),
+              ") must share their positions");
+  const at::Tensor keys = mask_keys(phi_k, key_padding);
+  // The normaliser rides along as a last value feature of ones: (B, N, H, Dv + 1).
+  const at::Tensor values = at::cat({v, at::ones_like(v.narrow(3, 0, 1))}, 3);
+  at::Tensor sums = decayed_causal_product(phi_q, keys, values, log_decay);
+  if (!causal) {  // the keys after each query: the same product backwards, less the pair (m, m)
+    auto flip = [](const at::Tensor& t) { return t.flip({1}); };
+    const at::Tensor itself = (phi_q * keys).sum(-1, true) * values;
+    sums = sums + flip(decayed_causal_product(flip(phi_q), flip(keys), flip(values), log_decay)) - itself;
+  }
+  const int64_t dv = v.size(3);
+  return sums.narrow(3, 0, dv) / sums.narrow(3, dv, 1).clamp_min(eps);
+}
+
+at::Tensor decayed_causal_linear_attention_step(const at::Tensor& phi_q_t, const at::Tensor& phi_k_t,
+                                                const at::Tensor& v_t, const at::Tensor& log_decay,
+                                                LinearAttentionState& state, double eps) {
+  const char* where = "decayed_causal_linear_attention_step";
+  TORCH_CHECK(state.kv.defined() && state.kv.dim() == 4 && state.normalizer.dim() == 3, where,
+              ": state must be made by LinearAttentionState::zeros");
+  TORCH_CHECK(log_decay.defined() && log_decay.dim() == 1 && log_decay.size(0) == state.kv.size(1), where,
+              ": log_decay must be (H,) with H = ", state.kv.size(1));
+  const at::Tensor g = at::exp(log_decay).to(state.kv.scalar_type());  // (H,)
+  state.kv = state.kv * g.view({1, -1, 1, 1});
+  state.normalizer = state.normalizer * g.view({1, -1, 1});
+  return absorb_and_read(phi_q_t, phi_k_t, v_t, phi_q_t, phi_k_t, state, eps);
 }
 
 }  // namespace spe

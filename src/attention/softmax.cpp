@@ -29,12 +29,19 @@ void check_qkv(const char* where, const at::Tensor& q, const at::Tensor& k, cons
 
 at::Tensor softmax_attention_weights(const at::Tensor& q, const at::Tensor& k,
                                      const AttentionMask& mask,
-                                     const RelativePositionImpl* relative) {
+                                     const RelativePositionImpl* relative, const at::Tensor& score_bias) {
   mask.check(q.size(0), k.size(1));
   // (B, H, Nq, Nk)
   at::Tensor scores = at::einsum("bihd,bjhd->bhij", {q, k});
   if (relative != nullptr) scores = scores + relative->key_logits(q, k.size(1));
   scores = scores / std::sqrt(static_cast<double>(q.size(3)));
+  if (score_bias.defined()) {
+    TORCH_CHECK(score_bias.dim() == 3 && score_bias.size(0) == q.size(2) && score_bias.size(1) == q.size(1) &&
+                    score_bias.size(2) == k.size(1),
+                "softmax_attention: score_bias must be (H, Nq, Nk) = (", q.size(2), ", ", q.size(1), ", ", k.size(1),
+                "), got ", score_bias.sizes());
+    scores = scores + score_bias;
+  }
   at::Tensor allowed = mask.allowed(q.size(1), k.size(1), q.device());
   if (!allowed.defined()) return at::softmax(scores, -1);
   // A stable softmax that gives zeros, not NaN, to a row without any allowed key.
@@ -47,13 +54,14 @@ at::Tensor softmax_attention_weights(const at::Tensor& q, const at::Tensor& k,
 }
 
 at::Tensor softmax_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                             const AttentionMask& mask, const RelativePositionImpl* relative) {
+                             const AttentionMask& mask, const RelativePositionImpl* relative,
+                             const at::Tensor& score_bias) {
   check_qkv("softmax_attention", q, k, v);
   TORCH_CHECK(relative == nullptr || !relative->options.on_values() ||
                   v.size(3) == relative->options.dim(),
               "softmax_attention: values have Dv = ", v.size(3),
               " but the relative value table has dim ", relative->options.dim());
-  at::Tensor weights = softmax_attention_weights(q, k, mask, relative);
+  at::Tensor weights = softmax_attention_weights(q, k, mask, relative, score_bias);
   at::Tensor out = at::einsum("bhij,bjhd->bihd", {weights, v});
   if (relative != nullptr && relative->options.on_values()) out = out + relative->value_term(weights);
   return out;

@@ -114,17 +114,21 @@ class RecurrentDecoder final : public Decoder {
       layer.keys = layer.keys.defined() ? at::cat({layer.keys, in.k}, 1) : in.k;
       layer.values = layer.values.defined() ? at::cat({layer.values, in.v}, 1) : in.v;
       out = softmax_attention(in.q, layer.keys, layer.values, AttentionMask::none(),
-                              attention.relative ? attention.relative.get() : nullptr);
+                              attention.relative ? attention.relative.get() : nullptr,
+                              attention.score_bias(position_, 1, layer.keys.size(1)));
     } else {
       const at::Tensor phi_q = in.q.select(1, 0), phi_k = in.k.select(1, 0), v = in.v.select(1, 0);  // (B, H, M)
       const bool positioned = in.numerator.query.defined();
       if (!layer.linear.kv.defined())
         layer.linear = LinearAttentionState::zeros(batch_, phi_k.size(1), phi_k.size(2), v.size(2), v.options(),
                                                    positioned ? in.numerator.key.size(3) : 0);
-      out = positioned ? causal_linear_attention_step(phi_q, phi_k, v,
-                                                      {in.numerator.query.select(1, 0), in.numerator.key.select(1, 0)},
-                                                      layer.linear)
-                       : causal_linear_attention_step(phi_q, phi_k, v, layer.linear);
+      if (attention.decay)
+        out = decayed_causal_linear_attention_step(phi_q, phi_k, v, attention.decay->log_decay(), layer.linear);
+      else
+        out = positioned ? causal_linear_attention_step(phi_q, phi_k, v,
+                                                        {in.numerator.query.select(1, 0), in.numerator.key.select(1, 0)},
+                                                        layer.linear)
+                         : causal_linear_attention_step(phi_q, phi_k, v, layer.linear);
       out = out.unsqueeze(1);
     }
     return attention.output(out.flatten(2));

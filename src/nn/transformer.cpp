@@ -132,6 +132,8 @@ void SelfAttentionImpl::reset() {
   if (p.kind() == PositionalKind::rotary) rotary = register_module("rotary", RotaryEncoding(positioned_dim(options)));
   if (p.kind() == PositionalKind::shaw)
     relative = register_module("relative", RelativePosition(RelativePositionOptions(d, p.clip())));
+  if (p.kind() == PositionalKind::decay)
+    decay = register_module("decay", Decay(DecayOptions(options.heads()).learnable(p.learnable_decay())));
   if (is_spe(p.kind())) {
     if (!p.shared_code()) make_spe(options, *this, sine_spe, conv_spe);
     spe_filter = register_module("spe_filter",
@@ -187,8 +189,15 @@ std::pair<at::Tensor, at::Tensor> SelfAttentionImpl::position(const at::Tensor& 
   return spe_filter->filter(q, k, *gated_code);
 }
 
+at::Tensor SelfAttentionImpl::score_bias(int64_t start, int64_t queries, int64_t keys) const {
+  return decay ? decay->score_bias(start, queries, keys) : at::Tensor();
+}
+
 at::Tensor SelfAttentionImpl::attend(const AttentionInputs& in, const AttentionMask& mask) {
-  if (!feature_map) return softmax_attention(in.q, in.k, in.v, mask, relative ? relative.get() : nullptr);
+  if (!feature_map)
+    return softmax_attention(in.q, in.k, in.v, mask, relative ? relative.get() : nullptr,
+                             score_bias(0, in.q.size(1), in.k.size(1)));
+  if (decay) return decayed_linear_attention(in.q, in.k, in.v, decay->log_decay(), mask.causal, mask.key_padding);
   if (in.numerator.query.defined())
     return mask.causal ? causal_linear_attention(in.q, in.k, in.v, in.numerator, mask.key_padding)
                        : linear_attention(in.q, in.k, in.v, in.numerator, mask.key_padding);

@@ -57,7 +57,8 @@ at::Tensor decode_all(Decoder& decoder, const at::Tensor& tokens) {
 TEST(Decoder, EveryKindMatchesTheFullForwardWithTheSameDraw) {
   std::vector<Case> cases;
   for (PositionalKind pe : {PositionalKind::none, PositionalKind::sinusoidal, PositionalKind::learned,
-                            PositionalKind::rotary, PositionalKind::sine_spe, PositionalKind::conv_spe})
+                            PositionalKind::rotary, PositionalKind::sine_spe, PositionalKind::conv_spe,
+                            PositionalKind::decay})
     for (AttentionKind attention : {AttentionKind::linear, AttentionKind::favor, AttentionKind::softmax})
       cases.push_back({pe, attention});
   cases.push_back({PositionalKind::shaw, AttentionKind::softmax});

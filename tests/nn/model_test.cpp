@@ -45,6 +45,11 @@ std::vector<Variant> every_variant() {
       o.positional().code(SPECodeKind::exact);
       variants.push_back({"exact " + variants.back().name, o});
     }
+  for (const auto& attention : kAttentionKinds) {
+    TransformerOptions o = small(PositionalKind::decay, attention.value);
+    o.positional().learnable_decay(true);
+    variants.push_back({std::string("learnable decay + ") + attention.name, o});
+  }
   TransformerOptions exact_softmax = small(PositionalKind::sine_spe, AttentionKind::softmax);
   exact_softmax.positional().code(SPECodeKind::exact);
   variants.push_back({"exact sine_spe + softmax", exact_softmax});

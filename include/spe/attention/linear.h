@@ -49,6 +49,22 @@ at::Tensor causal_linear_attention(const at::Tensor& phi_q, const at::Tensor& ph
 // inside each chunk and prefix sums of b_n v_n^T across chunks (ATen ops, any device, autograd).
 at::Tensor causal_product(const at::Tensor& a, const at::Tensor& b, const at::Tensor& v, int64_t chunk = 64);
 
+// Exponential decay with the distance (encoding/decay.h; RetNet's retention with a normaliser):
+//   out_m = sum_n g_h^|m - n| (phi_q_m . phi_k_n) v_n / max(sum_n g_h^|m - n| phi_q_m . phi_k_n, eps)
+// over n <= m when causal, every n otherwise (both Nq == Nk: queries and keys share positions).
+// log_decay: (H,), log g_h <= 0; other arguments as for linear_attention. Differentiable in every
+// input, log_decay included; linear in N (decayed_causal_product, twice when not causal).
+at::Tensor decayed_linear_attention(const at::Tensor& phi_q, const at::Tensor& phi_k, const at::Tensor& v,
+                                    const at::Tensor& log_decay, bool causal, const at::Tensor& key_padding = {},
+                                    double eps = 1e-6);
+
+// sum_{n <= m} g_h^(m - n) (a_m . b_n) v_n for a, b: (B, N, H, P), v: (B, N, H, Dv), log_decay
+// (H,) -> (B, N, H, Dv), in chunks of `chunk` positions: a decayed C x C product inside each chunk
+// and a state carried across chunks (decayed by g^C per chunk). Every power of g it forms has a
+// non-negative exponent, so no factor overflows at any N.
+at::Tensor decayed_causal_product(const at::Tensor& a, const at::Tensor& b, const at::Tensor& v,
+                                  const at::Tensor& log_decay, int64_t chunk = 64);
+
 // The prefix sums of causal linear attention after `position` tokens.
 struct LinearAttentionState {
   at::Tensor kv;          // (B, H, P, Dv): sum_n psi(k_n) v_n^T (psi = phi without positioned features)
@@ -74,5 +90,11 @@ at::Tensor causal_linear_attention_step(const at::Tensor& phi_q_t, const at::Ten
 at::Tensor causal_linear_attention_step(const at::Tensor& phi_q_t, const at::Tensor& phi_k_t,
                                         const at::Tensor& v_t, const PositionedFeatures& numerator_t,
                                         LinearAttentionState& state, double eps = 1e-6);
+
+// The decayed step: the state decays by g_h, then absorbs (phi_k_t, v_t) and is read with
+// phi_q_t; equals decayed_linear_attention (causal) at this position. log_decay: (H,).
+at::Tensor decayed_causal_linear_attention_step(const at::Tensor& phi_q_t, const at::Tensor& phi_k_t,
+                                                const at::Tensor& v_t, const at::Tensor& log_decay,
+                                                LinearAttentionState& state, double eps = 1e-6);
 
 }  // namespace spe

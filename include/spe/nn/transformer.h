@@ -6,6 +6,7 @@
 //   shaw:              adds learned a^K, a^V inside softmax attention (Shaw et al. 2018)
 //   sine_spe/conv_spe: filters q, k -> qhat, khat (B, N, H, R) with a code drawn per forward,
 //                      one code for all layers when shared_code, and a gate per layer
+//   decay:             weighs the pair (m, n) by g_h^|m - n| (per head; softmax and linear)
 #include <torch/arg.h>
 #include <torch/nn/cloneable.h>
 #include <torch/nn/modules/container/modulelist.h>
@@ -22,6 +23,7 @@
 #include "spe/attention/masks.h"
 #include "spe/encoding/absolute.h"
 #include "spe/encoding/conv_spe.h"
+#include "spe/encoding/decay.h"
 #include "spe/encoding/relative.h"
 #include "spe/encoding/rotary.h"
 #include "spe/encoding/sine_spe.h"
@@ -30,12 +32,12 @@
 
 namespace spe::nn {
 
-enum class PositionalKind { none, sinusoidal, learned, rotary, shaw, sine_spe, conv_spe };
+enum class PositionalKind { none, sinusoidal, learned, rotary, shaw, sine_spe, conv_spe, decay };
 inline constexpr Choice<PositionalKind> kPositionalKinds[] = {
     {"none", PositionalKind::none},   {"sinusoidal", PositionalKind::sinusoidal},
     {"learned", PositionalKind::learned}, {"rotary", PositionalKind::rotary},
     {"shaw", PositionalKind::shaw},   {"sine_spe", PositionalKind::sine_spe},
-    {"conv_spe", PositionalKind::conv_spe}};
+    {"conv_spe", PositionalKind::conv_spe}, {"decay", PositionalKind::decay}};
 
 // Where a relative encoding acts: on q, k before the feature map, or on phi(q), phi(k) in the
 // numerator of linear attention (linear.h, PositionedFeatures).
@@ -69,6 +71,7 @@ struct PositionalOptions {
   TORCH_ARG(PositionalPlace, place) = PositionalPlace::inputs;  // rotary, SPE: see PositionalPlace
   TORCH_ARG(SPECodeKind, code) = SPECodeKind::sampled;          // sine_spe
   TORCH_ARG(SineInit, init) = SineInit::reference;              // sine_spe: how the frequencies start
+  TORCH_ARG(bool, learnable_decay) = false;                     // decay: train the per-head decays
 };
 
 struct AttentionOptions {
@@ -129,6 +132,9 @@ class SelfAttentionImpl : public torch::nn::Cloneable<SelfAttentionImpl> {
   AttentionInputs prepare(const at::Tensor& x, int64_t start, const SPECode* gated_code, SineSPEImpl* shared_sine);
   // The layer's attention function on prepared inputs (whole sequences) -> (B, N, H, Dv).
   at::Tensor attend(const AttentionInputs& in, const AttentionMask& mask);
+  // Softmax: the scores' positional bias for queries at start .. start + Nq - 1 and keys at
+  // 0 .. Nk - 1, (H, Nq, Nk) (decay), undefined when the layer has none.
+  at::Tensor score_bias(int64_t start, int64_t queries, int64_t keys) const;
   TransformerOptions options;
   torch::nn::Linear query{nullptr}, key{nullptr}, value{nullptr}, output{nullptr};
   RotaryEncoding rotary{nullptr};
@@ -136,6 +142,7 @@ class SelfAttentionImpl : public torch::nn::Cloneable<SelfAttentionImpl> {
   SineSPE sine_spe{nullptr};  // own SPE when the code is not shared
   ConvSPE conv_spe{nullptr};
   SPEFilter spe_filter{nullptr};
+  Decay decay{nullptr};
   FeatureMap feature_map{nullptr};
 
  private:
