@@ -10,6 +10,8 @@
 
 #include "commands.h"
 #include "gnuplot.h"
+#include "spe/encoding/rotary.h"
+#include "spe/nn/model.h"
 #include "spe/train/trainer.h"
 #include "spe/util/files.h"
 
@@ -20,6 +22,8 @@ struct ExtrapolateArgs {
   std::vector<std::string> checkpoints;
   std::string data_dir, split = "test", png, json;
   int64_t length = 0, bins = 32, batch_size = 8, seed = 1;
+  std::string rope_scaling = "none";
+  double factor = 0;  // 0: --length over each checkpoint's training length
 };
 
 struct ModelCurve {
@@ -76,19 +80,44 @@ void plot(const ExtrapolateArgs& a, const std::vector<ModelCurve>& curves) {
   plot_png(a.png, script + "\n" + data, 900, 560);
 }
 
+// --rope-scaling: every rotary encoding of the model scaled for evaluation at --length; returns
+// the factor used. A model without rotary is refused (the option would change nothing).
+double scale_rotary(nn::Model& model, RotaryScaling scaling, const ExtrapolateArgs& a, const std::string& checkpoint,
+                    int64_t trained) {
+  if (scaling == RotaryScaling::none) return 1.0;
+  const double factor = a.factor > 0 ? a.factor : std::max(1.0, static_cast<double>(a.length) / trained);
+  int64_t scaled = 0;
+  for (const auto& module : model->modules())
+    if (auto* rotary = module->as<RotaryEncodingImpl>()) {
+      rotary->set_scaling(scaling, factor, trained);
+      ++scaled;
+    }
+  if (scaled == 0)
+    throw std::invalid_argument(fmt::format("--rope-scaling {}: {} has no rotary encoding (model.positional.kind is {})",
+                                            a.rope_scaling, checkpoint,
+                                            choice_name(model->options.transformer().positional().kind(),
+                                                        nn::kPositionalKinds)));
+  return factor;
+}
+
 void run(const ExtrapolateArgs& a) {
+  const RotaryScaling scaling = parse_choice("--rope-scaling", a.rope_scaling, kRotaryScalings);
   std::vector<ModelCurve> curves;
   nlohmann::json lines = nlohmann::json::array();
   for (const std::string& checkpoint : a.checkpoints) {
     train::SavedModel saved = train::load_saved_model(checkpoint);
+    const int64_t trained_length = saved.header.config.data.max_length;
+    const double factor = scale_rotary(saved.model, scaling, a, checkpoint, trained_length);
     const data::Dataset dataset = train::load_split_for(saved.header, a.split, a.data_dir);
     const train::PositionLosses losses =
         train::position_losses(*saved.model, dataset, a.length, a.batch_size, static_cast<uint64_t>(a.seed));
-    ModelCurve c{run_name(checkpoint), saved.header.config.data.max_length, losses.windows,
-                 bin_means(losses.loss, std::min<int64_t>(a.bins, a.length - 1))};
+    std::string name = run_name(checkpoint);
+    if (a.rope_scaling != "none") name += fmt::format(" ({} x{:.3g})", a.rope_scaling, factor);
+    ModelCurve c{name, trained_length, losses.windows, bin_means(losses.loss, std::min<int64_t>(a.bins, a.length - 1))};
     const auto trained = static_cast<size_t>(c.trained_length);
     const double inside = mean_over(losses.loss, 0, trained), beyond = mean_over(losses.loss, trained, losses.loss.size());
-    lines.push_back({{"model", c.name}, {"checkpoint", checkpoint}, {"trained_length", c.trained_length},
+    lines.push_back({{"model", c.name}, {"checkpoint", checkpoint}, {"rope_scaling", a.rope_scaling},
+                     {"factor", factor}, {"trained_length", c.trained_length},
                      {"length", a.length}, {"windows", c.windows}, {"nll_within_trained_length", inside},
                      {"nll_beyond_trained_length", beyond}, {"nll_bins", c.bins}});
     std::cout << lines.back().dump() << "\n";
@@ -133,6 +162,11 @@ void add_extrapolate_command(CLI::App& app) {
       ->check(positive_integer())
       ->capture_default_str();
   sub->add_option("--seed", args->seed, "seed of the SPE draws")->capture_default_str();
+  sub->add_option("--rope-scaling", args->rope_scaling,
+                  "rotary models: linear (position interpolation), ntk (NTK-aware) or yarn, for --length")
+      ->capture_default_str();
+  sub->add_option("--factor", args->factor, "the rope scaling factor (default: --length over the training length)")
+      ->check(CLI::Range(1.0, 1e6));
   sub->add_option("--png", args->png, "plot of the loss against position");
   sub->add_option("--json", args->json, "the results as JSON lines");
   sub->callback([args] { run(*args); });

@@ -2,6 +2,7 @@
 // `spe generate` (MIDI and piano roll) and `spe extrapolate`, and the mistakes they name.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -103,6 +104,32 @@ TEST(CliMusic, DataTrainGenerateAndExtrapolate) {
   run = run_cli("extrapolate --checkpoint " + checkpoint + " --length 100000");
   EXPECT_EQ(run.status, 1);
   EXPECT_NE(run.output.find("has 100000 tokens"), std::string::npos) << run.output;
+  run = run_cli("extrapolate --checkpoint " + checkpoint + " --length 256 --rope-scaling yarn");
+  EXPECT_EQ(run.status, 1);
+  EXPECT_NE(run.output.find("has no rotary encoding (model.positional.kind is sine_spe)"), std::string::npos)
+      << run.output;
+
+  // A rotary model evaluated at 4x its length with each scaling: the factor defaults to 256 / 64.
+  run = run_cli("train --config " SPE_SOURCE_DIR "/configs/music/lm.yaml --out " + (dir / "rope").string() +
+                " --no-progress --set data.dir=" + (dir / "data").string() +
+                " data.max_length=64 model.dim=16 model.heads=2 model.layers=1 model.ffn_dim=32"
+                " model.positional.kind=rotary train.steps=2 train.batch_size=4 train.warmup_steps=1"
+                " train.eval_every=2 train.checkpoint_every=2 train.log_every=1 train.eval_batches=1");
+  ASSERT_EQ(run.status, 0) << run.output;
+  for (const char* scaling : {"linear", "ntk", "yarn"}) {
+    run = run_cli("extrapolate --checkpoint " + (dir / "rope" / "checkpoint.pt").string() +
+                  " --length 256 --bins 2 --rope-scaling " + scaling + " --json " + (dir / "r.jsonl").string());
+    ASSERT_EQ(run.status, 0) << run.output;
+    const auto scaled = nlohmann::json::parse(read_text(dir / "r.jsonl"));
+    EXPECT_EQ(scaled["rope_scaling"].get<std::string>(), scaling);
+    EXPECT_DOUBLE_EQ(scaled["factor"].get<double>(), 4.0);
+    EXPECT_TRUE(std::isfinite(scaled["nll_beyond_trained_length"].get<double>()));
+  }
+  run = run_cli("extrapolate --checkpoint " + (dir / "rope" / "checkpoint.pt").string() +
+                " --length 256 --rope-scaling cubic");
+  EXPECT_EQ(run.status, 1);
+  EXPECT_NE(run.output.find("--rope-scaling: 'cubic' is not one of: none, linear, ntk, yarn"), std::string::npos)
+      << run.output;
 }
 
 }  // namespace

@@ -62,6 +62,67 @@ TEST(RotaryEncoding, RotatesPairsByPositionAngles) {
       }
 }
 
+// Each scaling's theta_i, written out from its paper's formula, one pair at a time.
+double scaled_frequency(RotaryScaling scaling, int64_t i, int64_t D, double s, int64_t L) {
+  const double theta = std::pow(10000.0, -2.0 * i / D);
+  switch (scaling) {
+    case RotaryScaling::none: return theta;
+    case RotaryScaling::linear: return theta / s;                                     // n / s for n
+    case RotaryScaling::ntk: return std::pow(10000.0 * std::pow(s, D / (D - 2.0)), -2.0 * i / D);
+    case RotaryScaling::yarn: {
+      const double periods = L / (2 * M_PI / theta);                                  // L / wavelength
+      const double kept = std::min(1.0, std::max(0.0, (periods - 1.0) / 31.0));
+      return (1 - kept) * theta / s + kept * theta;
+    }
+  }
+  return 0;
+}
+
+TEST(RotaryEncoding, LengthScalingsFollowTheirFormulas) {
+  const int64_t D = 16, L = 64;
+  at::manual_seed(4);
+  const at::Tensor x = at::randn({1, 3, 1, D}, at::kDouble);
+  for (const auto& choice : kRotaryScalings)
+    for (double s : {1.0, 4.0}) {
+      SCOPED_TRACE(std::string(choice.name) + " x" + std::to_string(s));
+      RotaryEncoding rope(RotaryEncodingOptions(D).scaling(choice.value).factor(s).original_length(L));
+      const at::Tensor y = rope->forward(x, 100);
+      const double magnitude = choice.value == RotaryScaling::yarn ? 0.1 * std::log(s) + 1 : 1.0;
+      for (int64_t n = 0; n < 3; ++n)
+        for (int64_t i = 0; i < D / 2; ++i) {
+          const double angle = (n + 100) * scaled_frequency(choice.value, i, D, s, L);
+          const double a = x[0][n][0][2 * i].item<double>(), b = x[0][n][0][2 * i + 1].item<double>();
+          EXPECT_NEAR(y[0][n][0][2 * i].item<double>(), magnitude * (a * std::cos(angle) - b * std::sin(angle)), 1e-10);
+          EXPECT_NEAR(y[0][n][0][2 * i + 1].item<double>(), magnitude * (a * std::sin(angle) + b * std::cos(angle)),
+                      1e-10);
+        }
+    }
+}
+
+TEST(RotaryEncoding, ScalingKeepsTheRelativeFormAndStretchesTheSlowPairs) {
+  const int64_t D = 16, L = 1024;  // yarn: the fastest pair turns 163 times within L (> 32: kept)
+  for (RotaryScaling scaling : {RotaryScaling::linear, RotaryScaling::ntk, RotaryScaling::yarn}) {
+    SCOPED_TRACE(choice_name(scaling, kRotaryScalings));
+    RotaryEncoding rope(D);
+    rope->set_scaling(scaling, 4.0, L);
+    const at::Tensor q = at::randn({1, 1, 1, D}, at::kDouble), k = at::randn({1, 1, 1, D}, at::kDouble);
+    auto score = [&](int64_t m, int64_t n) { return (rope->forward(q, m) * rope->forward(k, n)).sum().item<double>(); };
+    for (int64_t shift : {1, 500}) EXPECT_NEAR(score(shift + 9, shift), score(9, 0), 1e-9);
+    // The slowest pair turns 4 times slower under every scaling; the fastest stays under ntk and yarn.
+    const at::Tensor plain = RotaryEncoding(D)->frequencies(), scaled = rope->frequencies();
+    EXPECT_NEAR(scaled[D / 2 - 1].item<double>(), plain[D / 2 - 1].item<double>() / 4, 1e-15);
+    if (scaling != RotaryScaling::linear) {
+      EXPECT_DOUBLE_EQ(scaled[0].item<double>(), plain[0].item<double>());
+    }
+  }
+  RotaryEncoding rope(D);
+  EXPECT_ERROR_CONTAINS(rope->set_scaling(RotaryScaling::linear, 0.5), "the scaling factor is 0.5, expected a finite value >= 1");
+  EXPECT_ERROR_CONTAINS(rope->set_scaling(RotaryScaling::yarn, 2.0), "yarn scaling needs original_length");
+  EXPECT_EQ(rope->options.scaling(), RotaryScaling::none);  // a refused change leaves the encoding as it was
+  EXPECT_ERROR_CONTAINS(RotaryEncoding(RotaryEncodingOptions(2).scaling(RotaryScaling::ntk).factor(2)),
+                        "ntk scaling needs dim >= 4, got 2");
+}
+
 TEST(RotaryEncoding, ScoreDependsOnlyOnTheOffset) {
   const int64_t D = 8;
   RotaryEncoding rope(D);
