@@ -52,6 +52,7 @@ lra-sine-exact-features-ungated | linear | sine_spe | $lra $exact_features model
 lra-sine-exact-features-spread-ungated | linear | sine_spe | $lra $exact_features model.positional.init=spread model.positional.gated=false
 lra-decay | linear | decay | $lra
 lra-decay-learnable | linear | decay | $lra model.positional.learnable_decay=true
+lra-toeplitz | linear | toeplitz | $lra
 ROWS
 )
 

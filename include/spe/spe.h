@@ -10,6 +10,7 @@
 #include "spe/encoding/rotary.h"
 #include "spe/encoding/relative.h"
 #include "spe/encoding/decay.h"
+#include "spe/encoding/toeplitz.h"
 #include "spe/attention/masks.h"
 #include "spe/attention/feature_maps.h"
 #include "spe/attention/softmax.h"

@@ -262,4 +262,38 @@ at::Tensor decayed_causal_linear_attention_step(const at::Tensor& phi_q_t, const
   return absorb_and_read(phi_q_t, phi_k_t, v_t, phi_q_t, phi_k_t, state, eps);
 }
 
+at::Tensor toeplitz_linear_attention(const at::Tensor& phi_q, const at::Tensor& phi_k, const at::Tensor& v,
+                                     const at::Tensor& lag_bias, bool causal, const at::Tensor& key_padding,
+                                     double eps) {
+  const char* where = "toeplitz_linear_attention";
+  check_qkv(where, phi_q, phi_k, v);
+  check_eps(where, eps);
+  const int64_t n = phi_q.size(1), h = phi_q.size(2), dv = v.size(3);
+  TORCH_CHECK(phi_k.size(1) == n, where, ": queries (", n, ") and keys (", phi_k.size(1), ") must share their positions");
+  TORCH_CHECK(lag_bias.defined() && lag_bias.dim() == 2 && lag_bias.size(0) == h && lag_bias.size(1) == 2 * n - 1,
+              where, ": lag_bias must be (H, 2N - 1) = (", h, ", ", 2 * n - 1, "), got ",
+              lag_bias.defined() ? lag_bias.sizes() : at::IntArrayRef{});
+  TORCH_CHECK(lag_bias.scalar_type() == phi_q.scalar_type() && lag_bias.device() == phi_q.device(), where,
+              ": lag_bias must have the inputs' dtype and device (", phi_q.scalar_type(), ", ", phi_q.device(), ")");
+  // The weights of lags -(N - 1) .. N - 1, then the first column of the 2N circulant that holds
+  // the Toeplitz matrix: lags 0 .. N - 1, a zero, lags -(N - 1) .. -1.
+  at::Tensor weights = at::exp(lag_bias);  // (H, 2N - 1)
+  at::Tensor before = weights.narrow(1, 0, n - 1), after = weights.narrow(1, n - 1, n);
+  if (causal) before = at::zeros_like(before);
+  const at::Tensor column = at::cat({after, at::zeros_like(after.narrow(1, 0, 1)), before}, 1);  // (H, 2N)
+  // Each (feature, value feature) pair of the keys' outer products, along the positions; the
+  // normaliser rides along as a last value feature of ones.
+  const at::Tensor values = at::cat({v, at::ones_like(v.narrow(3, 0, 1))}, 3);               // (B, N, H, Dv + 1)
+  const at::Tensor pairs = at::einsum("bnhm,bnhd->bhmdn", {mask_keys(phi_k, key_padding), values});
+  const at::Tensor spectrum = at::fft_rfft(column, 2 * n).view({1, h, 1, 1, n + 1});
+  const at::Tensor sums = at::fft_irfft(at::fft_rfft(pairs, 2 * n) * spectrum, 2 * n).narrow(-1, 0, n);
+  const at::Tensor read = at::einsum("bnhm,bhmdn->bnhd", {phi_q, sums});  // (B, N, H, Dv + 1)
+  const at::Tensor out = read.narrow(3, 0, dv) / read.narrow(3, dv, 1).clamp_min(eps);
+  if (!key_padding.defined()) return out;
+  // A query that sees no key gets zeros, as in the other forms, not the FFT's rounding over eps.
+  const at::Tensor real = key_padding.to(at::kLong);  // (B, N)
+  const at::Tensor seen = causal ? real.cumsum(1) : real.sum(1, true).expand_as(real);
+  return out * (seen > 0).to(out.scalar_type()).view({seen.size(0), n, 1, 1});
+}
+
 }  // namespace spe

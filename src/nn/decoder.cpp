@@ -60,6 +60,10 @@ class RecurrentDecoder final : public Decoder {
  public:
   RecurrentDecoder(Model model, int64_t batch, OptionalGenerator generator) : Decoder(batch), model_(std::move(model)) {
     const TransformerOptions& o = model_->options.transformer();
+    if (o.positional().kind() == PositionalKind::toeplitz && o.attention().kind() != AttentionKind::softmax)
+      throw std::invalid_argument("recurrent decoding: toeplitz positions under linear attention have no recurrent "
+                                  "state (each earlier key's weight differs for every later query); use the prefix "
+                                  "decoder");
     if (o.positional().kind() == PositionalKind::conv_spe && o.positional().conv_ndim() != 1)
       throw std::invalid_argument("recurrent decoding: 2-D convSPE has no order of positions to extend; use the "
                                   "prefix decoder");

@@ -93,7 +93,8 @@ void check_transformer_options(const TransformerOptions& o) {
     fail(fmt::format("rotary needs an even head dimension, dim / heads is {}", head_dim(o)));
   if (p.kind() == PositionalKind::shaw && a.kind() != AttentionKind::softmax)
     fail("shaw relative positions act inside softmax attention: set attention.kind to softmax");
-  if (p.kind() == PositionalKind::shaw && p.clip() < 1) fail(fmt::format("shaw clip is {}, expected >= 1", p.clip()));
+  if ((p.kind() == PositionalKind::shaw || p.kind() == PositionalKind::toeplitz) && p.clip() < 1)
+    fail(fmt::format("{} clip is {}, expected >= 1", choice_name(p.kind(), kPositionalKinds), p.clip()));
   if (p.kind() == PositionalKind::learned && p.max_length() < 1)
     fail(fmt::format("learned max_length is {}, expected >= 1", p.max_length()));
   if (is_spe(p.kind()) && p.realizations() < 1)
@@ -134,6 +135,8 @@ void SelfAttentionImpl::reset() {
     relative = register_module("relative", RelativePosition(RelativePositionOptions(d, p.clip())));
   if (p.kind() == PositionalKind::decay)
     decay = register_module("decay", Decay(DecayOptions(options.heads()).learnable(p.learnable_decay())));
+  if (p.kind() == PositionalKind::toeplitz)
+    toeplitz = register_module("toeplitz", ToeplitzBias(ToeplitzBiasOptions(options.heads()).clip(p.clip())));
   if (is_spe(p.kind())) {
     if (!p.shared_code()) make_spe(options, *this, sine_spe, conv_spe);
     spe_filter = register_module("spe_filter",
@@ -190,7 +193,8 @@ std::pair<at::Tensor, at::Tensor> SelfAttentionImpl::position(const at::Tensor& 
 }
 
 at::Tensor SelfAttentionImpl::score_bias(int64_t start, int64_t queries, int64_t keys) const {
-  return decay ? decay->score_bias(start, queries, keys) : at::Tensor();
+  if (decay) return decay->score_bias(start, queries, keys);
+  return toeplitz ? toeplitz->score_bias(start, queries, keys) : at::Tensor();
 }
 
 at::Tensor SelfAttentionImpl::attend(const AttentionInputs& in, const AttentionMask& mask) {
@@ -198,6 +202,9 @@ at::Tensor SelfAttentionImpl::attend(const AttentionInputs& in, const AttentionM
     return softmax_attention(in.q, in.k, in.v, mask, relative ? relative.get() : nullptr,
                              score_bias(0, in.q.size(1), in.k.size(1)));
   if (decay) return decayed_linear_attention(in.q, in.k, in.v, decay->log_decay(), mask.causal, mask.key_padding);
+  if (toeplitz)
+    return toeplitz_linear_attention(in.q, in.k, in.v, toeplitz->lag_bias(in.q.size(1)), mask.causal,
+                                     mask.key_padding);
   if (in.numerator.query.defined())
     return mask.causal ? causal_linear_attention(in.q, in.k, in.v, in.numerator, mask.key_padding)
                        : linear_attention(in.q, in.k, in.v, in.numerator, mask.key_padding);

@@ -140,10 +140,11 @@ TEST(CliBench, EveryScenarioReportsItsMeasurements) {
   CliRun causal = run_cli("bench causal --batch 1 --heads 2 --length 96 --dim 8 --value-dim 8 --chunk 32 --repeats 1");
   ASSERT_EQ(causal.status, 0) << causal.output;
   auto lines = json_lines(causal.output);
-  ASSERT_EQ(lines.size(), 2u) << causal.output;
+  ASSERT_EQ(lines.size(), 3u) << causal.output;
   EXPECT_EQ(lines[0]["impl"], "fused");
   EXPECT_EQ(lines[0]["fused_speedup"], 1);
-  EXPECT_EQ(lines[1]["impl"], "quadratic");
+  EXPECT_EQ(lines[1]["impl"], "decayed");
+  EXPECT_EQ(lines[2]["impl"], "quadratic");
   for (const auto& l : lines) {
     EXPECT_GT(l["forward_s"].get<double>(), 0);
     EXPECT_GT(l["gemm_gflops"].get<double>(), 0);

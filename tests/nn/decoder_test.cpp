@@ -62,6 +62,7 @@ TEST(Decoder, EveryKindMatchesTheFullForwardWithTheSameDraw) {
     for (AttentionKind attention : {AttentionKind::linear, AttentionKind::favor, AttentionKind::softmax})
       cases.push_back({pe, attention});
   cases.push_back({PositionalKind::shaw, AttentionKind::softmax});
+  cases.push_back({PositionalKind::toeplitz, AttentionKind::softmax});
   for (PositionalKind pe : {PositionalKind::sine_spe, PositionalKind::conv_spe}) {
     cases.push_back({pe, AttentionKind::linear, false, true});
     cases.push_back({pe, AttentionKind::linear, true, false});
@@ -118,6 +119,10 @@ TEST(Decoder, RefusesWhatItCannotDecode) {
   Model classifier(ModelOptions(ModelKind::classifier, o));
   classifier->eval();
   EXPECT_ERROR_CONTAINS(make_decoder(DecoderKind::prefix, classifier, 1);, "needs a language model");
+  Model toeplitz = float64_language_model({PositionalKind::toeplitz, AttentionKind::linear});
+  EXPECT_ERROR_CONTAINS(make_decoder(DecoderKind::recurrent, toeplitz, 1);,
+                        "toeplitz positions under linear attention have no recurrent state");
+  EXPECT_NO_THROW(make_decoder(DecoderKind::prefix, toeplitz, 1));
 }
 
 // The copy continues the original's stream, and each then moves on its own. (That the copies are

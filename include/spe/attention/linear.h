@@ -65,6 +65,16 @@ at::Tensor decayed_linear_attention(const at::Tensor& phi_q, const at::Tensor& p
 at::Tensor decayed_causal_product(const at::Tensor& a, const at::Tensor& b, const at::Tensor& v,
                                   const at::Tensor& log_decay, int64_t chunk = 64);
 
+// A relative bias under kernelized attention (Luo et al., NeurIPS 2021; encoding/toeplitz.h):
+//   out_m = sum_n e^(b_h(m - n)) (phi_q_m . phi_k_n) v_n / max(sum_n e^(b_h(m - n)) phi_q_m . phi_k_n, eps)
+// over n <= m when causal, every n otherwise (Nq == Nk). lag_bias: (H, 2N - 1), b_h for lags
+// -(N - 1) .. N - 1. The Toeplitz sums sum_n e^(b(m - n)) phi_k_n v_n^T are circulant products
+// of length 2N by FFT: O(N log N) per (feature, value feature) pair, with (B, H, M, Dv + 1, 2N)
+// held in memory. No recurrent form (a new key's weight differs for every later query).
+at::Tensor toeplitz_linear_attention(const at::Tensor& phi_q, const at::Tensor& phi_k, const at::Tensor& v,
+                                     const at::Tensor& lag_bias, bool causal, const at::Tensor& key_padding = {},
+                                     double eps = 1e-6);
+
 // The prefix sums of causal linear attention after `position` tokens.
 struct LinearAttentionState {
   at::Tensor kv;          // (B, H, P, Dv): sum_n psi(k_n) v_n^T (psi = phi without positioned features)

@@ -7,6 +7,8 @@
 //   sine_spe/conv_spe: filters q, k -> qhat, khat (B, N, H, R) with a code drawn per forward,
 //                      one code for all layers when shared_code, and a gate per layer
 //   decay:             weighs the pair (m, n) by g_h^|m - n| (per head; softmax and linear)
+//   toeplitz:          weighs it by e^(b_h(m - n)), b learned per clipped lag (linear: by FFT;
+//                      softmax: b added to the scores)
 #include <torch/arg.h>
 #include <torch/nn/cloneable.h>
 #include <torch/nn/modules/container/modulelist.h>
@@ -28,16 +30,18 @@
 #include "spe/encoding/rotary.h"
 #include "spe/encoding/sine_spe.h"
 #include "spe/encoding/spe_filter.h"
+#include "spe/encoding/toeplitz.h"
 #include "spe/util/choices.h"
 
 namespace spe::nn {
 
-enum class PositionalKind { none, sinusoidal, learned, rotary, shaw, sine_spe, conv_spe, decay };
+enum class PositionalKind { none, sinusoidal, learned, rotary, shaw, sine_spe, conv_spe, decay, toeplitz };
 inline constexpr Choice<PositionalKind> kPositionalKinds[] = {
     {"none", PositionalKind::none},   {"sinusoidal", PositionalKind::sinusoidal},
     {"learned", PositionalKind::learned}, {"rotary", PositionalKind::rotary},
     {"shaw", PositionalKind::shaw},   {"sine_spe", PositionalKind::sine_spe},
-    {"conv_spe", PositionalKind::conv_spe}, {"decay", PositionalKind::decay}};
+    {"conv_spe", PositionalKind::conv_spe}, {"decay", PositionalKind::decay},
+    {"toeplitz", PositionalKind::toeplitz}};
 
 // Where a relative encoding acts: on q, k before the feature map, or on phi(q), phi(k) in the
 // numerator of linear attention (linear.h, PositionedFeatures).
@@ -66,7 +70,7 @@ struct PositionalOptions {
   TORCH_ARG(int64_t, conv_ndim) = 1;      // convSPE: 1, or 2 over the grid of an image
   TORCH_ARG(bool, gated) = true;          // SPE: the gate of each layer
   TORCH_ARG(bool, shared_code) = true;    // SPE: one module and one code per forward for all layers
-  TORCH_ARG(int64_t, clip) = 32;          // shaw: relative distances are clipped to [-clip, clip]
+  TORCH_ARG(int64_t, clip) = 32;          // shaw, toeplitz: relative distances are clipped to [-clip, clip]
   TORCH_ARG(int64_t, max_length) = 4096;  // learned: rows of the table
   TORCH_ARG(PositionalPlace, place) = PositionalPlace::inputs;  // rotary, SPE: see PositionalPlace
   TORCH_ARG(SPECodeKind, code) = SPECodeKind::sampled;          // sine_spe
@@ -133,7 +137,7 @@ class SelfAttentionImpl : public torch::nn::Cloneable<SelfAttentionImpl> {
   // The layer's attention function on prepared inputs (whole sequences) -> (B, N, H, Dv).
   at::Tensor attend(const AttentionInputs& in, const AttentionMask& mask);
   // Softmax: the scores' positional bias for queries at start .. start + Nq - 1 and keys at
-  // 0 .. Nk - 1, (H, Nq, Nk) (decay), undefined when the layer has none.
+  // 0 .. Nk - 1, (H, Nq, Nk) (decay, toeplitz), undefined when the layer has none.
   at::Tensor score_bias(int64_t start, int64_t queries, int64_t keys) const;
   TransformerOptions options;
   torch::nn::Linear query{nullptr}, key{nullptr}, value{nullptr}, output{nullptr};
@@ -143,6 +147,7 @@ class SelfAttentionImpl : public torch::nn::Cloneable<SelfAttentionImpl> {
   ConvSPE conv_spe{nullptr};
   SPEFilter spe_filter{nullptr};
   Decay decay{nullptr};
+  ToeplitzBias toeplitz{nullptr};
   FeatureMap feature_map{nullptr};
 
  private:

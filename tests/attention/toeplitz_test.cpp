@@ -1,0 +1,147 @@
+// A learned bias on the clipped distance (encoding/toeplitz.h): the module's lookups, and
+// kernelized attention with e^(b(m - n)) on each pair, computed by FFT,
+//   out_m = sum_n e^(b_h(m - n)) (phi_q_m . phi_k_n) v_n / sum_n e^(b_h(m - n)) (phi_q_m . phi_k_n)
+// against explicit float64 loops (causal and not, padding), float32 against float64 at
+// N = 512, through autograd, and softmax with the bias against its own loops.
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "spe/attention/linear.h"
+#include "spe/attention/softmax.h"
+#include "spe/encoding/toeplitz.h"
+#include "support/errors.h"
+#include "support/gradcheck.h"
+
+namespace spe {
+namespace {
+
+// b_h(lag) from the (H, 2N - 1) table, lag in -(N - 1) .. N - 1.
+double bias_at(const at::Tensor& lag_bias, int64_t h, int64_t lag) {
+  return lag_bias[h][lag + (lag_bias.size(1) - 1) / 2].item<double>();
+}
+
+// The definition, one pair (m, n) at a time; a query with no allowed key gets zeros.
+at::Tensor toeplitz_loops(const at::Tensor& phi_q, const at::Tensor& phi_k, const at::Tensor& v,
+                          const at::Tensor& lag_bias, const at::Tensor& padding, bool causal) {
+  const int64_t B = phi_q.size(0), N = phi_q.size(1), H = phi_q.size(2);
+  at::Tensor out = at::zeros({B, N, H, v.size(3)}, at::kDouble);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t m = 0; m < N; ++m) {
+        at::Tensor numerator = at::zeros({v.size(3)}, at::kDouble);
+        double denominator = 0;
+        for (int64_t n = 0; n < N; ++n) {
+          if ((causal && n > m) || (padding.defined() && !padding[b][n].item<bool>())) continue;
+          const double w =
+              std::exp(bias_at(lag_bias, h, m - n)) * (phi_q[b][m][h] * phi_k[b][n][h]).sum().item<double>();
+          numerator += w * v[b][n][h];
+          denominator += w;
+        }
+        if (denominator > 0) out[b][m][h] = numerator / denominator;
+      }
+  return out;
+}
+
+struct Inputs {
+  at::Tensor phi_q, phi_k, v, lag_bias, padding;
+};
+
+Inputs make_inputs(int64_t B, int64_t N, int64_t H, int64_t M, int64_t Dv) {
+  at::manual_seed(7);
+  Inputs in{at::rand({B, N, H, M}, at::kDouble) + 0.1, at::rand({B, N, H, M}, at::kDouble) + 0.1,
+            at::randn({B, N, H, Dv}, at::kDouble), at::randn({H, 2 * N - 1}, at::kDouble),
+            at::ones({B, N}, at::kBool)};
+  if (B < 2) return in;
+  in.padding[1][0] = false;  // batch 1: its first key is padding, so causal query 0 sees nothing
+  in.padding[1][N - 3] = false;
+  return in;
+}
+
+TEST(ToeplitzLinearAttention, MatchesExplicitLoopsWithPadding) {
+  const Inputs in = make_inputs(2, 9, 3, 4, 5);
+  for (bool causal : {true, false})
+    for (bool padded : {false, true}) {
+      const at::Tensor padding = padded ? in.padding : at::Tensor();
+      at::Tensor got = toeplitz_linear_attention(in.phi_q, in.phi_k, in.v, in.lag_bias, causal, padding);
+      at::Tensor expected = toeplitz_loops(in.phi_q, in.phi_k, in.v, in.lag_bias, padding, causal);
+      EXPECT_TRUE(at::allclose(got, expected, 1e-10, 1e-12)) << "causal " << causal << " padded " << padded;
+    }
+}
+
+// The FFT's rounding in float32 stays at float32's scale: N = 512 against the float64 result.
+TEST(ToeplitzLinearAttention, Float32MatchesFloat64) {
+  const Inputs in = make_inputs(1, 512, 2, 4, 3);
+  for (bool causal : {true, false}) {
+    const at::Tensor want = toeplitz_linear_attention(in.phi_q, in.phi_k, in.v, in.lag_bias, causal);
+    const at::Tensor got = toeplitz_linear_attention(in.phi_q.to(at::kFloat), in.phi_k.to(at::kFloat),
+                                                     in.v.to(at::kFloat), in.lag_bias.to(at::kFloat), causal);
+    EXPECT_LT(((got.to(at::kDouble) - want).abs().max() / want.abs().max()).item<double>(), 1e-4) << causal;
+  }
+}
+
+TEST(ToeplitzLinearAttention, GradientsMatchFiniteDifferences) {
+  Inputs in = make_inputs(1, 5, 2, 2, 2);
+  for (at::Tensor* t : {&in.phi_q, &in.phi_k, &in.v, &in.lag_bias}) t->requires_grad_(true);
+  for (bool causal : {true, false})
+    testing::expect_gradients_match(
+        [&] { return toeplitz_linear_attention(in.phi_q, in.phi_k, in.v, in.lag_bias, causal).pow(2).sum(); },
+        {{"phi_q", in.phi_q}, {"phi_k", in.phi_k}, {"v", in.v}, {"lag_bias", in.lag_bias}});
+}
+
+TEST(ToeplitzLinearAttention, BadInputIsNamed) {
+  const Inputs in = make_inputs(1, 4, 2, 3, 2);
+  EXPECT_ERROR_CONTAINS(toeplitz_linear_attention(in.phi_q, in.phi_k, in.v, in.lag_bias.narrow(1, 0, 5), true),
+                        "lag_bias must be (H, 2N - 1) = (2, 7), got [2, 5]");
+  EXPECT_ERROR_CONTAINS(toeplitz_linear_attention(in.phi_q, in.phi_k, in.v, in.lag_bias.to(at::kFloat), true),
+                        "lag_bias must have the inputs' dtype");
+}
+
+TEST(ToeplitzBias, LagsBeyondTheClipShareItsBias) {
+  ToeplitzBias toeplitz(ToeplitzBiasOptions(2).clip(3));
+  toeplitz->to(at::kDouble);
+  {
+    at::NoGradGuard no_grad;
+    toeplitz->bias.copy_(at::arange(14, at::kDouble).view({2, 7}));  // head h, lag l: 7 h + l + 3
+  }
+  const at::Tensor table = toeplitz->lag_bias(6);  // lags -5 .. 5
+  const at::Tensor scores = toeplitz->score_bias(/*start=*/4, /*queries=*/2, /*keys=*/9);
+  for (int64_t h = 0; h < 2; ++h) {
+    for (int64_t lag = -5; lag <= 5; ++lag)
+      EXPECT_EQ(table[h][lag + 5].item<double>(), 7 * h + std::clamp<int64_t>(lag, -3, 3) + 3) << lag;
+    for (int64_t i = 0; i < 2; ++i)
+      for (int64_t n = 0; n < 9; ++n)
+        EXPECT_EQ(scores[h][i][n].item<double>(), 7 * h + std::clamp<int64_t>(4 + i - n, -3, 3) + 3);
+  }
+  EXPECT_TRUE(at::allclose(toeplitz->kernel(6), at::exp(table)));
+  EXPECT_ERROR_CONTAINS(ToeplitzBias(ToeplitzBiasOptions(2).clip(0)), "ToeplitzBias: clip must be positive, got 0");
+}
+
+// Softmax with the bias: p_mn proportional to exp(q_m . k_n / sqrt(D) + b(m - n)).
+TEST(ToeplitzBias, SoftmaxAddsTheBiasToTheScores) {
+  at::manual_seed(8);
+  const at::Tensor q = at::randn({1, 4, 2, 4}, at::kDouble), k = at::randn({1, 4, 2, 4}, at::kDouble);
+  const at::Tensor v = at::randn({1, 4, 2, 3}, at::kDouble), lag_bias = at::randn({2, 7}, at::kDouble);
+  ToeplitzBias toeplitz(ToeplitzBiasOptions(2).clip(3));
+  toeplitz->to(at::kDouble);
+  {
+    at::NoGradGuard no_grad;
+    toeplitz->bias.copy_(lag_bias);
+  }
+  const at::Tensor got = softmax_attention(q, k, v, AttentionMask::none(), nullptr, toeplitz->score_bias(0, 4, 4));
+  for (int64_t h = 0; h < 2; ++h)
+    for (int64_t m = 0; m < 4; ++m) {
+      at::Tensor numerator = at::zeros({3}, at::kDouble);
+      double total = 0;
+      for (int64_t n = 0; n < 4; ++n) {
+        const double w = std::exp((q[0][m][h] * k[0][n][h]).sum().item<double>() / 2.0 + bias_at(lag_bias, h, m - n));
+        numerator += w * v[0][n][h];
+        total += w;
+      }
+      EXPECT_TRUE(at::allclose(got[0][m][h], numerator / total, 1e-10, 1e-12)) << "head " << h << " query " << m;
+    }
+}
+
+}  // namespace
+}  // namespace spe
