@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.h"
+#include "spe/train/distributed.h"
 #include "spe/train/trainer.h"
 #include "spe/util/files.h"
 
@@ -129,6 +130,12 @@ void add_compare_command(CLI::App& app) {
       ->capture_default_str();
   sub->add_option("--set", a->overrides, "override a key of the base configuration (repeatable)")->take_all();
   sub->callback([a] {
+    if (const auto why = train::launched_as_worker())
+      throw std::runtime_error(fmt::format(
+          "spe compare trains its runs one after another in one process, so it cannot be one of a launcher's "
+          "workers ({}): run `spe compare` once, without torchrun; to train one configuration data-parallel, run "
+          "`spe train` under torchrun or `spe train --nproc N`",
+          *why));
     const std::string config_path = a->config.empty() ? "configs/" + a->task + "/compare.yaml" : a->config;
     for (const auto& p : a->positional) parse_choice("--pe", p, nn::kPositionalKinds);
     for (const auto& k : a->attention) parse_choice("--attention", k, nn::kAttentionKinds);

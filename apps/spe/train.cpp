@@ -65,8 +65,7 @@ void add_train(CLI::App& app, const std::vector<std::string>& command_line) {
       if (train::launch_environment())
         throw std::runtime_error("--nproc starts its own workers: do not combine it with a launcher's WORLD_SIZE");
       const int64_t threads = std::max<int64_t>(1, at::get_num_threads() / *nproc);
-      if (train::run_local_workers(worker_command(command_line), *nproc, options->timeout_s, threads) != 0)
-        throw std::runtime_error(fmt::format("data-parallel training on {} processes failed (see above)", *nproc));
+      train::run_local_workers(worker_command(command_line), *nproc, options->timeout_s, threads);
       return;
     }
     options->launch = train::launch_environment();

@@ -15,6 +15,9 @@
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #include <unistd.h>
 
+#include <gloo/transport/pair.h>
+#include <gloo/transport/tcp/address.h>
+
 #include <ATen/ops/cat.h>
 #include <ATen/ops/full.h>
 #include <ATen/ops/zeros.h>
@@ -30,6 +33,9 @@
 #include <iostream>
 #include <map>
 #include <mutex>
+#include <set>
+#include <regex>
+#include <sstream>
 #include <thread>
 
 #include "spe/util/process.h"
@@ -94,10 +100,52 @@ std::shared_ptr<::gloo::transport::Device> make_device(const LaunchEnvironment& 
   return c10d::ProcessGroupGloo::createDeviceForHostname(local_address_towards(e.master_addr, e.master_port));
 }
 
+// ProcessGroupGloo that tells the addresses of its connections, which Gloo's errors on the other
+// ranks name ("Connection closed by peer [10.0.0.5]:41235").
+class GlooGroup : public c10d::ProcessGroupGloo {
+ public:
+  using ProcessGroupGloo::ProcessGroupGloo;
+
+  // "[ip]:port" of this end of the connection with each rank ("-" for this rank itself).
+  std::vector<std::string> connection_addresses() {
+    std::vector<std::string> addresses;
+    for (int r = 0; r < getSize(); ++r)
+      addresses.push_back(r == getRank() ? "-" : contexts_.at(0)->getPair(r)->address().str());
+    return addresses;
+  }
+};
+
+// The address rank r offered rank `me` at Gloo's rendezvous, where it listened for that
+// connection: Gloo keeps each rank's, one per other rank, under "0/<r>" in the store it was given.
+// A peer that connected before `me` looked it up leaves it in `me`'s errors instead of the other
+// end's own address.
+std::string rendezvous_address(c10d::Store& gloo_store, int64_t r, int64_t me, int64_t world_size) {
+  const std::vector<uint8_t> all = gloo_store.get("0/" + std::to_string(r));
+  const size_t each = all.size() / static_cast<size_t>(world_size - 1);
+  const auto begin = all.begin() + static_cast<std::ptrdiff_t>(each * static_cast<size_t>(me < r ? me : me - 1));
+  return ::gloo::transport::tcp::Address(std::vector<char>(begin, begin + static_cast<std::ptrdiff_t>(each))).str();
+}
+
+// The first peer address ("[ip]:port") a Gloo error names, or "" when it names none.
+std::string peer_address_in(const std::string& error) {
+  static const std::regex address(R"(\[[^\[\] ]+\]:[0-9]+)");
+  std::smatch found;
+  return std::regex_search(error, found, address) ? found.str() : "";
+}
+
+std::string host_name() {
+  char name[256] = {};
+  return gethostname(name, sizeof name - 1) == 0 ? name : "unknown";
+}
+
+const char* variable(const EnvironmentLookup& lookup, const char* name) {
+  return lookup ? lookup(name) : std::getenv(name);
+}
+
 }  // namespace
 
 std::optional<LaunchEnvironment> launch_environment(const EnvironmentLookup& lookup) {
-  auto get = [&](const char* name) -> const char* { return lookup ? lookup(name) : std::getenv(name); };
+  auto get = [&](const char* name) { return variable(lookup, name); };
   const char* world = get("WORLD_SIZE");
   if (!world) return std::nullopt;
   LaunchEnvironment e;
@@ -126,29 +174,124 @@ std::optional<LaunchEnvironment> launch_environment(const EnvironmentLookup& loo
   return e;
 }
 
+std::optional<std::string> launched_as_worker(const EnvironmentLookup& lookup) {
+  const char* world = variable(lookup, "WORLD_SIZE");
+  if (world && std::string(world) != "1") return fmt::format("WORLD_SIZE is {}", world);
+  if (variable(lookup, "TORCHELASTIC_RUN_ID")) return std::string("TORCHELASTIC_RUN_ID is set: torchrun started it");
+  return std::nullopt;
+}
+
 // ---------------------------------------------------------------------------------------------
 // ProcessGroup
 
 struct ProcessGroup::Impl {
+  // Where a rank runs: its host and pid, and the addresses Gloo may give in this rank's errors for
+  // its connection with this rank.
+  struct Peer {
+    std::string host;
+    int64_t pid = 0;
+    std::vector<std::string> addresses;
+  };
   int64_t rank = 0, world_size = 1;
   double timeout_s = 60;
   c10::intrusive_ptr<c10d::Store> store;
   c10::intrusive_ptr<c10d::ProcessGroupGloo> gloo;
+  std::vector<Peer> peers;  // by rank
 
-  // What the other ranks left in the store about their failures.
-  std::string peer_reports() const {
-    std::string reports;
+  // Leaves this rank's host, pid and the addresses of its ends of its connections in the store
+  // ("h 4242 [ip]:port - ...", one address per rank), and reads every rank's. Best effort: without
+  // them the errors name no rank, as before.
+  void publish_addresses(GlooGroup& group, c10d::Store& gloo_store) noexcept {
     try {
-      for (int64_t r = 0; r < world_size; ++r) {
-        const std::string key = "failed/" + std::to_string(r);
-        if (r == rank || !store->check({key})) continue;
-        const std::vector<uint8_t> message = store->get(key);
-        reports += fmt::format(" Rank {} failed: {}.", r, std::string(message.begin(), message.end()));
-      }
+      read_addresses(group, gloo_store);
     } catch (const std::exception&) {
-      return " The rendezvous store is gone too: rank 0 or the launcher has ended.";
+      peers.clear();
     }
-    if (!reports.empty()) return reports;
+  }
+
+  void read_addresses(GlooGroup& group, c10d::Store& gloo_store) {
+    const std::string own =
+        fmt::format("{} {} {}", host_name(), getpid(), fmt::join(group.connection_addresses(), " "));
+    store->set("address/" + std::to_string(rank), bytes_of(own));
+    for (int64_t r = 0; r < world_size; ++r) {
+      const std::vector<uint8_t> text = store->get("address/" + std::to_string(r));
+      std::istringstream fields(std::string(text.begin(), text.end()));
+      Peer peer;
+      std::string address;
+      fields >> peer.host >> peer.pid;
+      for (int64_t k = 0; k <= rank; ++k) fields >> address;
+      if (r != rank) peer.addresses = {address, rendezvous_address(gloo_store, r, rank, world_size)};
+      peers.push_back(peer);
+    }
+  }
+
+  // "(host h, pid p)" of rank r.
+  std::string whereabouts(int64_t r) const {
+    const Peer& p = peers.at(static_cast<size_t>(r));
+    return fmt::format("(host {}, pid {})", p.host, p.pid);
+  }
+
+  // The other rank whose Gloo address `error` names, if any.
+  std::optional<int64_t> rank_named_in(const std::string& error) const {
+    const std::string address = peer_address_in(error);
+    for (int64_t r = 0; r < static_cast<int64_t>(peers.size()); ++r) {
+      const std::vector<std::string>& known = peers[static_cast<size_t>(r)].addresses;
+      if (!address.empty() && std::find(known.begin(), known.end(), address) != known.end()) return r;
+    }
+    return std::nullopt;
+  }
+
+  // What the other ranks left in the store about their own failures ("" when none did).
+  std::string failure_reports() const {
+    std::string reports;
+    for (int64_t r = 0; r < world_size; ++r) {
+      const std::string key = "failed/" + std::to_string(r);
+      if (r == rank || !store->check({key})) continue;
+      const std::vector<uint8_t> message = store->get(key);
+      reports += fmt::format(" Rank {} failed: {}.", r, std::string(message.begin(), message.end()));
+    }
+    return reports;
+  }
+
+  // The rank that `gone` stopped because of, as `gone` recorded it: itself when it recorded
+  // nothing (it was killed or crashed), nullopt when it could not tell either.
+  std::optional<int64_t> first_gone(int64_t gone) const {
+    const std::string key = "stopped/" + std::to_string(gone);
+    if (!store->check({key})) return gone;
+    const std::vector<uint8_t> cause = store->get(key);
+    if (cause.empty()) return std::nullopt;
+    return std::stoll(std::string(cause.begin(), cause.end()));
+  }
+
+  // Why a collective failed, as far as this rank can tell, for its error message; `gone` is the
+  // rank whose address the Gloo error names. Leaves the cause as "stopped/<rank>" for the ranks
+  // that see this one go in their turn.
+  std::string explain(std::optional<int64_t> gone) const {
+    try {
+      const std::string reports = failure_reports();
+      std::optional<int64_t> cause;
+      if (gone) cause = first_gone(*gone);
+      store->set("stopped/" + std::to_string(rank), bytes_of(cause ? std::to_string(*cause) : ""));
+      if (!reports.empty()) return reports;
+      if (!gone) return silent_peer_message();
+      if (!cause)
+        return fmt::format(" Rank {} {} stopped when a collective failed there too.", *gone, whereabouts(*gone));
+      return gone_message(*cause, *gone);
+    } catch (const std::exception&) {
+      const std::string store_gone = " The rendezvous store is gone too: rank 0 or the launcher has ended";
+      if (!gone) return store_gone + ".";
+      return fmt::format(" Rank {} {} is gone.{}, so whether rank {} failed first is unknown.", *gone,
+                         whereabouts(*gone), store_gone, *gone);
+    }
+  }
+
+  std::string gone_message(int64_t cause, int64_t gone) const {
+    const std::string message =
+        fmt::format(" Rank {} {} is gone: it was killed (out of memory?) or crashed.", cause, whereabouts(cause));
+    return cause == gone ? message : message + fmt::format(" Rank {} stopped because of it.", gone);
+  }
+
+  std::string silent_peer_message() const {
     return fmt::format(" No other rank reported an error: one was killed (out of memory?), crashed, or did not answer "
                        "within the timeout of {} s; the launcher's output names it.",
                        timeout_s);
@@ -158,8 +301,9 @@ struct ProcessGroup::Impl {
     try {
       work->wait();
     } catch (const std::exception& e) {
+      const std::string error = first_line(e.what());
       throw DistributedError(fmt::format("rank {} of {}: the {} across ranks failed: {}.{}", rank, world_size, what,
-                                         first_line(e.what()), peer_reports()));
+                                         error, explain(rank_named_in(error))));
     }
   }
 };
@@ -191,9 +335,11 @@ ProcessGroup::ProcessGroup(const LaunchEnvironment& e, double timeout_s) : impl_
   auto gloo_options = c10d::ProcessGroupGloo::Options::create(to_milliseconds(timeout_s));
   try {
     gloo_options->devices.push_back(make_device(e));
-    impl_->gloo = c10::make_intrusive<c10d::ProcessGroupGloo>(c10::make_intrusive<c10d::PrefixStore>("gloo", impl_->store),
-                                                              static_cast<int>(e.rank), static_cast<int>(e.world_size),
-                                                              gloo_options);
+    const auto gloo_store = c10::make_intrusive<c10d::PrefixStore>("gloo", impl_->store);
+    auto group = c10::make_intrusive<GlooGroup>(gloo_store, static_cast<int>(e.rank), static_cast<int>(e.world_size),
+                                                gloo_options);
+    if (e.world_size > 1) impl_->publish_addresses(*group, *gloo_store);
+    impl_->gloo = group;
   } catch (const DistributedError&) {
     throw;
   } catch (const std::exception& error) {
@@ -232,6 +378,7 @@ std::vector<at::Tensor> ProcessGroup::all_gather(const at::Tensor& tensor) {
 }
 
 void ProcessGroup::check_all(const std::string& local_error) {
+  if (!local_error.empty()) report_failure(local_error);  // for the launcher's summary
   // The messages travel by the collectives, not the store: rank 0 serves the store, and once it
   // has thrown it may close it while another rank is still reading.
   const std::vector<at::Tensor> lengths = all_gather(at::full({1}, static_cast<int64_t>(local_error.size()), at::kLong));
@@ -411,9 +558,128 @@ pid_t spawn_worker(const std::vector<std::string>& argv, const std::map<std::str
   return pid;
 }
 
+// The workers of one run, from their start until the last has ended.
+class LocalWorkers {
+ public:
+  LocalWorkers(const std::vector<std::string>& command, std::map<std::string, std::string> variables, int64_t nproc) {
+    for (int64_t rank = 0; rank < nproc; ++rank) {
+      variables["RANK"] = variables["LOCAL_RANK"] = std::to_string(rank);
+      running_[spawn_worker(command, variables)] = rank;
+    }
+  }
+
+  // Waits for every worker. After the first failure the others have timeout_s (and 5 s more) to
+  // stop on their own before they are killed; an interrupt ends them all.
+  std::vector<WorkerExit> wait(double timeout_s) {
+    Clock::time_point deadline = Clock::time_point::max();  // when the workers still running are killed
+    bool failed = false;
+    while (!running_.empty()) {
+      if (stop_signal != 0 && !interrupted_) {
+        interrupted_ = true;
+        signal_all(SIGTERM);
+        deadline = Clock::now() + std::chrono::seconds(10);
+      }
+      int status = 0;
+      const pid_t pid = waitpid(-1, &status, WNOHANG);
+      if (pid < 0 && errno != EINTR) break;
+      if (pid > 0) {
+        if (record(pid, exit_status_of(status)) && !failed) {
+          failed = true;
+          deadline = std::min(deadline, Clock::now() + to_milliseconds(timeout_s + 5));
+        }
+        continue;
+      }
+      if (Clock::now() > deadline) {
+        kill_stragglers();
+        deadline = Clock::time_point::max();
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return exits_;
+  }
+
+  bool interrupted() const { return interrupted_; }
+
+ private:
+  // Whether the worker failed.
+  bool record(pid_t pid, int status) {
+    const int64_t rank = running_.at(pid);
+    running_.erase(pid);
+    exits_.push_back({rank, pid, status, ended_.count(pid) > 0, ""});
+    return status != 0;
+  }
+
+  void signal_all(int signal) {
+    for (const auto& [pid, rank] : running_) {
+      kill(pid, signal);
+      ended_.insert(pid);
+    }
+  }
+
+  void kill_stragglers() {
+    for (const auto& [pid, rank] : running_)
+      std::cerr << fmt::format("spe train --nproc: worker rank {} (pid {}) did not stop; killing it\n", rank, pid);
+    signal_all(SIGKILL);
+  }
+
+  std::map<pid_t, int64_t> running_;  // pid -> rank
+  std::set<pid_t> ended_;             // signalled by the launcher
+  std::vector<WorkerExit> exits_;     // in the order they ended
+  bool interrupted_ = false;
+};
+
+// Each failed worker's own failure, as it left it in the store ("failed/<rank>").
+void read_failures(c10d::Store& store, std::vector<WorkerExit>& exits) {
+  try {
+    for (WorkerExit& e : exits) {
+      const std::string key = "failed/" + std::to_string(e.rank);
+      if (e.status == 0 || !store.check({key})) continue;
+      const std::vector<uint8_t> message = store.get(key);
+      e.failure.assign(message.begin(), message.end());
+    }
+  } catch (const std::exception&) {  // the summary then says how each worker ended
+  }
+}
+
+bool failed_on_its_own(const WorkerExit& e) {
+  return e.status != 0 && (!e.failure.empty() || (e.status > 128 && !e.ended_by_launcher));
+}
+
+std::string own_failure(const WorkerExit& e) {
+  if (!e.failure.empty()) return fmt::format("rank {} (pid {}) failed: {}", e.rank, e.pid, e.failure);
+  return fmt::format("rank {} (pid {}) {}", e.rank, e.pid, describe_exit(e.status));
+}
+
+// "rank 2" or "ranks 0, 2, 3".
+std::string rank_list(const std::vector<int64_t>& ranks) {
+  return fmt::format("{} {}", ranks.size() == 1 ? "rank" : "ranks", fmt::join(ranks, ", "));
+}
+
 }  // namespace
 
-int run_local_workers(const std::vector<std::string>& argv, int64_t nproc, double timeout_s, int64_t threads_per_worker) {
+std::string describe_failures(const std::vector<WorkerExit>& exits) {
+  std::vector<std::string> clauses;
+  std::vector<int64_t> causes, stopped;
+  for (const WorkerExit& e : exits)
+    if (failed_on_its_own(e)) {
+      clauses.push_back(own_failure(e));
+      causes.push_back(e.rank);
+    }
+  for (const WorkerExit& e : exits) {
+    if (e.status == 0 || failed_on_its_own(e)) continue;
+    if (causes.empty())
+      clauses.push_back(own_failure(e) + " (its error is above)");
+    else
+      stopped.push_back(e.rank);
+  }
+  std::sort(stopped.begin(), stopped.end());
+  if (!stopped.empty())
+    clauses.push_back(fmt::format("{} stopped because {} failed", rank_list(stopped), rank_list(causes)));
+  return fmt::format("{}", fmt::join(clauses, "; "));
+}
+
+void run_local_workers(const std::vector<std::string>& argv, int64_t nproc, double timeout_s,
+                       int64_t threads_per_worker) {
   if (argv.empty()) throw std::invalid_argument("run_local_workers: no command");
   if (nproc < 1) throw std::invalid_argument(fmt::format("--nproc is {}, expected >= 1", nproc));
   c10d::TCPStoreOptions options;
@@ -442,52 +708,18 @@ int run_local_workers(const std::vector<std::string>& argv, int64_t nproc, doubl
   action.sa_handler = remember_signal;
   sigaction(SIGINT, &action, nullptr);
   sigaction(SIGTERM, &action, nullptr);
-  std::map<pid_t, int64_t> running;  // pid -> rank
-  for (int64_t rank = 0; rank < nproc; ++rank) {
-    variables["RANK"] = variables["LOCAL_RANK"] = std::to_string(rank);
-    running[spawn_worker(command, variables)] = rank;
-  }
-  int result = 0;
-  Clock::time_point deadline = Clock::time_point::max();  // after a failure: when the rest are ended
-  bool terminated = false;
-  while (!running.empty()) {
-    if (stop_signal != 0 && !terminated) {
-      for (const auto& [pid, rank] : running) kill(pid, SIGTERM);
-      terminated = true;
-      deadline = Clock::now() + std::chrono::seconds(10);
-      result = 1;
-    }
-    int status = 0;
-    const pid_t pid = waitpid(-1, &status, WNOHANG);
-    if (pid < 0 && errno != EINTR) break;
-    if (pid <= 0) {
-      if (Clock::now() > deadline) {
-        for (const auto& [other, rank] : running) {
-          std::cerr << fmt::format("spe train --nproc: worker rank {} (pid {}) did not stop; killing it\n", rank, other);
-          kill(other, SIGKILL);
-        }
-        deadline = Clock::time_point::max();
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-      continue;
-    }
-    const int64_t rank = running[pid];
-    running.erase(pid);
-    const bool failed = !(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-    if (!failed) continue;
-    if (result == 0)
-      std::cerr << fmt::format(
-          "spe train --nproc: worker rank {} (pid {}) {}; the other workers stop within the timeout of {} s\n", rank, pid,
-          describe_exit(exit_status_of(status)), timeout_s);
-    else
-      std::cerr << fmt::format("spe train --nproc: worker rank {} (pid {}) {} after it\n", rank, pid,
-                               describe_exit(exit_status_of(status)));
-    if (result == 0) deadline = Clock::now() + to_milliseconds(timeout_s + 5);
-    result = 1;
-  }
+  LocalWorkers workers(command, variables, nproc);
+  std::vector<WorkerExit> exits = workers.wait(timeout_s);
   signal(SIGINT, SIG_DFL);
   signal(SIGTERM, SIG_DFL);
-  return result;
+  if (workers.interrupted())
+    throw DistributedError(
+        fmt::format("interrupted by signal {}: the {} workers were stopped", stop_signal.load(), nproc));
+  c10d::PrefixStore attempt("/worker/attempt_0", store);
+  read_failures(attempt, exits);
+  const std::string failures = describe_failures(exits);
+  if (!failures.empty())
+    throw DistributedError(fmt::format("data-parallel training on {} processes failed: {}", nproc, failures));
 }
 
 }  // namespace spe::train

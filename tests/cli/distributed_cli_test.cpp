@@ -1,6 +1,7 @@
 // Data-parallel `spe train` as a user runs it: two local processes (`--nproc 2`, and torchrun)
-// against one process over the same global batch, a resume with another world size, and a
-// worker killed in the middle of training.
+// against one process over the same global batch, a resume with another world size, a worker
+// killed in the middle of training and one that fails on its own (each failure named once), and
+// `spe compare` refusing to be a launcher's worker.
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <signal.h>
@@ -143,6 +144,12 @@ TEST(CliDistributed, TwoHostsJoinedByAVethPair) {
   EXPECT_LT(max_parameter_difference(local / "checkpoint.pt", hosts / "checkpoint.pt"), 1e-10) << run.output;
 }
 
+std::string host_name() {
+  char name[256] = {};
+  gethostname(name, sizeof name - 1);
+  return name;
+}
+
 // The pids of `parent`'s children, by the RANK in their environment.
 std::map<int, pid_t> workers_of(pid_t parent) {
   std::map<int, pid_t> workers;
@@ -196,11 +203,53 @@ TEST(CliDistributed, AKilledWorkerStopsTheOthersWithinTheTimeout) {
   output << in.rdbuf();
   EXPECT_LT(waited, 20.0) << output.str();  // within the timeout; in fact at once (the connection closes)
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 1) << output.str();
-  EXPECT_NE(output.str().find(fmt::format("worker rank 1 (pid {}) was killed by signal 9", workers.at(1))),
+  // Rank 0's own error names the rank that went; the launcher's line names it once, and rank 0 as
+  // a consequence.
+  EXPECT_NE(output.str().find("rank 0 of 2: the "), std::string::npos) << output.str();
+  EXPECT_NE(output.str().find("across ranks failed: ["), std::string::npos) << output.str();
+  EXPECT_NE(output.str().find(fmt::format("Rank 1 (host {}, pid {}) is gone", host_name(), workers.at(1))),
             std::string::npos)
       << output.str();
-  EXPECT_NE(output.str().find("rank 0 of 2: the "), std::string::npos) << output.str();
-  EXPECT_NE(output.str().find("across ranks failed"), std::string::npos) << output.str();
+  EXPECT_NE(output.str().find(fmt::format("error: data-parallel training on 2 processes failed: rank 1 (pid {}) was "
+                                          "killed by signal 9 (Killed); rank 0 stopped because rank 1 failed\n",
+                                          workers.at(1))),
+            std::string::npos)
+      << output.str();
+  EXPECT_EQ(occurrences(output.str(), "spe train --nproc"), 0) << output.str();  // nothing per worker
+}
+
+// A failure of rank 0's own (its --out holds a run already) under `--nproc 3`: the launcher's
+// line quotes it once and names the others as stopped because of it.
+TEST(CliDistributed, ARanksOwnFailureIsNamedOnceWithTheRestAsConsequences) {
+  const fs::path out = scratch("dp_taken");
+  fs::create_directories(out);
+  std::ofstream(out / "checkpoint.pt") << "a run's checkpoint\n";
+  const auto run = run_cli("--threads 3" + kRun + "train.steps=2 train.batch_size=6 data.dir=" +
+                           listops_data().string() + " --nproc 3 --out " + out.string());
+  EXPECT_EQ(run.status, 1) << run.output;
+  const std::string own = fmt::format("'{}' already holds a run (checkpoint.pt); continue it with --resume or choose "
+                                      "another --out", out.string());
+  const size_t line = run.output.find("error: data-parallel training on 3 processes failed: rank 0 (pid ");
+  ASSERT_NE(line, std::string::npos) << run.output;
+  EXPECT_NE(run.output.find("failed: " + own + "; ranks 1, 2 stopped because rank 0 failed\n", line), std::string::npos)
+      << run.output;
+  EXPECT_EQ(occurrences(run.output, "stopped because"), 1) << run.output;
+}
+
+TEST(CliDistributed, CompareRefusesToBeALaunchersWorker) {
+  const std::string advice = "run `spe compare` once, without torchrun; to train one configuration data-parallel, run "
+                             "`spe train` under torchrun or `spe train --nproc N`";
+  for (const std::string variables : {"WORLD_SIZE=2 RANK=1 MASTER_ADDR=127.0.0.1 MASTER_PORT=29500",
+                                      "WORLD_SIZE=1 RANK=0 TORCHELASTIC_RUN_ID=none"}) {
+    const auto run = run_command(variables + " " SPE_CLI " compare --out " + scratch("compare_worker").string());
+    EXPECT_EQ(run.status, 1) << variables << ": " << run.output;
+    EXPECT_NE(run.output.find("spe compare trains its runs one after another in one process, so it cannot be one of a "
+                              "launcher's workers ("),
+              std::string::npos)
+        << run.output;
+    EXPECT_NE(run.output.find(advice), std::string::npos) << run.output;
+  }
+  EXPECT_FALSE(fs::exists(scratch("compare_worker"))) << "nothing ran";
 }
 
 }  // namespace

@@ -1,6 +1,8 @@
 // Data-parallel building blocks, with the ranks as threads of this process on loopback: the
-// launch environment, the collectives, the gradient reducer against sums computed by hand, and
-// the errors for a peer that leaves, one that stays silent, a port in use and no master.
+// launch environment, the collectives, the gradient reducer against sums computed by hand, the
+// errors for a peer that leaves (named by the survivors), one that stays silent, a port in use and
+// no master, and the launcher's one-line summary of a failure.
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -9,6 +11,8 @@
 #include <functional>
 #include <map>
 #include <thread>
+
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
 #include "spe/train/distributed.h"
 #include "support/errors.h"
@@ -20,23 +24,37 @@ namespace {
 using Clock = std::chrono::steady_clock;
 using testing::free_port;
 
-LaunchEnvironment rank_of(int64_t rank, int64_t world_size, int port) {
+LaunchEnvironment rank_of(int64_t rank, int64_t world_size, int port, bool agent_store = false) {
   LaunchEnvironment e;
   e.rank = e.local_rank = rank;
   e.world_size = world_size;
   e.master_port = port;
+  e.agent_store = agent_store;
   return e;
 }
 
-// Runs body(group) on `world_size` ranks, each in its own thread; rethrows the first failure.
-void on_ranks(int64_t world_size, const std::function<void(ProcessGroup&)>& body, double timeout_s = 20) {
-  const int port = free_port();
+// A rendezvous store served here, as torchrun's agent and `spe train --nproc` serve it: it
+// outlives every rank.
+c10::intrusive_ptr<c10d::TCPStore> serve_store() {
+  c10d::TCPStoreOptions options;
+  options.port = 0;
+  options.isServer = true;
+  options.waitWorkers = false;
+  return c10::make_intrusive<c10d::TCPStore>("127.0.0.1", options);
+}
+
+// Runs body(group) on `world_size` ranks, each in its own thread; rethrows the first failure. The
+// store is rank 0's, or with `agent_store` served by this thread.
+void on_ranks(int64_t world_size, const std::function<void(ProcessGroup&)>& body, double timeout_s = 20,
+              bool agent_store = false) {
+  const auto store = agent_store ? serve_store() : c10::intrusive_ptr<c10d::TCPStore>();
+  const int port = agent_store ? store->getPort() : free_port();
   std::vector<std::exception_ptr> errors(static_cast<size_t>(world_size));
   std::vector<std::thread> threads;
   for (int64_t r = 0; r < world_size; ++r)
     threads.emplace_back([&, r] {
       try {
-        ProcessGroup group(rank_of(r, world_size, port), timeout_s);
+        ProcessGroup group(rank_of(r, world_size, port, agent_store), timeout_s);
         body(group);
       } catch (...) {
         errors[static_cast<size_t>(r)] = std::current_exception();
@@ -92,6 +110,14 @@ TEST(LaunchEnvironment, NamesTheBadVariable) {
   EXPECT_ERROR_CONTAINS(launch_environment(with("MASTER_PORT", "70000")), "MASTER_PORT is '70000', expected an integer from 1 to 65535");
   EXPECT_ERROR_CONTAINS(launch_environment(with("MASTER_PORT", nullptr)), "WORLD_SIZE is set but MASTER_PORT is not");
   EXPECT_ERROR_CONTAINS(launch_environment(with("RANK", nullptr)), "WORLD_SIZE is set but RANK is not");
+}
+
+TEST(LaunchEnvironment, TellsALaunchersWorker) {
+  EXPECT_FALSE(launched_as_worker(lookup_in({})).has_value());
+  EXPECT_FALSE(launched_as_worker(lookup_in({{"WORLD_SIZE", "1"}, {"RANK", "0"}})).has_value());
+  EXPECT_EQ(launched_as_worker(lookup_in({{"WORLD_SIZE", "4"}, {"RANK", "2"}})), "WORLD_SIZE is 4");
+  EXPECT_EQ(launched_as_worker(lookup_in({{"WORLD_SIZE", "1"}, {"TORCHELASTIC_RUN_ID", "none"}})),
+            "TORCHELASTIC_RUN_ID is set: torchrun started it");
 }
 
 TEST(ProcessGroup, SumsBroadcastsAndGathers) {
@@ -214,6 +240,45 @@ TEST(ProcessGroup, APeerThatLeavesIsAnErrorAtOnce) {
   EXPECT_LT(r.waited, 10.0);  // far below the 30 s deadline: the closed connection is seen at once
 }
 
+std::string this_host() {
+  char name[256] = {};
+  gethostname(name, sizeof name - 1);
+  return name;
+}
+
+TEST(ProcessGroup, ASurvivorNamesTheRankThatIsGone) {
+  // Rank 1 leaves without a word, as a killed process does: its connections close.
+  const FailedSum r = second_sum_without_rank_1([](ProcessGroup&) {}, 30);
+  EXPECT_NE(r.message.find("Connection closed by peer [127.0.0.1]:"), std::string::npos) << r.message;
+  EXPECT_NE(r.message.find(fmt::format("Rank 1 (host {}, pid {}) is gone: it was killed (out of memory?) or crashed.",
+                                       this_host(), getpid())),
+            std::string::npos)
+      << r.message;
+  EXPECT_LT(r.waited, 10.0);
+}
+
+// Four ranks under a launcher's store: when rank 1 goes, the ranks whose error names another
+// survivor that stopped because of it (the sums pass along a ring) still name rank 1.
+TEST(ProcessGroup, EverySurvivorNamesTheFirstRankThatWent) {
+  for (int round = 0; round < 3; ++round) {
+    std::vector<std::string> messages(4);
+    on_ranks(4, [&](ProcessGroup& group) {
+      at::Tensor x = at::ones({1000});
+      group.all_reduce_sum(x);
+      if (group.rank() == 1) return;
+      try {
+        group.all_reduce_sum(x);
+      } catch (const DistributedError& e) {
+        messages[static_cast<size_t>(group.rank())] = e.what();
+      }
+    }, 20, /*agent_store=*/true);
+    const std::string gone = fmt::format("Rank 1 (host {}, pid {}) is gone", this_host(), getpid());
+    for (int64_t r : {0, 2, 3})
+      EXPECT_NE(messages[static_cast<size_t>(r)].find(gone), std::string::npos)
+          << "round " << round << ", rank " << r << ": " << messages[static_cast<size_t>(r)];
+  }
+}
+
 TEST(ProcessGroup, ASilentPeerIsAnErrorAtTheDeadline) {
   // Rank 1 stays alive but never joins the sum. (The deadline also bounds the rendezvous, which
   // takes seconds when ctest loads the cores: hence 5 s, not less.)
@@ -223,6 +288,33 @@ TEST(ProcessGroup, ASilentPeerIsAnErrorAtTheDeadline) {
   EXPECT_NE(r.message.find("did not answer within the timeout of 5 s"), std::string::npos) << r.message;
   EXPECT_GE(r.waited, 4.5);
   EXPECT_LT(r.waited, 9.0);
+}
+
+TEST(ProcessGroup, AFailureInCheckAllIsLeftForTheOthers) {
+  // What rank 1 gave check_all stays in the store, for the launcher and for whoever's collective
+  // fails later: here rank 0's next sum, after rank 1 has left.
+  on_ranks(2, [](ProcessGroup& group) {
+    EXPECT_ERROR_CONTAINS(group.check_all(group.rank() == 1 ? "no data" : ""), "rank 1: no data");
+    if (group.rank() == 1) return;
+    at::Tensor x = at::ones({1});
+    EXPECT_ERROR_CONTAINS(group.all_reduce_sum(x), "Rank 1 failed: no data.");
+  });
+}
+
+TEST(LocalWorkers, OneLineNamesTheCauseOnceAndTheRest) {
+  // Rank 2 was killed; rank 0 had stopped on its own failed collective, rank 3 did not stop in time.
+  EXPECT_EQ(describe_failures({{0, 100, 1, false, ""}, {2, 102, 128 + 9, false, ""}, {1, 101, 0, false, ""},
+                               {3, 103, 128 + 9, true, ""}}),
+            "rank 2 (pid 102) was killed by signal 9 (Killed); ranks 0, 3 stopped because rank 2 failed");
+  // A reported failure is quoted, in the order the workers ended.
+  EXPECT_EQ(describe_failures({{1, 101, 1, false, "no disk"}, {0, 100, 1, false, ""}, {2, 102, 1, false, "no data"}}),
+            "rank 1 (pid 101) failed: no disk; rank 2 (pid 102) failed: no data; rank 0 stopped because ranks 1, 2 "
+            "failed");
+  // Nobody said why (a failure before the ranks met): each worker's end, its message being above.
+  EXPECT_EQ(describe_failures({{0, 100, 1, false, ""}, {1, 101, 2, false, ""}}),
+            "rank 0 (pid 100) exited with status 1 (its error is above); rank 1 (pid 101) exited with status 2 "
+            "(its error is above)");
+  EXPECT_EQ(describe_failures({{0, 100, 0, false, ""}, {1, 101, 0, false, ""}}), "");
 }
 
 TEST(ProcessGroup, PortInUseAndNoMasterAreNamed) {

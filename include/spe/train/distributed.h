@@ -8,7 +8,9 @@
 // `spe train --nproc N` does the same).
 //
 // Every collective has a deadline: a peer that died or stopped answering makes the others throw
-// DistributedError within the timeout (at once when its connection closes), never hang.
+// DistributedError within the timeout (at once when its connection closes), never hang. Each rank
+// leaves its Gloo address, host and pid in the store at setup, so that the error names the rank
+// that went ("Rank 2 (host h, pid 4242) is gone"), or the one it stopped because of.
 #include <ATen/core/Tensor.h>
 
 #include <functional>
@@ -37,6 +39,10 @@ struct LaunchEnvironment {
 using EnvironmentLookup = std::function<const char*(const char*)>;
 std::optional<LaunchEnvironment> launch_environment(const EnvironmentLookup& lookup = nullptr);
 
+// Why this process is one of a launcher's workers: "WORLD_SIZE is 4" (any value but 1), or
+// "TORCHELASTIC_RUN_ID is set: torchrun started it"; nullopt when it is not.
+std::optional<std::string> launched_as_worker(const EnvironmentLookup& lookup = nullptr);
+
 class DistributedError : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
@@ -61,9 +67,11 @@ class ProcessGroup {
   std::vector<at::Tensor> all_gather(const at::Tensor& tensor);
 
   // Every rank calls this with its own error ("" when it is fine); when any rank has one, every
-  // rank throws a DistributedError that quotes each failing rank's message.
+  // rank throws a DistributedError that quotes each failing rank's message (and each failing rank
+  // reports it, as report_failure does).
   void check_all(const std::string& local_error);
-  // Leaves this rank's failure in the store, for the other ranks' error messages (best effort).
+  // Leaves this rank's failure in the store, for the other ranks' error messages and the
+  // launcher's summary (best effort).
   void report_failure(const std::string& message) noexcept;
 
   struct Impl;
@@ -96,11 +104,28 @@ class GradientReducer {
   std::unique_ptr<State> state_;
 };
 
+// How one worker of `spe train --nproc` ended.
+struct WorkerExit {
+  int64_t rank = 0;
+  int64_t pid = 0;
+  int status = 0;                  // its exit status, or 128 + the signal that ended it
+  bool ended_by_launcher = false;  // the launcher sent that signal (it did not stop in time)
+  std::string failure;             // the failure it reported as its own ("" when none)
+};
+
+// A job's failure in one line: each worker that failed on its own (it reported a failure, or a
+// signal the launcher did not send ended it) with its message or its end, then the ones that
+// stopped because of them: "rank 1 (pid 4242) was killed by signal 9 (Killed); ranks 0, 2, 3
+// stopped because rank 1 failed". When none failed on its own, each failed worker's end. ""
+// when every worker succeeded.
+std::string describe_failures(const std::vector<WorkerExit>& exits);
+
 // `spe train --nproc N`: serves the store on a free loopback port, starts `argv` N times with
 // torchrun's variables and OMP_NUM_THREADS = OPENBLAS_NUM_THREADS = threads_per_worker, and waits.
-// When a worker fails, says which rank and how, gives the others timeout_s to stop on their own,
-// then ends them. Returns 0 when every worker succeeded, 1 otherwise.
-int run_local_workers(const std::vector<std::string>& argv, int64_t nproc, double timeout_s,
-                      int64_t threads_per_worker);
+// After the first failure the others have timeout_s to stop on their own before they are ended.
+// A failure is a DistributedError with describe_failures's line (the workers' own errors are on
+// the shared stderr above it).
+void run_local_workers(const std::vector<std::string>& argv, int64_t nproc, double timeout_s,
+                       int64_t threads_per_worker);
 
 }  // namespace spe::train
