@@ -23,6 +23,7 @@
 #include <ATen/ops/zeros.h>
 #include <ATen/ops/zeros_like.h>
 #include <algorithm>
+#include <cctype>
 #include <atomic>
 #include <cerrno>
 #include <charconv>
@@ -34,7 +35,6 @@
 #include <map>
 #include <mutex>
 #include <set>
-#include <regex>
 #include <sstream>
 #include <thread>
 
@@ -128,9 +128,15 @@ std::string rendezvous_address(c10d::Store& gloo_store, int64_t r, int64_t me, i
 
 // The first peer address ("[ip]:port") a Gloo error names, or "" when it names none.
 std::string peer_address_in(const std::string& error) {
-  static const std::regex address(R"(\[[^\[\] ]+\]:[0-9]+)");
-  std::smatch found;
-  return std::regex_search(error, found, address) ? found.str() : "";
+  for (size_t open = error.find('['); open != std::string::npos; open = error.find('[', open + 1)) {
+    const size_t close = error.find_first_of("[] ", open + 1);
+    if (close == std::string::npos || error[close] != ']' || close == open + 1) continue;
+    size_t end = close + 1;
+    if (end >= error.size() || error[end] != ':') continue;
+    while (end + 1 < error.size() && std::isdigit(static_cast<unsigned char>(error[end + 1]))) ++end;
+    if (end > close + 1) return error.substr(open, end + 1 - open);
+  }
+  return "";
 }
 
 std::string host_name() {
