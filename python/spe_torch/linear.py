@@ -4,8 +4,10 @@
 non-causal (sums over every unmasked key) or causal (n <= m; the fused op on CPU), and the
 positioned form (RoFormer's linear form, SPE or rotary on the features), where the numerator
 compares positioned features psi and the normaliser the plain ones:
-  out_m = sum_n (psi_q_m . psi_k_n) v_n / max(sum_n phi_q_m . phi_k_n, eps)."""
-from typing import Optional, Tuple
+  out_m = sum_n (psi_q_m . psi_k_n) v_n / max(sum_n phi_q_m . phi_k_n, eps),
+and the forms that weigh the pair (m, n) by a function w_h(m - n) in numerator and normaliser:
+g_h^|m - n| (decayed_linear_attention, a chunked scan) or exp(b_h(m - n)) (toeplitz_linear_attention, FFT)."""
+from typing import List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -58,13 +60,18 @@ def _check_positioned(where: str, q: Tensor, k: Tensor, psi_q: Tensor, psi_k: Te
         raise TypeError(f"{where}: psi_q and psi_k must have phi_q's dtype {q.dtype}, got {psi_q.dtype}, {psi_k.dtype}")
 
 
+def check_key_padding(where: str, key_padding: Tensor, keys: Tensor) -> None:
+    """key_padding: (B, Nk) bool, True for real tokens, for keys (B, Nk, ...)."""
+    if key_padding.dtype != torch.bool or shape_of(key_padding) != shape_of(keys)[:2]:
+        raise ValueError(f"{where}: key_padding must be (B, Nk) = {shape_of(keys)[:2]} bool, "
+                         f"got shape {shape_of(key_padding)} {key_padding.dtype}")
+
+
 def mask_keys(where: str, phi_k: Tensor, key_padding: Optional[Tensor]) -> Tensor:
     """Zeroes the features of padded keys. key_padding: (B, Nk) bool, True for real tokens."""
     if key_padding is None:
         return phi_k
-    if key_padding.dtype != torch.bool or shape_of(key_padding) != shape_of(phi_k)[:2]:
-        raise ValueError(f"{where}: key_padding must be (B, Nk) = {shape_of(phi_k)[:2]} bool, "
-                         f"got shape {shape_of(key_padding)} {key_padding.dtype}")
+    check_key_padding(where, key_padding, phi_k)
     return phi_k * key_padding.to(phi_k.dtype)[:, :, None, None]
 
 
@@ -160,6 +167,132 @@ def causal_linear_attention_positioned(phi_q: Tensor, phi_k: Tensor, v: Tensor, 
     numerator = causal_product(psi_q, mask_keys(where, psi_k, key_padding), v, chunk)  # (B, N, H, Dv)
     denominator = (phi_q * mask_keys(where, phi_k, key_padding).cumsum(1)).sum(-1)  # (B, N, H)
     return numerator / denominator.clamp_min(eps).unsqueeze(-1)
+
+
+def _check_log_decay(where: str, log_decay: Tensor, x: Tensor) -> None:
+    """log_decay: (H,) of x's (B, N, H, F) H, in x's dtype."""
+    if log_decay.dim() != 1 or log_decay.size(0) != x.size(2):
+        raise ValueError(f"{where}: log_decay must be (H,) with H = {x.size(2)}, got shape {shape_of(log_decay)}")
+    if log_decay.dtype != x.dtype:
+        raise TypeError(f"{where}: log_decay must have the inputs' dtype {x.dtype}, got {log_decay.dtype}")
+
+
+def _powers(log_decay: Tensor, exponents: Tensor) -> Tensor:
+    """g^e in every head for exponents e >= 0 (any shape): (H, *exponents.shape)."""
+    return torch.exp(log_decay.view([-1] + [1] * exponents.dim()) * exponents.unsqueeze(0))
+
+
+def _decayed_product(a: Tensor, b: Tensor, v: Tensor, log_decay: Tensor, chunk: int) -> Tensor:
+    """decayed_causal_product on checked inputs: a decayed C x C product inside each chunk, and
+    the state before each chunk by the scan state_c = g^C state_(c-1) + (chunk c-1's sum at its end)."""
+    n = a.size(1)
+    chunks = (n + chunk - 1) // chunk
+    ab, bb, vb = _blocks(a, chunks, chunk), _blocks(b, chunks, chunk), _blocks(v, chunks, chunk)
+    i = torch.arange(chunk, dtype=a.dtype, device=a.device)                       # position inside a chunk
+    lag = i.unsqueeze(1) - i.unsqueeze(0)                                          # (C, C): i - j
+    inside_weights = _powers(log_decay, lag.clamp_min(0)).tril()                  # (H, C, C): g^(i - j), j <= i
+    inside = torch.matmul(torch.matmul(ab, bb.transpose(-1, -2)) * inside_weights.unsqueeze(1), vb)
+    to_end = _powers(log_decay, (chunk - 1) - i).unsqueeze(1).unsqueeze(-1)       # (H, 1, C, 1)
+    sums = torch.matmul((bb * to_end).transpose(-1, -2), vb)                      # (B, H, chunks, P, Dv)
+    per_chunk = torch.exp(log_decay * float(chunk)).view(1, -1, 1, 1)
+    states: List[Tensor] = [torch.zeros_like(sums[:, :, 0])]
+    for c in range(1, chunks):
+        states.append(states[-1] * per_chunk + sums[:, :, c - 1])
+    from_start = _powers(log_decay, i + 1).unsqueeze(1).unsqueeze(-1)            # a query at i reads g^(i + 1) later
+    out = inside + torch.matmul(ab * from_start, torch.stack(states, 2))           # (B, H, chunks, C, Dv)
+    return out.permute(0, 2, 3, 1, 4).flatten(1, 2)[:, :n]
+
+
+def decayed_causal_product(a: Tensor, b: Tensor, v: Tensor, log_decay: Tensor, chunk: int = 64) -> Tensor:
+    """sum_{n <= m} g_h^(m - n) (a_m . b_n) v_n, a, b: (B, N, H, P), v: (B, N, H, Dv), log_decay (H,)
+    -> (B, N, H, Dv), in chunks of C positions with a state carried across chunks. Every power of g
+    it forms has a non-negative exponent, so no factor overflows at any N."""
+    where = "decayed_causal_product"
+    check_qkv(where, a, b, v, ("a", "b", "v"))
+    if a.size(1) != b.size(1):
+        raise ValueError(f"{where}: a ({a.size(1)} positions) and b ({b.size(1)}) must have the same length")
+    if chunk <= 0:
+        raise ValueError(f"{where}: chunk must be positive, got {chunk}")
+    _check_log_decay(where, log_decay, a)
+    return _decayed_product(a, b, v, log_decay, chunk)
+
+
+def _with_ones(v: Tensor) -> Tensor:
+    """(B, N, H, Dv) -> (B, N, H, Dv + 1): the normaliser rides along as a last value feature of ones."""
+    return torch.cat([v, torch.ones_like(v[..., :1])], 3)
+
+
+def _normalise(sums: Tensor, eps: float) -> Tensor:
+    """(B, N, H, Dv + 1) sums of values and ones -> (B, N, H, Dv)."""
+    return sums[..., :-1] / sums[..., -1:].clamp_min(eps)
+
+
+def decayed_linear_attention(phi_q: Tensor, phi_k: Tensor, v: Tensor, log_decay: Tensor, causal: bool,
+                             key_padding: Optional[Tensor] = None, eps: float = 1e-6) -> Tensor:
+    """out_m = sum_n g_h^|m - n| (phi_q_m . phi_k_n) v_n / max(sum_n g_h^|m - n| phi_q_m . phi_k_n, eps)
+    over n <= m when causal, every n otherwise. phi_q, phi_k: (B, N, H, M), v: (B, N, H, Dv),
+    log_decay: (H,), log g_h <= 0 (Decay.log_decay()) -> (B, N, H, Dv). Linear in N: the decayed
+    causal product, and when not causal the same backwards less the pair (m, m)."""
+    where = "decayed_linear_attention"
+    check_qkv(where, phi_q, phi_k, v)
+    _check_eps(where, eps)
+    _check_causal(where, phi_q, phi_k)
+    _check_log_decay(where, log_decay, phi_q)
+    keys, values = mask_keys(where, phi_k, key_padding), _with_ones(v)
+    sums = _decayed_product(phi_q, keys, values, log_decay, 64)
+    if not causal:
+        backwards = _decayed_product(phi_q.flip(1), keys.flip(1), values.flip(1), log_decay, 64).flip(1)
+        sums = sums + backwards - (phi_q * keys).sum(-1, keepdim=True) * values
+    return _normalise(sums, eps)
+
+
+def _check_lag_bias(where: str, lag_bias: Tensor, x: Tensor) -> None:
+    """lag_bias: (H, 2N - 1) for x (B, N, H, F), in x's dtype."""
+    n, h = x.size(1), x.size(2)
+    if lag_bias.dim() != 2 or lag_bias.size(0) != h or lag_bias.size(1) != 2 * n - 1:
+        raise ValueError(f"{where}: lag_bias must be (H, 2N - 1) = ({h}, {2 * n - 1}), got shape {shape_of(lag_bias)}")
+    if lag_bias.dtype != x.dtype:
+        raise TypeError(f"{where}: lag_bias must have the inputs' dtype {x.dtype}, got {lag_bias.dtype}")
+
+
+def _circulant_column(lag_bias: Tensor, causal: bool) -> Tensor:
+    """The first column of the 2N circulant that holds the Toeplitz matrix exp(b(m - n)):
+    lags 0 .. N - 1, a zero, lags -(N - 1) .. -1 (zeros when causal): (H, 2N)."""
+    n = (lag_bias.size(1) + 1) // 2
+    weights = torch.exp(lag_bias)
+    before, after = weights[:, : n - 1], weights[:, n - 1:]
+    if causal:
+        before = torch.zeros_like(before)
+    return torch.cat([after, torch.zeros_like(after[:, :1]), before], 1)
+
+
+def _seen_mask(key_padding: Tensor, causal: bool) -> Tensor:
+    """(B, N, 1, 1): 1 for a query that sees at least one real key, else 0."""
+    real = key_padding.to(torch.long)
+    seen = real.cumsum(1) if causal else real.sum(1, keepdim=True).expand_as(real)
+    return (seen > 0)[:, :, None, None]
+
+
+def toeplitz_linear_attention(phi_q: Tensor, phi_k: Tensor, v: Tensor, lag_bias: Tensor, causal: bool,
+                              key_padding: Optional[Tensor] = None, eps: float = 1e-6) -> Tensor:
+    """out_m = sum_n e^(b_h(m - n)) (phi_q_m . phi_k_n) v_n / max(sum_n e^(b_h(m - n)) phi_q_m . phi_k_n, eps)
+    over n <= m when causal, every n otherwise. phi_q, phi_k: (B, N, H, M), v: (B, N, H, Dv),
+    lag_bias: (H, 2N - 1), b_h for lags -(N - 1) .. N - 1 (ToeplitzBias.lag_bias(N)) -> (B, N, H, Dv).
+    The Toeplitz sums are circulant products of length 2N by FFT, O(N log N) per (feature, value
+    feature) pair, holding (B, H, M, Dv + 1, 2N); a query that sees no key gets zeros."""
+    where = "toeplitz_linear_attention"
+    check_qkv(where, phi_q, phi_k, v)
+    _check_eps(where, eps)
+    _check_causal(where, phi_q, phi_k)
+    _check_lag_bias(where, lag_bias, phi_q)
+    n = phi_q.size(1)
+    pairs = torch.einsum("bnhm,bnhd->bhmdn", mask_keys(where, phi_k, key_padding), _with_ones(v))
+    spectrum = torch.fft.rfft(_circulant_column(lag_bias, causal), 2 * n)[None, :, None, None]  # (1, H, 1, 1, N + 1)
+    sums = torch.fft.irfft(torch.fft.rfft(pairs, 2 * n) * spectrum, 2 * n)[..., :n]        # (B, H, M, Dv + 1, N)
+    out = _normalise(torch.einsum("bnhm,bhmdn->bnhd", phi_q, sums), eps)
+    if key_padding is None:
+        return out
+    return out * _seen_mask(key_padding, causal).to(out.dtype)
 
 
 class LinearAttention(nn.Module):

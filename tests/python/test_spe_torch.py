@@ -24,7 +24,7 @@ F64 = torch.float64
 SPE_CLI = os.environ.get("SPE_CLI")
 
 # The C++ state_dict names: register_parameter / register_buffer in src/encoding/sine_spe.cpp,
-# conv_spe.cpp, spe_filter.cpp and src/attention/feature_maps.cpp.
+# conv_spe.cpp, spe_filter.cpp, rotary.cpp, decay.cpp, toeplitz.cpp and src/attention/feature_maps.cpp.
 CPP_NAMES = {
     "SineSPE": ["freqs", "offsets", "gains"],
     "ConvSPE": ["weight_q", "weight_k"],
@@ -32,6 +32,9 @@ CPP_NAMES = {
     "SPEFilter ungated": [],
     "FeatureMap favor": ["projection"],
     "FeatureMap elu": [],
+    "RotaryEncoding": [],
+    "Decay": ["logits"],
+    "ToeplitzBias": ["bias"],
 }
 
 
@@ -97,8 +100,81 @@ def linear_reference(q, k, v, eps, causal, padding=None, psi_q=None, psi_k=None)
     return out
 
 
+def weighted_linear_reference(q, k, v, kernel, causal, padding=None, eps=1e-6):
+    """out_m = sum_n w_h(m - n) (q_m . k_n) v_n / max(sum_n w_h(m - n) q_m . k_n, eps) over unmasked
+    n (n <= m when causal); kernel: (H, 2N - 1), w_h(lag) at column lag + N - 1. No key: zeros."""
+    B, N, H, _ = q.shape
+    out = torch.zeros(B, N, H, v.shape[-1], dtype=q.dtype)
+    for b in range(B):
+        for m in range(N):
+            for h in range(H):
+                num, den = 0.0, 0.0
+                for n in range(m + 1 if causal else N):
+                    if padding is None or padding[b, n]:
+                        w = kernel[h, m - n + N - 1] * (q[b, m, h] @ k[b, n, h])
+                        num, den = num + w * v[b, n, h], den + w
+                out[b, m, h] = num / max(float(den), eps)
+    return out
+
+
+def decay_kernel_reference(log_decay, n):
+    """g_h^|lag| for lags -(n - 1) .. n - 1, one power at a time: (H, 2n - 1)."""
+    return torch.tensor([[math.exp(float(log_g) * abs(lag)) for lag in range(1 - n, n)] for log_g in log_decay],
+                        dtype=F64)
+
+
+def decayed_product_reference(a, b, v, log_decay):
+    """sum_{n <= m} g_h^(m - n) (a_m . b_n) v_n, pair by pair."""
+    out = torch.zeros(*a.shape[:3], v.shape[-1], dtype=a.dtype)
+    for m in range(a.shape[1]):
+        for n in range(m + 1):
+            w = torch.exp(log_decay * (m - n)) * (a[:, m] * b[:, n]).sum(-1)   # (B, H)
+            out[:, m] += w[..., None] * v[:, n]
+    return out
+
+
+def softmax_reference(q, k, v, causal, padding=None, bias=None):
+    """softmax over the allowed keys n of q_m . k_n / sqrt(D) + bias[h, m, n] (causal: n <= m + Nk - Nq);
+    a query without any allowed key gets zeros."""
+    B, Nq, H, D = q.shape
+    Nk = k.shape[1]
+    out = torch.zeros(B, Nq, H, v.shape[-1], dtype=q.dtype)
+    for b in range(B):
+        for m in range(Nq):
+            keys = [n for n in range(Nk) if (not causal or n <= m + Nk - Nq) and (padding is None or padding[b, n])]
+            for h in range(H):
+                if not keys:
+                    continue
+                scores = torch.stack([q[b, m, h] @ k[b, n, h] / math.sqrt(D) + (0 if bias is None else bias[h, m, n])
+                                      for n in keys])
+                e = (scores - scores.max()).exp()
+                out[b, m, h] = sum(e[i] / e.sum() * v[b, n, h] for i, n in enumerate(keys))
+    return out
+
+
+def rotary_theta_reference(dim, base, scaling, s, length):
+    """theta_i of each pair i after the scaling, from the formulas of include/spe/encoding/rotary.h."""
+    thetas = []
+    for i in range(dim // 2):
+        b = base * s ** (dim / (dim - 2)) if scaling == "ntk" else base
+        theta = b ** (-2 * i / dim)
+        if scaling == "linear":
+            theta = theta / s
+        if scaling == "yarn":
+            g = min(max((length * theta / (2 * math.pi) - 1) / (32 - 1), 0.0), 1.0)
+            theta = (1 - g) * theta / s + g * theta
+        thetas.append(theta)
+    return thetas
+
+
 def randn(*shape, seed=0, dtype=F64):
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+
+
+def relative_inputs(n=6):
+    """phi_q, phi_k: (2, n, 2, 3) positive, v: (2, n, 2, 4), float64."""
+    q, k = randn(2, n, 2, 3, seed=43).exp(), randn(2, n, 2, 3, seed=44).exp()
+    return q, k, randn(2, n, 2, 4, seed=45)
 
 
 class LibrarySearch(unittest.TestCase):
@@ -429,6 +505,179 @@ class LinearAttentionTest(unittest.TestCase):
         self.assertLess(max_error(spe_torch.causal_linear_attention(q, k, v).double(), want), 1e-5)
 
 
+ROTARY_SCALINGS = (("none", 1.0), ("linear", 4.0), ("ntk", 4.0), ("yarn", 4.0))
+
+
+class RotaryTest(unittest.TestCase):
+    D, L = 16, 512  # with L = 512 YaRN's ramp keeps pair 0, blends pairs 1 to 3 and interpolates the rest
+
+    def encoding(self, scaling, factor):
+        return spe_torch.RotaryEncoding(self.D, scaling=scaling, factor=factor, original_length=self.L)
+
+    def test_angles_of_each_scaling_pair_by_pair(self):
+        x = randn(1, 4, 1, self.D, seed=40)
+        for scaling, s in ROTARY_SCALINGS:
+            rotary = self.encoding(scaling, s)
+            thetas = rotary_theta_reference(self.D, 10000.0, scaling, s, self.L)
+            self.assertLess(max_error(rotary.frequencies(), torch.tensor(thetas, dtype=F64)), 1e-15, scaling)
+            magnitude = 0.1 * math.log(s) + 1 if scaling == "yarn" else 1.0
+            y = rotary(x, start=3)
+            for n in range(4):
+                for i, theta in enumerate(thetas):
+                    x0, x1 = x[0, n, 0, 2 * i], x[0, n, 0, 2 * i + 1]
+                    c, sn = math.cos((3 + n) * theta), math.sin((3 + n) * theta)
+                    want = torch.stack([x0 * c - x1 * sn, x0 * sn + x1 * c]) * magnitude
+                    self.assertLess(max_error(y[0, n, 0, 2 * i:2 * i + 2], want), 1e-12, (scaling, n, i))
+
+    def test_scores_depend_on_the_distance_only(self):
+        q, k = randn(self.D, seed=41), randn(self.D, seed=42)
+        for scaling, s in ROTARY_SCALINGS:
+            rotary = self.encoding(scaling, s)
+            rq, rk = (rotary(x.expand(1, 9, 1, self.D), start=5)[0, :, 0] for x in (q, k))
+            scores = rq @ rk.t()                                                   # (9, 9)
+            self.assertLess(max_error(scores[1:, 1:], scores[:-1, :-1]), 1e-12, scaling)
+            magnitude = 0.1 * math.log(s) + 1 if scaling == "yarn" else 1.0
+            self.assertLess(abs(scores[0, 0] - magnitude ** 2 * (q @ k)), 1e-12, scaling)
+
+    def test_no_state_and_set_scaling(self):
+        rotary = spe_torch.RotaryEncoding(8)
+        self.assertEqual(list(rotary.state_dict()), CPP_NAMES["RotaryEncoding"])
+        rotary.set_scaling("linear", 2.0)
+        self.assertLess(max_error(rotary.frequencies(), spe_torch.RotaryEncoding(8).frequencies() / 2), 1e-16)
+        with self.assertRaisesRegex(ValueError, "yarn scaling needs original_length"):
+            rotary.set_scaling("yarn", 2.0)
+        self.assertEqual((rotary.scaling, rotary.factor), ("linear", 2.0))      # unchanged when refused
+
+
+class DecayTest(unittest.TestCase):
+    def test_start_and_state_dict(self):
+        for heads in (1, 8):
+            exponents = [5.0] if heads == 1 else [5 + 7 * h / (heads - 1) for h in range(heads)]
+            want = torch.tensor([math.log(1 - 2 ** -e) for e in exponents], dtype=F64)
+            for learnable in (False, True):
+                decay = spe_torch.Decay(heads, learnable=learnable)
+                self.assertEqual(list(decay.state_dict()), CPP_NAMES["Decay"])
+                self.assertEqual(isinstance(decay.logits, torch.nn.Parameter), learnable)
+                self.assertEqual([n for n, _ in decay.named_buffers()], [] if learnable else ["logits"])
+                self.assertLess(max_error(decay.log_decay().double() / want, torch.ones(heads, dtype=F64)), 1e-5)
+
+    def test_kernel_and_score_bias(self):
+        decay = spe_torch.Decay(3).double()
+        log_g = decay.log_decay()
+        self.assertLess(max_error(decay.kernel(4), decay_kernel_reference(log_g, 4)), 1e-15)
+        bias = decay.score_bias(2, 3, 5)                                           # (H, Nq, Nk)
+        for m in range(3):
+            for n in range(5):
+                self.assertLess(max_error(bias[:, m, n], log_g * abs(2 + m - n)), 1e-15)
+
+    def test_attention_matches_the_loops(self):
+        q, k, v = relative_inputs()
+        log_decay = torch.tensor([-0.3, -1.5], dtype=F64)
+        padding = torch.tensor([[True] * 6, [False, True, True, False, True, False]])
+        kernel = decay_kernel_reference(log_decay, 6)
+        for causal in (False, True):
+            for keys in (None, padding):
+                got = spe_torch.decayed_linear_attention(q, k, v, log_decay, causal, keys)
+                want = weighted_linear_reference(q, k, v, kernel, causal, keys)
+                self.assertLess(max_error(got, want), 1e-12, (causal, keys is not None))
+
+    def test_chunk_sizes_agree(self):
+        q, k, v = relative_inputs(n=13)
+        log_decay = torch.tensor([-0.2, -0.9], dtype=F64)
+        want = decayed_product_reference(q, k, v, log_decay)
+        for chunk in (1, 4, 5, 64):
+            self.assertLess(max_error(spe_torch.decayed_causal_product(q, k, v, log_decay, chunk), want), 1e-12, chunk)
+
+    def test_long_sequence_stays_finite(self):
+        """N = 2000 in float32, g^-N far beyond its range for g = e^-1: every factor's exponent is
+        non-negative. Every 111th row against the quadratic form in float64."""
+        q, k, v = (x[:1] for x in relative_inputs(n=2000))
+        log_decay = torch.tensor([-1.0, -1e-3])
+        rows, keys = torch.arange(0, 2000, 111), torch.arange(2000)
+        lags = (rows[:, None] - keys[None, :]).double()                            # (rows, N)
+        for causal in (False, True):
+            weights = torch.exp(log_decay.double().view(2, 1, 1) * lags.abs()) * (lags >= 0 if causal else 1)
+            sims = torch.einsum("bmhk,bnhk->bhmn", q[:, rows], k) * weights        # (B, H, rows, N)
+            want = torch.einsum("bhmn,bnhd->bmhd", sims, v) / sims.sum(-1).transpose(1, 2).unsqueeze(-1)
+            got = spe_torch.decayed_linear_attention(q.float(), k.float(), v.float(), log_decay, causal)
+            self.assertTrue(torch.isfinite(got).all(), causal)
+            self.assertLess(max_error(got[:, rows].double(), want), 1e-4, causal)
+
+    def test_gradcheck(self):
+        q, k, v = (x[:1, :4, :, :2].clone().requires_grad_() for x in relative_inputs())
+        log_decay = torch.tensor([-0.4, -1.1], dtype=F64, requires_grad=True)
+        for causal in (False, True):
+            self.assertTrue(torch.autograd.gradcheck(
+                lambda a, b, c, g: spe_torch.decayed_linear_attention(a, b, c, g, causal), (q, k, v, log_decay)))
+        self.assertTrue(torch.autograd.gradcheck(
+            lambda a, b, c, g: spe_torch.decayed_causal_product(a, b, c, g, chunk=2), (q, k, v, log_decay)))
+
+
+class ToeplitzTest(unittest.TestCase):
+    def test_parameter_and_clipped_lags(self):
+        toeplitz = spe_torch.ToeplitzBias(2, clip=2).double()
+        self.assertEqual(list(toeplitz.state_dict()), CPP_NAMES["ToeplitzBias"])
+        self.assertTrue(torch.equal(toeplitz.bias.data, torch.zeros(2, 5, dtype=F64)))
+        with torch.no_grad():
+            toeplitz.bias.copy_(randn(2, 5, seed=46))
+        b = toeplitz.bias.data
+        lag_bias, bias = toeplitz.lag_bias(4), toeplitz.score_bias(1, 3, 5)        # (H, 7), (H, Nq, Nk)
+        for lag in range(-3, 4):
+            self.assertTrue(torch.equal(lag_bias[:, lag + 3], b[:, min(max(lag, -2), 2) + 2]), lag)
+        for m in range(3):
+            for n in range(5):
+                self.assertTrue(torch.equal(bias[:, m, n], b[:, min(max(1 + m - n, -2), 2) + 2]), (m, n))
+        self.assertTrue(torch.equal(toeplitz.kernel(4), lag_bias.exp()))
+
+    def test_attention_matches_the_loops(self):
+        q, k, v = relative_inputs(n=7)
+        lag_bias = randn(2, 13, seed=47)
+        padding = torch.tensor([[True] * 7, [False, False, True, True, False, True, False]])
+        for causal in (False, True):
+            for keys in (None, padding):                  # causal: the second row's first queries see no key
+                got = spe_torch.toeplitz_linear_attention(q, k, v, lag_bias, causal, keys)
+                want = weighted_linear_reference(q, k, v, lag_bias.exp(), causal, keys)
+                self.assertLess(max_error(got, want), 1e-12, (causal, keys is not None))
+
+    def test_float32_against_float64(self):
+        """The FFT rounds at the scale of the whole sequence's sums, which the first causal rows
+        divide by their few keys' weights: a bias spread over e^+-1 keeps them within 1e-4."""
+        q, k, v = relative_inputs(n=256)
+        lag_bias = 0.3 * randn(2, 511, seed=48)
+        for causal in (False, True):
+            want = spe_torch.toeplitz_linear_attention(q, k, v, lag_bias, causal)
+            got = spe_torch.toeplitz_linear_attention(q.float(), k.float(), v.float(), lag_bias.float(), causal)
+            self.assertLess(max_error(got.double(), want) / want.abs().max().item(), 1e-4, causal)
+
+    def test_gradcheck(self):
+        q, k, v = (x[:1, :4, :, :2].clone().requires_grad_() for x in relative_inputs())
+        lag_bias = randn(2, 7, seed=49).requires_grad_()
+        for causal in (False, True):
+            self.assertTrue(torch.autograd.gradcheck(
+                lambda a, b, c, w: spe_torch.toeplitz_linear_attention(a, b, c, w, causal), (q, k, v, lag_bias)))
+
+
+class SoftmaxTest(unittest.TestCase):
+    def test_matches_the_loops(self):
+        q, k, v = randn(2, 4, 2, 3, seed=50), randn(2, 6, 2, 3, seed=51), randn(2, 6, 2, 5, seed=52)
+        padding = torch.tensor([[True] * 6, [False, False, False, True, True, False]])
+        bias = spe_torch.ToeplitzBias(2, clip=3).double()
+        with torch.no_grad():
+            bias.bias.copy_(randn(2, 7, seed=53))
+        for causal in (False, True):                      # causal with Nq < Nk: aligned at the end
+            for keys in (None, padding):
+                for score_bias in (None, bias.score_bias(2, 4, 6)):
+                    got = spe_torch.softmax_attention(q, k, v, causal, keys, score_bias)
+                    want = softmax_reference(q, k, v, causal, keys, score_bias)
+                    self.assertLess(max_error(got, want), 1e-12, (causal, keys is not None, score_bias is not None))
+
+    def test_a_query_without_keys_gets_zeros(self):
+        q = randn(1, 3, 1, 2, seed=54)
+        padding = torch.tensor([[False, True, True]])
+        out = spe_torch.softmax_attention(q, q, q, True, padding)
+        self.assertTrue(torch.equal(out[0, 0], torch.zeros(1, 2, dtype=F64)) and torch.isfinite(out).all())
+
+
 class BadInput(unittest.TestCase):
     def assert_names(self, error, pattern, call):
         with self.assertRaisesRegex(error, pattern):
@@ -472,6 +721,41 @@ class BadInput(unittest.TestCase):
                           lambda: spe_torch.FeatureMap("elu", 3)(q, "value"))
 
 
+    def test_relative_positions_name_the_argument(self):
+        q = torch.rand(1, 4, 2, 3)
+        self.assert_names(ValueError, "RotaryEncoding: dim must be even", lambda: spe_torch.RotaryEncoding(7))
+        self.assert_names(ValueError, "RotaryEncoding: scaling must be one of none, linear, ntk, yarn, got 'bogus'",
+                          lambda: spe_torch.RotaryEncoding(8, scaling="bogus"))
+        self.assert_names(ValueError, "RotaryEncoding: factor must be a finite value >= 1 .*, got 0.5",
+                          lambda: spe_torch.RotaryEncoding(8, scaling="linear", factor=0.5))
+        self.assert_names(ValueError, "RotaryEncoding: ntk scaling needs dim >= 4, got 2",
+                          lambda: spe_torch.RotaryEncoding(2, scaling="ntk", factor=2.0))
+        self.assert_names(ValueError, r"RotaryEncoding.forward: x must be \(B, N, H, D\) with D = 8, "
+                                      r"got shape \[1, 4, 2, 3\]",
+                          lambda: spe_torch.RotaryEncoding(8)(q))
+        self.assert_names(ValueError, "Decay: heads must be positive, got 0", lambda: spe_torch.Decay(0))
+        self.assert_names(ValueError, "Decay.kernel: length must be positive, got 0",
+                          lambda: spe_torch.Decay(2).kernel(0))
+        self.assert_names(ValueError, "ToeplitzBias: clip must be positive, got 0",
+                          lambda: spe_torch.ToeplitzBias(2, 0))
+        self.assert_names(ValueError, r"decayed_linear_attention: log_decay must be \(H,\) with H = 2, got shape \[3\]",
+                          lambda: spe_torch.decayed_linear_attention(q, q, q, torch.zeros(3), True))
+        self.assert_names(TypeError, "decayed_causal_product: log_decay must have the inputs' dtype torch.float32",
+                          lambda: spe_torch.decayed_causal_product(q, q, q, torch.zeros(2, dtype=F64)))
+        self.assert_names(ValueError, "decayed_causal_product: chunk must be positive, got 0",
+                          lambda: spe_torch.decayed_causal_product(q, q, q, torch.zeros(2), 0))
+        self.assert_names(ValueError, r"toeplitz_linear_attention: lag_bias must be \(H, 2N - 1\) = \(2, 7\), "
+                                      r"got shape \[2, 9\]",
+                          lambda: spe_torch.toeplitz_linear_attention(q, q, q, torch.zeros(2, 9), False))
+        self.assert_names(ValueError, r"toeplitz_linear_attention: phi_q \(4 positions\) and phi_k \(5\)",
+                          lambda: spe_torch.toeplitz_linear_attention(q, torch.rand(1, 5, 2, 3), torch.rand(1, 5, 2, 3),
+                                                                      torch.zeros(2, 7), True))
+        self.assert_names(ValueError, r"softmax_attention: score_bias must be \(H, Nq, Nk\) = \[2, 4, 4\], "
+                                      r"got shape \[2, 4, 5\]",
+                          lambda: spe_torch.softmax_attention(q, q, q, score_bias=torch.zeros(2, 4, 5)))
+        self.assert_names(ValueError, r"softmax_attention: key_padding must be \(B, Nk\) = \[1, 4\] bool",
+                          lambda: spe_torch.softmax_attention(q, q, q, key_padding=torch.ones(1, 3, dtype=torch.bool)))
+
 class Block(torch.nn.Module):
     """A tiny attention block: gated sineSPE on q, k, elu+1 features, causal linear attention."""
 
@@ -486,6 +770,20 @@ class Block(torch.nn.Module):
         # q, k: (B, N, H, D), v: (B, N, H, Dv) -> (B, N, H, Dv)
         q_hat, k_hat = self.filter(q, k, self.spe.draw())
         return self.attention(self.phi(q_hat, "query"), self.phi(k_hat, "key"), v)
+
+
+class DecayedBlock(torch.nn.Module):
+    """elu+1 features and causal linear attention decayed by learnable per-head decays."""
+
+    def __init__(self, heads, dim):
+        super().__init__()
+        self.decay = spe_torch.Decay(heads, learnable=True)
+        self.phi = spe_torch.FeatureMap("elu", dim)
+
+    def forward(self, q, k, v):
+        # q, k: (B, N, H, D), v: (B, N, H, Dv) -> (B, N, H, Dv)
+        phi_q, phi_k = self.phi(q, "query"), self.phi(k, "key")
+        return spe_torch.decayed_linear_attention(phi_q, phi_k, v, self.decay.log_decay(), True)
 
 
 class TorchScriptTest(unittest.TestCase):
@@ -504,6 +802,25 @@ class TorchScriptTest(unittest.TestCase):
         self.assertEqual(outs[0].shape, (2, 9, 2, 4))
         for out in outs[1:]:
             self.assertLess(max_error(out, outs[0]), 1e-6)
+
+    def test_scripted_decayed_block(self):
+        block = DecayedBlock(2, 4)
+        scripted = torch.jit.script(block)
+        q, k, v = (torch.randn(2, 7, 2, 4, generator=torch.Generator().manual_seed(s)) for s in (55, 56, 57))
+        self.assertLess(max_error(scripted(q, k, v), block(q, k, v)), 1e-6)
+        self.assertEqual(list(scripted.state_dict()), ["decay.logits"])
+
+    def test_scripted_rotary_toeplitz_and_softmax(self):
+        rotary = spe_torch.RotaryEncoding(4, scaling="yarn", factor=2.0, original_length=8)
+        q, k, v = (torch.randn(1, 5, 2, 4, generator=torch.Generator().manual_seed(s)) for s in (58, 59, 60))
+        self.assertLess(max_error(torch.jit.script(rotary)(q, 3), rotary(q, 3)), 1e-6)
+        lag_bias, score_bias = torch.randn(2, 9), torch.randn(2, 5, 5)
+        toeplitz = torch.jit.script(spe_torch.toeplitz_linear_attention)
+        self.assertLess(max_error(toeplitz(q.exp(), k.exp(), v, lag_bias, True),
+                                  spe_torch.toeplitz_linear_attention(q.exp(), k.exp(), v, lag_bias, True)), 1e-6)
+        softmax = torch.jit.script(spe_torch.softmax_attention)
+        self.assertLess(max_error(softmax(q, k, v, True, None, score_bias),
+                                  spe_torch.softmax_attention(q, k, v, True, None, score_bias)), 1e-6)
 
     def test_scripted_conv_and_favor(self):
         conv = torch.jit.script(spe_torch.ConvSPE(2, 3, kernel_size=3))
@@ -576,19 +893,23 @@ class AgainstCpp(unittest.TestCase):
                 expected = gated.expected_kernel(spe.expected_kernel(shape), 8)
                 self.assertLess(max_error(expected, torch.tensor(report["expected"], dtype=F64)), 1e-12, pe)
 
-    def test_modules_load_a_cpp_checkpoint(self):
+    def tiny_checkpoint(self, *settings):
+        """The checkpoint of one step of `spe train` on a tiny order probe, with these --set settings."""
         with tempfile.TemporaryDirectory() as tmp:
             data, run = os.path.join(tmp, "data"), os.path.join(tmp, "run")
             self.run_cli("data", "probe", "--kind", "order", "--out", data, "--length", "16", "--train", "8",
                          "--valid", "4", "--test", "4")
             config = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "probe", "order.yaml")
             self.run_cli("train", "--config", config, "--out", run, "--no-progress", "--set", f"data.dir={data}",
-                         "data.max_length=16", "model.dim=8", "model.heads=2", "model.layers=1", "model.ffn_dim=8",
-                         "model.positional.kind=sine_spe", "model.positional.code=sampled",
-                         "model.positional.place=inputs", "model.positional.realizations=4",
-                         "model.positional.sines=2", "model.attention.kind=favor", "model.attention.features=6",
-                         "train.steps=1", "train.batch_size=4", "train.eval_every=1", "train.eval_batches=1")
-            ckpt = spe_torch.read_checkpoint(os.path.join(run, "checkpoint.pt"))
+                         "data.max_length=16", "model.layers=1", "model.ffn_dim=8", "train.steps=1",
+                         "train.batch_size=4", "train.eval_every=1", "train.eval_batches=1", *settings)
+            return spe_torch.read_checkpoint(os.path.join(run, "checkpoint.pt"))
+
+    def test_modules_load_a_cpp_checkpoint(self):
+        ckpt = self.tiny_checkpoint("model.dim=8", "model.heads=2", "model.positional.kind=sine_spe",
+                                    "model.positional.code=sampled", "model.positional.place=inputs",
+                                    "model.positional.realizations=4", "model.positional.sines=2",
+                                    "model.attention.kind=favor", "model.attention.features=6")
         modules = {"transformer.sine_spe.": spe_torch.SineSPE(2, 4, sines=2, realizations=4),
                    "transformer.blocks.0.attention.spe_filter.": spe_torch.SPEFilter(2, 4),
                    "transformer.blocks.0.attention.feature_map.": spe_torch.FeatureMap("favor", 4, features=6)}
@@ -597,6 +918,13 @@ class AgainstCpp(unittest.TestCase):
             self.assertTrue(torch.equal(next(iter(module.state_dict().values())),
                                         ckpt.tensors["model/" + prefix + next(iter(module.state_dict()))]))
         self.assertIn("sine_spe", ckpt.config)
+
+    def test_decay_starts_as_in_cpp(self):
+        """Fixed decays are a buffer that training leaves as C++ started it: 8 heads, 1 - 2^-(5..12)."""
+        ckpt = self.tiny_checkpoint("model.dim=16", "model.heads=8", "model.positional.kind=decay")
+        decay = spe_torch.Decay(8)
+        decay.load_state_dict(spe_torch.state_dict_under(ckpt, "transformer.blocks.0.attention.decay."))
+        self.assertTrue(torch.equal(decay.logits, spe_torch.Decay(8).logits))
 
 
 if __name__ == "__main__":
