@@ -27,6 +27,24 @@ void check_eps(const char* where, double eps) {
   TORCH_CHECK(eps > 0, where, ": eps must be positive, got ", eps);
 }
 
+// The checks of the forms where queries and keys are the same positions (decay, toeplitz).
+void check_self_attention(const char* where, const at::Tensor& phi_q, const at::Tensor& phi_k, const at::Tensor& v,
+                          double eps) {
+  check_qkv(where, phi_q, phi_k, v);
+  check_eps(where, eps);
+  TORCH_CHECK(phi_q.size(1) == phi_k.size(1), where, ": queries (", phi_q.size(1), ") and keys (", phi_k.size(1),
+              ") must share their positions");
+}
+
+// v: (B, N, H, Dv) -> (B, N, H, Dv + 1): the normaliser rides along as a last value feature of ones.
+at::Tensor with_ones_column(const at::Tensor& v) { return at::cat({v, at::ones_like(v.narrow(3, 0, 1))}, 3); }
+
+// sums: (B, N, H, Dv + 1) of with_ones_column's values -> numerator / max(normaliser, eps).
+at::Tensor divide_by_last(const at::Tensor& sums, double eps) {
+  const int64_t dv = sums.size(3) - 1;
+  return sums.narrow(3, 0, dv) / sums.narrow(3, dv, 1).clamp_min(eps);
+}
+
 // The positioned features must pair with the plain ones: same B, N, H, dtype and device, and
 // the same P for queries and keys.
 void check_numerator(const char* where, const at::Tensor& phi_q, const at::Tensor& phi_k,
@@ -230,22 +248,16 @@ at::Tensor decayed_causal_product(const at::Tensor& a, const at::Tensor& b, cons
 at::Tensor decayed_linear_attention(const at::Tensor& phi_q, const at::Tensor& phi_k, const at::Tensor& v,
                                     const at::Tensor& log_decay, bool causal, const at::Tensor& key_padding,
                                     double eps) {
-  const char* where = "decayed_linear_attention";
-  check_qkv(where, phi_q, phi_k, v);
-  check_eps(where, eps);
-  TORCH_CHECK(phi_q.size(1) == phi_k.size(1), where, ": queries (", phi_q.size(1), ") and keys (", phi_k.size(1),
-              ") must share their positions");
+  check_self_attention("decayed_linear_attention", phi_q, phi_k, v, eps);
   const at::Tensor keys = mask_keys(phi_k, key_padding);
-  // The normaliser rides along as a last value feature of ones: (B, N, H, Dv + 1).
-  const at::Tensor values = at::cat({v, at::ones_like(v.narrow(3, 0, 1))}, 3);
+  const at::Tensor values = with_ones_column(v);  // (B, N, H, Dv + 1)
   at::Tensor sums = decayed_causal_product(phi_q, keys, values, log_decay);
   if (!causal) {  // the keys after each query: the same product backwards, less the pair (m, m)
     auto flip = [](const at::Tensor& t) { return t.flip({1}); };
     const at::Tensor itself = (phi_q * keys).sum(-1, true) * values;
     sums = sums + flip(decayed_causal_product(flip(phi_q), flip(keys), flip(values), log_decay)) - itself;
   }
-  const int64_t dv = v.size(3);
-  return sums.narrow(3, 0, dv) / sums.narrow(3, dv, 1).clamp_min(eps);
+  return divide_by_last(sums, eps);
 }
 
 at::Tensor decayed_causal_linear_attention_step(const at::Tensor& phi_q_t, const at::Tensor& phi_k_t,
@@ -266,10 +278,8 @@ at::Tensor toeplitz_linear_attention(const at::Tensor& phi_q, const at::Tensor& 
                                      const at::Tensor& lag_bias, bool causal, const at::Tensor& key_padding,
                                      double eps) {
   const char* where = "toeplitz_linear_attention";
-  check_qkv(where, phi_q, phi_k, v);
-  check_eps(where, eps);
-  const int64_t n = phi_q.size(1), h = phi_q.size(2), dv = v.size(3);
-  TORCH_CHECK(phi_k.size(1) == n, where, ": queries (", n, ") and keys (", phi_k.size(1), ") must share their positions");
+  check_self_attention(where, phi_q, phi_k, v, eps);
+  const int64_t n = phi_q.size(1), h = phi_q.size(2);
   TORCH_CHECK(lag_bias.defined() && lag_bias.dim() == 2 && lag_bias.size(0) == h && lag_bias.size(1) == 2 * n - 1,
               where, ": lag_bias must be (H, 2N - 1) = (", h, ", ", 2 * n - 1, "), got ",
               lag_bias.defined() ? lag_bias.sizes() : at::IntArrayRef{});
@@ -281,14 +291,12 @@ at::Tensor toeplitz_linear_attention(const at::Tensor& phi_q, const at::Tensor& 
   at::Tensor before = weights.narrow(1, 0, n - 1), after = weights.narrow(1, n - 1, n);
   if (causal) before = at::zeros_like(before);
   const at::Tensor column = at::cat({after, at::zeros_like(after.narrow(1, 0, 1)), before}, 1);  // (H, 2N)
-  // Each (feature, value feature) pair of the keys' outer products, along the positions; the
-  // normaliser rides along as a last value feature of ones.
-  const at::Tensor values = at::cat({v, at::ones_like(v.narrow(3, 0, 1))}, 3);               // (B, N, H, Dv + 1)
-  const at::Tensor pairs = at::einsum("bnhm,bnhd->bhmdn", {mask_keys(phi_k, key_padding), values});
+  // Each (feature, value feature) pair of the keys' outer products, along the positions.
+  const at::Tensor pairs = at::einsum("bnhm,bnhd->bhmdn", {mask_keys(phi_k, key_padding), with_ones_column(v)});
   const at::Tensor spectrum = at::fft_rfft(column, 2 * n).view({1, h, 1, 1, n + 1});
   const at::Tensor sums = at::fft_irfft(at::fft_rfft(pairs, 2 * n) * spectrum, 2 * n).narrow(-1, 0, n);
   const at::Tensor read = at::einsum("bnhm,bhmdn->bnhd", {phi_q, sums});  // (B, N, H, Dv + 1)
-  const at::Tensor out = read.narrow(3, 0, dv) / read.narrow(3, dv, 1).clamp_min(eps);
+  const at::Tensor out = divide_by_last(read, eps);
   if (!key_padding.defined()) return out;
   // A query that sees no key gets zeros, as in the other forms, not the FFT's rounding over eps.
   const at::Tensor real = key_padding.to(at::kLong);  // (B, N)
