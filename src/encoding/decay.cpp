@@ -2,7 +2,7 @@
 
 #include <ATen/ATen.h>
 
-#include "check.h"
+#include "lags.h"
 
 namespace spe {
 
@@ -26,18 +26,13 @@ void DecayImpl::pretty_print(std::ostream& stream) const {
 at::Tensor DecayImpl::log_decay() const { return at::log_sigmoid(logits); }
 
 at::Tensor DecayImpl::kernel(int64_t length) const {
-  detail::check_positive("Decay::kernel", "length", length);
-  at::Tensor distances = at::arange(-(length - 1), length, logits.options()).abs();  // (2N - 1,)
-  return at::exp(log_decay().unsqueeze(1) * distances);
+  const at::Tensor distances = detail::all_lags("Decay::kernel", length, logits.device()).abs().to(logits.dtype());
+  return at::exp(log_decay().unsqueeze(1) * distances);  // (H, 2N - 1)
 }
 
 at::Tensor DecayImpl::score_bias(int64_t start, int64_t queries, int64_t keys) const {
-  TORCH_CHECK(start >= 0, "Decay::score_bias: start must be >= 0, got ", start);
-  detail::check_positive("Decay::score_bias", "queries", queries);
-  detail::check_positive("Decay::score_bias", "keys", keys);
-  at::Tensor m = at::arange(start, start + queries, logits.options()).unsqueeze(1);
-  at::Tensor n = at::arange(keys, logits.options()).unsqueeze(0);
-  return log_decay().view({-1, 1, 1}) * (m - n).abs();  // (H, Nq, Nk)
+  const at::Tensor lags = detail::query_key_lags("Decay::score_bias", start, queries, keys, logits.device());
+  return log_decay().view({-1, 1, 1}) * lags.abs().to(logits.dtype());  // (H, Nq, Nk)
 }
 
 }  // namespace spe

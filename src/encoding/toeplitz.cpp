@@ -4,7 +4,7 @@
 
 #include <vector>
 
-#include "check.h"
+#include "lags.h"
 
 namespace spe {
 namespace {
@@ -32,18 +32,13 @@ void ToeplitzBiasImpl::pretty_print(std::ostream& stream) const {
 }
 
 at::Tensor ToeplitzBiasImpl::lag_bias(int64_t length) const {
-  detail::check_positive("ToeplitzBias::lag_bias", "length", length);
-  return bias_of(bias, at::arange(-(length - 1), length, at::kLong).to(bias.device()), options.clip());
+  return bias_of(bias, detail::all_lags("ToeplitzBias::lag_bias", length, bias.device()), options.clip());
 }
 
 at::Tensor ToeplitzBiasImpl::kernel(int64_t length) const { return at::exp(lag_bias(length)); }
 
 at::Tensor ToeplitzBiasImpl::score_bias(int64_t start, int64_t queries, int64_t keys) const {
-  TORCH_CHECK(start >= 0, "ToeplitzBias::score_bias: start must be >= 0, got ", start);
-  detail::check_positive("ToeplitzBias::score_bias", "queries", queries);
-  detail::check_positive("ToeplitzBias::score_bias", "keys", keys);
-  const auto longs = at::TensorOptions().dtype(at::kLong).device(bias.device());
-  const at::Tensor lags = at::arange(start, start + queries, longs).unsqueeze(1) - at::arange(keys, longs).unsqueeze(0);
+  const at::Tensor lags = detail::query_key_lags("ToeplitzBias::score_bias", start, queries, keys, bias.device());
   return bias_of(bias, lags, options.clip());  // (H, Nq, Nk)
 }
 

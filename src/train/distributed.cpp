@@ -66,6 +66,18 @@ std::string first_line(const std::string& text) { return text.substr(0, text.fin
 
 std::vector<uint8_t> bytes_of(const std::string& text) { return {text.begin(), text.end()}; }
 
+// What the store holds about each rank: "failed/<rank>" its failure as it reported it,
+// "stopped/<rank>" the rank it stopped because of, "address/<rank>" where it runs.
+std::string rank_key(const char* record, int64_t rank) { return std::string(record) + "/" + std::to_string(rank); }
+
+// The failure rank r left in the store, or "" when it left none.
+std::string reported_failure(c10d::Store& store, int64_t r) {
+  const std::string key = rank_key("failed", r);
+  if (!store.check({key})) return "";
+  const std::vector<uint8_t> message = store.get(key);
+  return {message.begin(), message.end()};
+}
+
 bool is_loopback(const std::string& address) {
   return address == "localhost" || address == "::1" || address.rfind("127.", 0) == 0;
 }
@@ -209,18 +221,18 @@ struct ProcessGroup::Impl {
   // them the errors name no rank, as before.
   void publish_addresses(GlooGroup& group, c10d::Store& gloo_store) noexcept {
     try {
-      read_addresses(group, gloo_store);
+      exchange_addresses(group, gloo_store);
     } catch (const std::exception&) {
       peers.clear();
     }
   }
 
-  void read_addresses(GlooGroup& group, c10d::Store& gloo_store) {
+  void exchange_addresses(GlooGroup& group, c10d::Store& gloo_store) {
     const std::string own =
         fmt::format("{} {} {}", host_name(), getpid(), fmt::join(group.connection_addresses(), " "));
-    store->set("address/" + std::to_string(rank), bytes_of(own));
+    store->set(rank_key("address", rank), bytes_of(own));
     for (int64_t r = 0; r < world_size; ++r) {
-      const std::vector<uint8_t> text = store->get("address/" + std::to_string(r));
+      const std::vector<uint8_t> text = store->get(rank_key("address", r));
       std::istringstream fields(std::string(text.begin(), text.end()));
       Peer peer;
       std::string address;
@@ -251,10 +263,8 @@ struct ProcessGroup::Impl {
   std::string failure_reports() const {
     std::string reports;
     for (int64_t r = 0; r < world_size; ++r) {
-      const std::string key = "failed/" + std::to_string(r);
-      if (r == rank || !store->check({key})) continue;
-      const std::vector<uint8_t> message = store->get(key);
-      reports += fmt::format(" Rank {} failed: {}.", r, std::string(message.begin(), message.end()));
+      const std::string failure = r == rank ? "" : reported_failure(*store, r);
+      if (!failure.empty()) reports += fmt::format(" Rank {} failed: {}.", r, failure);
     }
     return reports;
   }
@@ -262,7 +272,7 @@ struct ProcessGroup::Impl {
   // The rank that `gone` stopped because of, as `gone` recorded it: itself when it recorded
   // nothing (it was killed or crashed), nullopt when it could not tell either.
   std::optional<int64_t> first_gone(int64_t gone) const {
-    const std::string key = "stopped/" + std::to_string(gone);
+    const std::string key = rank_key("stopped", gone);
     if (!store->check({key})) return gone;
     const std::vector<uint8_t> cause = store->get(key);
     if (cause.empty()) return std::nullopt;
@@ -277,7 +287,7 @@ struct ProcessGroup::Impl {
       const std::string reports = failure_reports();
       std::optional<int64_t> cause;
       if (gone) cause = first_gone(*gone);
-      store->set("stopped/" + std::to_string(rank), bytes_of(cause ? std::to_string(*cause) : ""));
+      store->set(rank_key("stopped", rank), bytes_of(cause ? std::to_string(*cause) : ""));
       if (!reports.empty()) return reports;
       if (!gone) return silent_peer_message();
       if (!cause)
@@ -406,7 +416,7 @@ void ProcessGroup::check_all(const std::string& local_error) {
 
 void ProcessGroup::report_failure(const std::string& message) noexcept {
   try {
-    impl_->store->set("failed/" + std::to_string(impl_->rank), bytes_of(first_line(message)));
+    impl_->store->set(rank_key("failed", impl_->rank), bytes_of(first_line(message)));
   } catch (...) {  // the store is gone: the others learn of it from their own failed collective
   }
 }
@@ -637,12 +647,8 @@ class LocalWorkers {
 // Each failed worker's own failure, as it left it in the store ("failed/<rank>").
 void read_failures(c10d::Store& store, std::vector<WorkerExit>& exits) {
   try {
-    for (WorkerExit& e : exits) {
-      const std::string key = "failed/" + std::to_string(e.rank);
-      if (e.status == 0 || !store.check({key})) continue;
-      const std::vector<uint8_t> message = store.get(key);
-      e.failure.assign(message.begin(), message.end());
-    }
+    for (WorkerExit& e : exits)
+      if (e.status != 0) e.failure = reported_failure(store, e.rank);
   } catch (const std::exception&) {  // the summary then says how each worker ended
   }
 }

@@ -13,6 +13,7 @@
 #include "spe/encoding/toeplitz.h"
 #include "support/errors.h"
 #include "support/gradcheck.h"
+#include "support/weighted_attention.h"
 
 namespace spe {
 namespace {
@@ -22,41 +23,19 @@ double bias_at(const at::Tensor& lag_bias, int64_t h, int64_t lag) {
   return lag_bias[h][lag + (lag_bias.size(1) - 1) / 2].item<double>();
 }
 
-// The definition, one pair (m, n) at a time; a query with no allowed key gets zeros.
 at::Tensor toeplitz_loops(const at::Tensor& phi_q, const at::Tensor& phi_k, const at::Tensor& v,
                           const at::Tensor& lag_bias, const at::Tensor& padding, bool causal) {
-  const int64_t B = phi_q.size(0), N = phi_q.size(1), H = phi_q.size(2);
-  at::Tensor out = at::zeros({B, N, H, v.size(3)}, at::kDouble);
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t h = 0; h < H; ++h)
-      for (int64_t m = 0; m < N; ++m) {
-        at::Tensor numerator = at::zeros({v.size(3)}, at::kDouble);
-        double denominator = 0;
-        for (int64_t n = 0; n < N; ++n) {
-          if ((causal && n > m) || (padding.defined() && !padding[b][n].item<bool>())) continue;
-          const double w =
-              std::exp(bias_at(lag_bias, h, m - n)) * (phi_q[b][m][h] * phi_k[b][n][h]).sum().item<double>();
-          numerator += w * v[b][n][h];
-          denominator += w;
-        }
-        if (denominator > 0) out[b][m][h] = numerator / denominator;
-      }
-  return out;
+  auto weight = [&](int64_t h, int64_t lag) { return std::exp(bias_at(lag_bias, h, lag)); };
+  return testing::weighted_linear_loops(phi_q, phi_k, v, weight, padding, causal);
 }
 
-struct Inputs {
-  at::Tensor phi_q, phi_k, v, lag_bias, padding;
+struct Inputs : testing::FeatureInputs {
+  at::Tensor lag_bias;  // (H, 2N - 1)
 };
 
 Inputs make_inputs(int64_t B, int64_t N, int64_t H, int64_t M, int64_t Dv) {
-  at::manual_seed(7);
-  Inputs in{at::rand({B, N, H, M}, at::kDouble) + 0.1, at::rand({B, N, H, M}, at::kDouble) + 0.1,
-            at::randn({B, N, H, Dv}, at::kDouble), at::randn({H, 2 * N - 1}, at::kDouble),
-            at::ones({B, N}, at::kBool)};
-  if (B < 2) return in;
-  in.padding[1][0] = false;  // batch 1: its first key is padding, so causal query 0 sees nothing
-  in.padding[1][N - 3] = false;
-  return in;
+  testing::FeatureInputs features = testing::random_feature_inputs(B, N, H, M, Dv, 7);
+  return {std::move(features), at::randn({H, 2 * N - 1}, at::kDouble)};
 }
 
 TEST(ToeplitzLinearAttention, MatchesExplicitLoopsWithPadding) {
