@@ -12,13 +12,7 @@
 #include "commands.h"
 #include "gnuplot.h"
 #include "measure.h"
-#include "spe/attention/feature_maps.h"
-#include "spe/attention/linear.h"
-#include "spe/attention/softmax.h"
-#include "spe/encoding/relative.h"
-#include "spe/encoding/sine_spe.h"
-#include "spe/encoding/spe_filter.h"
-#include "spe/ops/sine_spe_filter.h"
+#include "spe/nn/transformer.h"
 
 namespace spe::cli {
 namespace {
@@ -32,28 +26,37 @@ struct LayerArgs {
   std::string png;
 };
 
-// Decoding with sineSPE + elu features + the recurrent causal linear attention state: for each
-// new token, the filter at its position (O(1): the code of one position) and one state update.
+// The two causal self-attention layers compared (nn::SelfAttention, as in the models):
+//   "linear+sineSPE": gated sineSPE filter (the layer's own code) -> elu+1 -> causal linear attention
+//   "softmax+shaw":   causal softmax attention with Shaw RPE (clip k)
+nn::SelfAttention make_layer(const LayerArgs& a, bool linear) {
+  nn::TransformerOptions o(2);
+  o.dim(a.heads * a.dim).heads(a.heads).causal(true).dropout(0.0);
+  if (linear) {
+    o.attention().kind(nn::AttentionKind::linear).feature_map(FeatureMapKind::elu);
+    o.positional().kind(nn::PositionalKind::sine_spe).realizations(a.realizations).sines(a.sines).shared_code(false);
+  } else {
+    o.attention().kind(nn::AttentionKind::softmax);
+    o.positional().kind(nn::PositionalKind::shaw).clip(a.clip);
+  }
+  return nn::SelfAttention(o);
+}
+
+// Decoding with the linear + sineSPE layer's one-position form (SelfAttention::step): for each new
+// token the projections, the fused filter at its position (the code is never materialised), one
+// update of the recurrent state and the output projection.
 void bench_decode(const LayerArgs& a) {
   at::NoGradGuard no_grad;
   const int64_t B = a.batch, H = a.heads, D = a.dim, R = a.realizations;
-  SineSPE spe(SineSPEOptions(H, D).sines(a.sines).realizations(R));
-  SPEFilter filter(SPEFilterOptions(H, D));
-  FeatureMap phi(FeatureMapOptions(FeatureMapKind::elu, R));
-  // one code per sequence, kept as factors: the token at position t reads its row of it
-  SPECode code = filter->apply_gate(spe->forward(a.positions));
-  const SineCodeFactors& f = *code.sine;
-  const at::Tensor no_offsets = at::zeros_like(f.offsets);
-  auto state = LinearAttentionState::zeros(B, H, R, D, at::kFloat);
-  at::Tensor q = at::randn({B, 1, H, D}), k = at::randn({B, 1, H, D}), v = at::randn({B, H, D});
+  nn::SelfAttention layer = make_layer(a, true);
+  layer->eval();
+  nn::AttentionState state = layer->start_decoding();
+  const at::Tensor x = at::randn({B, 1, H * D});
   std::vector<std::pair<int64_t, double>> per_window;  // (first position, median seconds per token)
   std::vector<double> times;
   for (int64_t t = 0; t < a.positions; ++t) {
     const double start = now_s();
-    at::Tensor qhat = ops::sine_spe_filter(q, f.frequencies, f.offsets, f.weights, f.gate_scale, f.gate_shift, t);
-    at::Tensor khat = ops::sine_spe_filter(k, f.frequencies, no_offsets, f.weights, f.gate_scale, f.gate_shift, t);
-    causal_linear_attention_step(phi->forward(qhat.select(1, 0), FeatureRole::query),
-                                 phi->forward(khat.select(1, 0), FeatureRole::key), v, state);
+    layer->step(x, state, {});
     times.push_back(now_s() - start);
     if (static_cast<int64_t>(times.size()) == a.window || t + 1 == a.positions) {
       std::sort(times.begin(), times.end());
@@ -66,7 +69,7 @@ void bench_decode(const LayerArgs& a) {
     std::cout << fmt::format(
         "{{\"scenario\": \"decode_step\", \"B\": {}, \"H\": {}, \"D\": {}, \"R\": {}, \"K\": {}, \"first_position\": {}, "
         "\"window\": {}, \"median_us_per_token\": {:.4g}, \"state_floats\": {}, \"threads\": {}}}\n",
-        B, H, D, R, a.sines, position, a.window, seconds * 1e6, state.kv.numel() + state.normalizer.numel(),
+        B, H, D, R, a.sines, position, a.window, seconds * 1e6, state.linear.kv.numel() + state.linear.normalizer.numel(),
         at::get_num_threads());
     data += fmt::format("{} {:.6g}\n", position + 1, seconds * 1e6);
   }
@@ -74,7 +77,7 @@ void bench_decode(const LayerArgs& a) {
     plot_png(a.png,
              fmt::format("set title {}\nset xlabel 'position'\nset ylabel 'microseconds per token (median of {} tokens)'\n"
                          "set yrange [0:*]\nset grid\n"
-                         "plot '-' using 1:2 with linespoints pt 7 lw 2 title 'sineSPE + gate + elu + recurrent step'\n{}e\n",
+                         "plot '-' using 1:2 with linespoints pt 7 lw 2 title 'attention layer: sineSPE + gate + elu + recurrent step'\n{}e\n",
                          gnuplot_quote(fmt::format("decode step, B={} H={} D={} R={}: constant cost per token", B, H, D, R)),
                          a.window, data),
              1000, 600);
@@ -82,36 +85,9 @@ void bench_decode(const LayerArgs& a) {
   }
 }
 
-// One causal self-attention layer on x (B, N, E = H D), forward + backward:
-//   "linear+sineSPE": q, k, v projections -> gated sineSPE filter -> elu+1 -> causal linear attention
-//   "softmax+shaw":   q, k, v projections -> causal softmax attention with Shaw RPE (clip k)
-struct Layer {
-  SineSPE spe;
-  SPEFilter filter;
-  FeatureMap phi;
-  RelativePosition shaw;
-  at::Tensor wq, wk, wv;  // (E, E)
-  Layer(const LayerArgs& a)
-      : spe(SineSPEOptions(a.heads, a.dim).sines(a.sines).realizations(a.realizations)),
-        filter(SPEFilterOptions(a.heads, a.dim)),
-        phi(FeatureMapOptions(FeatureMapKind::elu, a.realizations)),
-        shaw(RelativePositionOptions(a.dim, a.clip)) {
-    const int64_t e = a.heads * a.dim;
-    wq = (at::randn({e, e}) / std::sqrt(e)).requires_grad_();
-    wk = (at::randn({e, e}) / std::sqrt(e)).requires_grad_();
-    wv = (at::randn({e, e}) / std::sqrt(e)).requires_grad_();
-  }
-  at::Tensor forward(const at::Tensor& x, bool linear, int64_t heads) {
-    auto split = [&](const at::Tensor& w) { return at::matmul(x, w).unflatten(2, {heads, -1}); };
-    at::Tensor q = split(wq), k = split(wk), v = split(wv);
-    if (!linear) return softmax_attention(q, k, v, AttentionMask::causal_only(), shaw.get());
-    auto [qhat, khat] = filter->forward(q, k, spe->forward(x.size(1)));
-    return causal_linear_attention(phi->forward(qhat, FeatureRole::query), phi->forward(khat, FeatureRole::key), v);
-  }
-};
-
+// One causal self-attention layer on x (B, N, E = H D), forward + backward, both kinds.
 void bench_layer(const LayerArgs& a) {
-  Layer layer(a);
+  nn::SelfAttention linear_layer = make_layer(a, true), softmax_layer = make_layer(a, false);
   struct Row {
     int64_t n;
     std::string name;
@@ -123,7 +99,8 @@ void bench_layer(const LayerArgs& a) {
       at::Tensor x = at::randn({a.batch, n, a.heads * a.dim});
       for (bool linear : {true, false}) {
         if (!linear && n > a.softmax_max_length) continue;
-        auto step = [&] { layer.forward(x, linear, a.heads).sum().backward(); };
+        nn::SelfAttention& layer = linear ? linear_layer : softmax_layer;
+        auto step = [&] { layer->forward(x, AttentionMask::causal_only(), {}).sum().backward(); };
         const std::string name = linear ? "linear+sineSPE" : "softmax+shaw";
         if (!measure_memory) {
           rows.push_back({n, name, time_median(step, a.repeats).median_s, 0.0});

@@ -118,19 +118,27 @@ std::pair<at::Tensor, at::Tensor> SPEFilterImpl::forward(const at::Tensor& q, co
 }
 
 std::pair<at::Tensor, at::Tensor> SPEFilterImpl::filter(const at::Tensor& q, const at::Tensor& k,
-                                                        const SPECode& gated) const {
+                                                        const SPECode& gated, int64_t first_row) const {
   TORCH_CHECK(q.sizes() == k.sizes(), "SPEFilter: queries ", q.sizes(), " and keys ", k.sizes(),
               " must have the same shape (B, N, H, D)");
   check_code(gated);
+  TORCH_CHECK(first_row >= 0, "SPEFilter: first_row must be >= 0, got ", first_row);
+  TORCH_CHECK(q.dim() != 4 || q.size(1) <= gated.length() - first_row, "SPEFilter: ", q.size(1),
+              " positions from row ", first_row, " exceed the code length ", gated.length());
   const bool fused = !gated.materialised() && q.device().is_cpu() && gated.sine->weights.device().is_cpu() &&
                      (q.scalar_type() == at::kFloat || q.scalar_type() == at::kDouble);
   if (fused) {
-    check_against_code(q, gated.length(), gated.heads(), gated.dim(), gated.scalar_type(),
+    check_against_code(q, gated.length() - first_row, gated.heads(), gated.dim(), gated.scalar_type(),
                        gated.sine->weights.device());
-    return {ops::sine_spe_filter(q, *gated.sine, true), ops::sine_spe_filter(k, *gated.sine, false)};
+    return {ops::sine_spe_filter(q, *gated.sine, true, first_row), ops::sine_spe_filter(k, *gated.sine, false, first_row)};
   }
-  const SPECode m = gated.materialise();
-  return {spe_apply_code(q, m.qbar), spe_apply_code(k, m.kbar)};
+  if (!gated.materialised()) {  // another device or dtype: the code of these rows alone
+    const at::Tensor rows = at::arange(first_row, first_row + q.size(1), gated.sine->weights.options().dtype(at::kLong));
+    auto [qbar, kbar] = sine_code_at(*gated.sine, rows);
+    return {spe_apply_code(q, qbar), spe_apply_code(k, kbar)};
+  }
+  return {spe_apply_code(q, gated.qbar.narrow(0, first_row, q.size(1))),
+          spe_apply_code(k, gated.kbar.narrow(0, first_row, q.size(1)))};
 }
 
 }  // namespace spe

@@ -74,6 +74,29 @@ SPECode draw_code(const TransformerOptions& o, SineSPE& sine, ConvSPE& conv, int
   return conv->forward({length}, c10::nullopt, generator);
 }
 
+// The sampled code of a sequence being decoded, from the module that draws it (null when the
+// model draws none or the module is not this owner's).
+std::unique_ptr<SPECodeStream> decoding_code(const TransformerOptions& o, const SineSPE& sine, const ConvSPE& conv,
+                                             OptionalGenerator generator) {
+  if (!draws_spe_code(o)) return nullptr;
+  const int64_t r = o.positional().realizations();
+  if (sine) return std::make_unique<SPECodeStream>(*sine, r, generator);
+  if (conv) return std::make_unique<SPECodeStream>(*conv, r, generator);
+  return nullptr;
+}
+
+void check_decodable(const TransformerOptions& o) {
+  if (!o.causal())
+    throw std::invalid_argument("decoding token by token needs a causal model (each position sees the ones before)");
+  if (o.positional().kind() == PositionalKind::toeplitz && o.attention().kind() != AttentionKind::softmax)
+    throw std::invalid_argument("recurrent decoding: toeplitz positions under linear attention have no recurrent "
+                                "state (each earlier key's weight differs for every later query); use the prefix "
+                                "decoder");
+  if (o.positional().kind() == PositionalKind::conv_spe && o.positional().conv_ndim() != 1)
+    throw std::invalid_argument("recurrent decoding: 2-D convSPE has no order of positions to extend; use the "
+                                "prefix decoder");
+}
+
 }  // namespace
 
 bool draws_spe_code(const TransformerOptions& o) { return is_spe(o.positional().kind()) && !exact_code(o); }
@@ -157,30 +180,58 @@ at::Tensor SelfAttentionImpl::forward(const at::Tensor& x, const AttentionMask& 
   SPECode gated;  // sampled SPE: this forward's code after the gate
   if (sampled) {
     SPECode own;
-    if (!shared.code) own = draw_code(options, sine_spe, conv_spe, x.size(1), generator);
-    gated = spe_filter->apply_gate(shared.code ? *shared.code : own, generator);
+    if (!shared.code.code) own = draw_code(options, sine_spe, conv_spe, x.size(1), generator);
+    gated = spe_filter->apply_gate(shared.code.code ? *shared.code.code : own, generator);
   }
-  const AttentionInputs in = prepare(x, 0, sampled ? &gated : nullptr, shared.sine);
+  const AttentionInputs in = prepare(x, 0, sampled ? PositionCode{&gated, 0} : PositionCode{}, shared.sine);
   return output(attend(in, mask).flatten(2));
 }
 
-AttentionInputs SelfAttentionImpl::prepare(const at::Tensor& x, int64_t start, const SPECode* gated_code,
+AttentionState SelfAttentionImpl::start_decoding(OptionalGenerator generator) const {
+  check_decodable(options);
+  AttentionState state;
+  state.code = decoding_code(options, sine_spe, conv_spe, generator);
+  if (draws_spe_code(options))
+    state.gate_noise = spe_filter->sample_gate_noise(options.positional().realizations(), query->weight.scalar_type(),
+                                                     generator);
+  return state;
+}
+
+at::Tensor SelfAttentionImpl::step(const at::Tensor& x, AttentionState& state, const SharedSPE& shared) {
+  TORCH_CHECK(x.dim() == 3 && x.size(1) == 1, "SelfAttention::step: x must be (B, 1, E), got ", x.sizes());
+  const PositionCode gated = draws_spe_code(options) ? gated_code_at(state, shared.code) : PositionCode{};
+  const AttentionInputs in = prepare(x, state.position, gated, shared.sine);
+  const at::Tensor out = attend_step(in, state);  // (B, 1, H, Dv)
+  ++state.position;
+  return output(out.flatten(2));
+}
+
+PositionCode SelfAttentionImpl::gated_code_at(AttentionState& state, const PositionCode& shared) {
+  const PositionCode code = state.code ? state.code->next() : shared;
+  TORCH_CHECK(code.code != nullptr, "SelfAttention::step: sampled SPE needs the model's code of the position");
+  // A factored (sine) code covers every position: its gated form is made once per sequence.
+  if (code.code->materialised() || !state.gated.sine.has_value())
+    state.gated = spe_filter->gated_code(*code.code, state.gate_noise);
+  return {&state.gated, code.row};
+}
+
+AttentionInputs SelfAttentionImpl::prepare(const at::Tensor& x, int64_t start, const PositionCode& gated,
                                            SineSPEImpl* shared_sine) {
   // x: (B, N, E) -> q, k, v: (B, N, H, D)
   auto heads = [&](const at::Tensor& t) { return t.unflatten(2, {options.heads(), head_dim(options)}); };
   AttentionInputs in{heads(query(x)), heads(key(x)), heads(value(x)), {}};
-  if (!on_features(options)) std::tie(in.q, in.k) = position(in.q, in.k, start, gated_code, shared_sine);
+  if (!on_features(options)) std::tie(in.q, in.k) = position(in.q, in.k, start, gated, shared_sine);
   if (feature_map) {
     in.q = feature_map(in.q, FeatureRole::query);  // (B, N, H, M)
     in.k = feature_map(in.k, FeatureRole::key);
     if (on_features(options))
-      std::tie(in.numerator.query, in.numerator.key) = position(in.q, in.k, start, gated_code, shared_sine);
+      std::tie(in.numerator.query, in.numerator.key) = position(in.q, in.k, start, gated, shared_sine);
   }
   return in;
 }
 
 std::pair<at::Tensor, at::Tensor> SelfAttentionImpl::position(const at::Tensor& q, const at::Tensor& k, int64_t start,
-                                                              const SPECode* gated_code, SineSPEImpl* shared_sine) {
+                                                              const PositionCode& gated, SineSPEImpl* shared_sine) {
   if (rotary) return {rotary(q, start), rotary(k, start)};
   if (!spe_filter) return {q, k};
   if (exact_code(options)) {
@@ -188,8 +239,8 @@ std::pair<at::Tensor, at::Tensor> SelfAttentionImpl::position(const at::Tensor& 
     return {spe_filter->gate_features(q, sine.exact_features(q, /*query_side=*/true, start)),
             spe_filter->gate_features(k, sine.exact_features(k, /*query_side=*/false, start))};
   }
-  TORCH_CHECK(gated_code != nullptr, "SelfAttention: sampled SPE needs the gated code of the positions");
-  return spe_filter->filter(q, k, *gated_code);
+  TORCH_CHECK(gated.code != nullptr, "SelfAttention: sampled SPE needs the gated code of the positions");
+  return spe_filter->filter(q, k, *gated.code, gated.row);
 }
 
 at::Tensor SelfAttentionImpl::score_bias(int64_t start, int64_t queries, int64_t keys) const {
@@ -212,6 +263,29 @@ at::Tensor SelfAttentionImpl::attend(const AttentionInputs& in, const AttentionM
                      : linear_attention(in.q, in.k, in.v, mask.key_padding);
 }
 
+at::Tensor SelfAttentionImpl::attend_step(const AttentionInputs& in, AttentionState& state) {
+  if (!feature_map) {
+    state.keys = state.keys.defined() ? at::cat({state.keys, in.k}, 1) : in.k;
+    state.values = state.values.defined() ? at::cat({state.values, in.v}, 1) : in.v;
+    return softmax_attention(in.q, state.keys, state.values, AttentionMask::none(), relative ? relative.get() : nullptr,
+                             score_bias(state.position, 1, state.keys.size(1)));
+  }
+  const at::Tensor phi_q = in.q.select(1, 0), phi_k = in.k.select(1, 0), v = in.v.select(1, 0);  // (B, H, M), (B, H, Dv)
+  const bool positioned = in.numerator.query.defined();
+  if (!state.linear.kv.defined())
+    state.linear = LinearAttentionState::zeros(phi_k.size(0), phi_k.size(1), phi_k.size(2), v.size(2), v.options(),
+                                               positioned ? in.numerator.key.size(3) : 0);
+  at::Tensor out;  // (B, H, Dv)
+  if (decay)
+    out = decayed_causal_linear_attention_step(phi_q, phi_k, v, decay->log_decay(), state.linear);
+  else if (positioned)
+    out = causal_linear_attention_step(phi_q, phi_k, v,
+                                       {in.numerator.query.select(1, 0), in.numerator.key.select(1, 0)}, state.linear);
+  else
+    out = causal_linear_attention_step(phi_q, phi_k, v, state.linear);
+  return out.unsqueeze(1);
+}
+
 // ---------------------------------------------------------------------------------------------
 
 TransformerBlockImpl::TransformerBlockImpl(const TransformerOptions& options_) : options(options_) { reset(); }
@@ -229,6 +303,10 @@ void TransformerBlockImpl::reset() {
 at::Tensor TransformerBlockImpl::forward(const at::Tensor& x, const AttentionMask& mask, const SharedSPE& shared,
                                          OptionalGenerator generator) {
   return feed_forward(x + dropout(attention(norm1(x), mask, shared, generator)));
+}
+
+at::Tensor TransformerBlockImpl::step(const at::Tensor& x, AttentionState& state, const SharedSPE& shared) {
+  return feed_forward(x + dropout(attention->step(norm1(x), state, shared)));
 }
 
 at::Tensor TransformerBlockImpl::feed_forward(const at::Tensor& h) {
@@ -265,19 +343,46 @@ at::Tensor TransformerImpl::forward(const at::Tensor& tokens, const at::Tensor& 
   TORCH_CHECK(!padding.defined() || (padding.sizes() == tokens.sizes() && padding.scalar_type() == at::kBool),
               "Transformer: padding must be (B, N) bool like the tokens ", tokens.sizes(), ", got ", padding.sizes(),
               " ", padding.scalar_type());
-  TORCH_CHECK(tokens.numel() == 0 || (tokens.min().item<int64_t>() >= 0 &&
-                                      tokens.max().item<int64_t>() < options.vocab_size()),
-              "Transformer: token ids must lie in [0, ", options.vocab_size(), ")");
+  check_token_ids(tokens);
   at::Tensor x = embed(tokens);
   SPECode code;
-  SharedSPE shared{sine_spe ? sine_spe.get() : nullptr, nullptr};
+  SharedSPE shared{sine_spe ? sine_spe.get() : nullptr, {}};
   if ((sine_spe || conv_spe) && draws_spe_code(options)) {
     code = draw_code(options, sine_spe, conv_spe, x.size(1), generator);
-    shared.code = &code;
+    shared.code = {&code, 0};
   }
   const AttentionMask mask{output_padding(tokens, padding), options.causal()};
   for (const auto& block : *blocks) x = block->as<TransformerBlock>()->forward(x, mask, shared, generator);
   return final_norm(x);
+}
+
+DecodingState TransformerImpl::start_decoding(OptionalGenerator generator) const {
+  check_decodable(options);
+  at::NoGradGuard no_grad;
+  DecodingState state;
+  state.code = decoding_code(options, sine_spe, conv_spe, generator);
+  for (const auto& block : *blocks)
+    state.layers.push_back(block->as<TransformerBlock>()->attention->start_decoding(generator));
+  return state;
+}
+
+at::Tensor TransformerImpl::step(const at::Tensor& tokens, DecodingState& state) {
+  TORCH_CHECK(tokens.dim() == 1 && tokens.scalar_type() == at::kLong, "Transformer::step: tokens must be (B) int64, got ",
+              tokens.sizes(), " ", tokens.scalar_type());
+  TORCH_CHECK(state.layers.size() == blocks->size(), "Transformer::step: the state holds ", state.layers.size(),
+              " layers, the model has ", blocks->size(), " (make it with start_decoding)");
+  check_token_ids(tokens);
+  at::Tensor x = embed(tokens.unsqueeze(1), state.position);  // (B, 1, E)
+  const SharedSPE shared{sine_spe ? sine_spe.get() : nullptr, state.code ? state.code->next() : PositionCode{}};
+  for (size_t i = 0; i < state.layers.size(); ++i) x = blocks[i]->as<TransformerBlock>()->step(x, state.layers[i], shared);
+  ++state.position;
+  return final_norm(x);
+}
+
+void TransformerImpl::check_token_ids(const at::Tensor& tokens) const {
+  TORCH_CHECK(tokens.numel() == 0 || (tokens.min().item<int64_t>() >= 0 &&
+                                      tokens.max().item<int64_t>() < options.vocab_size()),
+              "Transformer: token ids must lie in [0, ", options.vocab_size(), ")");
 }
 
 at::Tensor TransformerImpl::embed(const at::Tensor& tokens, int64_t start) {

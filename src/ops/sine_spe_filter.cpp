@@ -92,12 +92,15 @@ at::Tensor sine_spe_filter(const at::Tensor& x, const at::Tensor& frequencies, c
   return SineSPEFilterFunction::apply(x, frequencies, phases, weights, a, c, first_position);
 }
 
-at::Tensor sine_spe_filter(const at::Tensor& x, const SineCodeFactors& code, bool query_side) {
+at::Tensor sine_spe_filter(const at::Tensor& x, const SineCodeFactors& code, bool query_side,
+                           int64_t first_position) {
   TORCH_CHECK(x.dim() == 4, "spe::ops::sine_spe_filter: x must be (B, N, H, D), got shape ", x.sizes());
-  TORCH_CHECK(x.size(1) <= code.length, "spe::ops::sine_spe_filter: sequence length ", x.size(1),
-              " exceeds the code length ", code.length);
+  TORCH_CHECK(first_position >= 0 && x.size(1) <= code.length - first_position,
+              "spe::ops::sine_spe_filter: ", x.size(1), " positions from row ", first_position,
+              " exceed the code length ", code.length);
   const at::Tensor phases = query_side ? code.offsets : at::zeros_like(code.offsets);
-  return sine_spe_filter(x, code.frequencies, phases, code.weights, code.gate_scale, code.gate_shift, 0);
+  return sine_spe_filter(x, code.frequencies, phases, code.weights, code.gate_scale, code.gate_shift,
+                         first_position);
 }
 
 }  // namespace spe::ops

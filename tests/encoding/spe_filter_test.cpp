@@ -4,6 +4,7 @@
 
 #include <cmath>
 
+#include "spe/encoding/sine_spe.h"
 #include "spe/encoding/spe_filter.h"
 #include "support/errors.h"
 
@@ -105,6 +106,27 @@ TEST(SPEFilter, GateOnExactFeaturesMixesTheKernelWithOne) {
   EXPECT_ERROR_CONTAINS(filter->gate_features(q, fq.narrow(3, 0, 2)), "exact features must be (B, N, H, D, J)");
 }
 
+// filter(q, k, code, first_row) reads the code's rows first_row .. first_row + N - 1: what the
+// whole sequence gets at those rows, for a factored (fused filter) and a materialised code.
+TEST(SPEFilter, FirstRowSelectsTheRowsOfTheCode) {
+  constexpr int64_t H = 2, D = 3, R = 4, N = 8, first = 3, rows = 4;
+  SineSPE spe(SineSPEOptions(H, D).sines(2));
+  spe->to(at::kDouble);
+  SPEFilter filter(SPEFilterOptions(H, D));
+  const SPECode factored = filter->apply_gate(spe->forward(N, R));
+  const at::Tensor q = at::randn({2, N, H, D}, at::kDouble), k = at::randn({2, N, H, D}, at::kDouble);
+  for (const SPECode& code : {factored, factored.materialise()}) {
+    SCOPED_TRACE(code.materialised() ? "materialised" : "factored");
+    auto [q_all, k_all] = filter->filter(q, k, code);
+    auto [q_rows, k_rows] = filter->filter(q.narrow(1, first, rows), k.narrow(1, first, rows), code, first);
+    EXPECT_LT((q_rows - q_all.narrow(1, first, rows)).abs().max().item<double>(), 1e-12);
+    EXPECT_LT((k_rows - k_all.narrow(1, first, rows)).abs().max().item<double>(), 1e-12);
+    EXPECT_ERROR_CONTAINS(filter->filter(q.narrow(1, 0, 6), k.narrow(1, 0, 6), code, first),
+                          "6 positions from row 3 exceed the code length 8");
+    EXPECT_ERROR_CONTAINS(filter->filter(q, k, code, -1), "first_row must be >= 0, got -1");
+  }
+}
+
 TEST(SPEFilter, BadInputIsNamed) {
   SPEFilter filter(SPEFilterOptions(2, 3).gated(false));
   SPECode code = random_code(4, 2, 3, 5);
@@ -114,7 +136,7 @@ TEST(SPEFilter, BadInputIsNamed) {
   EXPECT_ERROR_CONTAINS(filter->forward(q.view({4, 2, 3}), q.view({4, 2, 3}), code),
                         "queries/keys must be (B, N, H, D), got shape [4, 2, 3]");
   at::Tensor long_q = at::randn({1, 6, 2, 3}, at::kDouble);
-  EXPECT_ERROR_CONTAINS(filter->forward(long_q, long_q, code), "sequence length 6 exceeds the code length 4");
+  EXPECT_ERROR_CONTAINS(filter->forward(long_q, long_q, code), "6 positions from row 0 exceed the code length 4");
   EXPECT_ERROR_CONTAINS(filter->forward(q.to(at::kFloat), q.to(at::kFloat), code),
                         "queries/keys are Float but the code is Double");
   SPECode other = random_code(4, 2, 4, 5);

@@ -163,6 +163,83 @@ TEST(KeyedNoise, IsStandardNormalAndUncorrelated) {
   EXPECT_LT(std::abs(inside - 0.682689), 5.0 * std::sqrt(0.682689 * 0.317311 / n));
 }
 
+// The code stream of a decoded sequence reads, at each position, the row of the code a whole
+// forward draws from the same generator: sineSPE through the fused filter at that row, convSPE
+// through its own one-position code.
+TEST(SPECodeStream, EachPositionReadsTheRowOfTheWholeDraw) {
+  constexpr int64_t H = 2, D = 3, R = 4, N = 9;
+  SineSPE sine(SineSPEOptions(H, D).sines(2));
+  ConvSPE conv(ConvSPEOptions(H, D).kernel_size(3));
+  sine->to(at::kDouble);
+  conv->to(at::kDouble);
+  SPEFilter filter(SPEFilterOptions(H, D).gated(false));
+  const at::Tensor x = at::randn({2, N, H, D}, at::kDouble);
+  for (bool is_sine : {true, false}) {
+    SCOPED_TRACE(is_sine ? "sineSPE" : "convSPE");
+    const SPECode whole = (is_sine ? sine->forward(N, R, make_generator(5)) : conv->forward({N}, R, make_generator(5)))
+                              .materialise();
+    SPECodeStream stream = is_sine ? SPECodeStream(*sine, R, make_generator(5)) : SPECodeStream(*conv, R, make_generator(5));
+    EXPECT_EQ(stream.fixed(), is_sine);
+    for (int64_t t = 0; t < N; ++t) {
+      const PositionCode at_t = stream.next();
+      const at::Tensor x_t = x.narrow(1, t, 1);  // (B, 1, H, D)
+      auto [q, k] = filter->filter(x_t, x_t, *at_t.code, at_t.row);
+      ASSERT_LT((q - spe_apply_code(x_t, whole.qbar.narrow(0, t, 1))).abs().max().item<double>(), 1e-12) << t;
+      ASSERT_LT((k - spe_apply_code(x_t, whole.kbar.narrow(0, t, 1))).abs().max().item<double>(), 1e-12) << t;
+    }
+    EXPECT_EQ(stream.position(), N);
+  }
+}
+
+TransformerOptions causal_layer(PositionalKind pe, AttentionKind attention) {
+  TransformerOptions o(kVocab);
+  o.dim(16).heads(2).causal(true).dropout(0.0);
+  o.positional().kind(pe).realizations(6).sines(2).kernel_size(4).clip(3).shared_code(false);
+  o.attention().kind(attention);
+  return o;
+}
+
+// One attention layer, alone: step at each position gives forward's output there, the layer
+// drawing its own code and gate noise in the same order from the same generator.
+TEST(SelfAttention, StepEqualsTheCausalForwardAtEachPosition) {
+  const std::pair<PositionalKind, AttentionKind> kinds[] = {
+      {PositionalKind::sine_spe, AttentionKind::linear}, {PositionalKind::conv_spe, AttentionKind::linear},
+      {PositionalKind::decay, AttentionKind::linear},    {PositionalKind::rotary, AttentionKind::favor},
+      {PositionalKind::shaw, AttentionKind::softmax},    {PositionalKind::toeplitz, AttentionKind::softmax}};
+  const at::Tensor x = at::randn({kBatch, 7, 16}, at::kDouble);
+  for (const auto& [pe, attention] : kinds) {
+    SCOPED_TRACE(describe({pe, attention}));
+    SelfAttention layer(causal_layer(pe, attention));
+    layer->to(at::kDouble);
+    layer->eval();
+    at::NoGradGuard no_grad;
+    const at::Tensor whole = layer->forward(x, AttentionMask::causal_only(), {}, make_generator(4));
+    AttentionState state = layer->start_decoding(make_generator(4));
+    for (int64_t t = 0; t < x.size(1); ++t) {
+      const at::Tensor out = layer->step(x.narrow(1, t, 1), state, {});
+      ASSERT_LT((out - whole.narrow(1, t, 1)).abs().max().item<double>(), 1e-10) << "position " << t;
+    }
+    EXPECT_EQ(state.position, x.size(1));
+  }
+}
+
+TEST(SelfAttention, StepRefusesWhatHasNoRecurrentForm) {
+  TransformerOptions bidirectional = causal_layer(PositionalKind::none, AttentionKind::linear);
+  bidirectional.causal(false);
+  EXPECT_ERROR_CONTAINS(SelfAttention(bidirectional)->start_decoding();, "needs a causal model");
+  SelfAttention layer(causal_layer(PositionalKind::none, AttentionKind::linear));
+  AttentionState state = layer->start_decoding();
+  EXPECT_ERROR_CONTAINS(layer->step(at::randn({1, 2, 16}), state, {});, "x must be (B, 1, E), got [1, 2, 16]");
+  SelfAttention sampled(causal_layer(PositionalKind::sine_spe, AttentionKind::linear).positional(
+      PositionalOptions().kind(PositionalKind::sine_spe).realizations(4)));
+  AttentionState no_code;
+  EXPECT_ERROR_CONTAINS(sampled->step(at::randn({1, 1, 16}), no_code, {});, "needs the model's code of the position");
+  Transformer one_layer(TransformerOptions(causal_layer(PositionalKind::none, AttentionKind::linear)).layers(1));
+  Transformer two_layers(TransformerOptions(causal_layer(PositionalKind::none, AttentionKind::linear)).layers(2));
+  DecodingState of_two = two_layers->start_decoding();
+  EXPECT_ERROR_CONTAINS(one_layer->step(at::zeros({1}, at::kLong), of_two);, "the state holds 2 layers, the model has 1");
+}
+
 TEST(ConvCodeStream, ExtendsTheCodeOfTheSameKey) {
   ConvSPE spe(ConvSPEOptions(2, 3).kernel_size(5).realizations(4));
   spe->to(at::kDouble);

@@ -157,7 +157,7 @@ TEST(FusedSineSPEFilter, BadInputIsNamed) {
   EXPECT_ERROR_CONTAINS(ops::sine_spe_filter(p.x, p.f, p.theta, p.w, {}, {}, -1), "first_position must be >= 0, got -1");
   EXPECT_ERROR_CONTAINS(ops::sine_spe_filter(p.x[0], p.f, p.theta, p.w, {}, {}), "x must be (B, N, H, D)");
   SineCodeFactors short_code{p.f, p.theta, p.w, {}, {}, 3};
-  EXPECT_ERROR_CONTAINS(ops::sine_spe_filter(p.x, short_code, true), "sequence length 4 exceeds the code length 3");
+  EXPECT_ERROR_CONTAINS(ops::sine_spe_filter(p.x, short_code, true), "4 positions from row 0 exceed the code length 3");
 }
 
 }  // namespace

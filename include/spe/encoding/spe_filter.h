@@ -31,8 +31,10 @@ class SPEFilterImpl : public torch::nn::Cloneable<SPEFilterImpl> {
   std::pair<at::Tensor, at::Tensor> forward(const at::Tensor& q, const at::Tensor& k,
                                             const SPECode& code,
                                             OptionalGenerator generator = c10::nullopt);
-  // The filtering alone, with a code that already went through the gate (gated_code).
-  std::pair<at::Tensor, at::Tensor> filter(const at::Tensor& q, const at::Tensor& k, const SPECode& gated) const;
+  // The filtering alone, with a code that already went through the gate (gated_code); q and k
+  // hold the code's rows first_row .. first_row + N - 1 (decoding reads one row at a time).
+  std::pair<at::Tensor, at::Tensor> filter(const at::Tensor& q, const at::Tensor& k, const SPECode& gated,
+                                           int64_t first_row = 0) const;
   // The gate's noise for one code: eps ~ N(0, 1) (H, D, R) / (D R)^(1/4), the same for every
   // position. Undefined when not gated.
   at::Tensor sample_gate_noise(int64_t realizations, at::ScalarType dtype,

@@ -1,11 +1,12 @@
 #pragma once
 // Generation with a causal language model, one token at a time, in two ways that give the same
 // logits for the same SPE draw (a generator in the same state):
-//   recurrent: each layer carries the prefix sums of its causal linear attention (a softmax layer
+//   recurrent: the model's own one-position form (Transformer::start_decoding / step): each
+//              layer carries the prefix sums of its causal linear attention (a softmax layer
 //              carries its keys and values), and the SPE code of each new position comes from
-//              the sequence's fixed draw: sineSPE evaluates Omega(t) against the drawn noise,
-//              convSPE slides its filters over noise keyed by position. With linear attention
-//              the cost of a token does not depend on its position.
+//              the sequence's fixed draw: sineSPE's fused filter reads row t of the code's
+//              factors, convSPE slides its filters over noise keyed by position. With linear
+//              attention the cost of a token does not depend on its position.
 //   prefix:    recomputes the model over the whole prefix for every token, as the authors'
 //              code generates: the reference, O(t) per token.
 #include <ATen/core/Tensor.h>

@@ -18,12 +18,14 @@
 #include <torch/nn/modules/normalization.h>
 #include <torch/nn/pimpl.h>
 
+#include <memory>
 #include <vector>
 
 #include "spe/attention/feature_maps.h"
 #include "spe/attention/linear.h"
 #include "spe/attention/masks.h"
 #include "spe/encoding/absolute.h"
+#include "spe/encoding/code_stream.h"
 #include "spe/encoding/conv_spe.h"
 #include "spe/encoding/decay.h"
 #include "spe/encoding/relative.h"
@@ -107,11 +109,12 @@ void check_transformer_options(const TransformerOptions& options);
 // sineSPE and convSPE do; no SPE, or sineSPE with the exact code, draws nothing.
 bool draws_spe_code(const TransformerOptions& options);
 
-// The model-wide SPE of one forward, when shared_code: the module (exact code) and the code drawn
-// for this forward (sampled code). Null members for what the model does not have.
+// The model-wide SPE of one forward or decoding step, when shared_code: the module (exact code)
+// and the code drawn for the sequence (sampled code), with the row of the first position in it.
+// Null members for what the model does not have.
 struct SharedSPE {
   SineSPEImpl* sine = nullptr;
-  const SPECode* code = nullptr;
+  PositionCode code;
 };
 
 // What the attention function receives: the positional step and the feature map applied.
@@ -120,7 +123,19 @@ struct AttentionInputs {
   PositionedFeatures numerator;    // linear at place features: psi(q), psi(k) (B, N, H, P); else undefined
 };
 
+// What one attention layer keeps between decoding steps (SelfAttentionImpl::start_decoding).
+struct AttentionState {
+  int64_t position = 0;                 // the position of the next step
+  std::unique_ptr<SPECodeStream> code;  // sampled SPE of the layer's own (not shared)
+  at::Tensor gate_noise;                // sampled SPE, gated: (H, D, R), one draw for the sequence
+  SPECode gated;                        // sampled SPE from a fixed code: the gated code, made once
+  LinearAttentionState linear;          // linear attention: the prefix sums (made at the first step)
+  at::Tensor keys, values;              // softmax attention: the keys and values so far (B, t, H, D)
+};
+
 // Multi-head self-attention with its positional step. x: (B, N, E) -> (B, N, E).
+// Two forms share one composition (prepare): forward for whole sequences (training, scoring) and
+// step for one position at a time (decoding), which carries an AttentionState.
 class SelfAttentionImpl : public torch::nn::Cloneable<SelfAttentionImpl> {
  public:
   explicit SelfAttentionImpl(const TransformerOptions& options);
@@ -129,13 +144,14 @@ class SelfAttentionImpl : public torch::nn::Cloneable<SelfAttentionImpl> {
   // generator: the draws of the layer's own code and gate noise (see TransformerImpl::forward).
   at::Tensor forward(const at::Tensor& x, const AttentionMask& mask, const SharedSPE& shared,
                      OptionalGenerator generator = c10::nullopt);
-  // The one composition of projections, positional step and feature map, for the whole sequence
-  // (forward) and for one position (the recurrent decoder). x: (B, N, E) at positions
-  // start .. start + N - 1; gated_code: a sampled SPE code of these positions after the gate
-  // (null otherwise); shared_sine: the model's sineSPE for the exact code (null: the layer's own).
-  AttentionInputs prepare(const at::Tensor& x, int64_t start, const SPECode* gated_code, SineSPEImpl* shared_sine);
-  // The layer's attention function on prepared inputs (whole sequences) -> (B, N, H, Dv).
-  at::Tensor attend(const AttentionInputs& in, const AttentionMask& mask);
+  // The state at position 0 of a causal layer, drawing what forward draws (own code, gate noise)
+  // from `generator` in the same order. Throws std::invalid_argument for a layer with no
+  // recurrent form (toeplitz under linear attention, 2-D convSPE).
+  AttentionState start_decoding(OptionalGenerator generator = c10::nullopt) const;
+  // x: (B, 1, E) at position state.position -> (B, 1, E), equal to forward's output at that
+  // position for the same draws (causal); advances the state. shared: the model's SPE of this
+  // position (SharedSPE::code from the model's SPECodeStream).
+  at::Tensor step(const at::Tensor& x, AttentionState& state, const SharedSPE& shared);
   // Softmax: the scores' positional bias for queries at start .. start + Nq - 1 and keys at
   // 0 .. Nk - 1, (H, Nq, Nk) (decay, toeplitz), undefined when the layer has none.
   at::Tensor score_bias(int64_t start, int64_t queries, int64_t keys) const;
@@ -151,9 +167,20 @@ class SelfAttentionImpl : public torch::nn::Cloneable<SelfAttentionImpl> {
   FeatureMap feature_map{nullptr};
 
  private:
+  // The one composition of projections, positional step and feature map, for the whole sequence
+  // and for one position. x: (B, N, E) at positions start .. start + N - 1; gated: a sampled SPE
+  // code after the gate, x at its rows from gated.row (null code otherwise); shared_sine: the
+  // model's sineSPE for the exact code (null: the layer's own).
+  AttentionInputs prepare(const at::Tensor& x, int64_t start, const PositionCode& gated, SineSPEImpl* shared_sine);
   // q, k (B, N, H, F) -> positioned by rotary or SPE at positions start .. start + N - 1.
   std::pair<at::Tensor, at::Tensor> position(const at::Tensor& q, const at::Tensor& k, int64_t start,
-                                             const SPECode* gated_code, SineSPEImpl* shared_sine);
+                                             const PositionCode& gated, SineSPEImpl* shared_sine);
+  // The attention function on prepared inputs: whole sequences -> (B, N, H, Dv) ...
+  at::Tensor attend(const AttentionInputs& in, const AttentionMask& mask);
+  // ... and one position, causal, against the state -> (B, 1, H, Dv).
+  at::Tensor attend_step(const AttentionInputs& in, AttentionState& state);
+  // Sampled SPE while decoding: the gated code of this position.
+  PositionCode gated_code_at(AttentionState& state, const PositionCode& shared);
 };
 TORCH_MODULE(SelfAttention);
 
@@ -164,15 +191,26 @@ class TransformerBlockImpl : public torch::nn::Cloneable<TransformerBlockImpl> {
   void reset() override;
   at::Tensor forward(const at::Tensor& x, const AttentionMask& mask, const SharedSPE& shared,
                      OptionalGenerator generator = c10::nullopt);
-  // The second half of forward: h + feed-forward(norm(h)).
-  at::Tensor feed_forward(const at::Tensor& h);
+  // x: (B, 1, E) at position state.position -> (B, 1, E), one decoding step (eval mode).
+  at::Tensor step(const at::Tensor& x, AttentionState& state, const SharedSPE& shared);
   TransformerOptions options;
   torch::nn::LayerNorm norm1{nullptr}, norm2{nullptr};
   SelfAttention attention{nullptr};
   torch::nn::Linear expand{nullptr}, contract{nullptr};
   torch::nn::Dropout dropout{nullptr};
+
+ private:
+  // The second half of forward and step: h + feed-forward(norm(h)).
+  at::Tensor feed_forward(const at::Tensor& h);
 };
 TORCH_MODULE(TransformerBlock);
+
+// What a causal transformer keeps between decoding steps (TransformerImpl::start_decoding).
+struct DecodingState {
+  int64_t position = 0;                 // the position of the next token
+  std::unique_ptr<SPECodeStream> code;  // the model's shared sampled SPE code
+  std::vector<AttentionState> layers;   // one per block
+};
 
 // tokens (B, N) int64, padding (B, N) bool (true = real token, or undefined) -> (B, N', E),
 // N' = N + 1 with a [CLS] token in front.
@@ -185,6 +223,13 @@ class TransformerImpl : public torch::nn::Cloneable<TransformerImpl> {
   void reset() override;
   at::Tensor forward(const at::Tensor& tokens, const at::Tensor& padding = {},
                      OptionalGenerator generator = c10::nullopt);
+  // Decoding a causal model token by token: the state before the first token, drawing from
+  // `generator` what forward draws, in the same order (so both see the same SPE code). Throws
+  // std::invalid_argument for a model with no recurrent form (see SelfAttentionImpl).
+  DecodingState start_decoding(OptionalGenerator generator = c10::nullopt) const;
+  // tokens (B) at position state.position -> (B, 1, E), the final normed hidden state; equal to
+  // forward's output at that position (eval mode). Advances the state.
+  at::Tensor step(const at::Tensor& tokens, DecodingState& state);
   // tokens (B, N) at positions start .. start + N - 1 -> the blocks' input (B, N', E): embeddings,
   // the [CLS] token, the absolute encoding, dropout.
   at::Tensor embed(const at::Tensor& tokens, int64_t start = 0);
@@ -201,6 +246,9 @@ class TransformerImpl : public torch::nn::Cloneable<TransformerImpl> {
   torch::nn::Dropout dropout{nullptr};
   torch::nn::ModuleList blocks{nullptr};
   torch::nn::LayerNorm final_norm{nullptr};
+
+ private:
+  void check_token_ids(const at::Tensor& tokens) const;  // in [0, vocab_size)
 };
 TORCH_MODULE(Transformer);
 

@@ -28,8 +28,10 @@ at::Tensor sine_spe_filter(const at::Tensor& x, const at::Tensor& frequencies, c
                            const at::Tensor& weights, const at::Tensor& gate_scale, const at::Tensor& gate_shift,
                            int64_t first_position = 0);
 
-// The same for one side of a factored code: query_side selects Qbar (offsets) or Kbar (no offsets).
-at::Tensor sine_spe_filter(const at::Tensor& x, const SineCodeFactors& code, bool query_side);
+// The same for one side of a factored code: query_side selects Qbar (offsets) or Kbar (no offsets);
+// x holds positions first_position .. first_position + N - 1 of the code.
+at::Tensor sine_spe_filter(const at::Tensor& x, const SineCodeFactors& code, bool query_side,
+                           int64_t first_position = 0);
 
 }  // namespace ops
 }  // namespace spe

@@ -30,13 +30,19 @@ struct TileOscillators {
   std::vector<double> cos_jump, sin_jump;    // (count): of the rotation by kTile positions
   std::vector<double> cos_lane, sin_lane;    // (count, kTile): of the rotations by 0 .. kTile - 1
 
-  TileOscillators(const double* frequencies, const double* phases, int64_t n)
+  // n oscillators for a block of `positions` positions: the lanes and the jump that the block
+  // can use are computed, the others stay 0 (a one-position block, decoding, needs neither).
+  TileOscillators(const double* frequencies, const double* phases, int64_t n, int64_t positions)
       : f(frequencies), theta(phases), count(n), cos_first(n), sin_first(n), cos_jump(n), sin_jump(n),
         cos_lane(n * kTile), sin_lane(n * kTile) {
+    const int64_t lanes = std::min(kTile, positions);
     for (int64_t i = 0; i < count; ++i) {
-      cos_jump[i] = std::cos(kTwoPi * f[i] * kTile);
-      sin_jump[i] = std::sin(kTwoPi * f[i] * kTile);
-      for (int64_t t = 0; t < kTile; ++t) {
+      if (positions > kTile) {
+        cos_jump[i] = std::cos(kTwoPi * f[i] * kTile);
+        sin_jump[i] = std::sin(kTwoPi * f[i] * kTile);
+      }
+      cos_lane[i * kTile] = 1.0;  // the rotation by 0 steps
+      for (int64_t t = 1; t < lanes; ++t) {
         cos_lane[i * kTile + t] = std::cos(kTwoPi * f[i] * static_cast<double>(t));
         sin_lane[i * kTile + t] = std::sin(kTwoPi * f[i] * static_cast<double>(t));
       }
@@ -163,7 +169,7 @@ SPE_INLINE void forward_block(const SineFilterShape& s, const Block& blk, const 
                               T* out) {
   const int64_t H = s.heads, D = s.dim, K = s.sines, R = s.realizations, h = blk.head;
   const HeadCode<T> hc(s, h, weights, gate_scale, gate_shift);
-  TileOscillators osc(freq + h * D * K, phase + h * D * K, D * K);
+  TileOscillators osc(freq + h * D * K, phase + h * D * K, D * K, blk.end - blk.begin);
   const int64_t most = std::min(kTile, blk.end - blk.begin);  // positions per tile
   const int64_t ld = position_stride(s);
   std::vector<T> codes(most * ld), coeffs(D * 2 * K * kTile), scratch;
@@ -228,7 +234,7 @@ SPE_INLINE void backward_block(const SineFilterShape& s, const Block& blk, const
   const int64_t H = s.heads, D = s.dim, K = s.sines, J = 2 * K, R = s.realizations, B = s.batch, h = blk.head;
   const int64_t rows = Moments<T>::moment_rows(s);  // of coeffs: Omega (2K), 1, n Omega (2K)
   const std::vector<T> code_weights = transposed_code_weights(s, h, weights, gate_scale, gate_shift);
-  TileOscillators osc(freq + h * D * K, phase + h * D * K, D * K);
+  TileOscillators osc(freq + h * D * K, phase + h * D * K, D * K, blk.end - blk.begin);
   const int64_t ld = position_stride(s);
   std::vector<T> grad_code(L * ld);                    // (tile, D, R), positions ld apart
   std::vector<T> xs(L * B * D), gs(L * B * R);          // the tile's x_t (B x D) and g_t (B x R)

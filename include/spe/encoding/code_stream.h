@@ -1,0 +1,48 @@
+#pragma once
+// The SPE code of one sequence, drawn once and read position by position while decoding:
+//   sineSPE keeps the code as its factors for every position (SineCodeFactors): position t is
+//           row t of the same code, which the fused filter reads with first_position = t, so no
+//           code is materialised per token;
+//   convSPE slides its filters over noise keyed by position (ConvCodeStream): each position
+//           gets a (1, H, D, R) code of its own.
+// The draws are those of the module's forward for a whole sequence from the same generator, so a
+// decoded sequence and a whole forward see the same code.
+#include <memory>
+
+#include "spe/encoding/conv_spe.h"
+#include "spe/encoding/sine_spe.h"
+#include "spe/random.h"
+
+namespace spe {
+
+// The code that holds one position, and the row of that position in it.
+struct PositionCode {
+  const SPECode* code = nullptr;
+  int64_t row = 0;
+};
+
+class SPECodeStream {
+ public:
+  // Draws what SineSPEImpl::forward draws (the noise) from `generator`.
+  SPECodeStream(const SineSPEImpl& sine, int64_t realizations, OptionalGenerator generator = c10::nullopt);
+  // Draws what ConvSPEImpl::forward draws (the noise key) from `generator`; 1-D convSPE only.
+  SPECodeStream(const ConvSPEImpl& conv, int64_t realizations, OptionalGenerator generator = c10::nullopt);
+
+  // The code of positions t = 0, 1, 2, ... in turn (each called once, in order). Valid until the
+  // next call.
+  PositionCode next();
+  // Whether every position reads the same code (sineSPE): what is derived from it (the gated
+  // code) can be kept for the whole sequence.
+  bool fixed() const { return !conv_; }
+  int64_t position() const { return position_; }
+
+ private:
+  SPECode code_;  // sineSPE: the factors for all positions; convSPE: the last position's code
+  std::unique_ptr<ConvCodeStream> conv_;
+  int64_t position_ = 0;
+};
+
+// How many positions a decoding sineSPE code covers: positions are exact in float64 far beyond.
+inline constexpr int64_t kDecodingCodeLength = int64_t{1} << 40;
+
+}  // namespace spe
