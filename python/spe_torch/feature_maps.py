@@ -40,7 +40,7 @@ def favor_features(x: Tensor, projection: Tensor, shift: Tensor) -> Tensor:
 
 class FeatureMap(nn.Module):
     """kind: "elu", "relu" or "favor"; dim: D; features: M for favor (0: M = D); redraw_interval:
-    favor, redraw every n calls of step() (0: never); scale_inputs: favor, x' = x / D^(1/4).
+    favor, redraw after every n training steps (0: never); scale_inputs: favor, x' = x / D^(1/4).
     Buffer (the C++ state_dict name): projection (M, D), favor only."""
 
     def __init__(self, kind: str, dim: int, features: int = 0, redraw_interval: int = 0, scale_inputs: bool = True):
@@ -57,7 +57,6 @@ class FeatureMap(nn.Module):
             raise ValueError(f"FeatureMap: {kind} has M = D = {dim} features, got features = {features}")
         self.kind, self.dim, self.features = kind, dim, features if features > 0 else dim
         self.redraw_interval, self.scale_inputs = redraw_interval, scale_inputs
-        self.steps_since_redraw = 0
         projection = orthogonal_random_features(self.features, dim) if kind == "favor" else None
         self.register_buffer("projection", projection)
 
@@ -67,17 +66,15 @@ class FeatureMap(nn.Module):
 
     def redraw(self) -> None:
         """New random features (favor; otherwise nothing to draw)."""
-        self.steps_since_redraw = 0
         if self.projection is not None:
             with torch.no_grad():
                 self.projection.copy_(orthogonal_random_features(self.features, self.dim, self.projection.dtype))
 
-    def step(self) -> bool:
-        """Once per training step: redraws when redraw_interval steps have passed. Returns whether it did."""
-        if self.kind != "favor" or self.redraw_interval == 0:
-            return False
-        self.steps_since_redraw += 1
-        if self.steps_since_redraw < self.redraw_interval:
+    def after_training_step(self, steps_done: int) -> bool:
+        """After each training step, with the steps done in all (resumed ones included): redraws when it is
+        a multiple of redraw_interval, so a resumed run redraws where an uninterrupted one would. Returns
+        whether it did."""
+        if self.kind != "favor" or self.redraw_interval == 0 or steps_done % self.redraw_interval != 0:
             return False
         self.redraw()
         return True

@@ -7,22 +7,6 @@
 
 namespace spe {
 
-FeatureMapKind feature_map_kind_from_string(const std::string& name) {
-  if (name == "elu") return FeatureMapKind::elu;
-  if (name == "relu") return FeatureMapKind::relu;
-  if (name == "favor") return FeatureMapKind::favor;
-  TORCH_CHECK(false, "unknown feature map '", name, "': expected one of elu, relu, favor");
-}
-
-const char* to_string(FeatureMapKind kind) {
-  switch (kind) {
-    case FeatureMapKind::elu: return "elu";
-    case FeatureMapKind::relu: return "relu";
-    case FeatureMapKind::favor: return "favor";
-  }
-  return "?";
-}
-
 FeatureMapImpl::FeatureMapImpl(const FeatureMapOptions& options_) : options(options_) {
   TORCH_CHECK(options.dim() > 0, "FeatureMap: dim must be positive, got ", options.dim());
   TORCH_CHECK(options.features() >= 0, "FeatureMap: features (M) must be positive (or 0 for M = D), got ",
@@ -31,7 +15,7 @@ FeatureMapImpl::FeatureMapImpl(const FeatureMapOptions& options_) : options(opti
               "FeatureMap: redraw_interval must be >= 0 (0 = never), got ", options.redraw_interval());
   TORCH_CHECK(options.kind() == FeatureMapKind::favor || options.features() == 0 ||
                   options.features() == options.dim(),
-              "FeatureMap: ", to_string(options.kind()), " has M = D = ", options.dim(),
+              "FeatureMap: ", choice_name(options.kind(), kFeatureMapKinds), " has M = D = ", options.dim(),
               " features, got features = ", options.features());
   reset();
 }
@@ -40,11 +24,10 @@ void FeatureMapImpl::reset() {
   if (options.kind() != FeatureMapKind::favor) return;
   projection = register_buffer(
       "projection", orthogonal_random_features(features(), options.dim(), at::TensorOptions()));
-  steps_since_redraw_ = 0;
 }
 
 void FeatureMapImpl::pretty_print(std::ostream& stream) const {
-  stream << "spe::FeatureMap(" << to_string(options.kind()) << ", dim=" << options.dim()
+  stream << "spe::FeatureMap(" << choice_name(options.kind(), kFeatureMapKinds) << ", dim=" << options.dim()
          << ", features=" << features();
   if (options.kind() == FeatureMapKind::favor) stream << ", redraw_interval=" << options.redraw_interval();
   stream << ")";
@@ -55,15 +38,14 @@ int64_t FeatureMapImpl::features() const {
 }
 
 void FeatureMapImpl::redraw(OptionalGenerator generator) {
-  steps_since_redraw_ = 0;
   if (options.kind() != FeatureMapKind::favor) return;
   at::NoGradGuard no_grad;
   projection.copy_(orthogonal_random_features(features(), options.dim(), projection.options(), generator));
 }
 
-bool FeatureMapImpl::step(OptionalGenerator generator) {
+bool FeatureMapImpl::after_training_step(int64_t steps_done, OptionalGenerator generator) {
   if (options.kind() != FeatureMapKind::favor || options.redraw_interval() == 0) return false;
-  if (++steps_since_redraw_ < options.redraw_interval()) return false;
+  if (steps_done % options.redraw_interval() != 0) return false;
   redraw(generator);
   return true;
 }

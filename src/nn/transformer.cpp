@@ -397,11 +397,9 @@ at::Tensor TransformerImpl::embed(const at::Tensor& tokens, int64_t start) {
 }
 
 void TransformerImpl::after_training_step(int64_t steps_done) {
-  const int64_t interval = options.attention().redraw_interval();
-  if (interval == 0 || steps_done % interval != 0) return;
   for (const auto& block : *blocks) {
     FeatureMap& feature_map = block->as<TransformerBlock>()->attention->feature_map;
-    if (feature_map) feature_map->redraw();
+    if (feature_map) feature_map->after_training_step(steps_done);
   }
 }
 

@@ -103,22 +103,26 @@ TEST(FeatureMap, FavorStabilisationCancelsInTheAttention) {
 TEST(FeatureMap, RedrawExplicitAndEveryNSteps) {
   FeatureMap favor(FeatureMapOptions(FeatureMapKind::favor, 4).features(8).redraw_interval(3));
   at::Tensor first = favor->projection.clone();
-  EXPECT_FALSE(favor->step());
-  EXPECT_FALSE(favor->step());
+  EXPECT_FALSE(favor->after_training_step(1));
+  EXPECT_FALSE(favor->after_training_step(2));
   EXPECT_TRUE(at::equal(favor->projection, first));
-  EXPECT_TRUE(favor->step());
+  EXPECT_TRUE(favor->after_training_step(3));
   EXPECT_FALSE(at::equal(favor->projection, first));
+  at::Tensor third = favor->projection.clone();
+  EXPECT_FALSE(favor->after_training_step(7));  // a resumed run: multiples of 3 only
+  EXPECT_TRUE(at::equal(favor->projection, third));
+  EXPECT_TRUE(favor->after_training_step(9));
   favor->redraw(make_generator(5));
   at::Tensor seeded = favor->projection.clone();
   favor->redraw(make_generator(5));
   EXPECT_TRUE(at::equal(favor->projection, seeded));
   EXPECT_TRUE(favor->buffers().size() == 1 && favor->parameters().empty());
   FeatureMap never(FeatureMapOptions(FeatureMapKind::favor, 4));
-  for (int i = 0; i < 5; ++i) EXPECT_FALSE(never->step());
+  for (int i = 1; i <= 5; ++i) EXPECT_FALSE(never->after_training_step(i));
 }
 
 TEST(FeatureMap, BadArgumentsAreNamed) {
-  EXPECT_ERROR_CONTAINS(feature_map_kind_from_string("softplus"), "unknown feature map 'softplus': expected one of elu, relu, favor");
+  EXPECT_ERROR_CONTAINS(parse_choice("feature map", "softplus", kFeatureMapKinds), "feature map: 'softplus' is not one of: elu, relu, favor");
   EXPECT_ERROR_CONTAINS(FeatureMap(FeatureMapOptions(FeatureMapKind::relu, 4).features(8)), "relu has M = D = 4 features, got features = 8");
   EXPECT_ERROR_CONTAINS(FeatureMap(FeatureMapOptions(FeatureMapKind::favor, 4).features(-1)), "features (M) must be positive");
   EXPECT_ERROR_CONTAINS(FeatureMap(FeatureMapOptions(FeatureMapKind::favor, 4).redraw_interval(-2)), "redraw_interval must be >= 0");

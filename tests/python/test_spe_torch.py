@@ -466,7 +466,8 @@ class FeatureMapTest(unittest.TestCase):
     def test_redraw_on_schedule(self):
         phi = spe_torch.FeatureMap("favor", 4, redraw_interval=2)
         before = phi.projection.clone()
-        self.assertEqual([phi.step(), phi.step()], [False, True])
+        self.assertEqual([phi.after_training_step(1), phi.after_training_step(2), phi.after_training_step(3)],
+                         [False, True, False])
         self.assertFalse(torch.equal(before, phi.projection))
 
 

@@ -10,14 +10,13 @@
 #include <torch/nn/pimpl.h>
 
 #include "spe/random.h"
+#include "spe/util/choices.h"
 
 namespace spe {
 
 enum class FeatureMapKind { elu, relu, favor };
-
-// Parses "elu", "relu" or "favor"; anything else is an error listing the allowed names.
-FeatureMapKind feature_map_kind_from_string(const std::string& name);
-const char* to_string(FeatureMapKind kind);
+inline constexpr Choice<FeatureMapKind> kFeatureMapKinds[] = {
+    {"elu", FeatureMapKind::elu}, {"relu", FeatureMapKind::relu}, {"favor", FeatureMapKind::favor}};
 
 // Queries and keys are stabilised differently for FAVOR+ (see FeatureMapImpl::forward).
 enum class FeatureRole { query, key };
@@ -27,7 +26,7 @@ struct FeatureMapOptions {
   TORCH_ARG(FeatureMapKind, kind);
   TORCH_ARG(int64_t, dim);               // D, input features per head
   TORCH_ARG(int64_t, features) = 0;      // M for favor; 0 means M = D
-  TORCH_ARG(int64_t, redraw_interval) = 0;  // favor: redraw every n training steps; 0 = never
+  TORCH_ARG(int64_t, redraw_interval) = 0;  // favor: redraw after every n training steps; 0 = never
   TORCH_ARG(bool, scale_inputs) = true;  // favor: x' = x / D^(1/4) (softmax temperature)
 };
 
@@ -47,14 +46,13 @@ class FeatureMapImpl : public torch::nn::Cloneable<FeatureMapImpl> {
   int64_t features() const;
   // Draws new random features (favor; no-op otherwise).
   void redraw(OptionalGenerator generator = c10::nullopt);
-  // Call once per training step: redraws when redraw_interval steps have passed since the last
-  // draw. Returns whether it redrew.
-  bool step(OptionalGenerator generator = c10::nullopt);
+  // Call after each training step with the number of steps done in all (resumed ones included):
+  // redraws when it is a multiple of redraw_interval, so a resumed run redraws where an
+  // uninterrupted one would. Returns whether it redrew.
+  bool after_training_step(int64_t steps_done, OptionalGenerator generator = c10::nullopt);
 
   FeatureMapOptions options;
   at::Tensor projection;  // favor: (M, D) buffer, rows orthogonal within blocks of D
- private:
-  int64_t steps_since_redraw_ = 0;
 };
 TORCH_MODULE(FeatureMap);
 

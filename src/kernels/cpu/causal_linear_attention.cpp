@@ -5,8 +5,7 @@
 #include <algorithm>
 #include <vector>
 
-#include "isa.h"
-#include "vector_ops.h"
+#include "dispatch.h"
 
 namespace spe::kernels::cpu {
 namespace {
@@ -195,39 +194,19 @@ SPE_INLINE void backward_pairs(const BackwardArgs<T>& a, int64_t begin, int64_t 
   }
 }
 
-// One variant per instruction set and element type (isa.h).
-#ifdef SPE_X86_DISPATCH
-#define SPE_VARIANT(TARGET, SUFFIX, TILE, T)                                                                      \
-  TARGET void forward_pairs_##SUFFIX(const ForwardArgs<T>& a, int64_t begin, int64_t end) {                       \
-    forward_pairs<TILE>(a, begin, end);                                                                           \
-  }                                                                                                               \
-  TARGET void backward_pairs_##SUFFIX(const BackwardArgs<T>& a, int64_t begin, int64_t end) {                     \
-    backward_pairs<TILE>(a, begin, end);                                                                          \
+// The kernels for run_for_isa (dispatch.h).
+struct ForwardPairs {
+  template <class Tile, typename T>
+  static SPE_INLINE void run(const ForwardArgs<T>& a, int64_t begin, int64_t end) {
+    forward_pairs<Tile>(a, begin, end);
   }
-SPE_VARIANT(SPE_TARGET_AVX512, avx512, Avx512Tile, float)
-SPE_VARIANT(SPE_TARGET_AVX512, avx512, Avx512Tile, double)
-SPE_VARIANT(SPE_TARGET_AVX2, avx2, Avx2Tile, float)
-SPE_VARIANT(SPE_TARGET_AVX2, avx2, Avx2Tile, double)
-#undef SPE_VARIANT
-#endif
-
-template <typename T>
-void forward_dispatch([[maybe_unused]] Isa isa, const ForwardArgs<T>& a, int64_t begin, int64_t end) {
-#ifdef SPE_X86_DISPATCH
-  if (isa == Isa::avx512) return forward_pairs_avx512(a, begin, end);
-  if (isa == Isa::avx2) return forward_pairs_avx2(a, begin, end);
-#endif
-  forward_pairs<BaselineTile>(a, begin, end);
-}
-
-template <typename T>
-void backward_dispatch([[maybe_unused]] Isa isa, const BackwardArgs<T>& a, int64_t begin, int64_t end) {
-#ifdef SPE_X86_DISPATCH
-  if (isa == Isa::avx512) return backward_pairs_avx512(a, begin, end);
-  if (isa == Isa::avx2) return backward_pairs_avx2(a, begin, end);
-#endif
-  backward_pairs<BaselineTile>(a, begin, end);
-}
+};
+struct BackwardPairs {
+  template <class Tile, typename T>
+  static SPE_INLINE void run(const BackwardArgs<T>& a, int64_t begin, int64_t end) {
+    backward_pairs<Tile>(a, begin, end);
+  }
+};
 
 }  // namespace
 
@@ -237,7 +216,7 @@ void causal_linear_attention_forward(const CausalShape& s, const T* q, const T* 
   const ForwardArgs<T> args{s, q, k, v, eps, chunk, out, den};
   const Isa isa = best_isa();  // (outside the threads: it may throw, on a bad SPE_KERNEL_ISA)
   at::parallel_for(0, s.batch * s.heads, 1,
-                   [&](int64_t begin, int64_t end) { forward_dispatch(isa, args, begin, end); });
+                   [&](int64_t begin, int64_t end) { run_for_isa<ForwardPairs>(isa, args, begin, end); });
 }
 
 template <typename T>
@@ -247,7 +226,7 @@ void causal_linear_attention_backward(const CausalShape& s, const T* q, const T*
   const BackwardArgs<T> args{s, q, k, v, out, den, grad_out, eps, chunk, grad_q, grad_k, grad_v};
   const Isa isa = best_isa();
   at::parallel_for(0, s.batch * s.heads, 1,
-                   [&](int64_t begin, int64_t end) { backward_dispatch(isa, args, begin, end); });
+                   [&](int64_t begin, int64_t end) { run_for_isa<BackwardPairs>(isa, args, begin, end); });
 }
 
 #define SPE_INSTANTIATE(T)                                                                         \

@@ -6,8 +6,7 @@
 #include <cmath>
 #include <vector>
 
-#include "isa.h"
-#include "vector_ops.h"
+#include "dispatch.h"
 
 namespace spe::kernels::cpu {
 namespace {
@@ -273,44 +272,21 @@ SPE_INLINE void backward_block(const SineFilterShape& s, const Block& blk, const
   }
 }
 
-// One variant per instruction set and element type (isa.h).
-#ifdef SPE_X86_DISPATCH
-#define SPE_VARIANT(TARGET, SUFFIX, TILE, T)                                                                   \
-  TARGET void forward_##SUFFIX(const SineFilterShape& s, const Block& b, const T* x, const double* f,          \
-                               const double* p, const T* w, const T* a, const T* c, T* o) {                    \
-    forward_block<TILE>(s, b, x, f, p, w, a, c, o);                                                            \
-  }                                                                                                            \
-  TARGET void backward_##SUFFIX(const SineFilterShape& s, const Block& b, const T* x, const double* f,         \
-                                const double* p, const T* w, const T* a, const T* c, const T* g, T* gx,        \
-                                Moments<T>& moments) {                                                         \
-    backward_block<TILE>(s, b, x, f, p, w, a, c, g, gx, moments);                                              \
+// The kernels for run_for_isa (dispatch.h).
+struct ForwardBlock {
+  template <class Tile, typename T>
+  static SPE_INLINE void run(const SineFilterShape& s, const Block& b, const T* x, const double* f, const double* p,
+                             const T* w, const T* a, const T* c, T* o) {
+    forward_block<Tile>(s, b, x, f, p, w, a, c, o);
   }
-SPE_VARIANT(SPE_TARGET_AVX512, avx512, Avx512Tile, float)
-SPE_VARIANT(SPE_TARGET_AVX512, avx512, Avx512Tile, double)
-SPE_VARIANT(SPE_TARGET_AVX2, avx2, Avx2Tile, float)
-SPE_VARIANT(SPE_TARGET_AVX2, avx2, Avx2Tile, double)
-#undef SPE_VARIANT
-#endif
-
-template <typename T>
-void forward_dispatch([[maybe_unused]] Isa isa, const SineFilterShape& s, const Block& b, const T* x, const double* f, const double* p,
-                      const T* w, const T* a, const T* c, T* o) {
-#ifdef SPE_X86_DISPATCH
-  if (isa == Isa::avx512) return forward_avx512(s, b, x, f, p, w, a, c, o);
-  if (isa == Isa::avx2) return forward_avx2(s, b, x, f, p, w, a, c, o);
-#endif
-  forward_block<BaselineTile>(s, b, x, f, p, w, a, c, o);
-}
-
-template <typename T>
-void backward_dispatch([[maybe_unused]] Isa isa, const SineFilterShape& s, const Block& b, const T* x, const double* f, const double* p,
-                       const T* w, const T* a, const T* c, const T* g, T* gx, Moments<T>& moments) {
-#ifdef SPE_X86_DISPATCH
-  if (isa == Isa::avx512) return backward_avx512(s, b, x, f, p, w, a, c, g, gx, moments);
-  if (isa == Isa::avx2) return backward_avx2(s, b, x, f, p, w, a, c, g, gx, moments);
-#endif
-  backward_block<BaselineTile>(s, b, x, f, p, w, a, c, g, gx, moments);
-}
+};
+struct BackwardBlock {
+  template <class Tile, typename T>
+  static SPE_INLINE void run(const SineFilterShape& s, const Block& b, const T* x, const double* f, const double* p,
+                             const T* w, const T* a, const T* c, const T* g, T* gx, Moments<T>& moments) {
+    backward_block<Tile>(s, b, x, f, p, w, a, c, g, gx, moments);
+  }
+};
 
 // The gradients of one d's code parameters from its moments (4K + 1, R), sums over positions n of
 // G(n) = grad_code_d(n) times A: Omega(n), then 1, then P: n Omega(n). As code = c + a Omega W and
@@ -352,7 +328,7 @@ void sine_spe_filter_forward(const SineFilterShape& s, const T* x, const double*
   const Isa isa = best_isa();  // (outside the threads: it may throw, on a bad SPE_KERNEL_ISA)
   at::parallel_for(0, static_cast<int64_t>(blocks.size()), 1, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i)
-      forward_dispatch(isa, s, blocks[i], x, frequencies, phases, weights, gate_scale, gate_shift, out);
+      run_for_isa<ForwardBlock>(isa, s, blocks[i], x, frequencies, phases, weights, gate_scale, gate_shift, out);
   });
 }
 
@@ -366,7 +342,7 @@ void sine_spe_filter_backward(const SineFilterShape& s, const T* x, const double
   const Isa isa = best_isa();
   at::parallel_for(0, static_cast<int64_t>(blocks.size()), 1, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i)
-      backward_dispatch(isa, s, blocks[i], x, frequencies, phases, weights, gate_scale, gate_shift, grad_out, grad_x,
+      run_for_isa<BackwardBlock>(isa, s, blocks[i], x, frequencies, phases, weights, gate_scale, gate_shift, grad_out, grad_x,
                         moments[i]);
   });
   const int64_t D = s.dim, K = s.sines, R = s.realizations, rows = Moments<T>::moment_rows(s);
