@@ -94,6 +94,7 @@ config --config configs/listops/softmax_shaw.yaml
 plot --metrics a/metrics.jsonl --metrics b/metrics.jsonl --png curves.png
 compare --task listops --pe none,sinusoidal,rotary,sine_spe --attention linear --seeds 2 --budget 10 --out runs/grid
 kernel --pe sine --heads 2 --dim 8 --length 256 --realizations 64 --sines 5 --gated --seed 7 --json kernel.json
+kernel --pe rotary --heads 1 --dim 64 --length 4096 --rope-scaling yarn --factor 4 --original-length 1024 --json kernel.json
 data listops --train 10 --valid 2 --test 2 --seed 7
 data text --input mine.csv --text-field body --label-field tag --out data/mine
 midi encode song.mid --out song.txt --ids

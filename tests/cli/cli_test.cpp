@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -102,13 +103,104 @@ TEST(CliKernel, ConvJsonHoldsTheExactKernelOfItsFilters) {
     }
 }
 
+// The logit the Decay module starts head h of H at: g = 1 - 2^-(5 + 7 h / (H - 1)), stored as float32.
+double starting_decay_logit(int h, int heads) {
+  const double g = 1 - std::pow(2.0, -(5 + 7.0 * h / (heads - 1)));
+  return static_cast<float>(std::log(g / (1 - g)));
+}
+
+TEST(CliKernel, DecayJsonIsEachHeadsDecayToTheLag) {
+  const fs::path json = scratch("decay.json"), causal = scratch("decay_causal.json"), png = scratch("decay.png");
+  CliRun run = run_cli("kernel --pe decay --heads 3 --length 40 --json " + json.string() + " --png " + png.string());
+  ASSERT_EQ(run.status, 0) << run.output;
+  EXPECT_NE(run.output.find("decay: H=3 L=40: exact kernel at lags 0, 1, 39: head 0: 1 0.9687 0.2899 | "
+                            "head 1: 1 0.9972 0.8977 | head 2: 1 0.9998 0.9905"),
+            std::string::npos) << run.output;
+  EXPECT_EQ(slurp(png).substr(0, 4), "\x89PNG");
+  ASSERT_EQ(run_cli("kernel --pe decay --heads 3 --length 40 --causal --json " + causal.string()).status, 0);
+  const nlohmann::json j = read_json(json), c = read_json(causal);
+  EXPECT_EQ(j["pe"], "decay");
+  EXPECT_EQ(j["axes"], nlohmann::json({"head", "lag"}));
+  EXPECT_FALSE(j.contains("empirical"));
+  EXPECT_FALSE(j.contains("dim"));
+  EXPECT_EQ(c["causal"], true);
+  ASSERT_EQ(j["lags"].size(), 79u);
+  ASSERT_EQ(j["expected"].size(), 3u);
+  for (int h = 0; h < 3; ++h) {
+    const double logit = j["params"]["logits"][h].get<double>();
+    EXPECT_NEAR(logit, starting_decay_logit(h, 3), 1e-6 * std::abs(logit)) << h;
+    const double g = sigmoid(logit);
+    for (int i = 0; i < 79; ++i) {
+      const int lag = j["lags"][i].get<int>();
+      const double exact = std::pow(g, std::abs(lag));
+      EXPECT_NEAR(j["expected"][h][i].get<double>(), exact, 1e-12 * exact) << h << " " << lag;
+      EXPECT_EQ(c["expected"][h][i].get<double>(), lag < 0 ? 0.0 : j["expected"][h][i].get<double>()) << lag;
+    }
+  }
+}
+
+TEST(CliKernel, ToeplitzJsonIsTheExponentialOfTheClippedBias) {
+  const fs::path json = scratch("toeplitz.json");
+  CliRun run = run_cli("kernel --pe toeplitz --heads 2 --length 12 --clip 3 --dtype float32 --json " + json.string());
+  ASSERT_EQ(run.status, 0) << run.output;
+  const nlohmann::json j = read_json(json);
+  EXPECT_EQ(j["clip"], 3);
+  EXPECT_FALSE(j.contains("empirical"));
+  const auto& bias = j["params"]["bias"];
+  ASSERT_EQ(bias.size(), 2u);
+  ASSERT_EQ(bias[0].size(), 7u);  // lags -3 .. 3
+  for (int h = 0; h < 2; ++h)
+    for (int i = 0; i < 23; ++i) {
+      const int lag = j["lags"][i].get<int>();
+      EXPECT_EQ(bias[h][std::clamp(lag, -3, 3) + 3].get<double>(), 0.0);  // the module starts at b = 0
+      EXPECT_NEAR(j["expected"][h][i].get<double>(), std::exp(bias[h][std::clamp(lag, -3, 3) + 3].get<double>()), 1e-7);
+    }
+}
+
+// theta_i after each scaling of include/spe/encoding/rotary.h, written out again here.
+double scaled_frequency(const std::string& scaling, int i, int dim, double base, double s, int original_length) {
+  if (scaling == "ntk") base *= std::pow(s, dim / (dim - 2.0));
+  const double theta = std::pow(base, -2.0 * i / dim);
+  if (scaling == "linear") return theta / s;
+  if (scaling != "yarn") return theta;
+  const double kept = std::clamp((original_length * theta / (2 * M_PI) - 1) / 31, 0.0, 1.0);
+  return (1 - kept) * theta / s + kept * theta;
+}
+
+TEST(CliKernel, RotaryJsonIsTheMeanCosineOfItsFrequencies) {
+  for (const std::string scaling : {"none", "linear", "ntk", "yarn"}) {
+    const fs::path json = scratch("rotary_" + scaling + ".json");
+    std::string options = "--rope-scaling " + scaling;
+    if (scaling != "none") options += " --factor 4";
+    if (scaling == "yarn") options += " --original-length 32";
+    CliRun run = run_cli("kernel --pe rotary --heads 2 --dim 8 --length 24 --base 100 " + options + " --json " +
+                         json.string());
+    ASSERT_EQ(run.status, 0) << run.output;
+    const nlohmann::json j = read_json(json);
+    EXPECT_EQ(j["rope_scaling"], scaling);
+    EXPECT_FALSE(j.contains("empirical"));
+    EXPECT_TRUE(j["params"].empty());
+    const double s = scaling == "none" ? 1 : 4, magnitude = scaling == "yarn" ? 0.1 * std::log(s) + 1 : 1;
+    for (int i = 0; i < 4; ++i)
+      EXPECT_NEAR(j["frequencies"][i].get<double>(), scaled_frequency(scaling, i, 8, 100, s, 32), 1e-15) << scaling;
+    ASSERT_EQ(j["expected"].size(), 2u);
+    for (int h = 0; h < 2; ++h)
+      for (int l = 0; l < 47; ++l) {
+        const int lag = j["lags"][l].get<int>();
+        double mean = 0;
+        for (int i = 0; i < 4; ++i) mean += std::cos(scaled_frequency(scaling, i, 8, 100, s, 32) * lag) / 4;
+        EXPECT_NEAR(j["expected"][h][l].get<double>(), magnitude * magnitude * mean, 1e-12) << scaling << " " << lag;
+      }
+  }
+}
+
 TEST(CliKernel, BadArgumentsAreNamed) {
   const std::string base = "kernel --heads 2 --dim 2 --length 16 --realizations 4 --seed 1 ";
   auto expect_error = [](const CliRun& run, const std::string& message) {
     EXPECT_NE(run.status, 0);
     EXPECT_NE(run.output.find(message), std::string::npos) << run.output;
   };
-  expect_error(run_cli(base + "--pe fourier"), "--pe: fourier not in {sine,conv}");
+  expect_error(run_cli(base + "--pe fourier"), "--pe: fourier not in {sine,conv,decay,toeplitz,rotary}");
   expect_error(run_cli("kernel --pe sine --heads 0 --dim 2 --length 16 --realizations 4 --seed 1"), "--heads: must be a positive integer, got 0");
   expect_error(run_cli("kernel --pe sine --heads 2 --dim 2 --length 16 --realizations -4 --seed 1"), "--realizations");
   expect_error(run_cli(base + "--pe sine --sines 0"), "--sines: must be a positive integer, got 0");
@@ -125,6 +217,37 @@ TEST(CliKernel, BadArgumentsAreNamed) {
   expect_error(run_cli("frobnicate"), "frobnicate");
   expect_error(run_cli("kernel --pe sine --heads 8 --dim 64 --length 100000 --realizations 64 --seed 1"),
                "--length: L^2 H D R = 3.28e+14 multiply-adds for the empirical kernel exceeds the limit");
+  expect_error(run_cli("kernel --pe sine --heads 2 --dim 2 --length 16 --seed 1"), "--realizations is required for --pe sine");
+  const std::string exact = "kernel --heads 2 --length 16 ";
+  expect_error(run_cli(exact + "--pe decay --seed 1"), "--seed: applies to --pe sine, conv only, not --pe decay");
+  expect_error(run_cli(exact + "--pe decay --dim 4"), "--dim: applies to --pe sine, conv, rotary only, not --pe decay");
+  expect_error(run_cli(exact + "--pe decay --clip 3"), "--clip: applies to --pe toeplitz only, not --pe decay");
+  expect_error(run_cli(exact + "--pe toeplitz --clip 0"), "--clip: must be a positive integer, got 0");
+  expect_error(run_cli("kernel --pe decay --heads 1000 --length 100000"),
+               "--length: H (2L - 1) = 2e+08 values for the exact kernel exceeds the limit of 2e+07");
+  expect_error(run_cli(exact + "--pe rotary"), "--dim is required for --pe rotary");
+  expect_error(run_cli(exact + "--pe rotary --dim 5"), "--dim: rotary turns features in pairs: must be even, got 5");
+  expect_error(run_cli(exact + "--pe rotary --dim 8 --base 1"), "--base: must be finite and > 1");
+  expect_error(run_cli(exact + "--pe rotary --dim 8 --base 1e"), "Could not convert: --base = 1e");
+  expect_error(run_cli(exact + "--pe rotary --dim 8 --rope-scaling cubic"), "--rope-scaling: cubic not in {none,linear,ntk,yarn}");
+  expect_error(run_cli(exact + "--pe rotary --dim 8 --rope-scaling linear"), "--factor is required with --rope-scaling linear");
+  expect_error(run_cli(exact + "--pe rotary --dim 8 --factor 2"), "--factor: applies to --rope-scaling linear, ntk or yarn, not none");
+  expect_error(run_cli(exact + "--pe rotary --dim 8 --rope-scaling linear --factor 0.5"), "--factor: Value 0.5 not in range");
+  expect_error(run_cli(exact + "--pe rotary --dim 8 --rope-scaling yarn --factor 4"),
+               "--original-length is required with --rope-scaling yarn");
+  expect_error(run_cli(exact + "--pe rotary --dim 8 --rope-scaling ntk --factor 4 --original-length 8"),
+               "--original-length: applies to --rope-scaling yarn only, not ntk");
+  expect_error(run_cli(exact + "--pe rotary --dim 2 --rope-scaling ntk --factor 4"), "--dim: ntk scaling needs at least 4 features, got 2");
+  expect_error(run_cli("kernel --pe rotary --heads 2 --dim 1000 --length 100000"),
+               "--length: max(H (2L - 1), L D) = 1e+08 values for the exact kernel exceeds the limit");
+}
+
+TEST(CliKernel, HelpSaysWhatEachKindShows) {
+  CliRun help = run_cli("kernel --help");
+  EXPECT_EQ(help.status, 0);
+  for (const char* part : {"decay, toeplitz and rotary exact", "g_h^|m - n|", "exp(b_h(clamp(m - n, -clip, clip)))",
+                           "mean over pairs i of cos(theta_i (m - n))", "--rope-scaling", "--causal"})
+    EXPECT_NE(help.output.find(part), std::string::npos) << part << "\n" << help.output;
 }
 
 // Every line of a `spe bench` run is a JSON object; returns them.
