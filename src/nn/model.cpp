@@ -4,6 +4,8 @@
 #include <fmt/format.h>
 #include <torch/nn/modules/activation.h>
 
+#include "row_products.h"
+
 namespace spe::nn {
 
 ModelImpl::ModelImpl(const ModelOptions& options_) : options(options_) {
@@ -68,7 +70,7 @@ at::Tensor ModelImpl::forward(const at::Tensor& tokens, const at::Tensor& paddin
 at::Tensor ModelImpl::next_token_logits(const at::Tensor& h) {
   TORCH_CHECK(options.kind() == ModelKind::language_model, "Model: next-token logits need a language model, this is a ",
               choice_name(options.kind(), kModelKinds));
-  return output_layer ? output_layer(h) : at::matmul(h, transformer->embedding->weight.t());
+  return output_layer ? linear_rows(output_layer, h) : linear_rows(h, transformer->embedding->weight);
 }
 
 int64_t parameter_count(const torch::nn::Module& module) {

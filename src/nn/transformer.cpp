@@ -7,6 +7,7 @@
 
 #include "spe/attention/linear.h"
 #include "spe/attention/softmax.h"
+#include "row_products.h"
 
 namespace spe::nn {
 namespace {
@@ -184,7 +185,7 @@ at::Tensor SelfAttentionImpl::forward(const at::Tensor& x, const AttentionMask& 
     gated = spe_filter->apply_gate(shared.code.code ? *shared.code.code : own, generator);
   }
   const AttentionInputs in = prepare(x, 0, sampled ? PositionCode{&gated, 0} : PositionCode{}, shared.sine);
-  return output(attend(in, mask).flatten(2));
+  return linear_rows(output, attend(in, mask).flatten(2));
 }
 
 AttentionState SelfAttentionImpl::start_decoding(OptionalGenerator generator) const {
@@ -203,7 +204,7 @@ at::Tensor SelfAttentionImpl::step(const at::Tensor& x, AttentionState& state, c
   const AttentionInputs in = prepare(x, state.position, gated, shared.sine);
   const at::Tensor out = attend_step(in, state);  // (B, 1, H, Dv)
   ++state.position;
-  return output(out.flatten(2));
+  return linear_rows(output, out.flatten(2));
 }
 
 PositionCode SelfAttentionImpl::gated_code_at(AttentionState& state, const PositionCode& shared) {
@@ -219,7 +220,7 @@ AttentionInputs SelfAttentionImpl::prepare(const at::Tensor& x, int64_t start, c
                                            SineSPEImpl* shared_sine) {
   // x: (B, N, E) -> q, k, v: (B, N, H, D)
   auto heads = [&](const at::Tensor& t) { return t.unflatten(2, {options.heads(), head_dim(options)}); };
-  AttentionInputs in{heads(query(x)), heads(key(x)), heads(value(x)), {}};
+  AttentionInputs in{heads(linear_rows(query, x)), heads(linear_rows(key, x)), heads(linear_rows(value, x)), {}};
   if (!on_features(options)) std::tie(in.q, in.k) = position(in.q, in.k, start, gated, shared_sine);
   if (feature_map) {
     in.q = feature_map(in.q, FeatureRole::query);  // (B, N, H, M)
@@ -310,7 +311,7 @@ at::Tensor TransformerBlockImpl::step(const at::Tensor& x, AttentionState& state
 }
 
 at::Tensor TransformerBlockImpl::feed_forward(const at::Tensor& h) {
-  return h + dropout(contract(dropout(at::gelu(expand(norm2(h))))));
+  return h + dropout(linear_rows(contract, dropout(at::gelu(linear_rows(expand, norm2(h))))));
 }
 
 // ---------------------------------------------------------------------------------------------
