@@ -12,12 +12,12 @@
 #include "commands.h"
 #include "gnuplot.h"
 #include "measure.h"
+#include "spe/inference/saved_model.h"
 #include "spe/midi/midi_file.h"
 #include "spe/midi/remi.h"
 #include "spe/midi/score.h"
 #include "spe/nn/decoder.h"
 #include "spe/nn/sampling.h"
-#include "spe/train/checkpoint.h"
 #include "spe/util/process.h"
 
 namespace spe::cli {
@@ -76,7 +76,7 @@ void render_audio(const GenerateArgs& a) {
 }
 
 void run(const GenerateArgs& a) {
-  train::SavedModel saved = train::load_saved_model(a.checkpoint);
+  inference::SavedModel saved = inference::load_saved_model(a.checkpoint);
   const midi::RemiVocabulary vocabulary;
   if (saved.header.data.task != "music" || saved.header.data.vocab_size != vocabulary.size())
     throw std::runtime_error(fmt::format("'{}' was trained on {} data (vocabulary {}); spe generate needs a model of "

@@ -32,6 +32,8 @@
 #include "spe/midi/score.h"
 #include "spe/train/config.h"
 #include "spe/train/checkpoint.h"
+#include "spe/inference/saved_model.h"
+#include "spe/inference/position_losses.h"
 #include "spe/train/trainer.h"
 #include "spe/train/distributed.h"
 #include "spe/util/files.h"
