@@ -20,6 +20,7 @@
 #include "spe/nn/model.h"
 #include "spe/nn/decoder.h"
 #include "spe/nn/sampling.h"
+#include "spe/nn/generate.h"
 #include "spe/data/dataset.h"
 #include "spe/data/batch.h"
 #include "spe/data/listops.h"
