@@ -7,6 +7,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 
 #include "fuzz_support.h"
+#include "spe/inference/saved_model.h"
 #include "spe/train/checkpoint.h"
 #include "spe/train/trainer.h"
 #include "train/checkpoint_envelope.h"
@@ -27,7 +28,7 @@ bool small(const spe::train::CheckpointHeader& h) {
 
 void check_loads_and_saves_back(const std::string& path, const spe::train::CheckpointHeader& header) {
   using namespace spe::train;
-  spe::nn::Model model = build_model(header.config, header.data);
+  spe::nn::Model model = spe::inference::build_model(header.config, header.data);
   torch::optim::AdamW optimizer = make_optimizer(*model, header.config.train);
   at::Generator draws = at::detail::createCPUGenerator();
   load_checkpoint(path, *model, &optimizer, &header.config, 0, &draws);

@@ -13,7 +13,7 @@
 #include "gnuplot.h"
 #include "measure.h"
 #include "spe/nn/decoder.h"
-#include "spe/train/checkpoint.h"
+#include "spe/inference/saved_model.h"
 
 namespace spe::cli {
 namespace {
@@ -29,11 +29,11 @@ struct GenerateBenchArgs {
 };
 
 nn::Model bench_model(const GenerateBenchArgs& a) {
-  if (!a.checkpoint.empty()) return train::load_saved_model(a.checkpoint).model;
+  if (!a.checkpoint.empty()) return inference::load_saved_model(a.checkpoint).model;
   const train::Config config = train::load_config(a.config);
   data::DatasetInfo info;
   info.vocab_size = a.vocab;
-  nn::Model model = train::build_model(config, info);
+  nn::Model model = inference::build_model(config, info);
   model->eval();
   return model;
 }

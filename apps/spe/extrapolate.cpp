@@ -11,8 +11,9 @@
 #include "commands.h"
 #include "gnuplot.h"
 #include "spe/encoding/rotary.h"
+#include "spe/inference/position_losses.h"
+#include "spe/inference/saved_model.h"
 #include "spe/nn/model.h"
-#include "spe/train/trainer.h"
 #include "spe/util/files.h"
 
 namespace spe::cli {
@@ -105,12 +106,12 @@ void run(const ExtrapolateArgs& a) {
   std::vector<ModelCurve> curves;
   nlohmann::json lines = nlohmann::json::array();
   for (const std::string& checkpoint : a.checkpoints) {
-    train::SavedModel saved = train::load_saved_model(checkpoint);
+    inference::SavedModel saved = inference::load_saved_model(checkpoint);
     const int64_t trained_length = saved.header.config.data.max_length;
     const double factor = scale_rotary(saved.model, scaling, a, checkpoint, trained_length);
     const data::Dataset dataset = train::load_split_for(saved.header, a.split, a.data_dir);
-    const train::PositionLosses losses =
-        train::position_losses(*saved.model, dataset, a.length, a.batch_size, static_cast<uint64_t>(a.seed));
+    const inference::PositionLosses losses =
+        inference::position_losses(*saved.model, dataset, a.length, a.batch_size, static_cast<uint64_t>(a.seed));
     std::string name = run_name(checkpoint);
     if (a.rope_scaling != "none") name += fmt::format(" ({} x{:.3g})", a.rope_scaling, factor);
     ModelCurve c{name, trained_length, losses.windows, bin_means(losses.loss, std::min<int64_t>(a.bins, a.length - 1))};

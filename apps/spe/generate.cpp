@@ -1,6 +1,7 @@
 // `spe generate`: new music from a trained language model of REMI tokens, token by token with
-// the recurrent decoder (constant cost per token), optionally continuing a MIDI prompt; writes a
-// MIDI file, a piano roll and, with fluidsynth, audio.
+// the recurrent decoder (constant cost per token) and nn::generate, optionally continuing a MIDI
+// prompt, drawing only tokens the REMI grammar allows where they stand (unless --no-grammar);
+// writes a MIDI file, a piano roll and, with fluidsynth, audio.
 #include <ATen/ATen.h>
 #include <fmt/format.h>
 
@@ -12,12 +13,12 @@
 #include "commands.h"
 #include "gnuplot.h"
 #include "measure.h"
+#include "spe/inference/saved_model.h"
 #include "spe/midi/midi_file.h"
 #include "spe/midi/remi.h"
 #include "spe/midi/score.h"
 #include "spe/nn/decoder.h"
-#include "spe/nn/sampling.h"
-#include "spe/train/checkpoint.h"
+#include "spe/nn/generate.h"
 #include "spe/util/process.h"
 
 namespace spe::cli {
@@ -29,6 +30,7 @@ struct GenerateArgs {
   int64_t tokens = 512, seed = 1;
   double temperature = 1.0, top_p = 0.95;
   std::string decoder = "recurrent";
+  bool no_grammar = false;
 };
 
 // The prompt's tokens: BOS alone, or BOS and the encoded MIDI file without its EOS.
@@ -75,48 +77,58 @@ void render_audio(const GenerateArgs& a) {
   std::filesystem::rename(partial, a.wav);
 }
 
+// The REMI grammar as generate's constraint: it reads the tokens it has not seen yet, then gives
+// the (V) mask of the tokens decoding would read next.
+nn::AllowedNext remi_grammar_mask() {
+  auto grammar = std::make_shared<midi::RemiGrammar>();
+  auto read = std::make_shared<size_t>(0);
+  return [grammar, read](const std::vector<int64_t>& tokens) {
+    for (; *read < tokens.size(); ++*read) grammar->push(tokens[*read]);
+    const std::vector<bool> allowed = grammar->allowed();
+    at::Tensor mask = at::empty({static_cast<int64_t>(allowed.size())}, at::kBool);
+    bool* out = mask.data_ptr<bool>();
+    for (size_t id = 0; id < allowed.size(); ++id) out[id] = allowed[id];
+    return mask;
+  };
+}
+
 void run(const GenerateArgs& a) {
-  train::SavedModel saved = train::load_saved_model(a.checkpoint);
+  inference::SavedModel saved = inference::load_saved_model(a.checkpoint);
   const midi::RemiVocabulary vocabulary;
   if (saved.header.data.task != "music" || saved.header.data.vocab_size != vocabulary.size())
     throw std::runtime_error(fmt::format("'{}' was trained on {} data (vocabulary {}); spe generate needs a model of "
                                          "music tokens (spe data midi, vocabulary {})",
                                          a.checkpoint, saved.header.data.task, saved.header.data.vocab_size,
                                          vocabulary.size()));
-  nn::SamplingOptions sampling;
-  sampling.temperature = a.temperature;
-  sampling.top_p = a.top_p;
-  sampling.banned = {vocabulary.pad(), vocabulary.bos()};
-  nn::check_sampling_options(sampling, vocabulary.size());
+  nn::GenerateOptions options;
+  options.sampling.temperature = a.temperature;
+  options.sampling.top_p = a.top_p;
+  options.sampling.banned = {vocabulary.pad(), vocabulary.bos()};
+  nn::check_sampling_options(options.sampling, vocabulary.size());
+  options.max_tokens = a.tokens;
+  options.stop_token = vocabulary.eos();
+  if (!a.no_grammar) options.allowed = remi_grammar_mask();
 
-  std::vector<int64_t> tokens = prompt_tokens(a, vocabulary);
-  const size_t prompt_length = tokens.size();
+  const std::vector<int64_t> prompt = prompt_tokens(a, vocabulary);
   at::Generator generator = make_generator(static_cast<uint64_t>(a.seed));
   auto decoder = nn::make_decoder(parse_choice("--decoder", a.decoder, nn::kDecoderKinds), saved.model, 1, generator);
   const double start = now_s();
-  at::Tensor logits;
-  for (int64_t token : tokens) logits = decoder->step(at::full({1}, token, at::kLong));
-  int64_t generated = 0;
-  while (generated < a.tokens) {
-    const int64_t next = nn::sample_tokens(logits, sampling, generator).item<int64_t>();
-    tokens.push_back(next);
-    ++generated;
-    if (next == vocabulary.eos()) break;
-    logits = decoder->step(at::full({1}, next, at::kLong));
-  }
+  const nn::Generation generation = nn::generate(*decoder, prompt, options, generator);
   const double seconds = now_s() - start;
-  const std::vector<uint16_t> ids(tokens.begin(), tokens.end());
+  const std::vector<uint16_t> ids(generation.tokens.begin(), generation.tokens.end());
   const midi::RemiDecoding decoded = vocabulary.decode(ids);
   midi::save_midi(a.out, midi::midi_from_score(decoded.score));
   std::cout << fmt::format(
       "{{\"checkpoint\": \"{}\", \"prompt_tokens\": {}, \"generated_tokens\": {}, \"stopped_at_eos\": {}, "
-      "\"notes\": {}, \"skipped_tokens\": {}, \"seconds\": {:.2f}, \"tokens_per_s\": {:.1f}, \"out\": \"{}\"}}\n",
-      a.checkpoint, prompt_length, generated, tokens.back() == vocabulary.eos() ? "true" : "false",
-      decoded.score.notes.size(), decoded.skipped, seconds, static_cast<double>(tokens.size()) / seconds, a.out);
+      "\"grammar\": {}, \"notes\": {}, \"skipped_tokens\": {}, \"seconds\": {:.2f}, \"tokens_per_s\": {:.1f}, "
+      "\"out\": \"{}\"}}\n",
+      a.checkpoint, generation.prompt_tokens, generation.generated, generation.stopped ? "true" : "false",
+      a.no_grammar ? "false" : "true", decoded.score.notes.size(), decoded.skipped, seconds,
+      static_cast<double>(generation.tokens.size()) / seconds, a.out);
   if (!a.png.empty()) {
     plot_piano_roll(a.png, decoded.score,
-                    fmt::format("{}: {} generated tokens, seed {}, temperature {}, top-p {}", a.out, generated, a.seed,
-                                a.temperature, a.top_p));
+                    fmt::format("{}: {} generated tokens, seed {}, temperature {}, top-p {}", a.out, generation.generated,
+                                a.seed, a.temperature, a.top_p));
     std::cout << "piano roll: " << a.png << "\n";
   }
   if (!a.wav.empty()) {
@@ -144,6 +156,9 @@ void add_generate_command(CLI::App& app) {
   sub->add_option("--soundfont", a->soundfont, "General MIDI soundfont for --wav")->capture_default_str();
   sub->add_option("--decoder", a->decoder, "recurrent (constant cost per token) or prefix (recomputes, the reference)")
       ->capture_default_str();
+  sub->add_flag("--no-grammar", a->no_grammar,
+                "draw any token, not only those the REMI grammar allows where they stand (decoding then skips the "
+                "misplaced ones: skipped_tokens)");
   sub->callback([a] { run(*a); });
 }
 

@@ -63,9 +63,12 @@ int64_t first_id(int f) {
 
 // The family of a token id below the vocabulary size.
 int family_of(int64_t id) {
-  int f = 0;
-  while (id >= first_id(f + 1)) ++f;
-  return f;
+  static const std::vector<uint8_t> families = [] {
+    std::vector<uint8_t> out;
+    for (int f = 0; f < kFamilies; ++f) out.insert(out.end(), static_cast<size_t>(family(f).count), static_cast<uint8_t>(f));
+    return out;
+  }();
+  return families[static_cast<size_t>(id)];
 }
 
 double tempo_of_bin(int bin) { return kMinBpm * std::pow(kMaxBpm / kMinBpm, bin / double(kTempoBins - 1)); }
@@ -196,72 +199,77 @@ std::vector<uint16_t> RemiVocabulary::encode(const Score& score) const {
   return out;
 }
 
+bool RemiGrammar::allows(int64_t token) const {
+  RemiGrammar after = *this;
+  return after.push(token);
+}
+
+std::vector<bool> RemiGrammar::allowed() const {
+  std::vector<bool> out(static_cast<size_t>(first_id(kFamilies)));
+  for (size_t id = 0; id < out.size(); ++id) out[id] = allows(static_cast<int64_t>(id));
+  return out;
+}
+
+bool RemiGrammar::push(int64_t token, Score* score) {
+  if (ended_ || token < 0 || token >= first_id(kFamilies)) return false;  // decode skips ids past the vocabulary
+  const int f = family_of(token);
+  const int64_t i = token - first_id(f);
+  switch (f) {
+    case kPadFamily:
+    case kBosFamily:
+      return true;
+    case kEosFamily:
+      ended_ = true;
+      return true;
+    case kBarFamily: {
+      const int64_t next = bar_start_ < 0 ? 0 : bar_start_ + bar_steps(signature_);
+      if (next > RemiVocabulary::kMaxBars * int64_t{kMaxBarSteps}) return false;
+      bar_start_ = next, position_ = program_ = pitch_ = velocity_ = -1, bar_opened_ = true;
+      return true;
+    }
+    case kTimeSig: {
+      if (!bar_opened_) return false;
+      const TimeSignature s{bar_start_, static_cast<int>(i % kNumerators) + 1, kDenominators[i / kNumerators]};
+      if (score && (!signature_read_ || s.numerator != signature_.numerator || s.denominator != signature_.denominator))
+        score->time_signatures.push_back(s);
+      signature_ = s, signature_read_ = true;
+      return true;
+    }
+    case kPosition:
+      if (bar_start_ < 0 || i >= bar_steps(signature_)) return false;
+      position_ = bar_start_ + i, bar_opened_ = false, program_ = pitch_ = velocity_ = -1;
+      return true;
+    case kTempo:
+      if (position_ < 0) return false;
+      if (score) score->tempos.push_back({position_, tempo_of_bin(static_cast<int>(i))});
+      return true;
+    case kProgram:
+      if (position_ < 0) return false;
+      program_ = static_cast<int>(i), pitch_ = velocity_ = -1;
+      return true;
+    case kPitch:
+      if (program_ < 0) return false;
+      pitch_ = static_cast<int>(i), velocity_ = -1;
+      return true;
+    case kVelocity:
+      if (pitch_ < 0) return false;
+      velocity_ = velocity_of_bin(static_cast<int>(i));
+      return true;
+    case kDuration:
+      if (velocity_ < 0) return false;
+      if (score) score->notes.push_back({position_, duration_table()[static_cast<size_t>(i)], pitch_, velocity_, program_});
+      pitch_ = velocity_ = -1;
+      return true;
+  }
+  return false;
+}
+
 RemiDecoding RemiVocabulary::decode(const std::vector<uint16_t>& tokens) const {
   RemiDecoding out;
-  TimeSignature signature;
-  int64_t bar_start = -1, position = -1;  // -1: before the first Bar / Position of the bar
-  int program = -1, pitch = -1, velocity = -1;
-  bool bar_opened = false;  // a Bar was read and no Position since: a TimeSig may follow
+  RemiGrammar grammar;
   for (uint16_t token : tokens) {
-    if (token >= size()) {
-      ++out.skipped;
-      continue;
-    }
-    const int f = family_of(token);
-    const int64_t i = token - first_id(f);
-    bool ok = true;
-    switch (f) {
-      case kPadFamily:
-      case kBosFamily:
-        break;
-      case kEosFamily:
-        normalise(out.score);
-        return out;
-      case kBarFamily: {
-        const int64_t next = bar_start < 0 ? 0 : bar_start + bar_steps(signature);
-        ok = next <= kMaxBars * int64_t{kMaxBarSteps};
-        if (ok) bar_start = next, position = program = pitch = velocity = -1, bar_opened = true;
-        break;
-      }
-      case kTimeSig: {
-        ok = bar_opened;
-        if (!ok) break;
-        TimeSignature s{bar_start, static_cast<int>(i % kNumerators) + 1, kDenominators[i / kNumerators]};
-        if (out.score.time_signatures.empty() || s.numerator != signature.numerator ||
-            s.denominator != signature.denominator)
-          out.score.time_signatures.push_back(s);
-        signature = s;
-        break;
-      }
-      case kPosition:
-        ok = bar_start >= 0 && i < bar_steps(signature);
-        if (ok) position = bar_start + i, bar_opened = false, program = pitch = velocity = -1;
-        break;
-      case kTempo:
-        ok = position >= 0;
-        if (ok) out.score.tempos.push_back({position, tempo_of_bin(static_cast<int>(i))});
-        break;
-      case kProgram:
-        ok = position >= 0;
-        if (ok) program = static_cast<int>(i), pitch = velocity = -1;
-        break;
-      case kPitch:
-        ok = program >= 0;
-        if (ok) pitch = static_cast<int>(i), velocity = -1;
-        break;
-      case kVelocity:
-        ok = pitch >= 0;
-        if (ok) velocity = velocity_of_bin(static_cast<int>(i));
-        break;
-      case kDuration:
-        ok = velocity >= 0;
-        if (ok) {
-          out.score.notes.push_back({position, duration_table()[static_cast<size_t>(i)], pitch, velocity, program});
-          pitch = velocity = -1;
-        }
-        break;
-    }
-    if (!ok) ++out.skipped;
+    if (!grammar.push(token, &out.score)) ++out.skipped;
+    if (grammar.ended()) break;
   }
   normalise(out.score);
   return out;

@@ -19,13 +19,28 @@ void check_sampling_options(const SamplingOptions& options, int64_t vocab_size) 
     throw std::invalid_argument("every token is banned: nothing is left to draw");
 }
 
-at::Tensor sampling_distribution(const at::Tensor& logits, const SamplingOptions& options) {
+at::Tensor sampling_distribution(const at::Tensor& logits, const SamplingOptions& options, const at::Tensor& allowed) {
   TORCH_CHECK(logits.dim() == 2, "sampling: logits must be (B, V), got ", logits.sizes());
   check_sampling_options(options, logits.size(1));
   TORCH_CHECK(at::isfinite(logits).all().item<bool>(), "sampling: the logits contain NaN or infinity");
+  constexpr double kNever = -std::numeric_limits<double>::infinity();
   at::Tensor scaled = logits.to(at::kDouble) / options.temperature;
-  if (!options.banned.empty())
-    scaled.index_fill_(1, at::tensor(options.banned, at::kLong), -std::numeric_limits<double>::infinity());
+  if (!options.banned.empty()) scaled.index_fill_(1, at::tensor(options.banned, at::kLong), kNever);
+  if (allowed.defined()) {
+    const int64_t b = logits.size(0), v = logits.size(1);
+    const bool one_row = allowed.dim() == 1 && allowed.size(0) == v;
+    if (allowed.scalar_type() != at::kBool || !(one_row || allowed.sizes() == logits.sizes()))
+      throw std::invalid_argument(fmt::format("sampling: the allowed tokens are {} of shape [{}], expected bool of shape "
+                                              "[{}] or [{}, {}]",
+                                              c10::toString(allowed.scalar_type()), fmt::join(allowed.sizes(), ", "), v,
+                                              b, v));
+    scaled.masked_fill_(allowed.logical_not().to(scaled.device()), kNever);
+    const at::Tensor empty_rows = at::isfinite(scaled).any(1).logical_not().nonzero();
+    if (empty_rows.numel() > 0)
+      throw std::invalid_argument(fmt::format("sampling: row {} has no token left to draw (every token is banned or "
+                                              "not allowed)",
+                                              empty_rows[0].item<int64_t>()));
+  }
   at::Tensor p = at::softmax(scaled, 1);
   if (options.top_p >= 1.0) return p;
   // Keep a token when the mass of the tokens strictly more likely than it is below top_p: the
@@ -38,8 +53,9 @@ at::Tensor sampling_distribution(const at::Tensor& logits, const SamplingOptions
   return p / p.sum(1, /*keepdim=*/true);
 }
 
-at::Tensor sample_tokens(const at::Tensor& logits, const SamplingOptions& options, at::Generator& generator) {
-  return at::multinomial(sampling_distribution(logits, options), 1, false, generator).squeeze(1);
+at::Tensor sample_tokens(const at::Tensor& logits, const SamplingOptions& options, at::Generator& generator,
+                         const at::Tensor& allowed) {
+  return at::multinomial(sampling_distribution(logits, options, allowed), 1, false, generator).squeeze(1);
 }
 
 }  // namespace spe::nn

@@ -17,6 +17,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "spe/inference/saved_model.h"
 #include "spe/train/checkpoint.h"
 #include "spe/util/files.h"
 #include "spe/util/memory.h"
@@ -185,48 +186,6 @@ BatchLoss batch_loss(nn::ModelImpl& model, const data::Batch& batch, OptionalGen
   return out;
 }
 
-PositionLosses position_losses(nn::ModelImpl& model, const data::Dataset& dataset, int64_t length,
-                               int64_t batch_size, uint64_t seed) {
-  if (model.options.kind() != nn::ModelKind::language_model)
-    throw std::invalid_argument("per-position losses need a language model");
-  if (length < 2 || batch_size < 1)
-    throw std::invalid_argument(fmt::format("length {} and batch size {} must be at least 2 and 1", length, batch_size));
-  // (sequence, first token) of every window
-  std::vector<std::pair<int64_t, int64_t>> windows;
-  for (int64_t i = 0; i < dataset.size(); ++i)
-    for (int64_t start = 0; start + length <= static_cast<int64_t>(dataset.sequence(i).size); start += length)
-      windows.emplace_back(i, start);
-  if (windows.empty())
-    throw std::invalid_argument(fmt::format("no sequence of the {} split has {} tokens (its longest: use a shorter "
-                                            "length or longer sequences)",
-                                            dataset.info().split, length));
-  const bool was_training = model.is_training();
-  model.eval();
-  at::NoGradGuard no_grad;
-  at::Generator generator = make_generator(seed);
-  at::Tensor sums = at::zeros({length - 1}, at::kDouble);
-  for (size_t first = 0; first < windows.size(); first += static_cast<size_t>(batch_size)) {
-    const size_t last = std::min(windows.size(), first + static_cast<size_t>(batch_size));
-    at::Tensor tokens = at::empty({static_cast<int64_t>(last - first), length}, at::kLong);
-    auto rows = tokens.accessor<int64_t, 2>();
-    for (size_t w = first; w < last; ++w) {
-      const data::TokenSpan span = dataset.sequence(windows[w].first);
-      for (int64_t n = 0; n < length; ++n) rows[static_cast<int64_t>(w - first)][n] = span.data[windows[w].second + n];
-    }
-    const at::Tensor logits = model.forward(tokens, {}, {}, {}, generator).narrow(1, 0, length - 1);  // (B, N-1, V)
-    const at::Tensor nll = -at::log_softmax(logits.to(at::kDouble), -1)
-                                .gather(-1, tokens.narrow(1, 1, length - 1).unsqueeze(-1))
-                                .squeeze(-1);  // (B, N-1)
-    sums += nll.sum(0);
-  }
-  model.train(was_training);
-  PositionLosses out;
-  out.windows = static_cast<int64_t>(windows.size());
-  const at::Tensor mean = sums / static_cast<double>(windows.size());
-  out.loss.assign(mean.data_ptr<double>(), mean.data_ptr<double>() + mean.numel());
-  return out;
-}
-
 EvalResult evaluate(nn::ModelImpl& model, const data::Dataset& dataset, int64_t max_length, int64_t batch_size,
                     int64_t max_batches, uint64_t seed, ProcessGroup* group) {
   const bool was_training = model.is_training();
@@ -306,7 +265,7 @@ TrainSummary run_training(const Config& config, const TrainerOptions& options, P
   });
 
   at::manual_seed(static_cast<uint64_t>(t.seed));
-  nn::Model model = build_model(config, train_set->info());
+  nn::Model model = inference::build_model(config, train_set->info());
   torch::optim::AdamW optimizer = make_optimizer(*model, t);
   data::EpochSampler sampler(train_set->size(), static_cast<uint64_t>(t.seed), rank, world_size);
   // The SPE draws have a stream of their own, so that their sizes alone (not those of dropout
@@ -512,7 +471,7 @@ TrainSummary train(const Config& config, const TrainerOptions& options) {
 
 CheckpointEvaluation evaluate_checkpoint(const std::string& checkpoint, const std::string& split,
                                          const std::string& data_dir, int64_t max_batches) {
-  SavedModel saved = load_saved_model(checkpoint);
+  inference::SavedModel saved = inference::load_saved_model(checkpoint);
   const data::Dataset dataset = load_split_for(saved.header, split, data_dir);
   const Config& config = saved.header.config;
   return {saved.header, evaluate(*saved.model, dataset, config.data.max_length, config.train.eval_batch_size,

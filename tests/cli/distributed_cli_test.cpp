@@ -15,7 +15,7 @@
 #include <sstream>
 #include <thread>
 
-#include "spe/train/checkpoint.h"
+#include "spe/inference/saved_model.h"
 #include "support/cli.h"
 #include "support/ports.h"
 
@@ -52,7 +52,7 @@ int occurrences(const std::string& text, const std::string& word) {
 
 // The largest difference between the parameters of two checkpoints.
 double max_parameter_difference(const fs::path& a, const fs::path& b) {
-  const train::SavedModel x = train::load_saved_model(a.string()), y = train::load_saved_model(b.string());
+  const inference::SavedModel x = inference::load_saved_model(a.string()), y = inference::load_saved_model(b.string());
   const auto px = x.model->named_parameters(), py = y.model->named_parameters();
   EXPECT_EQ(px.size(), py.size());
   double difference = 0;

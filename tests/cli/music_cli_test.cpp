@@ -1,5 +1,6 @@
 // The music path as a user runs it: `spe midi`, `spe data midi --in`, a small language model,
-// `spe generate` (MIDI and piano roll) and `spe extrapolate`, and the mistakes they name.
+// `spe generate` (MIDI and piano roll, with and without the REMI grammar) and `spe extrapolate`,
+// and the mistakes they name.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -90,6 +91,15 @@ TEST(CliMusic, DataTrainGenerateAndExtrapolate) {
   const auto report = nlohmann::json::parse(first_line);
   EXPECT_GT(report["prompt_tokens"].get<int>(), 100);  // the prompt file's tokens, fed first
   EXPECT_GE(report["generated_tokens"].get<int>(), 1);
+  EXPECT_TRUE(report["grammar"].get<bool>());
+  EXPECT_EQ(report["skipped_tokens"].get<int>(), 0);  // the grammar draws only what decoding reads
+  // Without the grammar the barely trained model draws tokens decoding skips.
+  run = run_cli("generate --checkpoint " + checkpoint + " --tokens 200 --seed 3 --no-grammar --out " +
+                (dir / "free.mid").string());
+  ASSERT_EQ(run.status, 0) << run.output;
+  const auto free = nlohmann::json::parse(run.output.substr(0, run.output.find('\n')));
+  EXPECT_FALSE(free["grammar"].get<bool>());
+  EXPECT_GT(free["skipped_tokens"].get<int>(), 0);
 
   run = run_cli("extrapolate --checkpoint " + checkpoint + " --length 256 --bins 4 --json " + (dir / "x.jsonl").string());
   ASSERT_EQ(run.status, 0) << run.output;

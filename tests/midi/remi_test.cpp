@@ -1,11 +1,14 @@
 // REMI tokens: the vocabulary, a hand-built score against its tokens written out by hand, every
-// quantisation rule, and decoding of out-of-place and random tokens.
+// quantisation rule, decoding of out-of-place and random tokens, and the grammar: its mask is
+// exactly what decoding reads (checked against decoding itself), and what it allows decodes
+// without a skip.
 #include "spe/midi/remi.h"
 
 #include <gtest/gtest.h>
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <set>
@@ -129,6 +132,148 @@ TEST(Remi, DecodingRandomTokensNeverFails) {
     const std::vector<uint16_t> again = kVocabulary.encode(d.score);
     EXPECT_EQ(kVocabulary.decode(again).score.notes, d.score.notes);
   }
+}
+
+
+std::vector<std::string> allowed_names(const RemiGrammar& grammar) {
+  std::vector<std::string> out;
+  const std::vector<bool> allowed = grammar.allowed();
+  for (size_t id = 0; id < allowed.size(); ++id)
+    if (allowed[id]) out.push_back(kVocabulary.token_name(static_cast<int64_t>(id)));
+  return out;
+}
+
+RemiGrammar after(const std::vector<std::string>& token_names) {
+  RemiGrammar grammar;
+  for (uint16_t id : ids(token_names)) EXPECT_TRUE(grammar.push(id)) << kVocabulary.token_name(id);
+  return grammar;
+}
+
+TEST(RemiGrammar, AllowsWhatTheRulesSay) {
+  EXPECT_EQ(allowed_names(RemiGrammar()), (std::vector<std::string>{"PAD", "BOS", "EOS", "Bar"}));
+  // After Bar: a time signature, or any position of a 4/4 bar (48 steps).
+  std::vector<std::string> names = allowed_names(after({"BOS", "Bar"}));
+  EXPECT_EQ(names.size(), 4u + 36 + 48);
+  EXPECT_EQ(names.back(), "Position_47");
+  // In 3/4 (36 steps), at a position: positions inside the bar, tempos and programs.
+  names = allowed_names(after({"BOS", "Bar", "TimeSig_3/4", "Position_30"}));
+  EXPECT_EQ(names.size(), 4u + 36 + 32 + 129);
+  EXPECT_EQ(std::count(names.begin(), names.end(), "TimeSig_3/4"), 0);
+  EXPECT_EQ(std::count(names.begin(), names.end(), "Position_36"), 0);
+  // A note in progress: only its next part (besides what is always allowed and a new position, tempo, program).
+  const std::vector<std::string> note = {"BOS", "Bar", "Position_0", "Program_3", "Pitch_60"};
+  names = allowed_names(after(note));
+  EXPECT_EQ(std::count(names.begin(), names.end(), "Velocity_61"), 1);
+  EXPECT_EQ(std::count(names.begin(), names.end(), "Duration_4"), 0);
+  std::vector<std::string> longer = note;
+  longer.push_back("Velocity_61");
+  names = allowed_names(after(longer));
+  EXPECT_EQ(std::count(names.begin(), names.end(), "Duration_4"), 1);
+  // After EOS nothing is read, and ids outside the vocabulary never are.
+  RemiGrammar ended = after({"BOS", "Bar", "EOS"});
+  EXPECT_TRUE(ended.ended());
+  EXPECT_TRUE(allowed_names(ended).empty());
+  EXPECT_FALSE(ended.push(kVocabulary.bar()));
+  EXPECT_FALSE(RemiGrammar().allows(kVocabulary.size()));
+  EXPECT_FALSE(RemiGrammar().allows(-1));
+}
+
+// A token a grammar in this state allows, never EOS, drawn family first (so that the few ids of a
+// TimeSig are drawn as often as the many of a Position); half the time from the last family
+// allowed, which carries a note on (Position, Program, Pitch, Velocity, Duration, Pitch, ...).
+uint16_t allowed_token(const RemiGrammar& grammar, std::mt19937_64& rng) {
+  static const std::vector<std::string> families = [] {  // of each id: its name up to '_'
+    std::vector<std::string> out;
+    for (int64_t id = 0; id < kVocabulary.size(); ++id) {
+      const std::string name = kVocabulary.token_name(id);
+      out.push_back(name.substr(0, name.find('_')));
+    }
+    return out;
+  }();
+  std::vector<std::vector<uint16_t>> by_family;
+  const std::vector<bool> allowed = grammar.allowed();
+  for (size_t id = 0; id < allowed.size(); ++id) {
+    if (!allowed[id] || static_cast<int64_t>(id) == kVocabulary.eos()) continue;
+    if (by_family.empty() || families[id] != families[by_family.back().back()]) by_family.emplace_back();
+    by_family.back().push_back(static_cast<uint16_t>(id));
+  }
+  const std::vector<uint16_t>& ids = rng() % 2 ? by_family.back() : by_family[rng() % by_family.size()];
+  return ids[rng() % ids.size()];
+}
+
+// Prefixes mixing allowed tokens (to reach every state: notes, time signatures, late positions)
+// with any ids, misplaced ones and some past the vocabulary (which must leave the state alone).
+std::vector<uint16_t> random_prefix(size_t length, std::mt19937_64& rng) {
+  RemiGrammar grammar;
+  std::vector<uint16_t> tokens;
+  while (tokens.size() < length) {
+    uint16_t token = rng() % 4 == 0 ? static_cast<uint16_t>(rng() % (kVocabulary.size() + 8)) : allowed_token(grammar, rng);
+    if (token == kVocabulary.eos()) continue;
+    grammar.push(token);
+    tokens.push_back(token);
+  }
+  return tokens;
+}
+
+// The slow, obvious oracle: decoding reads `token` after `prefix` when appending it adds no skip
+// to the prefix's own `skipped`.
+bool decode_reads(const std::vector<uint16_t>& prefix, int64_t skipped, uint16_t token) {
+  std::vector<uint16_t> longer = prefix;
+  longer.push_back(token);
+  return kVocabulary.decode(longer).skipped == skipped;
+}
+
+TEST(RemiGrammar, MaskIsExactlyWhatDecodingReads) {
+  std::mt19937_64 rng(7);
+  for (int trial = 0; trial < 10; ++trial) {
+    const std::vector<uint16_t> sequence = random_prefix(100, rng);
+    RemiGrammar grammar;  // fed one token at a time, as generation feeds it
+    for (size_t t = 0; t <= sequence.size(); ++t) {
+      const std::vector<uint16_t> prefix(sequence.begin(), sequence.begin() + static_cast<std::ptrdiff_t>(t));
+      const int64_t skipped = kVocabulary.decode(prefix).skipped;
+      const std::vector<bool> allowed = grammar.allowed();
+      ASSERT_EQ(static_cast<int64_t>(allowed.size()), kVocabulary.size());
+      for (int64_t id = 0; id < kVocabulary.size(); ++id)
+        ASSERT_EQ(allowed[static_cast<size_t>(id)], decode_reads(prefix, skipped, static_cast<uint16_t>(id)))
+            << kVocabulary.token_name(id) << " after " << t << " tokens of trial " << trial << ", the last "
+            << (t ? kVocabulary.token_name(prefix.back()) : "none");
+      if (t < sequence.size()) {
+        EXPECT_EQ(grammar.push(sequence[t]), decode_reads(prefix, skipped, sequence[t]));
+      }
+    }
+  }
+}
+
+TEST(RemiGrammar, SequencesDrawnFromTheMaskDecodeWithoutASkip) {
+  std::mt19937_64 rng(11);
+  int64_t notes = 0;
+  for (int trial = 0; trial < 100; ++trial) {
+    RemiGrammar grammar;
+    std::vector<uint16_t> tokens{static_cast<uint16_t>(kVocabulary.bos())};
+    grammar.push(tokens.back());
+    const size_t length = 1 + rng() % 1000;
+    while (tokens.size() < length) {
+      tokens.push_back(allowed_token(grammar, rng));
+      ASSERT_TRUE(grammar.push(tokens.back()));
+    }
+    tokens.push_back(static_cast<uint16_t>(kVocabulary.eos()));
+    ASSERT_TRUE(grammar.allows(tokens.back()));
+    const RemiDecoding d = kVocabulary.decode(tokens);
+    ASSERT_EQ(d.skipped, 0) << "trial " << trial;
+    notes += static_cast<int64_t>(d.score.notes.size());
+  }
+  EXPECT_GT(notes, 2000);  // the draws reach whole notes, not only bars and positions
+}
+
+TEST(RemiGrammar, AllowsEveryTokenOfAnEncodedScore) {
+  Score s;
+  s.time_signatures = {{0, 3, 4}, {36, 6, 8}};
+  s.tempos = {{0, 120.0}, {40, 60.0}};
+  s.notes = {{0, 12, 60, 100, 0}, {0, 30, 64, 100, kDrumProgram}, {40, 500, 48, 127, 33}, {110, 25, 50, 64, 0}};
+  normalise(s);
+  RemiGrammar grammar;
+  for (uint16_t token : kVocabulary.encode(s)) EXPECT_TRUE(grammar.push(token)) << kVocabulary.token_name(token);
+  EXPECT_TRUE(grammar.ended());
 }
 
 }  // namespace

@@ -1,5 +1,5 @@
-// Next-token sampling: temperature and nucleus truncation against hand computations, banned
-// tokens, draws against the distribution (bounds from the binomial sd), and bad options.
+// Next-token sampling: temperature and nucleus truncation against hand computations, banned and
+// disallowed tokens, draws against the distribution (bounds from the binomial sd), and bad options.
 #include "spe/nn/sampling.h"
 
 #include <ATen/ATen.h>
@@ -51,6 +51,28 @@ TEST(Sampling, BannedTokensAreNeverDrawn) {
   at::Generator g = make_generator(5);
   const at::Tensor draws = sample_tokens(logits.expand({500, 3}), o, g);
   EXPECT_FALSE((draws == 0).any().item<bool>());
+}
+
+TEST(Sampling, DisallowedTokensAreNeverDrawnAndTopPCountsOnlyTheRest) {
+  const at::Tensor logits = logits_of({0.5, 0.3, 0.15, 0.05});
+  SamplingOptions o;
+  o.top_p = 0.8;
+  const at::Tensor allowed = at::tensor({0, 1, 1, 1}, at::kLong).to(at::kBool);
+  // Without token 0: 0.3, 0.15, 0.05 renormalised to 0.6, 0.3, 0.1; top-p 0.8 keeps 0.6 and 0.3.
+  EXPECT_TRUE(at::allclose(sampling_distribution(logits, o, allowed),
+                           at::tensor({0.0, 2.0 / 3.0, 1.0 / 3.0, 0.0}, at::kDouble).unsqueeze(0), 0, 1e-12));
+  // One mask per row.
+  const at::Tensor rows = at::stack({allowed, allowed.logical_not()});
+  const at::Tensor p = sampling_distribution(logits.expand({2, 4}), SamplingOptions{}, rows);
+  EXPECT_EQ(p[0][0].item<double>(), 0.0);
+  EXPECT_EQ(p[1][0].item<double>(), 1.0);
+  at::Generator g = make_generator(2);
+  EXPECT_FALSE((sample_tokens(logits.expand({500, 4}), {}, g, allowed) == 0).any().item<bool>());
+  EXPECT_ERROR_CONTAINS(sampling_distribution(logits, {}, at::ones({3}, at::kBool)),
+                        "the allowed tokens are Bool of shape [3], expected bool of shape [4] or [1, 4]");
+  o = {};
+  o.banned = {1, 2, 3};
+  EXPECT_ERROR_CONTAINS(sampling_distribution(logits, o, allowed), "row 0 has no token left to draw");
 }
 
 // n draws of category i: count ~ Binomial(n, p_i), checked within 5 sd of n p_i.

@@ -12,6 +12,7 @@
 #include <functional>
 #include <random>
 
+#include "spe/inference/saved_model.h"
 #include "spe/train/checkpoint.h"
 #include "spe/util/files.h"
 #include "train/checkpoint_envelope.h"
@@ -81,7 +82,7 @@ TEST(Trainer, LearnsMajorityVote) {
   c.train.lr = 3e-3;
   c.train.eval_every = 150;
   train(c, run_in(out));
-  nn::Model model = build_model(c, majority(1, "valid", 2).info());
+  nn::Model model = inference::build_model(c, majority(1, "valid", 2).info());
   load_checkpoint((out / "checkpoint.pt").string(), *model, nullptr, &c);
   const EvalResult r = evaluate(*model, data::Dataset::load(data::split_path(data_dir.string(), "valid")), 64, 16);
   // Chance is 0.5 (about 0.06 standard deviation on 64 examples); a working model is far above.
@@ -100,7 +101,8 @@ TEST(Trainer, ResumingContinuesBitForBit) {
   EXPECT_EQ(read_checkpoint_header((split / "checkpoint.pt").string()).state.step, 5);
   EXPECT_ERROR_CONTAINS(train(c, run_in(split)), "already holds a run");
   train(c, run_in(split, true));
-  nn::Model a = build_model(c, majority(1, "x", 1).info()), b = build_model(c, majority(1, "x", 1).info());
+  const data::DatasetInfo info = majority(1, "x", 1).info();
+  nn::Model a = inference::build_model(c, info), b = inference::build_model(c, info);
   const CheckpointHeader ha = load_checkpoint((straight / "checkpoint.pt").string(), *a, nullptr, &c);
   const CheckpointHeader hb = load_checkpoint((split / "checkpoint.pt").string(), *b, nullptr, &c);
   EXPECT_EQ(ha.state.step, 14);
@@ -132,7 +134,7 @@ TEST(Trainer, StopsOnANonFiniteLossKeepingTheLastGoodCheckpoint) {
   const int64_t failed_step = std::stoll(message.substr(message.find("step ") + 5));
   const CheckpointHeader last = read_checkpoint_header((out / "checkpoint.pt").string());
   EXPECT_EQ(last.state.step, failed_step - 1);
-  nn::Model model = build_model(c, majority(1, "x", 1).info());
+  nn::Model model = inference::build_model(c, majority(1, "x", 1).info());
   load_checkpoint((out / "checkpoint.pt").string(), *model, nullptr, &c);
   for (const auto& p : model->parameters()) EXPECT_TRUE(at::isfinite(p).all().item<bool>());
 }
@@ -170,7 +172,7 @@ TEST(Checkpoint, RefusesDamageOtherModelsAndNewerFormats) {
   EXPECT_ERROR_CONTAINS(read_checkpoint_header(damaged), "is not an spe checkpoint");
   Config other = c;
   other.model.transformer().layers(2);
-  nn::Model model = build_model(other, majority(1, "x", 1).info());
+  nn::Model model = inference::build_model(other, majority(1, "x", 1).info());
   EXPECT_ERROR_CONTAINS(load_checkpoint(path, *model, nullptr, &other), "holds another model than the configuration describes");
   EXPECT_ERROR_CONTAINS(load_checkpoint(path, *model, nullptr, nullptr), "does not fit this model");
 }
@@ -196,7 +198,7 @@ TEST(Checkpoint, RefusesCraftedPayloadsSayingWhatIsWrong) {
   fs::path out;
   const Config c = two_step_run("crafted", out);
   const std::string bytes = read_file((out / "checkpoint.pt").string()), path = (out / "crafted.pt").string();
-  nn::Model model = build_model(c, majority(1, "x", 1).info());
+  nn::Model model = inference::build_model(c, majority(1, "x", 1).info());
   torch::optim::AdamW optimizer = make_optimizer(*model, c.train);
   auto load = [&](const std::function<void(nlohmann::json&, NamedTensors&)>& edit) {
     write_file_atomically(path, crafted(bytes, edit));
@@ -243,7 +245,7 @@ TEST(Checkpoint, RefusesCraftedPayloadsSayingWhatIsWrong) {
 TEST(Evaluate, IsReproducibleAndLeavesTheRngAlone) {
   const data::Dataset valid = majority(40, "valid", 3);
   Config c = tiny_config("unused");
-  nn::Model model = build_model(c, valid.info());
+  nn::Model model = inference::build_model(c, valid.info());
   at::manual_seed(17);
   const at::Tensor expected_next = at::randn({3});
   at::manual_seed(17);
@@ -265,7 +267,7 @@ TEST(BatchLoss, LanguageModelsSkipPaddedTargets) {
   data::Dataset d(info);
   d.add(0, {{1, 2, 3, 4}});
   d.add(0, {{4, 3}});
-  nn::Model model = build_model(c, info);
+  nn::Model model = inference::build_model(c, info);
   model->eval();
   const data::Batch batch = data::make_batch(d, {0, 1}, 10);
   at::manual_seed(1);
@@ -275,37 +277,6 @@ TEST(BatchLoss, LanguageModelsSkipPaddedTargets) {
   const at::Tensor logits = model(batch.tokens, batch.padding).log_softmax(-1);
   const double expected = -(logits[0][0][2] + logits[0][1][3] + logits[0][2][4] + logits[1][0][3]).item<double>() / 4;
   EXPECT_NEAR(b.loss.item<double>(), expected, 1e-6);
-}
-
-// Every window of 3 tokens of sequences of 7 and 5 tokens and 2 (too short): windows [0, 3),
-// [3, 6) of the first and [0, 3) of the second, each scored by hand.
-TEST(PositionLosses, AverageEveryWindowByPosition) {
-  Config c = tiny_config("unused");
-  c.model.kind(nn::ModelKind::language_model);
-  c.model.transformer().positional().kind(nn::PositionalKind::rotary);  // no random draws to match
-  data::DatasetInfo info;
-  info.vocab_size = 6;
-  info.num_classes = 0;
-  data::Dataset d(info);
-  d.add(0, {{1, 2, 3, 4, 5, 1, 2}});
-  d.add(0, {{5, 4, 3, 2, 1}});
-  d.add(0, {{3, 3}});
-  nn::Model model = build_model(c, info);
-  model->to(at::kDouble);
-  const PositionLosses losses = position_losses(*model, d, 3, 2);
-  EXPECT_TRUE(model->is_training());  // left as it was
-  ASSERT_EQ(losses.windows, 3);
-  ASSERT_EQ(losses.loss.size(), 2u);
-  model->eval();
-  const std::vector<std::vector<int64_t>> windows{{1, 2, 3}, {4, 5, 1}, {5, 4, 3}};
-  double expected[2] = {0.0, 0.0};
-  for (const auto& w : windows) {
-    const at::Tensor logp = model->forward(at::tensor(w, at::kLong).unsqueeze(0), {}).log_softmax(-1)[0];
-    for (int64_t n = 0; n < 2; ++n) expected[n] -= logp[n][w[static_cast<size_t>(n) + 1]].item<double>() / 3.0;
-  }
-  EXPECT_NEAR(losses.loss[0], expected[0], 1e-12);
-  EXPECT_NEAR(losses.loss[1], expected[1], 1e-12);
-  EXPECT_ERROR_CONTAINS(position_losses(*model, d, 8, 2), "no sequence of the");
 }
 
 }  // namespace

@@ -29,6 +29,39 @@ struct RemiDecoding {
   int64_t skipped = 0;  // tokens that made no sense where they stood (e.g. Pitch before any Program)
 };
 
+// Decoding's rules, as a state machine that reads one token at a time: which tokens decode reads
+// where they stand (it skips the others) and what each one read does. RemiVocabulary::decode is
+// this machine fed every token, so a language model that draws only tokens allowed() allows
+// writes sequences of which decode skips none. Decode reads
+//   PAD, BOS        always (and ignores them)    EOS  always: the end, nothing is read after it
+//   Bar             always (up to kMaxBars bars of the longest signature)
+//   TimeSig         right after a Bar (or after another TimeSig)
+//   Position_p      once a bar is open, when p is inside it (earlier positions than the last too)
+//   Tempo, Program  after a Position of the current bar
+//   Pitch           after a Program (since the last Bar or Position)
+//   Velocity        after the Pitch of a note (not yet completed by a Duration)
+//   Duration        after a Velocity: the note is complete; its program stays for another Pitch
+class RemiGrammar {
+ public:
+  // Whether decode reads `token` here rather than skipping it.
+  bool allows(int64_t token) const;
+  // (V) allows(id) for every id of the vocabulary: O(V), however many tokens were read.
+  std::vector<bool> allowed() const;
+  // Reads `token`: returns false and changes nothing when allows(token) is false. With a score,
+  // what the token completes goes into it: a note (at Duration), a tempo change, a time
+  // signature (the first, then each change).
+  bool push(int64_t token, Score* score = nullptr);
+  bool ended() const { return ended_; }  // EOS was read
+
+ private:
+  TimeSignature signature_;                 // 4/4 until a TimeSig
+  bool signature_read_ = false;             // a TimeSig was read (the score records the first)
+  int64_t bar_start_ = -1, position_ = -1;  // -1: before the first Bar / Position of the bar
+  int program_ = -1, pitch_ = -1, velocity_ = -1;
+  bool bar_opened_ = false;  // a Bar was read and no Position since: a TimeSig may follow
+  bool ended_ = false;
+};
+
 class RemiVocabulary {
  public:
   int64_t size() const;
@@ -42,8 +75,8 @@ class RemiVocabulary {
   int64_t token_id(const std::string& name) const;
   // BOS, the score's tokens, EOS. Throws MidiError for a score longer than kMaxBars bars.
   std::vector<uint16_t> encode(const Score& score) const;
-  // Never fails: tokens that make no sense in their place are skipped and counted; decoding stops
-  // at EOS.
+  // Never fails: tokens that make no sense in their place (RemiGrammar) are skipped and counted;
+  // decoding stops at EOS.
   RemiDecoding decode(const std::vector<uint16_t>& tokens) const;
   // One line per token family: first id, count, meaning.
   std::string describe() const;

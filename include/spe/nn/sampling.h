@@ -1,6 +1,7 @@
 #pragma once
-// Choosing the next token from a language model's logits: temperature, then nucleus (top-p)
-// truncation (Holtzman et al. 2020), then a draw.
+// Choosing the next token from a language model's logits: temperature, banned and disallowed
+// tokens removed, then nucleus (top-p) truncation (Holtzman et al. 2020) of what is left, then a
+// draw.
 #include <ATen/core/Generator.h>
 #include <ATen/core/Tensor.h>
 
@@ -18,9 +19,13 @@ struct SamplingOptions {
 void check_sampling_options(const SamplingOptions& options, int64_t vocab_size);
 
 // logits: (B, V) -> the distribution sampling draws from, (B, V) float64 rows summing to 1.
-at::Tensor sampling_distribution(const at::Tensor& logits, const SamplingOptions& options);
+// allowed: undefined (every token), or (V) or (B, V) bool: where it is false the probability is 0,
+// as for a banned token. Throws std::invalid_argument when a row has no token left to draw.
+at::Tensor sampling_distribution(const at::Tensor& logits, const SamplingOptions& options,
+                                 const at::Tensor& allowed = {});
 
 // logits: (B, V) -> (B) int64 token ids drawn from sampling_distribution.
-at::Tensor sample_tokens(const at::Tensor& logits, const SamplingOptions& options, at::Generator& generator);
+at::Tensor sample_tokens(const at::Tensor& logits, const SamplingOptions& options, at::Generator& generator,
+                         const at::Tensor& allowed = {});
 
 }  // namespace spe::nn

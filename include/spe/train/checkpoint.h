@@ -7,14 +7,17 @@
 // checksum of the payload, then the payload: named tensors and a JSON description in spe's own
 // format, read by spe's own checked code (src/train/tensor_file.h), not LibTorch's archive reader.
 // A damaged, truncated or foreign file, another format version, or a model of another
-// configuration is refused with a plain error.
-#include <torch/optim/adamw.h>
-
+// configuration is refused with a plain error. The model a checkpoint describes, built and
+// loaded for use, is spe/inference/saved_model.h's load_saved_model.
 #include <string>
 
 #include "spe/data/batch.h"
 #include "spe/nn/model.h"
 #include "spe/train/config.h"
+
+namespace torch::optim {
+class AdamW;  // torch/optim/adamw.h: only the trainer's code needs its definition
+}
 
 namespace spe::train {
 
@@ -49,17 +52,6 @@ CheckpointHeader read_checkpoint_header(const std::string& path);
 // another model configuration.
 CheckpointHeader load_checkpoint(const std::string& path, nn::ModelImpl& model, torch::optim::AdamW* optimizer,
                                  const Config* expected = nullptr, int64_t rank = 0, at::Generator* draws = nullptr);
-
-// The model a configuration and a dataset describe (vocabulary, classes, grid from the data).
-nn::Model build_model(const Config& config, const data::DatasetInfo& data);
-
-// A saved model ready to use: what its checkpoint says, and the model with the saved parameters,
-// in eval mode.
-struct SavedModel {
-  CheckpointHeader header;
-  nn::Model model;
-};
-SavedModel load_saved_model(const std::string& checkpoint);
 
 // One split of the data a checkpoint was trained on (or of data_dir, when given); refused with
 // a plain error when its vocabulary, classes or fields differ from the checkpoint's.

@@ -14,6 +14,8 @@
 // summed gradient is the gradient of the mean over the whole global batch, as one process would
 // compute it. Parameters start from rank 0's; evaluation is shared among the ranks; only rank 0
 // writes files and prints.
+#include <torch/optim/adamw.h>
+
 #include <optional>
 #include <string>
 
@@ -46,17 +48,6 @@ BatchLoss batch_loss(nn::ModelImpl& model, const data::Batch& batch, OptionalGen
 // r, r + W, ... and every rank gets the totals.
 EvalResult evaluate(nn::ModelImpl& model, const data::Dataset& dataset, int64_t max_length, int64_t batch_size,
                     int64_t max_batches = 0, uint64_t seed = 0, ProcessGroup* group = nullptr);
-
-// A language model's next-token loss by position, for length extrapolation: entry n is the mean
-// NLL (nats) of token n + 1 given tokens 0 .. n, over every non-overlapping window of `length`
-// tokens of the dataset's sequences (sequences shorter than `length` are skipped), in eval mode,
-// SPE codes drawn from `seed`. Throws when no sequence is long enough.
-struct PositionLosses {
-  std::vector<double> loss;  // (length - 1) mean NLL per position
-  int64_t windows = 0;       // windows averaged
-};
-PositionLosses position_losses(nn::ModelImpl& model, const data::Dataset& dataset, int64_t length,
-                               int64_t batch_size, uint64_t seed = 0);
 
 // Evaluates a saved run on one split of its data (or of data_dir, when given), with the model
 // the checkpoint describes; refuses data of another vocabulary or class count.
