@@ -36,21 +36,6 @@ std::string format_duration(double seconds) {
   return fmt::format("{}s", s);
 }
 
-// Runs `body` with the global RNG seeded from `seed`, then puts the RNG back as it was.
-template <class F>
-void with_seeded_rng(uint64_t seed, F&& body) {
-  at::Generator generator = at::detail::getDefaultCPUGenerator();
-  at::Tensor saved;
-  {
-    std::lock_guard<std::mutex> lock(generator.mutex());
-    saved = generator.get_state();
-    generator.set_current_seed(seed);
-  }
-  body();
-  std::lock_guard<std::mutex> lock(generator.mutex());
-  generator.set_state(saved);
-}
-
 // The progress line on stderr: redrawn in place on a terminal, one line per log otherwise.
 class ProgressLine {
  public:
@@ -242,13 +227,13 @@ EvalResult evaluate(nn::ModelImpl& model, const data::Dataset& dataset, int64_t 
     std::vector<int64_t> examples;
     for (int64_t i = b * batch_size; i < std::min(dataset.size(), (b + 1) * batch_size); ++i) examples.push_back(i);
     const data::Batch batch = data::make_batch(dataset, examples, max_length);
-    with_seeded_rng(seed + static_cast<uint64_t>(b) * 0x9E3779B97F4A7C15ULL, [&] {
-      const BatchLoss loss = batch_loss(model, batch);
-      total[0] += loss.loss.item<double>() * static_cast<double>(loss.predictions);
-      total[1] += static_cast<double>(loss.correct);
-      total[2] += static_cast<double>(loss.predictions);
-      total[3] += static_cast<double>(real_tokens(batch));
-    });
+    // Batch b's draws: a generator of its own, whichever rank evaluates it.
+    const uint64_t batch_seed = seed + static_cast<uint64_t>(b) * 0x9E3779B97F4A7C15ULL;
+    const BatchLoss loss = batch_loss(model, batch, make_generator(batch_seed));
+    total[0] += loss.loss.item<double>() * static_cast<double>(loss.predictions);
+    total[1] += static_cast<double>(loss.correct);
+    total[2] += static_cast<double>(loss.predictions);
+    total[3] += static_cast<double>(real_tokens(batch));
   }
   if (group) group->all_reduce_sum(totals);
   model.train(was_training);
