@@ -634,7 +634,7 @@ class LocalWorkers {
 
   void kill_stragglers() {
     for (const auto& [pid, rank] : running_)
-      std::cerr << fmt::format("spe train --nproc: worker rank {} (pid {}) did not stop; killing it\n", rank, pid);
+      std::cerr << fmt::format("the local launcher: worker rank {} (pid {}) did not stop; killing it\n", rank, pid);
     signal_all(SIGKILL);
   }
 
@@ -693,7 +693,7 @@ std::string describe_failures(const std::vector<WorkerExit>& exits) {
 void run_local_workers(const std::vector<std::string>& argv, int64_t nproc, double timeout_s,
                        int64_t threads_per_worker) {
   if (argv.empty()) throw std::invalid_argument("run_local_workers: no command");
-  if (nproc < 1) throw std::invalid_argument(fmt::format("--nproc is {}, expected >= 1", nproc));
+  if (nproc < 1) throw std::invalid_argument(fmt::format("run_local_workers: nproc is {}, expected >= 1", nproc));
   c10d::TCPStoreOptions options;
   options.port = 0;  // any free port
   options.isServer = true;

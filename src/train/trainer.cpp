@@ -97,15 +97,16 @@ class MetricsFile {
 data::Dataset load_split(const Config& config, const std::string& split) {
   const std::string path = data::split_path(config.data.dir, split);
   if (access(path.c_str(), F_OK) != 0)
-    throw std::runtime_error(fmt::format("no {} split at '{}': prepare the data with `spe data {}` (data.dir is '{}')",
-                                         split, path, config.task, config.data.dir));
+    throw std::runtime_error(fmt::format("no {} split at '{}': data.dir ('{}') holds no prepared {} data; prepare it "
+                                         "there or set data.dir to the folder that holds it",
+                                         split, path, config.data.dir, config.task));
   return data::Dataset::load(path);
 }
 
 void check_same_task(const data::DatasetInfo& a, const data::DatasetInfo& b) {
   if (!data::same_model_inputs(a, b))
     throw std::runtime_error(fmt::format("the {} and {} splits describe different tasks (vocabulary {} vs {}, "
-                                         "classes {} vs {}); prepare them together with `spe data`",
+                                         "classes {} vs {}); the splits of data.dir must be prepared together",
                                          a.split, b.split, a.vocab_size, b.vocab_size, a.num_classes, b.num_classes));
 }
 
@@ -400,12 +401,12 @@ void Trainer::check_folder() const {
     if (error)
       throw std::runtime_error(fmt::format("cannot create the output folder '{}': {}", options_.out_dir, error.message()));
     if (!options_.resume && access(checkpoint_path_.c_str(), F_OK) == 0)
-      throw std::runtime_error(fmt::format("'{}' already holds a run (checkpoint.pt); continue it with --resume or "
-                                           "choose another --out",
+      throw std::runtime_error(fmt::format("'{}' already holds a run (checkpoint.pt); resume it or choose another "
+                                           "output folder",
                                            options_.out_dir));
   }
   if (options_.resume && access(checkpoint_path_.c_str(), F_OK) != 0)
-    throw std::runtime_error(fmt::format("--resume: no checkpoint at '{}'", checkpoint_path_));
+    throw std::runtime_error(fmt::format("cannot resume: no checkpoint at '{}'", checkpoint_path_));
 }
 
 // The model, optimizer, generators and sampler as the checkpoint left them.
@@ -414,9 +415,9 @@ void Trainer::resume() {
     const int64_t saved_world_size = read_checkpoint_header(checkpoint_path_).state.world_size;
     if (saved_world_size != world_size_)
       throw std::runtime_error(fmt::format(
-          "'{}' was written by a run of {} process(es) and this run has {}: resume it with {} (spe train --nproc {}, "
-          "or as many torchrun workers in all), or start a new run in another --out",
-          checkpoint_path_, saved_world_size, world_size_, saved_world_size, saved_world_size));
+          "'{}' was written by a run of {} process(es) and this run has {}: resume it with {} processes in all, or "
+          "start a new run in another output folder",
+          checkpoint_path_, saved_world_size, world_size_, saved_world_size));
     state_.state = load_checkpoint(checkpoint_path_, *model_, &optimizer_, &config_, rank_, &draws_).state;
     sampler_.set_position(state_.state.sampler);
   });

@@ -6,7 +6,7 @@
 // Files in the output folder:
 //   config.yaml     the resolved configuration
 //   metrics.jsonl   one JSON object per log or evaluation: {"step", "split", "loss", ...}
-//   checkpoint.pt   the latest state (resume from it with --resume)
+//   checkpoint.pt   the latest state (TrainerOptions::resume continues from it)
 //   best.pt         the state with the best validation score (accuracy; loss for language models)
 //
 // Data-parallel (TrainerOptions::launch with a world size above 1): each rank trains on its
