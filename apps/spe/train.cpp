@@ -4,6 +4,7 @@
 
 #include <unistd.h>
 
+#include <filesystem>
 #include <iostream>
 #include <memory>
 
@@ -25,11 +26,17 @@ void add_config_options(CLI::App& sub, ConfigArgs& a) {
   sub.add_option("--set", a.overrides, "override one key, e.g. --set model.layers=4 (repeatable)")->take_all();
 }
 
-// The command line without `--nproc N` and `--threads N`: what each local worker runs (its
-// threads come from OMP_NUM_THREADS, its share of --threads).
+// This program re-executed without `--nproc N` and `--threads N`: what each local worker runs (its
+// threads come from OMP_NUM_THREADS, its share of --threads). Its path is this process's own
+// executable, whatever command_line[0] says (a name found in PATH, or a relative path).
 std::vector<std::string> worker_command(const std::vector<std::string>& command_line) {
-  std::vector<std::string> out;
-  for (size_t i = 0; i < command_line.size(); ++i) {
+  std::error_code error;
+  const std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", error);
+  if (error)
+    throw std::runtime_error("--nproc: cannot find this program to start its workers (/proc/self/exe: " +
+                             error.message() + ")");
+  std::vector<std::string> out{self.string()};
+  for (size_t i = 1; i < command_line.size(); ++i) {
     const std::string& word = command_line[i];
     if (word == "--nproc" || word == "--threads") {
       ++i;

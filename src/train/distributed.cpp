@@ -30,7 +30,6 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
-#include <filesystem>
 #include <iostream>
 #include <map>
 #include <mutex>
@@ -634,7 +633,7 @@ class LocalWorkers {
 
   void kill_stragglers() {
     for (const auto& [pid, rank] : running_)
-      std::cerr << fmt::format("spe train --nproc: worker rank {} (pid {}) did not stop; killing it\n", rank, pid);
+      std::cerr << fmt::format("local launcher: worker rank {} (pid {}) did not stop; killing it\n", rank, pid);
     signal_all(SIGKILL);
   }
 
@@ -693,7 +692,7 @@ std::string describe_failures(const std::vector<WorkerExit>& exits) {
 void run_local_workers(const std::vector<std::string>& argv, int64_t nproc, double timeout_s,
                        int64_t threads_per_worker) {
   if (argv.empty()) throw std::invalid_argument("run_local_workers: no command");
-  if (nproc < 1) throw std::invalid_argument(fmt::format("--nproc is {}, expected >= 1", nproc));
+  if (nproc < 1) throw std::invalid_argument(fmt::format("run_local_workers: nproc is {}, expected >= 1", nproc));
   c10d::TCPStoreOptions options;
   options.port = 0;  // any free port
   options.isServer = true;
@@ -713,14 +712,12 @@ void run_local_workers(const std::vector<std::string>& argv, int64_t nproc, doub
                                                {"TORCHELASTIC_RESTART_COUNT", "0"}};
   for (const char* threads : {"OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"})
     variables[threads] = std::to_string(threads_per_worker);
-  std::vector<std::string> command = argv;
-  command[0] = std::filesystem::read_symlink("/proc/self/exe").string();
 
   struct sigaction action {};
   action.sa_handler = remember_signal;
   sigaction(SIGINT, &action, nullptr);
   sigaction(SIGTERM, &action, nullptr);
-  LocalWorkers workers(command, variables, nproc);
+  LocalWorkers workers(argv, variables, nproc);
   std::vector<WorkerExit> exits = workers.wait(timeout_s);
   signal(SIGINT, SIG_DFL);
   signal(SIGTERM, SIG_DFL);

@@ -37,21 +37,6 @@ std::string format_duration(double seconds) {
   return fmt::format("{}s", s);
 }
 
-// Runs `body` with the global RNG seeded from `seed`, then puts the RNG back as it was.
-template <class F>
-void with_seeded_rng(uint64_t seed, F&& body) {
-  at::Generator generator = at::detail::getDefaultCPUGenerator();
-  at::Tensor saved;
-  {
-    std::lock_guard<std::mutex> lock(generator.mutex());
-    saved = generator.get_state();
-    generator.set_current_seed(seed);
-  }
-  body();
-  std::lock_guard<std::mutex> lock(generator.mutex());
-  generator.set_state(saved);
-}
-
 // The progress line on stderr: redrawn in place on a terminal, one line per log otherwise.
 class ProgressLine {
  public:
@@ -113,15 +98,16 @@ class MetricsFile {
 data::Dataset load_split(const Config& config, const std::string& split) {
   const std::string path = data::split_path(config.data.dir, split);
   if (access(path.c_str(), F_OK) != 0)
-    throw std::runtime_error(fmt::format("no {} split at '{}': prepare the data with `spe data {}` (data.dir is '{}')",
-                                         split, path, config.task, config.data.dir));
+    throw std::runtime_error(fmt::format("no {} split at '{}': data.dir ('{}') holds no prepared {} data; prepare it "
+                                         "there or set data.dir to the folder that holds it",
+                                         split, path, config.data.dir, config.task));
   return data::Dataset::load(path);
 }
 
 void check_same_task(const data::DatasetInfo& a, const data::DatasetInfo& b) {
   if (!data::same_model_inputs(a, b))
     throw std::runtime_error(fmt::format("the {} and {} splits describe different tasks (vocabulary {} vs {}, "
-                                         "classes {} vs {}); prepare them together with `spe data`",
+                                         "classes {} vs {}); the splits of data.dir must be prepared together",
                                          a.split, b.split, a.vocab_size, b.vocab_size, a.num_classes, b.num_classes));
 }
 
@@ -201,13 +187,13 @@ EvalResult evaluate(nn::ModelImpl& model, const data::Dataset& dataset, int64_t 
     std::vector<int64_t> examples;
     for (int64_t i = b * batch_size; i < std::min(dataset.size(), (b + 1) * batch_size); ++i) examples.push_back(i);
     const data::Batch batch = data::make_batch(dataset, examples, max_length);
-    with_seeded_rng(seed + static_cast<uint64_t>(b) * 0x9E3779B97F4A7C15ULL, [&] {
-      const BatchLoss loss = batch_loss(model, batch);
-      total[0] += loss.loss.item<double>() * static_cast<double>(loss.predictions);
-      total[1] += static_cast<double>(loss.correct);
-      total[2] += static_cast<double>(loss.predictions);
-      total[3] += static_cast<double>(real_tokens(batch));
-    });
+    // Batch b's draws: a generator of its own, whichever rank evaluates it.
+    const uint64_t batch_seed = seed + static_cast<uint64_t>(b) * 0x9E3779B97F4A7C15ULL;
+    const BatchLoss loss = batch_loss(model, batch, make_generator(batch_seed));
+    total[0] += loss.loss.item<double>() * static_cast<double>(loss.predictions);
+    total[1] += static_cast<double>(loss.correct);
+    total[2] += static_cast<double>(loss.predictions);
+    total[3] += static_cast<double>(real_tokens(batch));
   }
   if (group) group->all_reduce_sum(totals);
   model.train(was_training);
@@ -240,212 +226,343 @@ at::Tensor generator_state(at::Generator generator) {
   return generator.get_state();
 }
 
-TrainSummary run_training(const Config& config, const TrainerOptions& options, ProcessGroup* group) {
-  const TrainConfig& t = config.train;
-  const int64_t rank = group ? group->rank() : 0, world_size = group ? group->world_size() : 1;
-  const bool leader = rank == 0;  // writes the files and prints
-  const std::string checkpoint_path = options.out_dir + "/checkpoint.pt", best_path = options.out_dir + "/best.pt";
-  std::optional<data::Dataset> train_set, valid_set;
-  on_every_rank(group, [&] {
-    if (leader) {
-      std::error_code error;
-      std::filesystem::create_directories(options.out_dir, error);
-      if (error)
-        throw std::runtime_error(fmt::format("cannot create the output folder '{}': {}", options.out_dir, error.message()));
-      if (!options.resume && access(checkpoint_path.c_str(), F_OK) == 0)
-        throw std::runtime_error(fmt::format("'{}' already holds a run (checkpoint.pt); continue it with --resume or "
-                                             "choose another --out",
-                                             options.out_dir));
-    }
-    if (options.resume && access(checkpoint_path.c_str(), F_OK) != 0)
-      throw std::runtime_error(fmt::format("--resume: no checkpoint at '{}'", checkpoint_path));
-    train_set.emplace(load_split(config, "train"));
-    valid_set.emplace(load_split(config, "valid"));
-    check_same_task(train_set->info(), valid_set->info());
-  });
+// The train and valid splits of a run, checked to describe one task.
+struct Splits {
+  data::Dataset train, valid;
+};
 
-  at::manual_seed(static_cast<uint64_t>(t.seed));
-  nn::Model model = inference::build_model(config, train_set->info());
-  torch::optim::AdamW optimizer = make_optimizer(*model, t);
-  data::EpochSampler sampler(train_set->size(), static_cast<uint64_t>(t.seed), rank, world_size);
+Splits load_splits(const Config& config) {
+  Splits splits{load_split(config, "train"), load_split(config, "valid")};
+  check_same_task(splits.train.info(), splits.valid.info());
+  return splits;
+}
+
+// The model of a run, its parameters drawn from train.seed.
+nn::Model seeded_model(const Config& config, const data::DatasetInfo& data) {
+  at::manual_seed(static_cast<uint64_t>(config.train.seed));
+  return inference::build_model(config, data);
+}
+
+// What one optimizer step leaves for logging and for the loop.
+struct StepReport {
+  double loss = 0.0;  // mean over the global batch, averaged over its micro-batches
+  double lr = 0.0, grad_norm = 0.0;
+  bool out_of_time = false;  // rank 0's time budget was spent during the step
+};
+
+// The training sums since the last log line, over every rank.
+struct Window {
+  Clock::time_point start;
+  double loss = 0.0;  // sum of the steps' losses
+  double correct = 0.0, predictions = 0.0, tokens = 0.0;
+  double sync_s = 0.0;  // waiting for the other ranks: sums not hidden behind the backward pass
+  int64_t steps = 0;
+};
+
+// One run of train(): the constructor sets it up (folder, data, model, optimizer, sampler, the
+// draws' generator, resumed or fresh, parameters shared among the ranks, output files); run()
+// takes steps until the last one or the time budget, evaluating, logging and saving on the way.
+// With a group, every rank holds one; rank 0 alone writes files and prints.
+class Trainer {
+ public:
+  Trainer(const Config& config, const TrainerOptions& options, ProcessGroup* group);
+  TrainSummary run();
+
+ private:
+  Splits checked_splits() const;
+  void check_folder() const;
+  void resume();
+  void share_parameters();
+  void open_outputs();
+  StepReport step();
+  double micro_step(int64_t step, bool last, bool& out_of_time);
+  void reduce_gradients();
+  void after_step(int64_t done);
+  void log(const StepReport& report);
+  void evaluate_and_keep_best();
+  void save(const std::string& path);
+  TrainSummary finish();
+
+  const Config& config_;
+  const TrainConfig& t_;
+  const TrainerOptions& options_;
+  ProcessGroup* group_;
+  const int64_t rank_, world_size_;
+  const bool leader_;  // writes the files and prints
+  const std::string checkpoint_path_, best_path_;
+  const Splits data_;
+  nn::Model model_;
+  torch::optim::AdamW optimizer_;
+  data::EpochSampler sampler_;
   // The SPE draws have a stream of their own, so that their sizes alone (not those of dropout
   // masks, which follow each rank's batch) decide where it is: shared draws stay shared.
-  const bool own_draws = group && t.rank_draws == RankDraws::own && rank > 0;
-  const uint64_t rank_seed = static_cast<uint64_t>(t.seed) + (own_draws ? 1000003ULL * static_cast<uint64_t>(rank) : 0);
-  at::Generator draws = make_generator(rank_seed);
-  CheckpointHeader state{config, train_set->info(), {}};
-  state.state.world_size = world_size;
-  if (options.resume) {
-    on_every_rank(group, [&] {
-      const int64_t saved_world_size = read_checkpoint_header(checkpoint_path).state.world_size;
-      if (saved_world_size != world_size)
-        throw std::runtime_error(fmt::format(
-            "'{}' was written by a run of {} process(es) and this run has {}: resume it with {} (spe train --nproc {}, "
-            "or as many torchrun workers in all), or start a new run in another --out",
-            checkpoint_path, saved_world_size, world_size, saved_world_size, saved_world_size));
-      state.state = load_checkpoint(checkpoint_path, *model, &optimizer, &config, rank, &draws).state;
-      sampler.set_position(state.state.sampler);
-    });
-  } else if (own_draws) {
-    at::manual_seed(rank_seed);  // after the model's initialisation: dropout masks of its own too
-  }
-  std::unique_ptr<GradientReducer> reducer;
-  if (group) {
-    at::NoGradGuard no_grad;
-    group->broadcast(model->parameters());
-    group->broadcast(model->buffers());
-    reducer = std::make_unique<GradientReducer>(*group, model->parameters());
-  }
-  // Every rank takes part in gathering the draws' states; rank 0 writes.
-  auto save = [&](const std::string& path) {
-    std::vector<RankGenerators> generators{{generator_state(at::detail::getDefaultCPUGenerator()), generator_state(draws)}};
-    if (group) {
-      const std::vector<at::Tensor> global = group->all_gather(generators[0].global);
-      const std::vector<at::Tensor> drawn = group->all_gather(generators[0].draws);
-      generators.clear();
-      for (int64_t r = 0; r < world_size; ++r) generators.push_back({global[r], drawn[r]});
-    }
-    if (leader) save_checkpoint(path, state, *model, &optimizer, generators);
-  };
+  const bool own_draws_;
+  const uint64_t draws_seed_;
+  at::Generator draws_;
+  CheckpointHeader state_;
+  std::unique_ptr<GradientReducer> reducer_;
+  std::optional<MetricsFile> metrics_;
+  const int64_t last_step_;
+  const int64_t micro_batch_;
+  ProgressLine progress_;
+  TrainSummary summary_;
+  Clock::time_point started_;
+  Window window_;
+  double trained_tokens_ = 0.0;
+};
 
-  std::optional<MetricsFile> metrics;
-  if (leader) {
-    write_file_atomically(options.out_dir + "/config.yaml", to_yaml(config));
-    metrics.emplace(options.out_dir + "/metrics.jsonl", options.resume ? state.state.step : 0);
-  }
-  const int64_t last_step = options.until_step > 0 ? std::min(options.until_step, t.steps) : t.steps;
-  ProgressLine progress(t.steps, options.progress, !leader);
-  TrainSummary summary;
-  summary.parameters = nn::parameter_count(*model);
-  progress.message(fmt::format("{}: {} parameters; {} training and {} validation examples; {}{}", config.task,
-                               summary.parameters, train_set->size(), valid_set->size(),
-                               options.resume ? fmt::format("resuming at step {}", state.state.step) : "starting",
-                               group ? fmt::format(" on {} ranks", world_size) : ""));
+Trainer::Trainer(const Config& config, const TrainerOptions& options, ProcessGroup* group)
+    : config_(config),
+      t_(config.train),
+      options_(options),
+      group_(group),
+      rank_(group ? group->rank() : 0),
+      world_size_(group ? group->world_size() : 1),
+      leader_(rank_ == 0),
+      checkpoint_path_(options.out_dir + "/checkpoint.pt"),
+      best_path_(options.out_dir + "/best.pt"),
+      data_(checked_splits()),
+      model_(seeded_model(config, data_.train.info())),
+      optimizer_(make_optimizer(*model_, config.train)),
+      sampler_(data_.train.size(), static_cast<uint64_t>(config.train.seed), rank_, world_size_),
+      own_draws_(group && config.train.rank_draws == RankDraws::own && rank_ > 0),
+      draws_seed_(static_cast<uint64_t>(config.train.seed) + (own_draws_ ? 1000003ULL * static_cast<uint64_t>(rank_) : 0)),
+      draws_(make_generator(draws_seed_)),
+      state_{config, data_.train.info(), {}},
+      last_step_(options.until_step > 0 ? std::min(options.until_step, config.train.steps) : config.train.steps),
+      micro_batch_(config.train.batch_size / config.train.accumulation / world_size_),
+      progress_(config.train.steps, options.progress, !leader_) {
+  state_.state.world_size = world_size_;
+  if (options_.resume)
+    resume();
+  else if (own_draws_)
+    at::manual_seed(draws_seed_);  // after the model's initialisation: dropout masks of its own too
+  share_parameters();
+  open_outputs();
+}
 
+// The output folder checked, then the data loaded, on every rank (a failure anywhere stops all).
+Splits Trainer::checked_splits() const {
+  std::optional<Splits> splits;
+  on_every_rank(group_, [&] {
+    check_folder();
+    splits.emplace(load_splits(config_));
+  });
+  return std::move(*splits);
+}
+
+// Rank 0 makes the output folder and refuses one that holds a run unless resuming; every rank
+// checks that a resumed run has its checkpoint.
+void Trainer::check_folder() const {
+  if (leader_) {
+    std::error_code error;
+    std::filesystem::create_directories(options_.out_dir, error);
+    if (error)
+      throw std::runtime_error(fmt::format("cannot create the output folder '{}': {}", options_.out_dir, error.message()));
+    if (!options_.resume && access(checkpoint_path_.c_str(), F_OK) == 0)
+      throw std::runtime_error(fmt::format("'{}' already holds a run (checkpoint.pt); resume it or choose another "
+                                           "output folder",
+                                           options_.out_dir));
+  }
+  if (options_.resume && access(checkpoint_path_.c_str(), F_OK) != 0)
+    throw std::runtime_error(fmt::format("cannot resume: no checkpoint at '{}'", checkpoint_path_));
+}
+
+// The model, optimizer, generators and sampler as the checkpoint left them.
+void Trainer::resume() {
+  on_every_rank(group_, [&] {
+    const int64_t saved_world_size = read_checkpoint_header(checkpoint_path_).state.world_size;
+    if (saved_world_size != world_size_)
+      throw std::runtime_error(fmt::format(
+          "'{}' was written by a run of {} process(es) and this run has {}: resume it with {} processes in all, or "
+          "start a new run in another output folder",
+          checkpoint_path_, saved_world_size, world_size_, saved_world_size));
+    state_.state = load_checkpoint(checkpoint_path_, *model_, &optimizer_, &config_, rank_, &draws_).state;
+    sampler_.set_position(state_.state.sampler);
+  });
+}
+
+// Every rank starts from rank 0's parameters and buffers; the reducer sums the gradients.
+void Trainer::share_parameters() {
+  if (!group_) return;
+  at::NoGradGuard no_grad;
+  group_->broadcast(model_->parameters());
+  group_->broadcast(model_->buffers());
+  reducer_ = std::make_unique<GradientReducer>(*group_, model_->parameters());
+}
+
+// Rank 0: config.yaml, metrics.jsonl (kept up to the resumed step), the opening message.
+void Trainer::open_outputs() {
+  if (leader_) {
+    write_file_atomically(options_.out_dir + "/config.yaml", to_yaml(config_));
+    metrics_.emplace(options_.out_dir + "/metrics.jsonl", options_.resume ? state_.state.step : 0);
+  }
+  summary_.parameters = nn::parameter_count(*model_);
+  progress_.message(fmt::format("{}: {} parameters; {} training and {} validation examples; {}{}", config_.task,
+                                summary_.parameters, data_.train.size(), data_.valid.size(),
+                                options_.resume ? fmt::format("resuming at step {}", state_.state.step) : "starting",
+                                group_ ? fmt::format(" on {} ranks", world_size_) : ""));
+}
+
+TrainSummary Trainer::run() {
   reset_resident_peak();
-  const int64_t micro_batch = t.batch_size / t.accumulation / world_size;
-  const Clock::time_point started = Clock::now();
-  Clock::time_point window_start = started;
-  double window_loss = 0.0, trained_tokens = 0.0;
-  double window_correct = 0, window_predictions = 0, window_tokens = 0;
-  double window_sync_s = 0;  // waiting for the other ranks: sums not hidden behind the backward pass
-  int64_t window_steps = 0;
-  model->train();
-  while (state.state.step < last_step) {
-    const int64_t step = state.state.step;
-    const double lr = learning_rate(t, step);
-    set_learning_rate(optimizer, lr);
-    optimizer.zero_grad();
-    double step_loss = 0.0;
-    bool out_of_time = false;
-    for (int64_t m = 0; m < t.accumulation; ++m) {
-      const data::Batch batch = data::make_batch(*train_set, sampler.next(micro_batch), config.data.max_length);
-      const BatchLoss b = batch_loss(*model, batch, draws);
-      // Over every rank's share: loss sum, correct, predictions, tokens; and whether rank 0's time is up.
-      const double spent = leader && options.time_budget_s > 0 && seconds_since(started) >= options.time_budget_s;
-      at::Tensor totals = at::tensor(
-          {b.predictions > 0 ? b.loss.item<double>() * static_cast<double>(b.predictions) : 0.0,
-           static_cast<double>(b.correct), static_cast<double>(b.predictions), static_cast<double>(real_tokens(batch)), spent},
-          at::kDouble);
-      if (group) {
-        const Clock::time_point sync_start = Clock::now();
-        group->all_reduce_sum(totals);
-        window_sync_s += seconds_since(sync_start);
-      }
-      const auto total = totals.accessor<double, 1>();
-      const double loss = total[0] / std::max(1.0, total[2]);
-      if (!std::isfinite(loss))
-        throw std::runtime_error(fmt::format("step {}: the training loss is {}; stopped. The last good state is the "
-                                             "checkpoint in '{}' (try a lower train.lr)",
-                                             step + 1, loss, options.out_dir));
-      if (reducer && m == t.accumulation - 1) reducer->arm();
-      // This rank's share of the mean over the global batch: the sum over ranks is that mean.
-      if (b.predictions > 0)
-        (b.loss * (static_cast<double>(b.predictions) / total[2] / static_cast<double>(t.accumulation))).backward();
-      step_loss += loss / static_cast<double>(t.accumulation);
-      window_correct += total[1];
-      window_predictions += total[2];
-      window_tokens += total[3];
-      trained_tokens += total[3];
-      out_of_time = out_of_time || total[4] > 0;
+  started_ = window_.start = Clock::now();
+  model_->train();
+  while (state_.state.step < last_step_) {
+    const StepReport report = step();
+    log(report);
+    const int64_t done = state_.state.step;
+    const bool finished = done == last_step_ || report.out_of_time;
+    if (done % t_.eval_every == 0 || finished) evaluate_and_keep_best();
+    if (done % t_.checkpoint_every == 0 || finished) {
+      state_.state.sampler = sampler_.position();
+      save(checkpoint_path_);
     }
-    if (reducer) {
-      const Clock::time_point sync_start = Clock::now();
-      reducer->finish();
-      window_sync_s += seconds_since(sync_start);
-    }
-    const double grad_norm = gradient_norm(*model, t.clip_grad_norm);
-    if (!std::isfinite(grad_norm))
-      throw std::runtime_error(fmt::format("step {}: the gradient norm is {}; stopped. The last good state is the "
-                                           "checkpoint in '{}' (try a lower train.lr)",
-                                           step + 1, grad_norm, options.out_dir));
-    optimizer.step();
-    state.state.step = step + 1;
-    const int64_t done = state.state.step;
-    model->transformer->after_training_step(done);
-    const int64_t redraw = config.model.transformer().attention().redraw_interval();
-    if (group && t.rank_draws == RankDraws::shared && redraw > 0 && done % redraw == 0) {
-      at::NoGradGuard no_grad;
-      group->broadcast(model->buffers());  // rank 0's new random features
-    }
-    window_loss += step_loss;
-    ++window_steps;
-
-    const bool logged = done % t.log_every == 0 || done == last_step;
-    const double window_s = seconds_since(window_start);
-    const double accuracy = window_correct / std::max(1.0, window_predictions);
-    progress.show(done, window_loss / static_cast<double>(window_steps), accuracy,
-                  static_cast<double>(window_steps) / window_s, window_tokens / window_s, logged);
-    if (logged) {
-      if (metrics)
-        metrics->write({{"step", done},
-                        {"split", "train"},
-                        {"loss", window_loss / static_cast<double>(window_steps)},
-                        {"accuracy", accuracy},
-                        {"lr", lr},
-                        {"grad_norm", grad_norm},
-                        {"steps_per_s", static_cast<double>(window_steps) / window_s},
-                        {"tokens_per_s", window_tokens / window_s},
-                        {"epoch", sampler.position().epoch},
-                        {"peak_rss_mib", resident_peak_mib()},
-                        {"sync_share", window_sync_s / window_s},
-                        {"elapsed_s", seconds_since(started)}});
-      window_start = Clock::now();
-      window_loss = window_correct = window_predictions = window_tokens = window_sync_s = 0.0;
-      window_steps = 0;
-    }
-    const bool finished = done == last_step || out_of_time;
-    if (done % t.eval_every == 0 || finished) {
-      const EvalResult r = evaluate(*model, *valid_set, config.data.max_length, t.eval_batch_size, t.eval_batches,
-                                    static_cast<uint64_t>(t.seed) + 1, group);
-      summary.validation = r;
-      if (metrics)
-        metrics->write({{"step", done}, {"split", "valid"}, {"loss", r.loss}, {"accuracy", r.accuracy},
-                        {"predictions", r.predictions}, {"elapsed_s", seconds_since(started)}});
-      progress.message(fmt::format("step {}: validation loss {:.4f}, accuracy {:.4f}", done, r.loss, r.accuracy));
-      if (!state.state.has_best || score(*model, r) > state.state.best_metric) {
-        state.state.best_metric = score(*model, r);
-        state.state.has_best = true;
-        state.state.sampler = sampler.position();
-        save(best_path);
-      }
-    }
-    if (done % t.checkpoint_every == 0 || finished) {
-      state.state.sampler = sampler.position();
-      save(checkpoint_path);
-    }
-    if (out_of_time) {
-      progress.message(fmt::format("the time budget of {} is spent", format_duration(options.time_budget_s)));
+    if (report.out_of_time) {
+      progress_.message(fmt::format("the time budget of {} is spent", format_duration(options_.time_budget_s)));
       break;
     }
   }
-  summary.steps = state.state.step;
-  summary.seconds = seconds_since(started);
-  summary.peak_rss_mib = resident_peak_mib();
-  summary.tokens_per_s = trained_tokens / summary.seconds;
-  progress.message(fmt::format("done: step {} of {} in {}; checkpoint {}", summary.steps, t.steps,
-                               format_duration(summary.seconds), checkpoint_path));
-  return summary;
+  return finish();
+}
+
+// One optimizer step over train.accumulation micro-batches of every rank's share.
+StepReport Trainer::step() {
+  const int64_t step = state_.state.step;
+  StepReport report;
+  report.lr = learning_rate(t_, step);
+  set_learning_rate(optimizer_, report.lr);
+  optimizer_.zero_grad();
+  for (int64_t m = 0; m < t_.accumulation; ++m)
+    report.loss += micro_step(step, m == t_.accumulation - 1, report.out_of_time) / static_cast<double>(t_.accumulation);
+  reduce_gradients();
+  report.grad_norm = gradient_norm(*model_, t_.clip_grad_norm);
+  if (!std::isfinite(report.grad_norm))
+    throw std::runtime_error(fmt::format("step {}: the gradient norm is {}; stopped. The last good state is the "
+                                         "checkpoint in '{}' (try a lower train.lr)",
+                                         step + 1, report.grad_norm, options_.out_dir));
+  optimizer_.step();
+  state_.state.step = step + 1;
+  after_step(state_.state.step);
+  window_.loss += report.loss;
+  ++window_.steps;
+  return report;
+}
+
+// One micro-batch's forward and backward pass; returns the loss of the global micro-batch (every
+// rank's share) and sets out_of_time when rank 0's time budget is spent.
+double Trainer::micro_step(int64_t step, bool last, bool& out_of_time) {
+  const data::Batch batch = data::make_batch(data_.train, sampler_.next(micro_batch_), config_.data.max_length);
+  const BatchLoss b = batch_loss(*model_, batch, draws_);
+  // Over every rank's share: loss sum, correct, predictions, tokens; and whether rank 0's time is up.
+  const double spent = leader_ && options_.time_budget_s > 0 && seconds_since(started_) >= options_.time_budget_s;
+  at::Tensor totals = at::tensor({b.predictions > 0 ? b.loss.item<double>() * static_cast<double>(b.predictions) : 0.0,
+                                  static_cast<double>(b.correct), static_cast<double>(b.predictions),
+                                  static_cast<double>(real_tokens(batch)), spent},
+                                 at::kDouble);
+  if (group_) {
+    const Clock::time_point sync_start = Clock::now();
+    group_->all_reduce_sum(totals);
+    window_.sync_s += seconds_since(sync_start);
+  }
+  const auto total = totals.accessor<double, 1>();
+  const double loss = total[0] / std::max(1.0, total[2]);
+  if (!std::isfinite(loss))
+    throw std::runtime_error(fmt::format("step {}: the training loss is {}; stopped. The last good state is the "
+                                         "checkpoint in '{}' (try a lower train.lr)",
+                                         step + 1, loss, options_.out_dir));
+  if (reducer_ && last) reducer_->arm();
+  // This rank's share of the mean over the global batch: the sum over ranks is that mean.
+  if (b.predictions > 0)
+    (b.loss * (static_cast<double>(b.predictions) / total[2] / static_cast<double>(t_.accumulation))).backward();
+  window_.correct += total[1];
+  window_.predictions += total[2];
+  window_.tokens += total[3];
+  trained_tokens_ += total[3];
+  out_of_time = out_of_time || total[4] > 0;
+  return loss;
+}
+
+void Trainer::reduce_gradients() {
+  if (!reducer_) return;
+  const Clock::time_point sync_start = Clock::now();
+  reducer_->finish();
+  window_.sync_s += seconds_since(sync_start);
+}
+
+// The model's own per-step work (random features redrawn); shared draws stay rank 0's.
+void Trainer::after_step(int64_t done) {
+  model_->transformer->after_training_step(done);
+  const int64_t redraw = config_.model.transformer().attention().redraw_interval();
+  if (group_ && t_.rank_draws == RankDraws::shared && redraw > 0 && done % redraw == 0) {
+    at::NoGradGuard no_grad;
+    group_->broadcast(model_->buffers());  // rank 0's new random features
+  }
+}
+
+// The progress line after every step; a metrics line (and a new window) every train.log_every.
+void Trainer::log(const StepReport& report) {
+  const int64_t done = state_.state.step;
+  const bool logged = done % t_.log_every == 0 || done == last_step_;
+  const double window_s = seconds_since(window_.start);
+  const double steps = static_cast<double>(window_.steps);
+  const double accuracy = window_.correct / std::max(1.0, window_.predictions);
+  progress_.show(done, window_.loss / steps, accuracy, steps / window_s, window_.tokens / window_s, logged);
+  if (!logged) return;
+  if (metrics_)
+    metrics_->write({{"step", done},
+                     {"split", "train"},
+                     {"loss", window_.loss / steps},
+                     {"accuracy", accuracy},
+                     {"lr", report.lr},
+                     {"grad_norm", report.grad_norm},
+                     {"steps_per_s", steps / window_s},
+                     {"tokens_per_s", window_.tokens / window_s},
+                     {"epoch", sampler_.position().epoch},
+                     {"peak_rss_mib", resident_peak_mib()},
+                     {"sync_share", window_.sync_s / window_s},
+                     {"elapsed_s", seconds_since(started_)}});
+  window_ = Window{};
+  window_.start = Clock::now();
+}
+
+// Evaluates on the valid split (shared among the ranks); a better score is saved as best.pt.
+void Trainer::evaluate_and_keep_best() {
+  const int64_t done = state_.state.step;
+  const EvalResult r = evaluate(*model_, data_.valid, config_.data.max_length, t_.eval_batch_size, t_.eval_batches,
+                                static_cast<uint64_t>(t_.seed) + 1, group_);
+  summary_.validation = r;
+  if (metrics_)
+    metrics_->write({{"step", done}, {"split", "valid"}, {"loss", r.loss}, {"accuracy", r.accuracy},
+                     {"predictions", r.predictions}, {"elapsed_s", seconds_since(started_)}});
+  progress_.message(fmt::format("step {}: validation loss {:.4f}, accuracy {:.4f}", done, r.loss, r.accuracy));
+  if (state_.state.has_best && score(*model_, r) <= state_.state.best_metric) return;
+  state_.state.best_metric = score(*model_, r);
+  state_.state.has_best = true;
+  state_.state.sampler = sampler_.position();
+  save(best_path_);
+}
+
+// Every rank takes part in gathering the generators' states; rank 0 writes.
+void Trainer::save(const std::string& path) {
+  std::vector<RankGenerators> generators{{generator_state(at::detail::getDefaultCPUGenerator()), generator_state(draws_)}};
+  if (group_) {
+    const std::vector<at::Tensor> global = group_->all_gather(generators[0].global);
+    const std::vector<at::Tensor> drawn = group_->all_gather(generators[0].draws);
+    generators.clear();
+    for (int64_t r = 0; r < world_size_; ++r) generators.push_back({global[r], drawn[r]});
+  }
+  if (leader_) save_checkpoint(path, state_, *model_, &optimizer_, generators);
+}
+
+TrainSummary Trainer::finish() {
+  summary_.steps = state_.state.step;
+  summary_.seconds = seconds_since(started_);
+  summary_.peak_rss_mib = resident_peak_mib();
+  summary_.tokens_per_s = trained_tokens_ / summary_.seconds;
+  progress_.message(fmt::format("done: step {} of {} in {}; checkpoint {}", summary_.steps, t_.steps,
+                                format_duration(summary_.seconds), checkpoint_path_));
+  return summary_;
 }
 
 }  // namespace
@@ -457,10 +574,10 @@ TrainSummary train(const Config& config, const TrainerOptions& options) {
     throw std::invalid_argument(fmt::format("train.batch_size ({}) does not split evenly into {} rank(s) x {} "
                                             "micro-batch(es) (train.accumulation)",
                                             t.batch_size, world_size, t.accumulation));
-  if (world_size == 1) return run_training(config, options, nullptr);
+  if (world_size == 1) return Trainer(config, options, nullptr).run();
   ProcessGroup group(*options.launch, options.timeout_s);
   try {
-    return run_training(config, options, &group);
+    return Trainer(config, options, &group).run();
   } catch (const DistributedError&) {
     throw;  // every rank knows, or the failure was another rank's
   } catch (const std::exception& e) {

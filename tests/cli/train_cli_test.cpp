@@ -75,7 +75,7 @@ TEST(CliTrain, MistakesAreNamed) {
   };
   fails_with("train --set model.layer=2 --out " + scratch("x").string(), "unknown key 'model.layer'");
   fails_with("train --set data.dir=/nonexistent --out " + scratch("y").string(),
-             "no train split at '/nonexistent/train.bin': prepare the data with `spe data listops`");
+             "no train split at '/nonexistent/train.bin': data.dir ('/nonexistent') holds no prepared listops data");
   fails_with("config --config /nonexistent.yaml", "cannot open '/nonexistent.yaml'");
   fails_with("eval --checkpoint " + (data / "train.bin").string(), "is not an spe checkpoint");
   fails_with("train --resume --out " + scratch("never_trained").string(), "config.yaml");

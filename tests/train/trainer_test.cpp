@@ -5,6 +5,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -99,7 +100,9 @@ TEST(Trainer, ResumingContinuesBitForBit) {
   train(c, run_in(straight));
   train(c, run_in(split, false, 5));
   EXPECT_EQ(read_checkpoint_header((split / "checkpoint.pt").string()).state.step, 5);
-  EXPECT_ERROR_CONTAINS(train(c, run_in(split)), "already holds a run");
+  EXPECT_ERROR_CONTAINS(train(c, run_in(split)),
+                        "'" + split.string() + "' already holds a run (checkpoint.pt); resume it or choose another "
+                        "output folder");
   train(c, run_in(split, true));
   const data::DatasetInfo info = majority(1, "x", 1).info();
   nn::Model a = inference::build_model(c, info), b = inference::build_model(c, info);
@@ -116,6 +119,17 @@ TEST(Trainer, ResumingContinuesBitForBit) {
   int train_lines = 0;
   for (std::string line; std::getline(metrics, line);) train_lines += line.find("\"split\":\"train\"") != std::string::npos;
   EXPECT_EQ(train_lines, 14 / 2 + 1);  // every 2 steps, plus step 5 where the first part stopped
+}
+
+// The library's errors name paths and configuration keys, not the CLI's flags.
+TEST(Trainer, FolderAndDataErrorsNameThePathsAndKeys) {
+  const fs::path data_dir = majority_data("errors_data"), out = fresh_folder("errors_run");
+  Config c = tiny_config(data_dir);
+  EXPECT_ERROR_CONTAINS(train(c, run_in(out, true)), "cannot resume: no checkpoint at '" + (out / "checkpoint.pt").string() + "'");
+  c.data.dir = (out / "missing").string();
+  EXPECT_ERROR_CONTAINS(train(c, run_in(out)), fmt::format("no train split at '{}/train.bin': data.dir ('{}') holds no "
+                                                           "prepared {} data",
+                                                           c.data.dir, c.data.dir, c.task));
 }
 
 TEST(Trainer, StopsOnANonFiniteLossKeepingTheLastGoodCheckpoint) {

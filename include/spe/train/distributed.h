@@ -5,7 +5,7 @@
 // the gradients are summed across ranks by bucketed all-reduces that start while the backward
 // pass is still running. The ranks meet through a TCPStore at MASTER_ADDR:MASTER_PORT, served by
 // rank 0, or by the launcher when it says so (torchrun sets TORCHELASTIC_USE_AGENT_STORE=True;
-// `spe train --nproc N` does the same).
+// run_local_workers does the same).
 //
 // Every collective has a deadline: a peer that died or stopped answering makes the others throw
 // DistributedError within the timeout (at once when its connection closes), never hang. Each rank
@@ -104,7 +104,7 @@ class GradientReducer {
   std::unique_ptr<State> state_;
 };
 
-// How one worker of `spe train --nproc` ended.
+// How one worker of run_local_workers ended.
 struct WorkerExit {
   int64_t rank = 0;
   int64_t pid = 0;
@@ -120,8 +120,10 @@ struct WorkerExit {
 // when every worker succeeded.
 std::string describe_failures(const std::vector<WorkerExit>& exits);
 
-// `spe train --nproc N`: serves the store on a free loopback port, starts `argv` N times with
-// torchrun's variables and OMP_NUM_THREADS = OPENBLAS_NUM_THREADS = threads_per_worker, and waits.
+// The local launcher (`spe train --nproc N`): serves the store on a free loopback port, starts
+// `argv` N times with torchrun's variables and OMP_NUM_THREADS = OPENBLAS_NUM_THREADS =
+// threads_per_worker, and waits. argv[0] is the path of the program to start (it is not searched
+// for in PATH).
 // After the first failure the others have timeout_s to stop on their own before they are ended.
 // A failure is a DistributedError with describe_failures's line (the workers' own errors are on
 // the shared stderr above it).

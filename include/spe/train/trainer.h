@@ -6,7 +6,7 @@
 // Files in the output folder:
 //   config.yaml     the resolved configuration
 //   metrics.jsonl   one JSON object per log or evaluation: {"step", "split", "loss", ...}
-//   checkpoint.pt   the latest state (resume from it with --resume)
+//   checkpoint.pt   the latest state (TrainerOptions::resume continues from it)
 //   best.pt         the state with the best validation score (accuracy; loss for language models)
 //
 // Data-parallel (TrainerOptions::launch with a world size above 1): each rank trains on its
@@ -43,9 +43,9 @@ struct BatchLoss {
 BatchLoss batch_loss(nn::ModelImpl& model, const data::Batch& batch, OptionalGenerator draws = c10::nullopt);
 
 // Evaluates in eval mode without gradients, in batches in dataset order; the stochastic parts (SPE
-// codes) of batch b draw from (seed, b), so an evaluation is reproducible and the same however
-// many ranks share it; the global RNG is left as it was. With a group, rank r evaluates batches
-// r, r + W, ... and every rank gets the totals.
+// codes) of batch b draw from a generator of their own seeded from (seed, b), so an evaluation is
+// reproducible and the same however many ranks share it, and LibTorch's global generator is not
+// used. With a group, rank r evaluates batches r, r + W, ... and every rank gets the totals.
 EvalResult evaluate(nn::ModelImpl& model, const data::Dataset& dataset, int64_t max_length, int64_t batch_size,
                     int64_t max_batches = 0, uint64_t seed = 0, ProcessGroup* group = nullptr);
 
