@@ -2,6 +2,7 @@
 // The subcommands of the `spe` CLI: each adds itself to the app and runs from its callback.
 // Errors are thrown (std::exception or c10::Error) and reported by main.
 #include <CLI/CLI.hpp>
+#include <fmt/format.h>
 
 #include <string>
 #include <vector>
@@ -28,6 +29,22 @@ inline CLI::Validator positive_integer() {
         return "must be a positive integer, got " + value;
       },
       "POSITIVE");
+}
+
+// A command-line value that must be a finite number in [low, high] (CLI::Range lets nan
+// through); the error names the value given.
+inline CLI::Validator number_in(double low, double high) {
+  return CLI::Validator(
+      [low, high](std::string& value) -> std::string {
+        try {
+          size_t used = 0;
+          const double x = std::stod(value, &used);
+          if (used == value.size() && x >= low && x <= high) return "";
+        } catch (const std::exception&) {
+        }
+        return fmt::format("must be a number in [{}, {}], got {}", low, high, value);
+      },
+      fmt::format("NUMBER in [{}, {}]", low, high));
 }
 
 // Where this `spe` runs from: "prefix: DIR" when installed (DIR/bin/spe), else "build tree: DIR",

@@ -167,7 +167,7 @@ void add_extrapolate_command(CLI::App& app) {
                   "rotary models: linear (position interpolation), ntk (NTK-aware) or yarn, for --length")
       ->capture_default_str();
   sub->add_option("--factor", args->factor, "the rope scaling factor (default: --length over the training length)")
-      ->check(CLI::Range(1.0, 1e6));
+      ->check(number_in(1.0, 1e6));
   sub->add_option("--png", args->png, "plot of the loss against position");
   sub->add_option("--json", args->json, "the results as JSON lines");
   sub->callback([args] { run(*args); });

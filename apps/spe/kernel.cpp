@@ -474,7 +474,7 @@ void add_kernel_command(CLI::App& app) {
   sub->add_option("--rope-scaling", a->rope_scaling, "rotary length scaling: linear (position interpolation), ntk or yarn")
       ->check(CLI::IsMember(scalings))->capture_default_str();
   sub->add_option("--factor", a->factor, "s, the rope scaling factor (rotary with --rope-scaling)")
-      ->check(CLI::Range(1.0, 1e6));
+      ->check(number_in(1.0, 1e6));
   sub->add_option("--original-length", a->original_length, "the training length (rotary with --rope-scaling yarn)")
       ->check(positive_integer());
   sub->add_flag("--causal", a->causal, "zero the keys after the query (m - n < 0), as causal attention does");

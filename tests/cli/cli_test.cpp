@@ -232,7 +232,10 @@ TEST(CliKernel, BadArgumentsAreNamed) {
   expect_error(run_cli(exact + "--pe rotary --dim 8 --rope-scaling cubic"), "--rope-scaling: cubic not in {none,linear,ntk,yarn}");
   expect_error(run_cli(exact + "--pe rotary --dim 8 --rope-scaling linear"), "--factor is required with --rope-scaling linear");
   expect_error(run_cli(exact + "--pe rotary --dim 8 --factor 2"), "--factor: applies to --rope-scaling linear, ntk or yarn, not none");
-  expect_error(run_cli(exact + "--pe rotary --dim 8 --rope-scaling linear --factor 0.5"), "--factor: Value 0.5 not in range");
+  expect_error(run_cli(exact + "--pe rotary --dim 8 --rope-scaling linear --factor 0.5"),
+               "--factor: must be a number in [1, 1000000], got 0.5");
+  expect_error(run_cli(exact + "--pe rotary --dim 8 --rope-scaling linear --factor nan"),
+               "--factor: must be a number in [1, 1000000], got nan");
   expect_error(run_cli(exact + "--pe rotary --dim 8 --rope-scaling yarn --factor 4"),
                "--original-length is required with --rope-scaling yarn");
   expect_error(run_cli(exact + "--pe rotary --dim 8 --rope-scaling ntk --factor 4 --original-length 8"),
