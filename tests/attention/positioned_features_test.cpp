@@ -7,30 +7,19 @@
 #include "spe/attention/linear.h"
 #include "support/errors.h"
 #include "support/gradcheck.h"
+#include "support/weighted_attention.h"
 
 namespace spe {
 namespace {
 
-double feature_dot(const at::Tensor& a, const at::Tensor& b) { return (a * b).sum().item<double>(); }
-
-// The definition, one pair (m, n) at a time; a query with no allowed key gets zeros.
+// The definition, one pair (m, n) at a time: psi in the numerator, phi in the normaliser; a query
+// with no allowed key gets zeros.
 at::Tensor positioned_loops(const at::Tensor& phi_q, const at::Tensor& phi_k, const at::Tensor& psi_q,
                             const at::Tensor& psi_k, const at::Tensor& v, const at::Tensor& padding, bool causal) {
-  const int64_t B = phi_q.size(0), N = phi_q.size(1), H = phi_q.size(2);
-  at::Tensor out = at::zeros({B, N, H, v.size(3)}, at::kDouble);
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t h = 0; h < H; ++h)
-      for (int64_t m = 0; m < N; ++m) {
-        at::Tensor numerator = at::zeros({v.size(3)}, at::kDouble);
-        double denominator = 0;
-        for (int64_t n = 0; n < N; ++n) {
-          if ((causal && n > m) || (padding.defined() && !padding[b][n].item<bool>())) continue;
-          numerator += feature_dot(psi_q[b][m][h], psi_k[b][n][h]) * v[b][n][h];
-          denominator += feature_dot(phi_q[b][m][h], phi_k[b][n][h]);
-        }
-        if (denominator > 0) out[b][m][h] = numerator / denominator;
-      }
-  return out;
+  using testing::pair_dot;
+  return testing::pairwise_linear_loops(
+      v, padding, causal, [&](int64_t b, int64_t h, int64_t m, int64_t n) { return pair_dot(psi_q, psi_k, b, h, m, n); },
+      [&](int64_t b, int64_t h, int64_t m, int64_t n) { return pair_dot(phi_q, phi_k, b, h, m, n); });
 }
 
 struct Inputs {

@@ -1,20 +1,22 @@
 #pragma once
-// Linear attention with a weight on each pair's distance (decay, toeplitz), the definition one
-// pair at a time, and the random feature-mapped inputs its tests share.
+// Linear attention by its definition, one pair (m, n) at a time, with any weight per pair (the
+// positioned numerator) or on each pair's distance (decay, toeplitz), and the random
+// feature-mapped inputs its tests share.
 #include <ATen/ATen.h>
 
 #include <functional>
 
 namespace spe::testing {
 
-// w_h(lag) for the pair (m, n), lag = m - n.
-using LagWeight = std::function<double(int64_t h, int64_t lag)>;
+// The weight of the pair (query m, key n) of batch b, head h.
+using PairWeight = std::function<double(int64_t b, int64_t h, int64_t m, int64_t n)>;
 
-// out_m = sum_n w_h(m - n) (phi_q_m . phi_k_n) v_n / sum_n w_h(m - n) (phi_q_m . phi_k_n) over the
-// allowed n (n <= m when causal, real keys when padding is defined); a query with none gets zeros.
-inline at::Tensor weighted_linear_loops(const at::Tensor& phi_q, const at::Tensor& phi_k, const at::Tensor& v,
-                                        const LagWeight& weight, const at::Tensor& padding, bool causal) {
-  const int64_t B = phi_q.size(0), N = phi_q.size(1), H = phi_q.size(2);
+// out_m = sum_n numerator(m, n) v_n / sum_n denominator(m, n) over the allowed n (n <= m when
+// causal, real keys when padding is defined), one pair at a time; a query with none (or a zero
+// denominator) gets zeros. v: (B, N, H, Dv) -> (B, N, H, Dv).
+inline at::Tensor pairwise_linear_loops(const at::Tensor& v, const at::Tensor& padding, bool causal,
+                                        const PairWeight& numerator_weight, const PairWeight& denominator_weight) {
+  const int64_t B = v.size(0), N = v.size(1), H = v.size(2);
   at::Tensor out = at::zeros({B, N, H, v.size(3)}, at::kDouble);
   for (int64_t b = 0; b < B; ++b)
     for (int64_t h = 0; h < H; ++h)
@@ -23,13 +25,30 @@ inline at::Tensor weighted_linear_loops(const at::Tensor& phi_q, const at::Tenso
         double denominator = 0;
         for (int64_t n = 0; n < N; ++n) {
           if ((causal && n > m) || (padding.defined() && !padding[b][n].item<bool>())) continue;
-          const double w = weight(h, m - n) * (phi_q[b][m][h] * phi_k[b][n][h]).sum().item<double>();
-          numerator += w * v[b][n][h];
-          denominator += w;
+          numerator += numerator_weight(b, h, m, n) * v[b][n][h];
+          denominator += denominator_weight(b, h, m, n);
         }
         if (denominator > 0) out[b][m][h] = numerator / denominator;
       }
   return out;
+}
+
+// The dot product of row (b, m, h) of a with row (b, n, h) of b_: a[b][m][h] . b_[b][n][h].
+inline double pair_dot(const at::Tensor& a, const at::Tensor& b_, int64_t b, int64_t h, int64_t m, int64_t n) {
+  return (a[b][m][h] * b_[b][n][h]).sum().item<double>();
+}
+
+// w_h(lag) for the pair (m, n), lag = m - n.
+using LagWeight = std::function<double(int64_t h, int64_t lag)>;
+
+// out_m = sum_n w_h(m - n) (phi_q_m . phi_k_n) v_n / sum_n w_h(m - n) (phi_q_m . phi_k_n) over the
+// allowed n (n <= m when causal, real keys when padding is defined); a query with none gets zeros.
+inline at::Tensor weighted_linear_loops(const at::Tensor& phi_q, const at::Tensor& phi_k, const at::Tensor& v,
+                                        const LagWeight& weight, const at::Tensor& padding, bool causal) {
+  const PairWeight pair = [&](int64_t b, int64_t h, int64_t m, int64_t n) {
+    return weight(h, m - n) * pair_dot(phi_q, phi_k, b, h, m, n);
+  };
+  return pairwise_linear_loops(v, padding, causal, pair, pair);
 }
 
 struct FeatureInputs {

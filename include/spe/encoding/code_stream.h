@@ -31,9 +31,6 @@ class SPECodeStream {
   // The code of positions t = 0, 1, 2, ... in turn (each called once, in order). Valid until the
   // next call.
   PositionCode next();
-  // Whether every position reads the same code (sineSPE): what is derived from it (the gated
-  // code) can be kept for the whole sequence.
-  bool fixed() const { return !conv_; }
   int64_t position() const { return position_; }
 
  private:
