@@ -1,5 +1,5 @@
-// `spe bench decode` and `spe bench layer`: token-by-token decoding cost over positions, and one
-// attention layer, linear attention + sineSPE against softmax attention + Shaw RPE, over lengths.
+// `spe bench decode` and `spe bench layer`: token-by-token decoding cost over positions, and
+// self-attention layers (linear attention with each relative position, softmax + Shaw RPE) over lengths.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <fmt/format.h>
@@ -19,26 +19,39 @@ namespace {
 
 struct LayerArgs {
   std::vector<int64_t> lengths{256, 512, 1024, 2048, 4096, 8192, 16384};
+  std::vector<std::string> layers{"linear+sineSPE", "softmax+shaw"};
   int64_t positions = 65536, window = 1024;
   int64_t batch = 1, heads = 8, dim = 64, realizations = 64, sines = 5, clip = 64;
   int64_t softmax_max_length = 8192;
+  bool causal = true;
   int repeats = 3;
   std::string png;
 };
 
-// The two causal self-attention layers compared (nn::SelfAttention, as in the models):
-//   "linear+sineSPE": gated sineSPE filter (the layer's own code) -> elu+1 -> causal linear attention
-//   "softmax+shaw":   causal softmax attention with Shaw RPE (clip k)
-nn::SelfAttention make_layer(const LayerArgs& a, bool linear) {
+// The self-attention layers compared (nn::SelfAttention, as in the models), by name, and what
+// each one is. Every linear one uses elu+1 features.
+const std::vector<std::pair<std::string, std::string>> kLayers{
+    {"linear+sineSPE", "linear attention + gated sineSPE (the layer's own code, filter before the map)"},
+    {"linear", "linear attention, no position"},
+    {"linear+decay", "linear attention + exponential decay (fixed per-head decays)"},
+    {"linear+toeplitz", "linear attention + Toeplitz bias clipped at --clip"},
+    {"softmax+shaw", "softmax attention + Shaw RPE clipped at --clip"}};
+
+nn::SelfAttention make_layer(const LayerArgs& a, const std::string& name) {
   nn::TransformerOptions o(2);
-  o.dim(a.heads * a.dim).heads(a.heads).causal(true).dropout(0.0);
-  if (linear) {
-    o.attention().kind(nn::AttentionKind::linear).feature_map(FeatureMapKind::elu);
-    o.positional().kind(nn::PositionalKind::sine_spe).realizations(a.realizations).sines(a.sines).shared_code(false);
-  } else {
+  o.dim(a.heads * a.dim).heads(a.heads).causal(a.causal).dropout(0.0);
+  if (name == "softmax+shaw") {
     o.attention().kind(nn::AttentionKind::softmax);
     o.positional().kind(nn::PositionalKind::shaw).clip(a.clip);
+    return nn::SelfAttention(o);
   }
+  o.attention().kind(nn::AttentionKind::linear).feature_map(FeatureMapKind::elu);
+  if (name == "linear+sineSPE")
+    o.positional().kind(nn::PositionalKind::sine_spe).realizations(a.realizations).sines(a.sines).shared_code(false);
+  else if (name == "linear+decay")
+    o.positional().kind(nn::PositionalKind::decay);
+  else if (name == "linear+toeplitz")
+    o.positional().kind(nn::PositionalKind::toeplitz).clip(a.clip);
   return nn::SelfAttention(o);
 }
 
@@ -48,7 +61,7 @@ nn::SelfAttention make_layer(const LayerArgs& a, bool linear) {
 void bench_decode(const LayerArgs& a) {
   at::NoGradGuard no_grad;
   const int64_t B = a.batch, H = a.heads, D = a.dim, R = a.realizations;
-  nn::SelfAttention layer = make_layer(a, true);
+  nn::SelfAttention layer = make_layer(a, "linear+sineSPE");
   layer->eval();
   nn::AttentionState state = layer->start_decoding();
   const at::Tensor x = at::randn({B, 1, H * D});
@@ -85,9 +98,22 @@ void bench_decode(const LayerArgs& a) {
   }
 }
 
-// One causal self-attention layer on x (B, N, E = H D), forward + backward, both kinds.
+// The first length at which `linear` (a linear layer's name) is faster than softmax + Shaw, or -1.
+template <typename Row>
+int64_t crossover_length(const std::vector<Row>& rows, const std::string& linear) {
+  for (const Row& softmax : rows) {
+    if (softmax.name != "softmax+shaw") continue;
+    for (const Row& other : rows)
+      if (other.n == softmax.n && other.name == linear && other.seconds < softmax.seconds) return softmax.n;
+  }
+  return -1;
+}
+
+// Each chosen self-attention layer on x (B, N, E = H D), forward + backward, over the lengths.
 void bench_layer(const LayerArgs& a) {
-  nn::SelfAttention linear_layer = make_layer(a, true), softmax_layer = make_layer(a, false);
+  std::vector<nn::SelfAttention> layers;
+  for (const std::string& name : a.layers) layers.push_back(make_layer(a, name));
+  const AttentionMask mask = a.causal ? AttentionMask::causal_only() : AttentionMask::none();
   struct Row {
     int64_t n;
     std::string name;
@@ -97,11 +123,10 @@ void bench_layer(const LayerArgs& a) {
   for (bool measure_memory : {false, true}) {  // timings first: measuring memory fixes the allocator
     for (int64_t n : a.lengths) {
       at::Tensor x = at::randn({a.batch, n, a.heads * a.dim});
-      for (bool linear : {true, false}) {
-        if (!linear && n > a.softmax_max_length) continue;
-        nn::SelfAttention& layer = linear ? linear_layer : softmax_layer;
-        auto step = [&] { layer->forward(x, AttentionMask::causal_only(), {}).sum().backward(); };
-        const std::string name = linear ? "linear+sineSPE" : "softmax+shaw";
+      for (size_t i = 0; i < layers.size(); ++i) {
+        const std::string& name = a.layers[i];
+        if (name == "softmax+shaw" && n > a.softmax_max_length) continue;
+        auto step = [&] { layers[i]->forward(x, mask, {}).sum().backward(); };
         if (!measure_memory) {
           rows.push_back({n, name, time_median(step, a.repeats).median_s, 0.0});
         } else {
@@ -111,29 +136,31 @@ void bench_layer(const LayerArgs& a) {
       }
     }
   }
-  int64_t crossover = -1;
-  for (const Row& r : rows) {
+  for (const Row& r : rows)
     std::cout << fmt::format(
-        "{{\"scenario\": \"attention_layer\", \"impl\": \"{}\", \"B\": {}, \"N\": {}, \"H\": {}, \"D\": {}, \"R\": {}, "
-        "\"K\": {}, \"clip\": {}, \"forward_backward_s\": {:.6g}, \"peak_above_inputs_mib\": {:.1f}, \"threads\": {}}}\n",
-        r.name, a.batch, r.n, a.heads, a.dim, a.realizations, a.sines, a.clip, r.seconds, r.memory,
+        "{{\"scenario\": \"attention_layer\", \"impl\": \"{}\", \"causal\": {}, \"B\": {}, \"N\": {}, \"H\": {}, "
+        "\"D\": {}, \"R\": {}, \"K\": {}, \"clip\": {}, \"forward_backward_s\": {:.6g}, \"peak_above_inputs_mib\": {:.1f}, "
+        "\"threads\": {}}}\n",
+        r.name, a.causal, a.batch, r.n, a.heads, a.dim, a.realizations, a.sines, a.clip, r.seconds, r.memory,
         at::get_num_threads());
-    if (r.name != "softmax+shaw" || crossover >= 0) continue;
-    for (const Row& other : rows)
-      if (other.n == r.n && other.name == "linear+sineSPE" && other.seconds < r.seconds) crossover = r.n;
-  }
-  std::cout << fmt::format("{{\"scenario\": \"attention_layer\", \"crossover_length\": {}}}\n", crossover);
+  for (const std::string& name : a.layers)
+    if (name != "softmax+shaw")
+      std::cout << fmt::format("{{\"scenario\": \"attention_layer\", \"impl\": \"{}\", \"crossover_length\": {}}}\n",
+                               name, crossover_length(rows, name));
   if (!a.png.empty()) {
     std::string script = fmt::format(
         "set multiplot layout 1,2 title {}\nset logscale xy 2\nset xlabel 'sequence length N'\nset grid\nset key top left\n",
-        gnuplot_quote(fmt::format("one causal attention layer, forward + backward, B={} H={} D={} R={} Shaw clip={}",
-                                  a.batch, a.heads, a.dim, a.realizations, a.clip)));
+        gnuplot_quote(fmt::format("one {} attention layer, forward + backward, B={} H={} D={} R={} clip={}",
+                                  a.causal ? "causal" : "bidirectional", a.batch, a.heads, a.dim, a.realizations,
+                                  a.clip)));
     for (const char* what : {"seconds", "MiB"}) {
       const bool time = std::string(what) == "seconds";
-      script += fmt::format("set ylabel '{}'\nset title '{}'\n", what, time ? "time" : "peak memory above inputs");
-      script += "plot '-' using 1:2 with linespoints pt 7 lw 2 title 'linear + sineSPE', "
-                "'-' using 1:2 with linespoints pt 5 lw 2 title 'softmax + Shaw RPE'\n";
-      for (const char* name : {"linear+sineSPE", "softmax+shaw"}) {
+      script += fmt::format("set ylabel '{}'\nset title '{}'\nplot ", what, time ? "time" : "peak memory above inputs");
+      for (size_t i = 0; i < a.layers.size(); ++i)
+        script += fmt::format("{}'-' using 1:2 with linespoints pt {} lw 2 title {}", i ? ", " : "", 5 + 2 * i,
+                              gnuplot_quote(a.layers[i]));
+      script += "\n";
+      for (const std::string& name : a.layers) {
         for (const Row& r : rows)
           if (r.name == name) script += fmt::format("{} {:.6g}\n", r.n, time ? r.seconds : std::max(r.memory, 0.1));
         script += "e\n";
@@ -152,9 +179,17 @@ void add_bench_layer_scenarios(CLI::App& bench) {
   auto* decode = bench.add_subcommand("decode", "per-token cost of SPE decoding over positions (recurrent state)");
   decode->add_option("--positions", a->positions, "tokens to decode")->check(CLI::Range(int64_t{1}, int64_t{1} << 24))->capture_default_str();
   decode->add_option("--window", a->window, "tokens per reported median")->check(positive_integer())->capture_default_str();
-  auto* layer = bench.add_subcommand("layer", "one attention layer: linear + sineSPE vs softmax + Shaw RPE");
+  auto* layer = bench.add_subcommand("layer", "self-attention layers over lengths: linear + each relative position vs softmax + Shaw RPE");
+  std::string layer_help = "layers to time, of:";
+  std::vector<std::string> layer_names;
+  for (const auto& [name, what] : kLayers) {
+    layer_help += fmt::format("\n  {}: {}", name, what);
+    layer_names.push_back(name);
+  }
+  layer->add_option("--layers", a->layers, layer_help)->check(CLI::IsMember(layer_names))->capture_default_str();
+  layer->add_flag("!--bidirectional", a->causal, "non-causal layers (an encoder's) instead of causal ones");
   layer->add_option("--length", a->lengths, "sequence lengths N")->check(positive_integer())->capture_default_str();
-  layer->add_option("--clip", a->clip, "Shaw clipping distance k")->check(positive_integer())->capture_default_str();
+  layer->add_option("--clip", a->clip, "clipping distance of Shaw RPE and of the Toeplitz bias")->check(positive_integer())->capture_default_str();
   layer->add_option("--softmax-max-length", a->softmax_max_length, "skip softmax above this N (quadratic memory)")->capture_default_str();
   layer->add_option("--repeats", a->repeats, "timed repeats (median reported)")->check(positive_integer())->capture_default_str();
   for (CLI::App* sub : {decode, layer}) {

@@ -2,6 +2,9 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
+#include <cmath>
+
 #include "spe/attention/masks.h"
 #include "spe/attention/softmax.h"
 #include "spe/ops/causal_linear_attention.h"
@@ -302,6 +305,90 @@ at::Tensor toeplitz_linear_attention(const at::Tensor& phi_q, const at::Tensor& 
   const at::Tensor real = key_padding.to(at::kLong);  // (B, N)
   const at::Tensor seen = causal ? real.cumsum(1) : real.sum(1, true).expand_as(real);
   return out * (seen > 0).to(out.scalar_type()).view({seen.size(0), n, 1, 1});
+}
+
+
+namespace {
+
+// The weight e^(b_h(clamp(m - n, -clip, clip))) of every query of a block (rows, position s)
+// against the keys of its window (columns, t; the window starts one block before the queries'):
+// lag m - n = s - t + block; zero for n > m when causal: (H, block, window).
+at::Tensor window_weights(const at::Tensor& bias, int64_t block, int64_t window, bool causal) {
+  const int64_t clip = (bias.size(1) - 1) / 2;
+  const auto longs = at::TensorOptions().dtype(at::kLong).device(bias.device());
+  const at::Tensor lag = at::arange(block, longs).unsqueeze(1) - at::arange(window, longs).unsqueeze(0) + block;
+  at::Tensor w = at::exp(bias).index_select(1, (lag.clamp(-clip, clip) + clip).flatten()).view({-1, block, window});
+  return causal ? w * (lag >= 0).to(w.scalar_type()) : w;
+}
+
+// x: (B, N, H, F) -> each block's window of `blocks` blocks starting one block before it:
+// (B, H, chunks, blocks x block, F), zeros outside 0 .. N - 1.
+at::Tensor key_windows(const at::Tensor& x, int64_t block, int64_t blocks) {
+  const int64_t n = x.size(1), chunks = (n + block - 1) / block;
+  const int64_t after = chunks * block - n + (blocks - 2) * block;
+  const at::Tensor padded = at::constant_pad_nd(x, {0, 0, 0, 0, block, after});  // (B, L, H, F)
+  return padded.permute({0, 2, 3, 1}).unfold(3, blocks * block, block).permute({0, 1, 3, 4, 2});
+}
+
+// The clipped Toeplitz sums in blocks of `block` >= clip - 1 positions: the keys of the block
+// before, the block itself (and the one after, not causal) with their own weights; every key
+// farther away is at a lag beyond the clip and shares e^(b(clip)) (before) or e^(b(-clip))
+// (after), so it is read from per-block prefix sums of k v^T. keys, values (with the ones
+// column) already masked: (B, N, H, M), (B, N, H, Dv + 1) -> (B, N, H, Dv + 1).
+at::Tensor windowed_toeplitz_sums(const at::Tensor& phi_q, const at::Tensor& keys, const at::Tensor& values,
+                                  const at::Tensor& bias, bool causal, int64_t block) {
+  const int64_t n = phi_q.size(1), h = phi_q.size(2), blocks = causal ? 2 : 3;
+  const at::Tensor qb = chunk_blocks(phi_q, block);                                   // (B, H, C, b, M)
+  const at::Tensor kw = key_windows(keys, block, blocks), vw = key_windows(values, block, blocks);
+  const at::Tensor w = window_weights(bias, block, blocks * block, causal).unsqueeze(1);  // (H, 1, b, window)
+  at::Tensor sums = at::matmul(at::matmul(qb, kw.transpose(-1, -2)) * w, vw);        // (B, H, C, b, Dv + 1)
+  // Prefix sums of k v^T through each block, then those of the blocks before each window.
+  const at::Tensor through = at::matmul(chunk_blocks(keys, block).transpose(-1, -2), chunk_blocks(values, block))
+                                 .cumsum(2);                                          // (B, H, C, M, Dv + 1)
+  const int64_t chunks = through.size(2);
+  const at::Tensor far_before = at::constant_pad_nd(through, {0, 0, 0, 0, 2, 0}).narrow(2, 0, chunks);
+  const at::Tensor weight_before = at::exp(bias.select(1, bias.size(1) - 1)).view({1, h, 1, 1, 1});
+  sums = sums + weight_before * at::matmul(qb, far_before);
+  if (!causal) {  // the keys after the window: all of them less those through the block after
+    const at::Tensor total = through.narrow(2, chunks - 1, 1);
+    const at::Tensor through_next = at::cat({through.narrow(2, 1, chunks - 1), total}, 2);
+    const at::Tensor weight_after = at::exp(bias.select(1, 0)).view({1, h, 1, 1, 1});
+    sums = sums + weight_after * at::matmul(qb, total - through_next);
+  }
+  return sums.permute({0, 2, 3, 1, 4}).flatten(1, 2).narrow(1, 0, n);
+}
+
+// The FFT's cost grows with N log N per (feature, value feature) pair, the windows' with the clip
+// per (feature + value feature): windows while their keys per query stay below the FFT's work.
+bool windows_are_cheaper(int64_t n, int64_t clip, int64_t features, int64_t value_dim) {
+  if (clip >= n) return false;
+  const double fft = 4.0 * static_cast<double>(features * value_dim) * std::log2(2.0 * static_cast<double>(n));
+  return 3.0 * static_cast<double>(clip) * static_cast<double>(features + value_dim) < fft;
+}
+
+}  // namespace
+
+at::Tensor clipped_toeplitz_linear_attention(const at::Tensor& phi_q, const at::Tensor& phi_k, const at::Tensor& v,
+                                             const at::Tensor& bias, bool causal, const at::Tensor& key_padding,
+                                             double eps) {
+  const char* where = "clipped_toeplitz_linear_attention";
+  check_self_attention(where, phi_q, phi_k, v, eps);
+  const int64_t n = phi_q.size(1), h = phi_q.size(2);
+  TORCH_CHECK(bias.defined() && bias.dim() == 2 && bias.size(0) == h && bias.size(1) % 2 == 1 && bias.size(1) >= 3,
+              where, ": bias must be (H, 2 clip + 1) with H = ", h, " and clip >= 1, got ",
+              bias.defined() ? bias.sizes() : at::IntArrayRef{});
+  TORCH_CHECK(bias.scalar_type() == phi_q.scalar_type() && bias.device() == phi_q.device(), where,
+              ": bias must have the inputs' dtype and device (", phi_q.scalar_type(), ", ", phi_q.device(), ")");
+  const int64_t clip = (bias.size(1) - 1) / 2;
+  if (!windows_are_cheaper(n, clip, phi_q.size(3), v.size(3) + 1)) {
+    const auto longs = at::TensorOptions().dtype(at::kLong).device(bias.device());
+    const at::Tensor lags = at::arange(-(n - 1), n, longs).clamp(-clip, clip) + clip;
+    return toeplitz_linear_attention(phi_q, phi_k, v, bias.index_select(1, lags), causal, key_padding, eps);
+  }
+  const at::Tensor keys = mask_keys(phi_k, key_padding);
+  const int64_t block = std::max<int64_t>(clip, 16);
+  // A query that sees no key has zero sums, hence zeros, as in the other forms.
+  return divide_by_last(windowed_toeplitz_sums(phi_q, keys, with_ones_column(v), bias, causal, block), eps);
 }
 
 }  // namespace spe

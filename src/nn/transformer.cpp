@@ -255,8 +255,7 @@ at::Tensor SelfAttentionImpl::attend(const AttentionInputs& in, const AttentionM
                              score_bias(0, in.q.size(1), in.k.size(1)));
   if (decay) return decayed_linear_attention(in.q, in.k, in.v, decay->log_decay(), mask.causal, mask.key_padding);
   if (toeplitz)
-    return toeplitz_linear_attention(in.q, in.k, in.v, toeplitz->lag_bias(in.q.size(1)), mask.causal,
-                                     mask.key_padding);
+    return clipped_toeplitz_linear_attention(in.q, in.k, in.v, toeplitz->bias, mask.causal, mask.key_padding);
   if (in.numerator.query.defined())
     return mask.causal ? causal_linear_attention(in.q, in.k, in.v, in.numerator, mask.key_padding)
                        : linear_attention(in.q, in.k, in.v, in.numerator, mask.key_padding);

@@ -6,6 +6,7 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "spe/attention/linear.h"
@@ -75,6 +76,49 @@ TEST(ToeplitzLinearAttention, BadInputIsNamed) {
                         "lag_bias must be (H, 2N - 1) = (2, 7), got [2, 5]");
   EXPECT_ERROR_CONTAINS(toeplitz_linear_attention(in.phi_q, in.phi_k, in.v, in.lag_bias.to(at::kFloat), true),
                         "lag_bias must have the inputs' dtype");
+}
+
+// The clipped form: windows of max(clip, 16) positions plus prefix sums for the far keys when
+// the clip is short against N (several blocks, a last one cut short), the FFT otherwise.
+TEST(ClippedToeplitzLinearAttention, MatchesExplicitLoopsForShortAndLongClips) {
+  struct Case {
+    int64_t length, clip;
+  };
+  for (const Case c : {Case{40, 3}, Case{70, 20}, Case{33, 16}, Case{9, 2}, Case{12, 12}, Case{6, 30}}) {
+    const testing::FeatureInputs in = testing::random_feature_inputs(2, c.length, 2, 4, 5, 11);
+    const at::Tensor bias = at::randn({2, 2 * c.clip + 1}, at::kDouble);
+    auto weight = [&](int64_t h, int64_t lag) {
+      return std::exp(bias[h][std::clamp(lag, -c.clip, c.clip) + c.clip].item<double>());
+    };
+    for (bool causal : {true, false})
+      for (bool padded : {false, true}) {
+        const at::Tensor padding = padded ? in.padding : at::Tensor();
+        const at::Tensor got = clipped_toeplitz_linear_attention(in.phi_q, in.phi_k, in.v, bias, causal, padding);
+        const at::Tensor expected = testing::weighted_linear_loops(in.phi_q, in.phi_k, in.v, weight, padding, causal);
+        EXPECT_TRUE(at::allclose(got, expected, 1e-10, 1e-12))
+            << "N " << c.length << " clip " << c.clip << " causal " << causal << " padded " << padded;
+      }
+  }
+}
+
+TEST(ClippedToeplitzLinearAttention, GradientsMatchFiniteDifferences) {
+  testing::FeatureInputs in = testing::random_feature_inputs(1, 35, 2, 2, 2, 12);  // 3 blocks of 16
+  at::Tensor bias = at::randn({2, 5}, at::kDouble);
+  for (at::Tensor* t : {&in.phi_q, &in.phi_k, &in.v, &bias}) t->requires_grad_(true);
+  for (bool causal : {true, false})
+    testing::expect_gradients_match(
+        [&] { return clipped_toeplitz_linear_attention(in.phi_q, in.phi_k, in.v, bias, causal).pow(2).sum(); },
+        {{"phi_q", in.phi_q}, {"phi_k", in.phi_k}, {"v", in.v}, {"bias", bias}});
+}
+
+TEST(ClippedToeplitzLinearAttention, BadBiasIsNamed) {
+  const testing::FeatureInputs in = testing::random_feature_inputs(1, 4, 2, 3, 2, 13);
+  EXPECT_ERROR_CONTAINS(clipped_toeplitz_linear_attention(in.phi_q, in.phi_k, in.v, at::zeros({2, 4}, at::kDouble), true),
+                        "bias must be (H, 2 clip + 1) with H = 2 and clip >= 1, got [2, 4]");
+  EXPECT_ERROR_CONTAINS(clipped_toeplitz_linear_attention(in.phi_q, in.phi_k, in.v, at::zeros({3, 5}, at::kDouble), true),
+                        "with H = 2");
+  EXPECT_ERROR_CONTAINS(clipped_toeplitz_linear_attention(in.phi_q, in.phi_k, in.v, at::zeros({2, 5}), false),
+                        "bias must have the inputs' dtype");
 }
 
 TEST(ToeplitzBias, LagsBeyondTheClipShareItsBias) {

@@ -294,6 +294,19 @@ TEST(CliBench, EveryScenarioReportsItsMeasurements) {
   lines = json_lines(layer.output);
   ASSERT_EQ(lines.size(), 5u) << layer.output;
   EXPECT_TRUE(lines.back().contains("crossover_length"));
+  CliRun every_layer = run_cli(
+      "bench layer --heads 2 --dim 4 --length 16 --clip 4 --repeats 1 --bidirectional --layers linear linear+decay "
+      "linear+toeplitz softmax+shaw");
+  ASSERT_EQ(every_layer.status, 0) << every_layer.output;
+  lines = json_lines(every_layer.output);
+  ASSERT_EQ(lines.size(), 7u) << every_layer.output;  // four layers at N = 16, a crossover for each linear one
+  EXPECT_EQ(lines[2]["impl"], "linear+toeplitz");
+  EXPECT_EQ(lines[2]["causal"], false);
+  EXPECT_GT(lines[2]["forward_backward_s"].get<double>(), 0.0);
+  EXPECT_EQ(lines[6]["impl"], "linear+toeplitz");
+  CliRun unknown_layer = run_cli("bench layer --layers linear+nothing --length 16");
+  EXPECT_NE(unknown_layer.status, 0);
+  EXPECT_NE(unknown_layer.output.find("linear+nothing"), std::string::npos) << unknown_layer.output;
   CliRun conv = run_cli("bench conv --ndim 2 --length 6 --kernel-size 2 3 --heads 1 --dim 2 --realizations 2 --repeats 1");
   ASSERT_EQ(conv.status, 0) << conv.output;
   lines = json_lines(conv.output);

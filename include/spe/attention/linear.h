@@ -75,6 +75,16 @@ at::Tensor toeplitz_linear_attention(const at::Tensor& phi_q, const at::Tensor& 
                                      const at::Tensor& lag_bias, bool causal, const at::Tensor& key_padding = {},
                                      double eps = 1e-6);
 
+// The same with the bias clipped as the module keeps it (encoding/toeplitz.h): bias (H, 2 clip + 1)
+// for lags -clip .. clip, every farther lag sharing the bias of its end. Exact in either of two
+// ways, chosen by their cost: the FFT above on the expanded table, or, for clip < N, windows of
+// max(clip, 16) positions: each query reads the keys of its block and its neighbours with their
+// own weights and all farther keys (lags beyond the clip, one weight per side) through per-block
+// prefix sums of k v^T, O(N clip (M + Dv)) time and O(N (M + Dv) + (N / block) M Dv) memory.
+at::Tensor clipped_toeplitz_linear_attention(const at::Tensor& phi_q, const at::Tensor& phi_k, const at::Tensor& v,
+                                             const at::Tensor& bias, bool causal, const at::Tensor& key_padding = {},
+                                             double eps = 1e-6);
+
 // The prefix sums of causal linear attention after `position` tokens.
 struct LinearAttentionState {
   at::Tensor kv;          // (B, H, P, Dv): sum_n psi(k_n) v_n^T (psi = phi without positioned features)

@@ -7,7 +7,8 @@
 //   sine_spe/conv_spe: filters q, k -> qhat, khat (B, N, H, R) with a code drawn per forward,
 //                      one code for all layers when shared_code, and a gate per layer
 //   decay:             weighs the pair (m, n) by g_h^|m - n| (per head; softmax and linear)
-//   toeplitz:          weighs it by e^(b_h(m - n)), b learned per clipped lag (linear: by FFT;
+//   toeplitz:          weighs it by e^(b_h(m - n)), b learned per clipped lag (linear:
+//                      clipped_toeplitz_linear_attention;
 //                      softmax: b added to the scores)
 #include <torch/arg.h>
 #include <torch/nn/cloneable.h>
