@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # The position-probe ablations of docs/RESULTS.md: each row is one attention, one positional
 # encoding and its overrides on top of configs/probe/PROBE.yaml, trained for every probe and seed
-# with `spe compare` (1,000 steps of 16 unless a row overrides it), two runs at a time on one
+# with `spe compare` (1,000 steps of 16 unless a row overrides it), PARALLEL runs at a time (2) on one
 # thread each. Resumable: runs with a summary are not run again, started ones resume.
 # Usage: scripts/probe_ablations.sh [SEEDS] [OUT] [ROW_FILTER] [PROBES] [EXTRA_OVERRIDES]
 #   ROW_FILTER: an extended regular expression on the row names (default: every row)
 #   EXTRA_OVERRIDES: added to every row's, e.g. "train.steps=3000" (use another OUT)
+# Environment: SPE (the spe binary, default build/spe), PARALLEL (runs at a time, default 2).
 # then: python3 scripts/probe_table.py OUT   (the markdown table)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,7 +15,8 @@ out=${2:-runs/probe_ablations}
 filter=${3:-.}
 probes=${4:-order offset}
 extra=${5:-}
-spe=build/spe
+spe=${SPE:-build/spe}
+parallel=${PARALLEL:-2}
 
 # Two setups, spelled out in full so that each row means the same whatever the base config holds:
 #   first: the byte-level config as it was (elu+1 features, mean pooling, lr 1e-3)
@@ -46,6 +48,8 @@ lra-rotary-inputs | linear | rotary | $lra model.positional.place=inputs
 lra-rotary-features | linear | rotary | $lra model.positional.place=features
 lra-sine-sampled-inputs | linear | sine_spe | $lra model.positional.realizations=64 model.positional.sines=10 $sampled_inputs
 lra-sine-sampled-features | linear | sine_spe | $lra model.positional.realizations=64 model.positional.sines=10 $sampled_features
+lra-sine-orthogonal-features | linear | sine_spe | $lra model.positional.realizations=64 model.positional.sines=10 $sampled_features model.positional.noise=orthogonal
+lra-sine-orthogonal-features-R320 | linear | sine_spe | $lra model.positional.realizations=320 model.positional.sines=10 $sampled_features model.positional.noise=orthogonal
 lra-sine-exact-features | linear | sine_spe | $lra $exact_features
 lra-sine-exact-features-spread | linear | sine_spe | $lra $exact_features model.positional.init=spread
 lra-sine-exact-features-ungated | linear | sine_spe | $lra $exact_features model.positional.gated=false
@@ -77,5 +81,5 @@ while IFS='|' read -r name attention pe overrides; do
   done
 done <<< "$rows"
 echo "probe ablations: $(wc -l < "$jobs_file") grids into $out"
-xargs -P 2 -I{} bash -c '{}' < "$jobs_file"
+xargs -P "$parallel" -I{} bash -c '{}' < "$jobs_file"
 echo "probe ablations: done"

@@ -17,6 +17,7 @@ from . import _library
 from ._checks import check_heads, check_positive, check_same_dtype
 
 SINE_INITS = ("reference", "spread")
+SINE_NOISES = ("gaussian", "orthogonal")
 
 
 class SineCode(NamedTuple):
@@ -94,15 +95,22 @@ class SineSPE(nn.Module):
 
     Parameters (the C++ state_dict names): freqs, offsets, gains, each (H, D, K).
     init: "reference" (freqs ~ N(0, 1) - 4) or "spread" (geometric frequencies, as rotary's).
+    noise: "gaussian" (i.i.d. weights, the paper's) or "orthogonal" (the D 2K rows of a head orthogonal
+    in blocks of whole features, norm sqrt(R): each feature's kernel exact in every draw once
+    R >= 2K, the whole score once R >= 2K D; C++ SineNoise).
     Draws use torch's default generator (torch.manual_seed), as torch.nn.Dropout does."""
 
-    def __init__(self, heads: int, dim: int, sines: int = 1, realizations: int = 256, init: str = "reference"):
+    def __init__(self, heads: int, dim: int, sines: int = 1, realizations: int = 256, init: str = "reference",
+                 noise: str = "gaussian"):
         super().__init__()
         for name, value in (("heads", heads), ("dim", dim), ("sines (K)", sines), ("realizations (R)", realizations)):
             check_positive("SineSPE", name, value)
         if init not in SINE_INITS:
             raise ValueError(f"SineSPE: init must be one of {', '.join(SINE_INITS)}, got {init!r}")
+        if noise not in SINE_NOISES:
+            raise ValueError(f"SineSPE: noise must be one of {', '.join(SINE_NOISES)}, got {noise!r}")
         self.heads, self.dim, self.sines, self.realizations, self.init = heads, dim, sines, realizations, init
+        self.noise = noise
         self.freqs = nn.Parameter(torch.empty(heads, dim, sines))
         self.offsets = nn.Parameter(torch.empty(heads, dim, sines))
         self.gains = nn.Parameter(torch.empty(heads, dim, sines))
@@ -123,7 +131,7 @@ class SineSPE(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"heads={self.heads}, dim={self.dim}, sines={self.sines}, realizations={self.realizations}, "
-                f"init={self.init}")
+                f"init={self.init}, noise={self.noise}")
 
     def sample_noise(self, realizations: Optional[int] = None) -> Tensor:
         """Z scaled by the gains: (H, D, 2K, R), differentiable with respect to the gains. Keep it
@@ -132,8 +140,24 @@ class SineSPE(nn.Module):
         check_positive("SineSPE.sample_noise", "realizations (R)", r)
         two_k = 2 * self.sines
         lam = F.softplus(self.gains).repeat_interleave(2, -1)  # (H, D, 2K)
-        z = torch.randn([self.heads, self.dim, two_k, r], dtype=self.gains.dtype, device=self.gains.device)
+        if self.noise == "orthogonal":
+            z = self._orthogonal_weights(r)
+        else:
+            z = torch.randn([self.heads, self.dim, two_k, r], dtype=self.gains.dtype, device=self.gains.device)
         return z * (lam.unsqueeze(-1) / math.sqrt(two_k))
+
+    def _orthogonal_weights(self, r: int) -> Tensor:
+        """The rows of each head in blocks of whole features (R rows when R < 2K), each block rows of
+        a Haar-random R x R orthogonal matrix scaled to norm sqrt(R): (H, D, 2K, R)."""
+        two_k = 2 * self.sines
+        rows = self.dim * two_k
+        block = (r // two_k) * two_k if r >= two_k else r
+        blocks = (rows + block - 1) // block
+        gaussian = torch.randn([self.heads, blocks, r, r], dtype=torch.float64, device=self.gains.device)
+        q, upper = torch.linalg.qr(gaussian)
+        haar = q * torch.sign(torch.diagonal(upper, 0, -2, -1)).unsqueeze(-2)
+        picked = haar.transpose(-1, -2)[:, :, :block].flatten(1, 2)[:, :rows]
+        return (picked * math.sqrt(r)).to(self.gains.dtype).view(self.heads, self.dim, two_k, r)
 
     def factors(self, noise: Tensor) -> SineCode:
         """The factors of the code of this noise (H, D, 2K, R), ungated (C++ SineSPE::factors)."""

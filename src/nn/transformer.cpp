@@ -53,7 +53,7 @@ void make_spe(const TransformerOptions& o, torch::nn::Module& owner, SineSPE& si
   if (p.kind() == PositionalKind::sine_spe)
     sine = owner.register_module(
         "sine_spe",
-        SineSPE(SineSPEOptions(o.heads(), dim).sines(p.sines()).realizations(p.realizations()).init(p.init())));
+        SineSPE(SineSPEOptions(o.heads(), dim).sines(p.sines()).realizations(p.realizations()).init(p.init()).noise(p.noise())));
   else
     conv = owner.register_module("conv_spe", ConvSPE(ConvSPEOptions(o.heads(), dim)
                                                           .ndim(p.conv_ndim())

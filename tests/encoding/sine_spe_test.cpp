@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <vector>
 
 #include "code_statistics.h"
 #include "spe/encoding/sine_spe.h"
@@ -227,6 +228,93 @@ TEST(SineSPE, FilteredScoresHaveTheRelativeExpectation) {
         EXPECT_LT(std::abs(mean[h][m][n].item<double>() - exact), 5 * standard_error[h][m][n].item<double>())
             << "h " << h << " m " << m << " n " << n;
       }
+}
+
+SineSPE make_orthogonal_sine(int64_t heads, int64_t dim, int64_t sines, int64_t realizations, uint64_t seed) {
+  at::manual_seed(seed);
+  SineSPE spe(SineSPEOptions(heads, dim).sines(sines).realizations(realizations).noise(SineNoise::orthogonal));
+  spe->to(at::kDouble);
+  return spe;
+}
+
+// qhat_m . khat_n for every (head, m, n) of one draw: (H, L, L).
+at::Tensor filtered_scores(SineSPE& spe, SPEFilter& filter, const at::Tensor& q, const at::Tensor& k, uint64_t seed) {
+  auto [qhat, khat] = filter->forward(q, k, spe->forward(q.size(1), c10::nullopt, make_generator(seed)));
+  return at::einsum("bmhr,bnhr->hmn", {qhat, khat});
+}
+
+// sum_d q_md k_nd P_d(m - n), P the expected kernel: (H, L, L).
+at::Tensor relative_scores(SineSPE& spe, const at::Tensor& q, const at::Tensor& k) {
+  const int64_t L = q.size(1);
+  const at::Tensor kernel = spe->expected_kernel(L);                                   // (H, D, 2L - 1)
+  const at::Tensor lags = at::arange(L).unsqueeze(1) - at::arange(L).unsqueeze(0) + (L - 1);  // (L, L)
+  const at::Tensor p = kernel.index_select(2, lags.flatten()).view({kernel.size(0), kernel.size(1), L, L});
+  return at::einsum("mhd,nhd,hdmn->hmn", {q[0], k[0], p});
+}
+
+// Orthogonal noise: the rows of Z (each feature's 2K, features in blocks of floor(R / 2K)) are
+// orthogonal within a block with norm sqrt(R), so each feature's code products are its kernel in
+// every draw, and the products between two features of a block vanish.
+TEST(SineSPE, OrthogonalNoiseMakesEachFeaturesKernelExact) {
+  const int64_t H = 2, D = 3, K = 2, L = 6;
+  for (int64_t R : {5, 8, 13}) {
+    SineSPE spe = make_orthogonal_sine(H, D, K, R, 31);
+    const at::Tensor kernel = spe->expected_kernel(L);  // (H, D, 2L - 1)
+    for (uint64_t seed : {1, 2, 3}) {
+      const SPECode code = spe->forward(L, c10::nullopt, make_generator(seed)).materialise();
+      const at::Tensor products = at::einsum("mhdr,nhdr->hdmn", {code.qbar, code.kbar});
+      for (int64_t m = 0; m < L; ++m)
+        for (int64_t n = 0; n < L; ++n)
+          EXPECT_TRUE(at::allclose(products.select(2, m).select(2, n), kernel.select(2, m - n + L - 1), 1e-10, 1e-12))
+              << "R " << R << " seed " << seed << " m " << m << " n " << n;
+      const at::Tensor lambda = at::softplus(spe->gains).repeat_interleave(2, -1) / std::sqrt(2.0 * K);
+      const at::Tensor z = (spe->sample_noise(R, make_generator(seed)) / lambda.unsqueeze(-1)).flatten(1, 2);  // (H, D 2K, R)
+      const at::Tensor gram = at::matmul(z, z.transpose(1, 2));
+      const int64_t block = (R / (2 * K)) * 2 * K;
+      for (int64_t i = 0; i < D * 2 * K; ++i) {
+        for (int64_t j = 0; j < D * 2 * K; ++j) {
+          if (i / block != j / block) continue;
+          EXPECT_NEAR(gram[0][i][j].item<double>(), i == j ? double(R) : 0.0, 1e-9) << "R " << R << " rows " << i << ", " << j;
+        }
+      }
+    }
+  }
+}
+
+// With R >= 2K D every product of the filtered queries and keys is the relative score itself.
+TEST(SineSPE, OrthogonalNoiseWithTwoKDRealizationsGivesTheExactScores) {
+  const int64_t H = 2, D = 3, K = 2, L = 7;
+  SineSPE spe = make_orthogonal_sine(H, D, K, 2 * K * D, 32);
+  SPEFilter filter(SPEFilterOptions(H, D).gated(false));
+  at::manual_seed(9);
+  const at::Tensor q = at::randn({1, L, H, D}, at::kDouble), k = at::randn({1, L, H, D}, at::kDouble);
+  for (uint64_t seed : {4, 5})
+    EXPECT_TRUE(at::allclose(filtered_scores(spe, filter, q, k, seed), relative_scores(spe, q, k), 1e-10, 1e-12));
+}
+
+// Below 2K D, still unbiased, with less variance than i.i.d. draws: of the D^2 = 16 feature pairs
+// the 4 own-feature products are exact and the 4 pairs within a block (2 features each) vanish;
+// the 8 across blocks keep about the i.i.d. variance, so the variance is about half. With 400
+// draws each sample variance has a relative sd of sqrt(2 / 399) = 0.07, the summed ones less:
+// a ratio below 0.75 is far outside chance if the two were equal.
+TEST(SineSPE, OrthogonalNoiseIsUnbiasedWithLessVariance) {
+  const int64_t H = 2, D = 4, K = 2, R = 8, L = 6, draws = 400;
+  SineSPE orthogonal = make_orthogonal_sine(H, D, K, R, 33), iid = make_sine(H, D, K, R, 33);
+  SPEFilter filter(SPEFilterOptions(H, D).gated(false));
+  at::manual_seed(10);
+  const at::Tensor q = at::randn({1, L, H, D}, at::kDouble), k = at::randn({1, L, H, D}, at::kDouble);
+  std::vector<at::Tensor> orthogonal_scores, iid_scores;
+  for (int t = 0; t < draws; ++t) {
+    orthogonal_scores.push_back(filtered_scores(orthogonal, filter, q, k, 100 + t));
+    iid_scores.push_back(filtered_scores(iid, filter, q, k, 100 + t));
+  }
+  const at::Tensor all = at::stack(orthogonal_scores), exact = relative_scores(orthogonal, q, k);
+  const at::Tensor standard_error = all.std(0) / std::sqrt(double(draws));
+  EXPECT_TRUE((((all.mean(0) - exact).abs() - 5 * standard_error) <= 0).all().item<bool>())
+      << "largest error in standard errors: " << ((all.mean(0) - exact).abs() / standard_error).max().item<double>();
+  const double ratio = (all.var(0).sum() / at::stack(iid_scores).var(0).sum()).item<double>();
+  EXPECT_LT(ratio, 0.75);
+  EXPECT_GT(ratio, 0.0);
 }
 
 TEST(SineSPE, GradientsOfEveryParameter) {

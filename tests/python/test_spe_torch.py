@@ -334,6 +334,18 @@ class SineSPETest(unittest.TestCase):
             want = ((1 - s) * sine_kernel_reference(spe.freqs, spe.offsets, spe.gains, m - n) + s) * q[0, m] * k[0, n]
             self.assertLess(max_error((gq[0, m] * gk[0, n]).sum(-1), want.sum(-1)), 1e-12)
 
+    def test_orthogonal_noise_makes_each_features_kernel_exact(self):
+        torch.manual_seed(13)
+        for r in (4, 9):  # 2K = 4: one and two features per block
+            spe = spe_torch.SineSPE(self.H, self.D, self.K, r, noise="orthogonal").double()
+            qbar, kbar = spe_torch.sine_code_at(spe.factors(spe.sample_noise()), torch.arange(5))
+            products = torch.einsum("mhdr,nhdr->hdmn", qbar, kbar)
+            for m, n in ((0, 0), (4, 1), (1, 3)):
+                want = sine_kernel_reference(spe.freqs, spe.offsets, spe.gains, m - n) * r / math.sqrt(r * self.D)
+                self.assertLess(max_error(products[..., m, n], want), 1e-12)
+        with self.assertRaisesRegex(ValueError, "SineSPE: noise must be one of gaussian, orthogonal, got 'sobol'"):
+            spe_torch.SineSPE(self.H, self.D, self.K, 4, noise="sobol")
+
     def test_expected_kernel(self):
         spe, gated = self.module()
         kernel = gated.expected_kernel(spe.expected_kernel(4, 16), 16)          # (H, D, 7)

@@ -21,6 +21,17 @@ namespace spe {
 enum class SineInit { reference, spread };
 inline constexpr Choice<SineInit> kSineInits[] = {{"reference", SineInit::reference}, {"spread", SineInit::spread}};
 
+// How the Gaussian weights Z (2K x R per head and feature) of a sampled code are drawn:
+//   gaussian:   i.i.d. N(0, 1), the paper's; the kernel estimate has a relative sd of order 1/sqrt(R);
+//   orthogonal: the D 2K rows of a head, taken in blocks of whole features (floor(R / 2K) of them,
+//               or R rows when R < 2K), are orthogonal within a block, each of norm sqrt(R) and
+//               uniformly oriented (blocks independent), as FAVOR+'s orthogonal random features.
+//               Still unbiased; when R >= 2K each feature's own kernel is exact in every draw, and
+//               when R >= 2K D the whole filtered product is (the exact code in R dimensions).
+enum class SineNoise { gaussian, orthogonal };
+inline constexpr Choice<SineNoise> kSineNoises[] = {{"gaussian", SineNoise::gaussian},
+                                                   {"orthogonal", SineNoise::orthogonal}};
+
 struct SineSPEOptions {
   SineSPEOptions(int64_t heads, int64_t dim) : heads_(heads), dim_(dim) {}
   TORCH_ARG(int64_t, heads);              // H
@@ -28,6 +39,7 @@ struct SineSPEOptions {
   TORCH_ARG(int64_t, sines) = 1;          // K, sinusoids per (head, feature)
   TORCH_ARG(int64_t, realizations) = 256; // R, default number of realizations per code
   TORCH_ARG(SineInit, init) = SineInit::reference;
+  TORCH_ARG(SineNoise, noise) = SineNoise::gaussian;
 };
 
 class SineSPEImpl : public torch::nn::Cloneable<SineSPEImpl> {
@@ -44,7 +56,7 @@ class SineSPEImpl : public torch::nn::Cloneable<SineSPEImpl> {
   SPECode forward(int64_t length, c10::optional<int64_t> realizations = c10::nullopt,
                   OptionalGenerator generator = c10::nullopt);
 
-  // The Gaussian weights of one code, Z scaled by the gains: (H, D, 2K, R). Keep it to extend
+  // The weights of one code (options.noise), Z scaled by the gains: (H, D, 2K, R). Keep it to extend
   // a code position by position (decoding): code_at(positions, noise) is then consistent.
   at::Tensor sample_noise(int64_t realizations, OptionalGenerator generator = c10::nullopt) const;
   // The factors of the code for given noise, covering positions 0 .. length-1.
