@@ -391,4 +391,42 @@ at::Tensor clipped_toeplitz_linear_attention(const at::Tensor& phi_q, const at::
   return divide_by_last(windowed_toeplitz_sums(phi_q, keys, with_ones_column(v), bias, causal, block), eps);
 }
 
+at::Tensor clipped_toeplitz_linear_attention_step(const at::Tensor& phi_q_t, const at::Tensor& phi_k_t,
+                                                  const at::Tensor& v_t, const at::Tensor& bias, ToeplitzState& state,
+                                                  double eps) {
+  const char* where = "clipped_toeplitz_linear_attention_step";
+  check_eps(where, eps);
+  TORCH_CHECK(phi_q_t.dim() == 3 && phi_k_t.sizes() == phi_q_t.sizes() && v_t.dim() == 3 &&
+                  v_t.size(0) == phi_q_t.size(0) && v_t.size(1) == phi_q_t.size(1),
+              where, ": phi_q_t, phi_k_t must be (B, H, M) and v_t (B, H, Dv), got ", phi_q_t.sizes(), ", ",
+              phi_k_t.sizes(), ", ", v_t.sizes());
+  const int64_t h = phi_q_t.size(1);
+  TORCH_CHECK(bias.defined() && bias.dim() == 2 && bias.size(0) == h && bias.size(1) % 2 == 1 && bias.size(1) >= 3,
+              where, ": bias must be (H, 2 clip + 1) with H = ", h, " and clip >= 1, got ",
+              bias.defined() ? bias.sizes() : at::IntArrayRef{});
+  const int64_t clip = (bias.size(1) - 1) / 2;
+  if (!state.far.kv.defined())
+    state.far = LinearAttentionState::zeros(phi_k_t.size(0), h, phi_k_t.size(2), v_t.size(2), v_t.options());
+  state.keys = state.keys.defined() ? at::cat({state.keys, phi_k_t.unsqueeze(2)}, 2) : phi_k_t.unsqueeze(2);
+  state.values = state.values.defined() ? at::cat({state.values, v_t.unsqueeze(2)}, 2) : v_t.unsqueeze(2);
+  if (state.keys.size(2) > clip) {  // the oldest key reached lag clip: into the far sums
+    const at::Tensor k_old = state.keys.select(2, 0), v_old = state.values.select(2, 0);
+    state.far.kv = state.far.kv + k_old.unsqueeze(-1) * v_old.unsqueeze(-2);
+    state.far.normalizer = state.far.normalizer + k_old;
+    state.keys = state.keys.narrow(2, 1, clip);
+    state.values = state.values.narrow(2, 1, clip);
+  }
+  state.far.position += 1;
+  const int64_t window = state.keys.size(2);
+  // The window's lags, oldest first: window - 1 .. 0; their weights (H, W).
+  const at::Tensor weights = at::exp(bias.narrow(1, clip, window).flip({1}));
+  const at::Tensor scores = at::matmul(state.keys, phi_q_t.unsqueeze(-1)).squeeze(-1) * weights;  // (B, H, W)
+  const at::Tensor far_weight = at::exp(bias.select(1, 2 * clip)).view({1, h, 1});
+  const at::Tensor numerator = at::matmul(scores.unsqueeze(-2), state.values).squeeze(-2) +
+                               far_weight * at::matmul(phi_q_t.unsqueeze(-2), state.far.kv).squeeze(-2);  // (B, H, Dv)
+  const at::Tensor denominator =
+      scores.sum(-1, true) + far_weight * (phi_q_t * state.far.normalizer).sum(-1, true);  // (B, H, 1)
+  return numerator / denominator.clamp_min(eps);
+}
+
 }  // namespace spe

@@ -89,10 +89,6 @@ std::unique_ptr<SPECodeStream> decoding_code(const TransformerOptions& o, const 
 void check_decodable(const TransformerOptions& o) {
   if (!o.causal())
     throw std::invalid_argument("decoding token by token needs a causal model (each position sees the ones before)");
-  if (o.positional().kind() == PositionalKind::toeplitz && o.attention().kind() != AttentionKind::softmax)
-    throw std::invalid_argument("recurrent decoding: toeplitz positions under linear attention have no recurrent "
-                                "state (each earlier key's weight differs for every later query); use the prefix "
-                                "decoder");
   if (o.positional().kind() == PositionalKind::conv_spe && o.positional().conv_ndim() != 1)
     throw std::invalid_argument("recurrent decoding: 2-D convSPE has no order of positions to extend; use the "
                                 "prefix decoder");
@@ -271,6 +267,7 @@ at::Tensor SelfAttentionImpl::attend_step(const AttentionInputs& in, AttentionSt
                              score_bias(state.position, 1, state.keys.size(1)));
   }
   const at::Tensor phi_q = in.q.select(1, 0), phi_k = in.k.select(1, 0), v = in.v.select(1, 0);  // (B, H, M), (B, H, Dv)
+  if (toeplitz) return clipped_toeplitz_linear_attention_step(phi_q, phi_k, v, toeplitz->bias, state.toeplitz).unsqueeze(1);
   const bool positioned = in.numerator.query.defined();
   if (!state.linear.kv.defined())
     state.linear = LinearAttentionState::zeros(phi_k.size(0), phi_k.size(1), phi_k.size(2), v.size(2), v.options(),

@@ -111,6 +111,27 @@ TEST(ClippedToeplitzLinearAttention, GradientsMatchFiniteDifferences) {
         {{"phi_q", in.phi_q}, {"phi_k", in.phi_k}, {"v", in.v}, {"bias", bias}});
 }
 
+// Decoding: the step at each position equals the causal form there, past the clip (keys leave the
+// window for the far sums) and with a clip longer than the sequence.
+TEST(ClippedToeplitzLinearAttention, StepEqualsTheCausalFormAtEachPosition) {
+  for (int64_t clip : {1, 3, 40}) {
+    const testing::FeatureInputs in = testing::random_feature_inputs(2, 11, 2, 4, 5, 14);
+    const at::Tensor bias = at::randn({2, 2 * clip + 1}, at::kDouble);
+    const at::Tensor whole = clipped_toeplitz_linear_attention(in.phi_q, in.phi_k, in.v, bias, true);
+    ToeplitzState state;
+    for (int64_t t = 0; t < 11; ++t) {
+      const at::Tensor out = clipped_toeplitz_linear_attention_step(in.phi_q.select(1, t), in.phi_k.select(1, t),
+                                                                    in.v.select(1, t), bias, state);
+      ASSERT_TRUE(at::allclose(out, whole.select(1, t), 1e-10, 1e-12)) << "clip " << clip << " position " << t;
+      EXPECT_EQ(state.keys.size(2), std::min<int64_t>(t + 1, clip));
+    }
+  }
+  ToeplitzState state;
+  const at::Tensor x = at::rand({1, 2, 3}, at::kDouble);
+  EXPECT_ERROR_CONTAINS(clipped_toeplitz_linear_attention_step(x, x, x, at::zeros({3, 3}, at::kDouble), state),
+                        "bias must be (H, 2 clip + 1) with H = 2");
+}
+
 TEST(ClippedToeplitzLinearAttention, BadBiasIsNamed) {
   const testing::FeatureInputs in = testing::random_feature_inputs(1, 4, 2, 3, 2, 13);
   EXPECT_ERROR_CONTAINS(clipped_toeplitz_linear_attention(in.phi_q, in.phi_k, in.v, at::zeros({2, 4}, at::kDouble), true),

@@ -62,7 +62,8 @@ TEST(Decoder, EveryKindMatchesTheFullForwardWithTheSameDraw) {
     for (AttentionKind attention : {AttentionKind::linear, AttentionKind::favor, AttentionKind::softmax})
       cases.push_back({pe, attention});
   cases.push_back({PositionalKind::shaw, AttentionKind::softmax});
-  cases.push_back({PositionalKind::toeplitz, AttentionKind::softmax});
+  for (AttentionKind attention : {AttentionKind::linear, AttentionKind::favor, AttentionKind::softmax})
+    cases.push_back({PositionalKind::toeplitz, attention});  // clip 3 < 13 positions: keys pass the clip
   for (PositionalKind pe : {PositionalKind::sine_spe, PositionalKind::conv_spe}) {
     cases.push_back({pe, AttentionKind::linear, false, true});
     cases.push_back({pe, AttentionKind::linear, true, false});
@@ -119,10 +120,6 @@ TEST(Decoder, RefusesWhatItCannotDecode) {
   Model classifier(ModelOptions(ModelKind::classifier, o));
   classifier->eval();
   EXPECT_ERROR_CONTAINS(make_decoder(DecoderKind::prefix, classifier, 1);, "needs a language model");
-  Model toeplitz = float64_language_model({PositionalKind::toeplitz, AttentionKind::linear});
-  EXPECT_ERROR_CONTAINS(make_decoder(DecoderKind::recurrent, toeplitz, 1);,
-                        "toeplitz positions under linear attention have no recurrent state");
-  EXPECT_NO_THROW(make_decoder(DecoderKind::prefix, toeplitz, 1));
 }
 
 // The copy continues the original's stream, and each then moves on its own. (That the copies are
@@ -205,7 +202,8 @@ TEST(SelfAttention, StepEqualsTheCausalForwardAtEachPosition) {
   const std::pair<PositionalKind, AttentionKind> kinds[] = {
       {PositionalKind::sine_spe, AttentionKind::linear}, {PositionalKind::conv_spe, AttentionKind::linear},
       {PositionalKind::decay, AttentionKind::linear},    {PositionalKind::rotary, AttentionKind::favor},
-      {PositionalKind::shaw, AttentionKind::softmax},    {PositionalKind::toeplitz, AttentionKind::softmax}};
+      {PositionalKind::shaw, AttentionKind::softmax},    {PositionalKind::toeplitz, AttentionKind::softmax},
+      {PositionalKind::toeplitz, AttentionKind::linear}};
   const at::Tensor x = at::randn({kBatch, 7, 16}, at::kDouble);
   for (const auto& [pe, attention] : kinds) {
     SCOPED_TRACE(describe({pe, attention}));

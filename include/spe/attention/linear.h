@@ -70,7 +70,8 @@ at::Tensor decayed_causal_product(const at::Tensor& a, const at::Tensor& b, cons
 // over n <= m when causal, every n otherwise (Nq == Nk). lag_bias: (H, 2N - 1), b_h for lags
 // -(N - 1) .. N - 1. The Toeplitz sums sum_n e^(b(m - n)) phi_k_n v_n^T are circulant products
 // of length 2N by FFT: O(N log N) per (feature, value feature) pair, with (B, H, M, Dv + 1, 2N)
-// held in memory. No recurrent form (a new key's weight differs for every later query).
+// held in memory. No recurrent form for arbitrary weights (a new key's weight differs for every
+// later query); the clipped form below has one.
 at::Tensor toeplitz_linear_attention(const at::Tensor& phi_q, const at::Tensor& phi_k, const at::Tensor& v,
                                      const at::Tensor& lag_bias, bool causal, const at::Tensor& key_padding = {},
                                      double eps = 1e-6);
@@ -116,5 +117,19 @@ at::Tensor causal_linear_attention_step(const at::Tensor& phi_q_t, const at::Ten
 at::Tensor decayed_causal_linear_attention_step(const at::Tensor& phi_q_t, const at::Tensor& phi_k_t,
                                                 const at::Tensor& v_t, const at::Tensor& log_decay,
                                                 LinearAttentionState& state, double eps = 1e-6);
+
+// The clipped Toeplitz form's decoding state: every key at a lag >= clip weighs e^(b(clip)), so
+// keys leave the window of the last clip positions for plain prefix sums as they pass the clip.
+struct ToeplitzState {
+  LinearAttentionState far;  // the sums of the keys at lags >= clip (made at the first step)
+  at::Tensor keys, values;   // the last W <= clip keys and values, oldest first: (B, H, W, M), (B, H, W, Dv)
+};
+
+// One decoding step of clipped_toeplitz_linear_attention (causal): absorbs (phi_k_t, v_t), reads
+// the window with each lag's weight and the far sums with e^(b(clip)). phi_q_t, phi_k_t: (B, H, M),
+// v_t: (B, H, Dv), bias: (H, 2 clip + 1) -> (B, H, Dv). O(clip (M + Dv) + M Dv) per step.
+at::Tensor clipped_toeplitz_linear_attention_step(const at::Tensor& phi_q_t, const at::Tensor& phi_k_t,
+                                                  const at::Tensor& v_t, const at::Tensor& bias, ToeplitzState& state,
+                                                  double eps = 1e-6);
 
 }  // namespace spe

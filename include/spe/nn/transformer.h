@@ -132,6 +132,7 @@ struct AttentionState {
   at::Tensor gate_noise;                // sampled SPE, gated: (H, D, R), one draw for the sequence
   SPECode gated;                        // sampled SPE from a fixed code: the gated code, made once
   LinearAttentionState linear;          // linear attention: the prefix sums (made at the first step)
+  ToeplitzState toeplitz;               // linear attention + toeplitz: the clip window and far sums
   at::Tensor keys, values;              // softmax attention: the keys and values so far (B, t, H, D)
 };
 
@@ -148,7 +149,7 @@ class SelfAttentionImpl : public torch::nn::Cloneable<SelfAttentionImpl> {
                      OptionalGenerator generator = c10::nullopt);
   // The state at position 0 of a causal layer, drawing what forward draws (own code, gate noise)
   // from `generator` in the same order. Throws std::invalid_argument for a layer with no
-  // recurrent form (toeplitz under linear attention, 2-D convSPE).
+  // recurrent form (2-D convSPE).
   AttentionState start_decoding(OptionalGenerator generator = c10::nullopt) const;
   // x: (B, 1, E) at position state.position -> (B, 1, E), equal to forward's output at that
   // position for the same draws (causal); advances the state. shared: the model's SPE of this
