@@ -12,7 +12,8 @@ from .conv_spe import ConvSPE
 from .decay import Decay
 from .feature_maps import FeatureMap, favor_features, orthogonal_random_features
 from .linear import (LinearAttention, causal_linear_attention, causal_linear_attention_positioned,
-                     causal_linear_attention_quadratic, causal_product, decayed_causal_product,
+                     causal_linear_attention_quadratic, causal_product, clipped_toeplitz_linear_attention,
+                     decayed_causal_product,
                      decayed_linear_attention, linear_attention, linear_attention_positioned,
                      toeplitz_linear_attention)
 from .rotary import RotaryEncoding
@@ -29,7 +30,7 @@ __all__ = [
     "causal_linear_attention_quadratic", "causal_product", "decayed_causal_product", "decayed_linear_attention",
     "favor_features", "filter_with_code", "linear_attention", "linear_attention_positioned", "load_library",
     "ops_library_path", "orthogonal_random_features", "read_checkpoint", "search_path", "sine_code_at",
-    "softmax_attention", "state_dict_under", "toeplitz_linear_attention",
+    "softmax_attention", "state_dict_under", "toeplitz_linear_attention", "clipped_toeplitz_linear_attention",
 ]
 
 try_load_at_import()

@@ -6,7 +6,9 @@ positioned form (RoFormer's linear form, SPE or rotary on the features), where t
 compares positioned features psi and the normaliser the plain ones:
   out_m = sum_n (psi_q_m . psi_k_n) v_n / max(sum_n phi_q_m . phi_k_n, eps),
 and the forms that weigh the pair (m, n) by a function w_h(m - n) in numerator and normaliser:
-g_h^|m - n| (decayed_linear_attention, a chunked scan) or exp(b_h(m - n)) (toeplitz_linear_attention, FFT)."""
+g_h^|m - n| (decayed_linear_attention, a chunked scan) or exp(b_h(m - n)) (toeplitz_linear_attention,
+FFT; clipped_toeplitz_linear_attention, windows)."""
+import math
 from typing import List, Optional, Tuple
 
 import torch
@@ -293,6 +295,68 @@ def toeplitz_linear_attention(phi_q: Tensor, phi_k: Tensor, v: Tensor, lag_bias:
     if key_padding is None:
         return out
     return out * _seen_mask(key_padding, causal).to(out.dtype)
+
+
+def _window_weights(bias: Tensor, block: int, window: int, causal: bool) -> Tensor:
+    """e^(b_h(clamp(m - n, -clip, clip))) of a block's queries (rows s) against its window's keys
+    (columns t, starting one block earlier): lag s - t + block; zero for n > m when causal: (H, block, window)."""
+    clip = (bias.size(1) - 1) // 2
+    lag = torch.arange(block, device=bias.device)[:, None] - torch.arange(window, device=bias.device)[None, :] + block
+    w = bias.exp()[:, (lag.clamp(-clip, clip) + clip).flatten()].view(-1, block, window)
+    return w * (lag >= 0).to(w.dtype) if causal else w
+
+
+def _key_windows(x: Tensor, block: int, blocks: int) -> Tensor:
+    """(B, N, H, F) -> each block's window of `blocks` blocks from one block before it: (B, H, chunks, blocks block, F)."""
+    chunks = (x.size(1) + block - 1) // block
+    after = chunks * block - x.size(1) + (blocks - 2) * block
+    padded = torch.nn.functional.pad(x, [0, 0, 0, 0, block, after])
+    return padded.permute(0, 2, 3, 1).unfold(3, blocks * block, block).permute(0, 1, 3, 4, 2)
+
+
+def _windowed_toeplitz_sums(phi_q: Tensor, keys: Tensor, values: Tensor, bias: Tensor, causal: bool,
+                            block: int) -> Tensor:
+    """The clipped Toeplitz sums (B, N, H, Dv + 1): the keys of a query's block and its neighbours
+    with their own weights, every farther key (beyond the clip) from per-block prefix sums of k v^T."""
+    n, h, blocks = phi_q.size(1), phi_q.size(2), 2 if causal else 3
+    chunks = (n + block - 1) // block
+    qb = _blocks(phi_q, chunks, block)                                                  # (B, H, C, b, M)
+    kw, vw = _key_windows(keys, block, blocks), _key_windows(values, block, blocks)
+    w = _window_weights(bias, block, blocks * block, causal).unsqueeze(1)              # (H, 1, b, window)
+    sums = ((qb @ kw.transpose(-1, -2)) * w) @ vw                                      # (B, H, C, b, Dv + 1)
+    through = (_blocks(keys, chunks, block).transpose(-1, -2) @ _blocks(values, chunks, block)).cumsum(2)
+    far_before = torch.nn.functional.pad(through, [0, 0, 0, 0, 2, 0])[:, :, :chunks]
+    sums = sums + bias[:, -1].exp().view(1, h, 1, 1, 1) * (qb @ far_before)
+    if not causal:
+        total = through[:, :, chunks - 1:]
+        through_next = torch.cat([through[:, :, 1:], total], 2)
+        sums = sums + bias[:, 0].exp().view(1, h, 1, 1, 1) * (qb @ (total - through_next))
+    return sums.permute(0, 2, 3, 1, 4).flatten(1, 2)[:, :n]
+
+
+def clipped_toeplitz_linear_attention(phi_q: Tensor, phi_k: Tensor, v: Tensor, bias: Tensor, causal: bool,
+                                      key_padding: Optional[Tensor] = None, eps: float = 1e-6) -> Tensor:
+    """toeplitz_linear_attention with the bias clipped as ToeplitzBias keeps it: bias (H, 2 clip + 1)
+    for lags -clip .. clip, farther lags sharing the bias of their end. For clip < N by windows of
+    max(clip, 16) positions plus prefix sums for the far keys, O(N clip (M + Dv)); by the FFT
+    otherwise (C++ clipped_toeplitz_linear_attention, same choice)."""
+    where = "clipped_toeplitz_linear_attention"
+    check_qkv(where, phi_q, phi_k, v)
+    _check_eps(where, eps)
+    _check_causal(where, phi_q, phi_k)
+    n, h = phi_q.size(1), phi_q.size(2)
+    if bias.dim() != 2 or bias.size(0) != h or bias.size(1) % 2 != 1 or bias.size(1) < 3:
+        raise ValueError(f"{where}: bias must be (H, 2 clip + 1) with H = {h} and clip >= 1, got shape {shape_of(bias)}")
+    if bias.dtype != phi_q.dtype:
+        raise TypeError(f"{where}: bias must have the inputs' dtype {phi_q.dtype}, got {bias.dtype}")
+    clip = (bias.size(1) - 1) // 2
+    features, value_dim = phi_q.size(3), v.size(3) + 1
+    fft_work = 4.0 * features * value_dim * math.log2(2.0 * n)
+    if clip >= n or 3.0 * clip * (features + value_dim) >= fft_work:
+        lags = torch.arange(-(n - 1), n, device=bias.device).clamp(-clip, clip) + clip
+        return toeplitz_linear_attention(phi_q, phi_k, v, bias[:, lags], causal, key_padding, eps)
+    keys = mask_keys(where, phi_k, key_padding)
+    return _normalise(_windowed_toeplitz_sums(phi_q, keys, _with_ones(v), bias, causal, max(clip, 16)), eps)
 
 
 class LinearAttention(nn.Module):

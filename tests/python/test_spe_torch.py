@@ -662,6 +662,28 @@ class ToeplitzTest(unittest.TestCase):
             got = spe_torch.toeplitz_linear_attention(q.float(), k.float(), v.float(), lag_bias.float(), causal)
             self.assertLess(max_error(got.double(), want) / want.abs().max().item(), 1e-4, causal)
 
+    def test_clipped_form_matches_the_loops(self):
+        """Windows of 16 with prefix sums beyond (clip 3 at N 40: three blocks, the last cut short),
+        and the FFT when the clip reaches N (clip 12 at N 7)."""
+        for n, clip in ((40, 3), (7, 12)):
+            q, k, v = relative_inputs(n=n)
+            bias = randn(2, 2 * clip + 1, seed=55)
+            lags = torch.arange(-(n - 1), n).clamp(-clip, clip) + clip
+            padding = torch.ones(2, n, dtype=torch.bool)
+            padding[1, 0] = padding[1, n - 2] = False
+            for causal in (False, True):
+                for keys in (None, padding):
+                    got = spe_torch.clipped_toeplitz_linear_attention(q, k, v, bias, causal, keys)
+                    want = weighted_linear_reference(q, k, v, bias[:, lags].exp(), causal, keys)
+                    self.assertLess(max_error(got, want), 1e-12, (n, clip, causal, keys is not None))
+        q, k, v = (x[:1, :35, :, :2].clone().requires_grad_() for x in relative_inputs(n=35))
+        bias = randn(2, 5, seed=56).requires_grad_()
+        for causal in (False, True):
+            self.assertTrue(torch.autograd.gradcheck(
+                lambda a, b, c, w: spe_torch.clipped_toeplitz_linear_attention(a, b, c, w, causal), (q, k, v, bias)))
+        with self.assertRaisesRegex(ValueError, r"bias must be \(H, 2 clip \+ 1\) with H = 2 and clip >= 1"):
+            spe_torch.clipped_toeplitz_linear_attention(q, k, v, torch.zeros(2, 4, dtype=F64), True)
+
     def test_gradcheck(self):
         q, k, v = (x[:1, :4, :, :2].clone().requires_grad_() for x in relative_inputs())
         lag_bias = randn(2, 7, seed=49).requires_grad_()
