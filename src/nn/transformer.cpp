@@ -224,6 +224,10 @@ AttentionInputs SelfAttentionImpl::prepare(const at::Tensor& x, int64_t start, c
     if (on_features(options))
       std::tie(in.numerator.query, in.numerator.key) = position(in.q, in.k, start, gated, shared_sine);
   }
+  // Softmax over exact sineSPE: its F = D (2K [+ 1]) features score sum_d q_d k_d P_d(m - n), on the
+  // scale of q . k, so the temperature stays sqrt(D), not softmax's sqrt(F).
+  if (!feature_map && exact_code(options))
+    in.q = in.q * std::sqrt(static_cast<double>(in.q.size(3)) / static_cast<double>(head_dim(options)));
   return in;
 }
 

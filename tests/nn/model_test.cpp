@@ -111,6 +111,46 @@ TEST(Model, BlockMatchesAnExplicitComputation) {
   EXPECT_TRUE(at::allclose(out[0], y + ffn, 1e-10, 1e-12));
 }
 
+// Softmax over exact sineSPE features: the scores are sum_d q_d k_d P_d(m - n) / sqrt(D), the
+// temperature of q . k (not sqrt of the D 2K features), P_d the sine kernel written out here.
+TEST(Model, ExactSineUnderSoftmaxScoresWithTheTemperatureOfQK) {
+  TransformerOptions o(kVocabSize);
+  o.dim(16).heads(2).dropout(0.0);
+  o.attention().kind(AttentionKind::softmax);
+  o.positional().kind(PositionalKind::sine_spe).sines(2).code(SPECodeKind::exact).gated(false).shared_code(false);
+  SelfAttention layer(o);
+  layer->to(at::kDouble);
+  at::manual_seed(6);
+  const at::Tensor x = at::randn({1, 5, 16}, at::kDouble);
+  const at::Tensor out = layer->forward(x, AttentionMask::none(), SharedSPE{});
+  auto linear = [](const at::Tensor& v, const torch::nn::Linear& l) { return at::matmul(v, l->weight.t()) + l->bias; };
+  auto kernel = [&](int64_t h, int64_t d, int64_t lag) {  // P_d(lag) = (1 / 2K) sum_k lambda_k^2 cos(2 pi f_k lag + theta_k)
+    double sum = 0;
+    for (int64_t k = 0; k < 2; ++k) {
+      const double f = 1.0 / (1.0 + std::exp(-layer->sine_spe->freqs[h][d][k].item<double>())) / 2.0;
+      const double lambda = std::log1p(std::exp(layer->sine_spe->gains[h][d][k].item<double>()));
+      sum += lambda * lambda * std::cos(2 * M_PI * f * lag + layer->sine_spe->offsets[h][d][k].item<double>());
+    }
+    return sum / 4.0;
+  };
+  at::Tensor heads_out = at::zeros({5, 16}, at::kDouble);
+  for (int64_t head = 0; head < 2; ++head) {
+    const at::Tensor q = linear(x[0], layer->query).narrow(1, 8 * head, 8),
+                     k = linear(x[0], layer->key).narrow(1, 8 * head, 8),
+                     v = linear(x[0], layer->value).narrow(1, 8 * head, 8);
+    for (int64_t i = 0; i < 5; ++i) {
+      at::Tensor scores = at::zeros({5}, at::kDouble);
+      for (int64_t j = 0; j < 5; ++j) {
+        double score = 0;
+        for (int64_t d = 0; d < 8; ++d) score += q[i][d].item<double>() * k[j][d].item<double>() * kernel(head, d, i - j);
+        scores[j] = score / std::sqrt(8.0);
+      }
+      heads_out[i].narrow(0, 8 * head, 8).copy_(at::matmul(at::softmax(scores, 0), v));
+    }
+  }
+  EXPECT_TRUE(at::allclose(out[0], linear(heads_out, layer->output), 1e-10, 1e-12));
+}
+
 // Deterministic encodings in eval mode, and sineSPE with the same draw: padding at the end
 // changes nothing for the real tokens.
 TEST(Model, PaddingDoesNotChangeWhatRealTokensSee) {
