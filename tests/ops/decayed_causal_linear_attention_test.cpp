@@ -116,6 +116,17 @@ TEST(FusedDecayedCausalLinearAttention, LongSequencesWithSmallDecaysStayFinite) 
   out.pow(2).mean().backward();
   for (const at::Tensor* t : {&q, &k, &v, &log_decay})
     EXPECT_TRUE(at::isfinite(t->grad()).all().item<bool>());
+  // d loss / d log g sums position-weighted dot products over N (the kernel's identity, in float64
+  // sums): float32 stays close to float64 at this N.
+  at::Tensor log_decay64 = log_decay.detach().to(at::kDouble).requires_grad_();
+  ops::decayed_causal_linear_attention(q.detach().to(at::kDouble), k.detach().to(at::kDouble),
+                                       v.detach().to(at::kDouble), log_decay64)
+      .pow(2)
+      .mean()
+      .backward();
+  const at::Tensor want64 = log_decay64.grad();
+  EXPECT_LT(((log_decay.grad().to(at::kDouble) - want64).abs() / want64.abs()).max().item<double>(), 1e-3)
+      << log_decay.grad() << " against float64 " << want64;
 }
 
 TEST(FusedDecayedCausalLinearAttention, GradientCheckIncludingTheDecay) {
