@@ -97,15 +97,18 @@ SPE_INLINE const T* keys_to_end(const Decay<T>& d, const T* k, int64_t ld, int64
   return scaled;
 }
 
-// sum_i (position_i - centre) (a_i . b_i) over c rows, for d loss / d log g (in float64).
+// sum_i (first + i) (a_i . b_i) over c rows of M, for d loss / d log g: summed by feature in
+// `lanes` (M; independent sums, so the loop vectorises), then across features in float64.
 template <typename T>
-SPE_INLINE double weighted_row_dots(const T* a, const T* b, int64_t ld, int64_t c, int64_t M, double first) {
-  double total = 0;
+SPE_INLINE double weighted_row_dots(const T* a, const T* b, int64_t ld, int64_t c, int64_t M, double first,
+                                    T* lanes) {
+  std::fill(lanes, lanes + M, T(0));
   for (int64_t i = 0; i < c; ++i) {
-    T dot = 0;
-    for (int64_t f = 0; f < M; ++f) dot += a[i * ld + f] * b[i * ld + f];
-    total += (first + static_cast<double>(i)) * static_cast<double>(dot);
+    const T w = static_cast<T>(first + static_cast<double>(i));
+    for (int64_t f = 0; f < M; ++f) lanes[f] += w * a[i * ld + f] * b[i * ld + f];
   }
+  double total = 0;
+  for (int64_t f = 0; f < M; ++f) total += lanes[f];
   return total;
 }
 
@@ -169,7 +172,7 @@ SPE_INLINE double backward_pair(const CausalShape& s, const Head<T>& x, const De
                                 const T* out, const T* den, const T* grad_out, T eps, int64_t chunk, T* grad_q,
                                 T* grad_k, T* grad_v, std::vector<T>& work, std::vector<T>& scratch) {
   const int64_t M = s.features, Dv = s.value_dim, ld_out = s.heads * Dv, ld_den = s.heads;
-  work.assign(M * Dv + M + 2 * chunk * chunk + chunk * Dv + chunk + (d.powers ? chunk * M : 0), T(0));
+  work.assign(M * Dv + M + 2 * chunk * chunk + chunk * Dv + chunk + (d.powers ? chunk * M + M : 0), T(0));
   T* state = work.data();       // (M, Dv)
   T* vector = state + M * Dv;   // (M)
   T* w = vector + M;            // (C, C)
@@ -177,6 +180,7 @@ SPE_INLINE double backward_pair(const CausalShape& s, const Head<T>& x, const De
   T* gn = scores + chunk * chunk;    // (C, Dv)
   T* gd = gn + chunk * Dv;           // (C)
   T* scaled = gd + chunk;            // (C, M)
+  T* lanes = scaled + chunk * M;     // (M)
   // d loss / d log g = sum_m (m - centre) (q_m . grad q_m) - sum_n (n - centre) (k_n . grad k_n)
   const double centre = 0.5 * static_cast<double>(s.length - 1);
   double log_decay_grad = 0;
@@ -215,7 +219,7 @@ SPE_INLINE double backward_pair(const CausalShape& s, const Head<T>& x, const De
       for (int64_t f = 0; f < M; ++f) gq[i * x.ld_qk + f] += gd[i] * vector[f];
     scale_rows(d, 1, 1, gq, c, M, x.ld_qk);
     small_gemm<Tile>(false, false, c, M, c, w, chunk, kc, x.ld_qk, true, gq, x.ld_qk, scratch);
-    if (grad_log_decay) log_decay_grad += weighted_row_dots(qc, gq, x.ld_qk, c, M, start - centre);
+    if (grad_log_decay) log_decay_grad += weighted_row_dots(qc, gq, x.ld_qk, c, M, start - centre, lanes);
     decay_state(d, c, state, M, Dv, vector);
     int64_t ld_keys;
     const T* keys = keys_to_end(d, kc, x.ld_qk, c, M, scaled, ld_keys);
@@ -242,7 +246,7 @@ SPE_INLINE double backward_pair(const CausalShape& s, const Head<T>& x, const De
       for (int64_t f = 0; f < M; ++f) gk[i * x.ld_qk + f] += vector[f];
     scale_rows(d, c, -1, gk, c, M, x.ld_qk);
     small_gemm<Tile>(true, false, c, M, c, w, chunk, qc, x.ld_qk, true, gk, x.ld_qk, scratch);
-    if (grad_log_decay) log_decay_grad -= weighted_row_dots(kc, gk, x.ld_qk, c, M, start - centre);
+    if (grad_log_decay) log_decay_grad -= weighted_row_dots(kc, gk, x.ld_qk, c, M, start - centre, lanes);
     // grad v_c = diag(g^(c - j)) K_c state + mask(Q_c K_c^T)^T gn
     small_gemm<Tile>(false, false, c, Dv, M, kc, x.ld_qk, state, Dv, false, gv, x.ld_v, scratch);
     scale_rows(d, c, -1, gv, c, Dv, x.ld_v);
