@@ -7,6 +7,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
+#include <vector>
 
 #include "spe/attention/linear.h"
 #include "spe/ops/causal_linear_attention.h"
@@ -45,6 +47,19 @@ double relative_error(const at::Tensor& got, const at::Tensor& want) {
          std::max(1.0, want.abs().max().item<double>());
 }
 
+// (q, k, v, log_decay) -> out, on fresh leaves that require gradients.
+using Attention = std::function<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&)>;
+
+// out and the gradients of (out * g).sum() with respect to q, k, v and log_decay (undefined when
+// the attention does not read it).
+std::vector<at::Tensor> output_and_gradients(const Attention& attention, const Inputs& x, const at::Tensor& g) {
+  at::Tensor q = x.q.clone().requires_grad_(), k = x.k.clone().requires_grad_(), v = x.v.clone().requires_grad_(),
+             log_decay = x.log_decay.clone().requires_grad_();
+  const at::Tensor out = attention(q, k, v, log_decay);
+  (out * g).sum().backward();
+  return {out.detach(), q.grad(), k.grad(), v.grad(), log_decay.grad()};
+}
+
 TEST(FusedDecayedCausalLinearAttention, MatchesThePairLoopsForEveryChunking) {
   Inputs x = decayed_inputs(2, 11, 3, 4, 5, at::kDouble);
   x.log_decay[2] = 0.0;  // one head without decay
@@ -71,15 +86,16 @@ TEST(FusedDecayedCausalLinearAttention, MatchesTheAtenScanForwardAndBackward) {
     for (int64_t chunk : {64, 48}) {
       const Inputs x = decayed_inputs(2, 150, 2, 64, value_dim, at::kDouble, 0.7, 0.99);
       const at::Tensor g = at::randn({2, 150, 2, value_dim}, at::kDouble);
-      std::vector<at::Tensor> fused, reference;
-      for (auto* results : {&fused, &reference}) {
-        at::Tensor q = x.q.clone().requires_grad_(), k = x.k.clone().requires_grad_(),
-                   v = x.v.clone().requires_grad_(), log_decay = x.log_decay.clone().requires_grad_();
-        at::Tensor out = results == &fused ? ops::decayed_causal_linear_attention(q, k, v, log_decay, 1e-6, chunk)
-                                           : aten_decayed(q, k, v, log_decay, 1e-6);
-        (out * g).sum().backward();
-        *results = {out.detach(), q.grad(), k.grad(), v.grad(), log_decay.grad()};
-      }
+      const auto fused = output_and_gradients(
+          [chunk](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& log_decay) {
+            return ops::decayed_causal_linear_attention(q, k, v, log_decay, 1e-6, chunk);
+          },
+          x, g);
+      const auto reference = output_and_gradients(
+          [](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& log_decay) {
+            return aten_decayed(q, k, v, log_decay, 1e-6);
+          },
+          x, g);
       for (int i = 0; i < 5; ++i)
         EXPECT_LT(relative_error(fused[i], reference[i]), 1e-10)
             << "output/grads q, k, v, log_decay: " << i << ", value dim " << value_dim << ", chunk " << chunk;
@@ -88,17 +104,19 @@ TEST(FusedDecayedCausalLinearAttention, MatchesTheAtenScanForwardAndBackward) {
 }
 
 TEST(FusedDecayedCausalLinearAttention, NoDecayIsThePlainOp) {
-  const Inputs x = decayed_inputs(2, 70, 3, 16, 8, at::kDouble);
+  Inputs x = decayed_inputs(2, 70, 3, 16, 8, at::kDouble);
+  x.log_decay.zero_();
   const at::Tensor g = at::randn({2, 70, 3, 8}, at::kDouble);
-  std::vector<at::Tensor> decayed, plain;
-  for (auto* results : {&decayed, &plain}) {
-    at::Tensor q = x.q.clone().requires_grad_(), k = x.k.clone().requires_grad_(), v = x.v.clone().requires_grad_();
-    at::Tensor out = results == &decayed
-                         ? ops::decayed_causal_linear_attention(q, k, v, at::zeros({3}, at::kDouble), 1e-6, 16)
-                         : ops::causal_linear_attention(q, k, v, 1e-6, 16);
-    (out * g).sum().backward();
-    *results = {out.detach(), q.grad(), k.grad(), v.grad()};
-  }
+  const auto decayed = output_and_gradients(
+      [](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& log_decay) {
+        return ops::decayed_causal_linear_attention(q, k, v, log_decay, 1e-6, 16);
+      },
+      x, g);
+  const auto plain = output_and_gradients(
+      [](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor&) {
+        return ops::causal_linear_attention(q, k, v, 1e-6, 16);
+      },
+      x, g);
   for (int i = 0; i < 4; ++i) EXPECT_LT(relative_error(decayed[i], plain[i]), 1e-12) << "output/grads " << i;
 }
 

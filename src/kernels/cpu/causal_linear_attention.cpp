@@ -157,10 +157,10 @@ SPE_INLINE void forward_pair(const CausalShape& s, const Head<T>& x, const Decay
   }
 }
 
-// Backward of one (batch, head) pair. With g = grad_out and w(m, n) = g^(m - n) the decay
+// Backward of one (batch, head) pair. With go = grad_out and w(m, n) = g^(m - n) the decay
 // (1 without):
-//   gn_m = g_m / max(den_m, eps)                 (the gradient of num_m)
-//   gd_m = -(g_m . out_m) / den_m if den_m > eps (the gradient of den_m), else 0
+//   gn_m = go_m / max(den_m, eps)                 (the gradient of num_m)
+//   gd_m = -(go_m . out_m) / den_m if den_m > eps (the gradient of den_m), else 0
 //   W[m, n] = (gn_m . v_n + gd_m) w(m, n) for n <= m   (d loss / d (q_m . k_n))
 //   grad q_m = sum_{n <= m} W[m, n] k_n,  grad k_n = sum_{m >= n} W[m, n] q_m,
 //   grad v_n = sum_{m >= n} w(m, n) (q_m . k_n) gn_m.
