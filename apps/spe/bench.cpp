@@ -66,13 +66,23 @@ struct Measured {
   double memory_mib = 0;
 };
 
-// Times every candidate at every length first, then measures peak memory (which fixes the
-// allocator's mmap threshold for the rest of the process, so it must not precede any timing).
+// Times every candidate at every length first (the candidates of one length side by side,
+// their repeats interleaved), then measures peak memory (which fixes the allocator's mmap
+// threshold for the rest of the process, so it must not precede any timing).
 std::vector<Measured> run_scenario(const BenchArgs& a, const Scenario& scenario) {
   std::vector<Measured> results;
-  for (int64_t n : a.lengths)
-    for (const Candidate& c : scenario(n))
-      results.push_back({n, c.name, time_median(c.forward, a.repeats), time_median(c.forward_backward, a.repeats)});
+  for (int64_t n : a.lengths) {
+    const std::vector<Candidate> candidates = scenario(n);
+    std::vector<std::function<void()>> forwards, forward_backwards;
+    for (const Candidate& c : candidates) {
+      forwards.push_back(c.forward);
+      forward_backwards.push_back(c.forward_backward);
+    }
+    const std::vector<Timing> forward = time_medians_interleaved(forwards, a.repeats);
+    const std::vector<Timing> forward_backward = time_medians_interleaved(forward_backwards, a.repeats);
+    for (size_t i = 0; i < candidates.size(); ++i)
+      results.push_back({n, candidates[i].name, forward[i], forward_backward[i]});
+  }
   size_t i = 0;
   for (int64_t n : a.lengths)
     for (const Candidate& c : scenario(n)) results[i++].memory_mib = peak_memory_mib(c.forward_backward);
@@ -126,10 +136,14 @@ void bench_causal(const BenchArgs& a) {
     };
     std::vector<Candidate> candidates{
         candidate("fused", [x, &a] { return ops::causal_linear_attention(x->q, x->k, x->v, 1e-6, a.chunk); })};
-    // model.positional.kind decay: the same attention with g^(m - n) on each pair (ATen chunked scan).
-    const at::Tensor log_decay = at::full({a.heads}, std::log(0.99), dtype);
-    candidates.push_back(candidate(
-        "decayed", [x, log_decay] { return decayed_linear_attention(x->q, x->k, x->v, log_decay, /*causal=*/true); }));
+    // model.positional.kind decay: the same attention with g^(m - n) on each pair, the fused kernel
+    // given the decays; learnable (model.positional.learnable_decay), so the backward also forms
+    // d loss / d log g.
+    const at::Tensor log_decay = at::full({a.heads}, std::log(0.99), dtype).requires_grad_();
+    candidates.push_back(candidate("decayed", [x, log_decay] {
+      log_decay.mutable_grad().reset();
+      return decayed_linear_attention(x->q, x->k, x->v, log_decay, /*causal=*/true);
+    }));
     if (a.reference && n <= a.reference_max_length)
       candidates.push_back(candidate("quadratic", [x] { return causal_linear_attention_quadratic(x->q, x->k, x->v); }));
     return candidates;

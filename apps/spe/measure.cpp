@@ -11,18 +11,26 @@
 
 namespace spe::cli {
 
-Timing time_median(const std::function<void()>& work, int repeats) {
-  work();
-  Timing t{0.0, {}};
-  for (int i = 0; i < repeats; ++i) {
-    const auto start = std::chrono::steady_clock::now();
-    work();
-    t.all_s.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+std::vector<Timing> time_medians_interleaved(const std::vector<std::function<void()>>& works, int repeats) {
+  for (const auto& work : works) work();
+  std::vector<Timing> timings(works.size(), Timing{0.0, {}});
+  for (int r = 0; r < repeats; ++r)
+    for (size_t j = 0; j < works.size(); ++j) {
+      const size_t i = r % 2 == 0 ? j : works.size() - 1 - j;
+      const auto start = std::chrono::steady_clock::now();
+      works[i]();
+      timings[i].all_s.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    }
+  for (Timing& t : timings) {
+    std::vector<double> sorted = t.all_s;
+    std::sort(sorted.begin(), sorted.end());
+    t.median_s = sorted[sorted.size() / 2];
   }
-  std::vector<double> sorted = t.all_s;
-  std::sort(sorted.begin(), sorted.end());
-  t.median_s = sorted[sorted.size() / 2];
-  return t;
+  return timings;
+}
+
+Timing time_median(const std::function<void()>& work, int repeats) {
+  return time_medians_interleaved({work}, repeats).front();
 }
 
 double peak_memory_mib(const std::function<void()>& work) {

@@ -20,6 +20,11 @@ struct Timing {
 // Runs `work` once to warm up, then `repeats` times; returns the median and every time.
 Timing time_median(const std::function<void()>& work, int repeats);
 
+// The same for several works side by side: each warmed up once, then `repeats` rounds that run
+// every work once (in reverse order every other round), so that a machine shared with other jobs
+// slows them alike and their ratios hold. One Timing per work.
+std::vector<Timing> time_medians_interleaved(const std::vector<std::function<void()>>& works, int repeats);
+
 // Peak resident memory of `work` above the resident memory before it, in MiB (Linux VmHWM,
 // reset through /proc/self/clear_refs).
 double peak_memory_mib(const std::function<void()>& work);

@@ -233,14 +233,21 @@ def decayed_linear_attention(phi_q: Tensor, phi_k: Tensor, v: Tensor, log_decay:
                              key_padding: Optional[Tensor] = None, eps: float = 1e-6) -> Tensor:
     """out_m = sum_n g_h^|m - n| (phi_q_m . phi_k_n) v_n / max(sum_n g_h^|m - n| phi_q_m . phi_k_n, eps)
     over n <= m when causal, every n otherwise. phi_q, phi_k: (B, N, H, M), v: (B, N, H, Dv),
-    log_decay: (H,), log g_h <= 0 (Decay.log_decay()) -> (B, N, H, Dv). Linear in N: the decayed
-    causal product, and when not causal the same backwards less the pair (m, m)."""
+    log_decay: (H,), log g_h <= 0 (Decay.log_decay()) -> (B, N, H, Dv). Linear in N: causal on CPU
+    (float32, float64) torch.ops.spe.decayed_causal_linear_attention, the fused chunked kernel
+    with its own backward (log_decay's gradient included); else the decayed causal product, and
+    when not causal the same backwards less the pair (m, m)."""
     where = "decayed_linear_attention"
     check_qkv(where, phi_q, phi_k, v)
     _check_eps(where, eps)
     _check_causal(where, phi_q, phi_k)
     _check_log_decay(where, log_decay, phi_q)
-    keys, values = mask_keys(where, phi_k, key_padding), _with_ones(v)
+    keys = mask_keys(where, phi_k, key_padding)
+    if causal and phi_q.device.type == "cpu" and phi_q.dtype in (torch.float32, torch.float64):
+        if not torch.jit.is_scripting():
+            _library.load_library()
+        return torch.ops.spe.decayed_causal_linear_attention(phi_q, keys, v, log_decay, eps, 64)
+    values = _with_ones(v)
     sums = _decayed_product(phi_q, keys, values, log_decay, 64)
     if not causal:
         backwards = _decayed_product(phi_q.flip(1), keys.flip(1), values.flip(1), log_decay, 64).flip(1)

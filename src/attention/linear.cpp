@@ -252,7 +252,11 @@ at::Tensor decayed_linear_attention(const at::Tensor& phi_q, const at::Tensor& p
                                     const at::Tensor& log_decay, bool causal, const at::Tensor& key_padding,
                                     double eps) {
   check_self_attention("decayed_linear_attention", phi_q, phi_k, v, eps);
+  check_log_decay("decayed_linear_attention", log_decay, phi_q);
   const at::Tensor keys = mask_keys(phi_k, key_padding);
+  // On CPU the causal form is the fused kernel with the decay (ops/causal_linear_attention.h).
+  if (causal && phi_q.device().is_cpu() && (phi_q.scalar_type() == at::kFloat || phi_q.scalar_type() == at::kDouble))
+    return ops::decayed_causal_linear_attention(phi_q, keys, v, log_decay, eps);
   const at::Tensor values = with_ones_column(v);  // (B, N, H, Dv + 1)
   at::Tensor sums = decayed_causal_product(phi_q, keys, values, log_decay);
   if (!causal) {  // the keys after each query: the same product backwards, less the pair (m, m)

@@ -1,5 +1,5 @@
 // Registers the fused ops with the PyTorch dispatcher, so that Python reaches them as
-// torch.ops.spe.* after torch.ops.load_library("libspe_torch_ops.so"). Both are differentiable:
+// torch.ops.spe.* after torch.ops.load_library("libspe_torch_ops.so"). All are differentiable:
 // the C++ implementations record their own backward with autograd.
 #include <torch/library.h>
 
@@ -20,11 +20,20 @@ at::Tensor causal_linear_attention_op(const at::Tensor& phi_q, const at::Tensor&
   return spe::ops::causal_linear_attention(phi_q, phi_k, v, eps, chunk);
 }
 
+at::Tensor decayed_causal_linear_attention_op(const at::Tensor& phi_q, const at::Tensor& phi_k, const at::Tensor& v,
+                                              const at::Tensor& log_decay, double eps, int64_t chunk) {
+  return spe::ops::decayed_causal_linear_attention(phi_q, phi_k, v, log_decay, eps, chunk);
+}
+
 }  // namespace
 
 TORCH_LIBRARY(spe, m) {
   m.def("causal_linear_attention(Tensor phi_q, Tensor phi_k, Tensor v, float eps=1e-06, int chunk=64) -> Tensor",
         &causal_linear_attention_op);
+  m.def(
+      "decayed_causal_linear_attention(Tensor phi_q, Tensor phi_k, Tensor v, Tensor log_decay, float eps=1e-06, "
+      "int chunk=64) -> Tensor",
+      &decayed_causal_linear_attention_op);
   m.def(
       "sine_spe_filter(Tensor x, Tensor frequencies, Tensor phases, Tensor weights, Tensor? gate_scale=None, "
       "Tensor? gate_shift=None, int first_position=0) -> Tensor",

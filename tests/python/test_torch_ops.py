@@ -17,6 +17,16 @@ def causal_reference(q, k, v, eps):
     return num / s.sum(-1).transpose(1, 2).clamp_min(eps).unsqueeze(-1)
 
 
+def decayed_causal_reference(q, k, v, log_decay, eps):
+    """out_m = sum_{n<=m} g^(m - n) (q_m . k_n) v_n / max(sum_{n<=m} g^(m - n) q_m . k_n, eps)."""
+    n = torch.arange(q.shape[1], dtype=q.dtype)
+    lags = (n[:, None] - n[None, :]).clamp_min(0)
+    weights = torch.exp(log_decay[:, None, None] * lags) * (n[:, None] >= n[None, :])   # (H, N, N)
+    s = torch.einsum("bmhf,bnhf->bhmn", q, k) * weights
+    num = torch.einsum("bhmn,bnhd->bmhd", s, v)
+    return num / s.sum(-1).transpose(1, 2).clamp_min(eps).unsqueeze(-1)
+
+
 def sine_reference(x, f, theta, w, a, c, first):
     """code[n, h, d, :] = a[h, d] sum_j Omega_j(n) w[h, d, j, :] + c[h, d, :]; out = sum_d x code."""
     n = torch.arange(first, first + x.shape[1], dtype=torch.float64)
@@ -58,6 +68,32 @@ class CausalLinearAttention(unittest.TestCase):
         q, k, v = self.inputs(torch.float32)
         with self.assertRaisesRegex(RuntimeError, "inputs must share a dtype"):
             torch.ops.spe.causal_linear_attention(q, k, v.double())
+
+
+class DecayedCausalLinearAttention(unittest.TestCase):
+    def inputs(self, dtype, requires_grad=False):
+        q, k, v = CausalLinearAttention.inputs(self, dtype)
+        log_decay = torch.log(torch.tensor([0.5, 0.9, 1.0], dtype=dtype))
+        return [t.requires_grad_(requires_grad) for t in (q, k, v, log_decay)]
+
+    def test_matches_the_formula(self):
+        q, k, v, log_decay = self.inputs(torch.float64)
+        for chunk in (1, 4, 64):
+            out = torch.ops.spe.decayed_causal_linear_attention(q, k, v, log_decay, 1e-6, chunk)
+            want = decayed_causal_reference(q, k, v, log_decay, 1e-6)
+            self.assertLess((out - want).abs().max().item(), 1e-10)
+
+    def test_gradcheck_including_the_decay(self):
+        q, k, v, log_decay = self.inputs(torch.float64, requires_grad=True)
+        log_decay = (log_decay.detach() - 0.05).requires_grad_()  # below 0 by more than gradcheck's step
+        self.assertTrue(torch.autograd.gradcheck(
+            lambda a, b, c, d: torch.ops.spe.decayed_causal_linear_attention(a, b, c, d, 1e-6, 4),
+            (q, k, v, log_decay)))
+
+    def test_bad_input_is_named(self):
+        q, k, v, log_decay = self.inputs(torch.float32)
+        with self.assertRaisesRegex(RuntimeError, "log_decay must be <= 0"):
+            torch.ops.spe.decayed_causal_linear_attention(q, k, v, -log_decay - 0.1)
 
 
 class SineSPEFilter(unittest.TestCase):

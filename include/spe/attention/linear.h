@@ -53,7 +53,8 @@ at::Tensor causal_product(const at::Tensor& a, const at::Tensor& b, const at::Te
 //   out_m = sum_n g_h^|m - n| (phi_q_m . phi_k_n) v_n / max(sum_n g_h^|m - n| phi_q_m . phi_k_n, eps)
 // over n <= m when causal, every n otherwise (both Nq == Nk: queries and keys share positions).
 // log_decay: (H,), log g_h <= 0; other arguments as for linear_attention. Differentiable in every
-// input, log_decay included; linear in N (decayed_causal_product, twice when not causal).
+// input, log_decay included; linear in N: causal on CPU (float32, float64) the fused chunked kernel
+// (ops::decayed_causal_linear_attention), else decayed_causal_product (twice when not causal).
 at::Tensor decayed_linear_attention(const at::Tensor& phi_q, const at::Tensor& phi_k, const at::Tensor& v,
                                     const at::Tensor& log_decay, bool causal, const at::Tensor& key_padding = {},
                                     double eps = 1e-6);

@@ -11,4 +11,11 @@ namespace spe::ops {
 at::Tensor causal_linear_attention(const at::Tensor& phi_q, const at::Tensor& phi_k, const at::Tensor& v,
                                    double eps = 1e-6, int64_t chunk = 64);
 
+// The same with the pair (m, n) weighed by g_h^(m - n) in numerator and normaliser (encoding/decay.h):
+// out_m = sum_{n <= m} g_h^(m - n) (phi_q_m . phi_k_n) v_n / max(sum_{n <= m} g_h^(m - n) phi_q_m . phi_k_n, eps).
+// log_decay: (H,), log g_h <= 0, the inputs' dtype. Differentiable once in all four inputs; the
+// same kernel, memory flat in N, no power of g with a negative exponent.
+at::Tensor decayed_causal_linear_attention(const at::Tensor& phi_q, const at::Tensor& phi_k, const at::Tensor& v,
+                                           const at::Tensor& log_decay, double eps = 1e-6, int64_t chunk = 64);
+
 }  // namespace spe::ops

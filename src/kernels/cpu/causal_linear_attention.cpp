@@ -3,6 +3,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <cmath>
 #include <vector>
 
 #include "dispatch.h"
@@ -27,72 +28,168 @@ Head<T> head_view(const CausalShape& s, const T* q, const T* k, const T* v, int6
   return {q + qk_offset, k + qk_offset, v + v_offset, s.heads * s.features, s.heads * s.value_dim};
 }
 
-// Zeroes the strictly upper triangle of an n x n row-major matrix with leading dimension ld.
+// The decay of one head, as tables of its powers (nullptr members: no decay).
 template <typename T>
-void keep_lower(T* a, int64_t n, int64_t ld) {
-  for (int64_t i = 0; i < n; ++i) std::fill(a + i * ld + i + 1, a + i * ld + n, T(0));
+struct Decay {
+  const T* powers = nullptr;  // (C + 1): g^e for e = 0 .. C
+  const T* mask = nullptr;    // (C, C): g^(i - j) for j <= i, 0 above
+  T power(int64_t e) const { return powers[e]; }
+};
+
+// The tables of g = exp(log_decay) for chunks of `chunk`, in `tables`; no decay without log_decay.
+template <typename T>
+Decay<T> decay_tables(const T* log_decay, int64_t chunk, std::vector<T>& tables) {
+  if (log_decay == nullptr) return {};
+  tables.assign((chunk + 1) + chunk * chunk, T(0));
+  T* powers = tables.data();
+  T* mask = powers + chunk + 1;
+  powers[0] = T(1);  // (not exp(log g * 0): NaN for g = 0)
+  for (int64_t e = 1; e <= chunk; ++e) powers[e] = static_cast<T>(std::exp(static_cast<double>(*log_decay) * e));
+  for (int64_t i = 0; i < chunk; ++i)
+    for (int64_t j = 0; j <= i; ++j) mask[i * chunk + j] = powers[i - j];
+  return {powers, mask};
+}
+
+// Keeps the lower triangle (j <= i) of an n x n row-major matrix with leading dimension ld, each
+// entry times the decay mask g^(i - j) when decayed, and zeroes the strictly upper triangle.
+template <typename T>
+SPE_INLINE void mask_lower(T* a, int64_t n, int64_t ld, const Decay<T>& d, int64_t chunk) {
+  for (int64_t i = 0; i < n; ++i) {
+    T* row = a + i * ld;
+    if (d.mask)
+      for (int64_t j = 0; j <= i; ++j) row[j] *= d.mask[i * chunk + j];
+    std::fill(row + i + 1, row + n, T(0));
+  }
+}
+
+// Row i of a (rows x cols, leading dimension ld) times g^(first + step i); nothing without decay.
+template <typename T>
+SPE_INLINE void scale_rows(const Decay<T>& d, int64_t first, int64_t step, T* a, int64_t rows, int64_t cols,
+                           int64_t ld) {
+  if (!d.powers) return;
+  for (int64_t i = 0; i < rows; ++i) {
+    const T f = d.power(first + step * i);
+    for (int64_t e = 0; e < cols; ++e) a[i * ld + e] *= f;
+  }
+}
+
+// The carried sums (state: rows x cols, vector: rows) times g^c, a chunk of c positions later.
+template <typename T>
+SPE_INLINE void decay_state(const Decay<T>& d, int64_t c, T* state, int64_t rows, int64_t cols, T* vector) {
+  if (!d.powers) return;
+  const T f = d.power(c);
+  for (int64_t e = 0; e < rows * cols; ++e) state[e] *= f;
+  for (int64_t e = 0; e < rows; ++e) vector[e] *= f;
+}
+
+// The keys of a chunk as the state absorbs them, row j times g^(c - 1 - j) (its decay up to the
+// chunk's last position): a copy in `scaled` (c x M) when decayed, else k itself.
+template <typename T>
+SPE_INLINE const T* keys_to_end(const Decay<T>& d, const T* k, int64_t ld, int64_t c, int64_t M, T* scaled,
+                                int64_t& ld_out) {
+  ld_out = ld;
+  if (!d.powers) return k;
+  for (int64_t j = 0; j < c; ++j) {
+    const T f = d.power(c - 1 - j);
+    for (int64_t f_ = 0; f_ < M; ++f_) scaled[j * M + f_] = f * k[j * ld + f_];
+  }
+  ld_out = M;
+  return scaled;
+}
+
+// sum_i (first + i) (a_i . b_i) over c rows of M, for d loss / d log g: summed by feature in
+// `lanes` (M; independent sums, so the loop vectorises), then across features in float64.
+template <typename T>
+SPE_INLINE double weighted_row_dots(const T* a, const T* b, int64_t ld, int64_t c, int64_t M, double first,
+                                    T* lanes) {
+  std::fill(lanes, lanes + M, T(0));
+  for (int64_t i = 0; i < c; ++i) {
+    const T w = static_cast<T>(first + static_cast<double>(i));
+    for (int64_t f = 0; f < M; ++f) lanes[f] += w * a[i * ld + f] * b[i * ld + f];
+  }
+  double total = 0;
+  for (int64_t f = 0; f < M; ++f) total += lanes[f];
+  return total;
 }
 
 // work: the pair's buffers; scratch: small_gemm's; Tile: its register blocking (vector_ops.h).
 template <class Tile, typename T>
-SPE_INLINE void forward_pair(const CausalShape& s, const Head<T>& x, T eps, int64_t chunk, T* out, T* den,
-                             std::vector<T>& work, std::vector<T>& scratch) {
+SPE_INLINE void forward_pair(const CausalShape& s, const Head<T>& x, const Decay<T>& d, T eps, int64_t chunk, T* out,
+                             T* den, std::vector<T>& work, std::vector<T>& scratch) {
   const int64_t M = s.features, Dv = s.value_dim, ld_out = s.heads * Dv, ld_den = s.heads;
-  work.assign(M * Dv + M + chunk * chunk, T(0));
-  T* state = work.data();          // (M, Dv): sum_n k_n v_n^T over past chunks
-  T* key_sum = state + M * Dv;     // (M):     sum_n k_n over past chunks
+  work.assign(M * Dv + M + chunk * chunk + (d.powers ? chunk * M : 0), T(0));
+  T* state = work.data();          // (M, Dv): sum_n g^(end - n) k_n v_n^T over past chunks (end: their last)
+  T* key_sum = state + M * Dv;     // (M):     sum_n g^(end - n) k_n over past chunks
   T* scores = key_sum + M;         // (C, C)
+  T* scaled = scores + chunk * chunk;  // (C, M): the chunk's keys decayed to its end
   for (int64_t start = 0; start < s.length; start += chunk) {
     const int c = static_cast<int>(std::min(chunk, s.length - start));
     const T* qc = x.q + start * x.ld_qk;
     const T* kc = x.k + start * x.ld_qk;
     const T* vc = x.v + start * x.ld_v;
     T* oc = out + start * ld_out;
-    // scores = mask(Q_c K_c^T); out_c = scores V_c + Q_c state
-    small_gemm<Tile>(false, true, c, c, M, qc, x.ld_qk, kc, x.ld_qk, false, scores, chunk, scratch);
-    keep_lower(scores, c, chunk);
-    small_gemm<Tile>(false, false, c, Dv, c, scores, chunk, vc, x.ld_v, false, oc, ld_out, scratch);
-    small_gemm<Tile>(false, false, c, Dv, M, qc, x.ld_qk, state, Dv, true, oc, ld_out, scratch);
+    T* dc = den + start * ld_den;
+    // out_c = diag(g^(i + 1)) Q_c state + mask(Q_c K_c^T) V_c, den likewise with key_sum and ones
+    small_gemm<Tile>(false, false, c, Dv, M, qc, x.ld_qk, state, Dv, false, oc, ld_out, scratch);
     for (int i = 0; i < c; ++i) {
-      T d = 0;
-      for (int j = 0; j <= i; ++j) d += scores[i * chunk + j];
-      for (int64_t f = 0; f < M; ++f) d += qc[i * x.ld_qk + f] * key_sum[f];
-      den[(start + i) * ld_den] = d;
-      const T inv = T(1) / std::max(d, eps);
+      T d_past = 0;
+      for (int64_t f = 0; f < M; ++f) d_past += qc[i * x.ld_qk + f] * key_sum[f];
+      dc[i * ld_den] = d.powers ? d_past * d.power(i + 1) : d_past;
+    }
+    scale_rows(d, 1, 1, oc, c, Dv, ld_out);
+    small_gemm<Tile>(false, true, c, c, M, qc, x.ld_qk, kc, x.ld_qk, false, scores, chunk, scratch);
+    mask_lower(scores, c, chunk, d, chunk);
+    small_gemm<Tile>(false, false, c, Dv, c, scores, chunk, vc, x.ld_v, true, oc, ld_out, scratch);
+    for (int i = 0; i < c; ++i) {
+      T dv = dc[i * ld_den];
+      for (int j = 0; j <= i; ++j) dv += scores[i * chunk + j];
+      dc[i * ld_den] = dv;
+      const T inv = T(1) / std::max(dv, eps);
       for (int64_t e = 0; e < Dv; ++e) oc[i * ld_out + e] *= inv;
     }
-    small_gemm<Tile>(true, false, M, Dv, c, kc, x.ld_qk, vc, x.ld_v, true, state, Dv, scratch);
+    // state = g^c state + sum_j g^(c - 1 - j) k_j v_j^T, key_sum likewise
+    decay_state(d, c, state, M, Dv, key_sum);
+    int64_t ld_keys;
+    const T* keys = keys_to_end(d, kc, x.ld_qk, c, M, scaled, ld_keys);
+    small_gemm<Tile>(true, false, M, Dv, c, keys, ld_keys, vc, x.ld_v, true, state, Dv, scratch);
     for (int i = 0; i < c; ++i)
-      for (int64_t f = 0; f < M; ++f) key_sum[f] += kc[i * x.ld_qk + f];
+      for (int64_t f = 0; f < M; ++f) key_sum[f] += keys[i * ld_keys + f];
   }
 }
 
-// Backward of one (batch, head) pair. With g = grad_out:
-//   gn_m = g_m / max(den_m, eps)                 (the gradient of num_m)
-//   gd_m = -(g_m . out_m) / den_m if den_m > eps (the gradient of den_m), else 0
-//   W[m, n] = gn_m . v_n + gd_m for n <= m       (d loss / d (q_m . k_n))
+// Backward of one (batch, head) pair. With go = grad_out and w(m, n) = g^(m - n) the decay
+// (1 without):
+//   gn_m = go_m / max(den_m, eps)                 (the gradient of num_m)
+//   gd_m = -(go_m . out_m) / den_m if den_m > eps (the gradient of den_m), else 0
+//   W[m, n] = (gn_m . v_n + gd_m) w(m, n) for n <= m   (d loss / d (q_m . k_n))
 //   grad q_m = sum_{n <= m} W[m, n] k_n,  grad k_n = sum_{m >= n} W[m, n] q_m,
-//   grad v_n = sum_{m >= n} (q_m . k_n) gn_m.
-// A forward sweep carries the prefix sums for grad q; a backward sweep the suffix sums
-// sum_m q_m gn_m^T and sum_m gd_m q_m for grad k and grad v.
+//   grad v_n = sum_{m >= n} w(m, n) (q_m . k_n) gn_m.
+// A forward sweep carries the decayed prefix sums for grad q; a backward sweep the suffix sums
+// sum_m g^(m - e) q_m gn_m^T and sum_m g^(m - e) gd_m q_m (e: the first position after the
+// chunk) for grad k and grad v. Returns d loss / d log g (0 without grad_log_decay).
 template <class Tile, typename T>
-SPE_INLINE void backward_pair(const CausalShape& s, const Head<T>& x, const T* out, const T* den, const T* grad_out,
-                              T eps, int64_t chunk, T* grad_q, T* grad_k, T* grad_v, std::vector<T>& work,
-                              std::vector<T>& scratch) {
+SPE_INLINE double backward_pair(const CausalShape& s, const Head<T>& x, const Decay<T>& d, bool grad_log_decay,
+                                const T* out, const T* den, const T* grad_out, T eps, int64_t chunk, T* grad_q,
+                                T* grad_k, T* grad_v, std::vector<T>& work, std::vector<T>& scratch) {
   const int64_t M = s.features, Dv = s.value_dim, ld_out = s.heads * Dv, ld_den = s.heads;
-  work.assign(M * Dv + M + 2 * chunk * chunk + chunk * Dv + chunk, T(0));
+  work.assign(M * Dv + M + 2 * chunk * chunk + chunk * Dv + chunk + (d.powers ? chunk * M + M : 0), T(0));
   T* state = work.data();       // (M, Dv)
   T* vector = state + M * Dv;   // (M)
   T* w = vector + M;            // (C, C)
   T* scores = w + chunk * chunk;     // (C, C)
   T* gn = scores + chunk * chunk;    // (C, Dv)
   T* gd = gn + chunk * Dv;           // (C)
+  T* scaled = gd + chunk;            // (C, M)
+  T* lanes = scaled + chunk * M;     // (M)
+  // d loss / d log g = sum_m (m - centre) (q_m . grad q_m) - sum_n (n - centre) (k_n . grad k_n)
+  const double centre = 0.5 * static_cast<double>(s.length - 1);
+  double log_decay_grad = 0;
 
-  // gn, gd of chunk [start, start + c) and W = mask(gn V^T + gd 1^T)
+  // gn, gd of chunk [start, start + c) and W = decay mask times (gn V^T + gd 1^T)
   // (inlined, so that it is compiled for the instruction set of the function it is in)
   auto chunk_gradients = [&](int64_t start, int c, const T* vc) __attribute__((always_inline)) {
     for (int i = 0; i < c; ++i) {
-      const T d = den[(start + i) * ld_den], clamped = std::max(d, eps);
+      const T dn = den[(start + i) * ld_den], clamped = std::max(dn, eps);
       const T* g = grad_out + (start + i) * ld_out;
       const T* o = out + (start + i) * ld_out;
       T dot = 0;
@@ -100,31 +197,39 @@ SPE_INLINE void backward_pair(const CausalShape& s, const Head<T>& x, const T* o
         gn[i * Dv + e] = g[e] / clamped;
         dot += g[e] * o[e];
       }
-      gd[i] = d > eps ? -dot / clamped : T(0);
+      gd[i] = dn > eps ? -dot / clamped : T(0);
     }
     small_gemm<Tile>(false, true, c, c, Dv, gn, Dv, vc, x.ld_v, false, w, chunk, scratch);
     for (int i = 0; i < c; ++i)
       for (int j = 0; j <= i; ++j) w[i * chunk + j] += gd[i];
-    keep_lower(w, c, chunk);
+    mask_lower(w, c, chunk, d, chunk);
   };
 
-  // Forward sweep: grad q_c = W K_c + gn state^T + gd key_sum^T, state/key_sum over past chunks.
+  // Forward sweep: grad q_c = diag(g^(i + 1)) (gn state^T + gd key_sum^T) + W K_c, state and
+  // key_sum over past chunks as in the forward.
   for (int64_t start = 0; start < s.length; start += chunk) {
     const int c = static_cast<int>(std::min(chunk, s.length - start));
+    const T* qc = x.q + start * x.ld_qk;
     const T* kc = x.k + start * x.ld_qk;
     const T* vc = x.v + start * x.ld_v;
     T* gq = grad_q + start * x.ld_qk;
     chunk_gradients(start, c, vc);
-    small_gemm<Tile>(false, false, c, M, c, w, chunk, kc, x.ld_qk, false, gq, x.ld_qk, scratch);
-    small_gemm<Tile>(false, true, c, M, Dv, gn, Dv, state, Dv, true, gq, x.ld_qk, scratch);
+    small_gemm<Tile>(false, true, c, M, Dv, gn, Dv, state, Dv, false, gq, x.ld_qk, scratch);
     for (int i = 0; i < c; ++i)
       for (int64_t f = 0; f < M; ++f) gq[i * x.ld_qk + f] += gd[i] * vector[f];
-    small_gemm<Tile>(true, false, M, Dv, c, kc, x.ld_qk, vc, x.ld_v, true, state, Dv, scratch);
+    scale_rows(d, 1, 1, gq, c, M, x.ld_qk);
+    small_gemm<Tile>(false, false, c, M, c, w, chunk, kc, x.ld_qk, true, gq, x.ld_qk, scratch);
+    if (grad_log_decay) log_decay_grad += weighted_row_dots(qc, gq, x.ld_qk, c, M, start - centre, lanes);
+    decay_state(d, c, state, M, Dv, vector);
+    int64_t ld_keys;
+    const T* keys = keys_to_end(d, kc, x.ld_qk, c, M, scaled, ld_keys);
+    small_gemm<Tile>(true, false, M, Dv, c, keys, ld_keys, vc, x.ld_v, true, state, Dv, scratch);
     for (int i = 0; i < c; ++i)
-      for (int64_t f = 0; f < M; ++f) vector[f] += kc[i * x.ld_qk + f];
+      for (int64_t f = 0; f < M; ++f) vector[f] += keys[i * ld_keys + f];
   }
 
-  // Backward sweep: state = sum_m q_m gn_m^T and vector = sum_m gd_m q_m over later chunks.
+  // Backward sweep: state = sum_m g^(m - e) q_m gn_m^T and vector = sum_m g^(m - e) gd_m q_m
+  // over later chunks.
   std::fill(state, state + M * Dv + M, T(0));
   const int64_t last = ((s.length - 1) / chunk) * chunk;
   for (int64_t start = last; start >= 0; start -= chunk) {
@@ -135,27 +240,35 @@ SPE_INLINE void backward_pair(const CausalShape& s, const Head<T>& x, const T* o
     T* gk = grad_k + start * x.ld_qk;
     T* gv = grad_v + start * x.ld_v;
     chunk_gradients(start, c, vc);
-    // grad k_c = W^T Q_c + V_c state^T + 1 vector^T
-    small_gemm<Tile>(true, false, c, M, c, w, chunk, qc, x.ld_qk, false, gk, x.ld_qk, scratch);
-    small_gemm<Tile>(false, true, c, M, Dv, vc, x.ld_v, state, Dv, true, gk, x.ld_qk, scratch);
+    // grad k_c = diag(g^(c - j)) (V_c state^T + 1 vector^T) + W^T Q_c
+    small_gemm<Tile>(false, true, c, M, Dv, vc, x.ld_v, state, Dv, false, gk, x.ld_qk, scratch);
     for (int i = 0; i < c; ++i)
       for (int64_t f = 0; f < M; ++f) gk[i * x.ld_qk + f] += vector[f];
-    // grad v_c = mask(Q_c K_c^T)^T gn + K_c state
+    scale_rows(d, c, -1, gk, c, M, x.ld_qk);
+    small_gemm<Tile>(true, false, c, M, c, w, chunk, qc, x.ld_qk, true, gk, x.ld_qk, scratch);
+    if (grad_log_decay) log_decay_grad -= weighted_row_dots(kc, gk, x.ld_qk, c, M, start - centre, lanes);
+    // grad v_c = diag(g^(c - j)) K_c state + mask(Q_c K_c^T)^T gn
+    small_gemm<Tile>(false, false, c, Dv, M, kc, x.ld_qk, state, Dv, false, gv, x.ld_v, scratch);
+    scale_rows(d, c, -1, gv, c, Dv, x.ld_v);
     small_gemm<Tile>(false, true, c, c, M, qc, x.ld_qk, kc, x.ld_qk, false, scores, chunk, scratch);
-    keep_lower(scores, c, chunk);
-    small_gemm<Tile>(true, false, c, Dv, c, scores, chunk, gn, Dv, false, gv, x.ld_v, scratch);
-    small_gemm<Tile>(false, false, c, Dv, M, kc, x.ld_qk, state, Dv, true, gv, x.ld_v, scratch);
+    mask_lower(scores, c, chunk, d, chunk);
+    small_gemm<Tile>(true, false, c, Dv, c, scores, chunk, gn, Dv, true, gv, x.ld_v, scratch);
+    // state = g^c state + sum_i g^i q_i gn_i^T, vector likewise (gn, gd are not needed after)
+    decay_state(d, c, state, M, Dv, vector);
+    scale_rows(d, 0, 1, gn, c, Dv, Dv);
+    scale_rows(d, 0, 1, gd, c, 1, 1);
     small_gemm<Tile>(true, false, M, Dv, c, qc, x.ld_qk, gn, Dv, true, state, Dv, scratch);
     for (int i = 0; i < c; ++i)
       for (int64_t f = 0; f < M; ++f) vector[f] += gd[i] * qc[i * x.ld_qk + f];
   }
+  return log_decay_grad;
 }
 
 // The arguments of the whole forward and backward.
 template <typename T>
 struct ForwardArgs {
   const CausalShape& s;
-  const T *q, *k, *v;
+  const T *q, *k, *v, *log_decay;
   T eps;
   int64_t chunk;
   T *out, *den;
@@ -163,34 +276,40 @@ struct ForwardArgs {
 template <typename T>
 struct BackwardArgs {
   const CausalShape& s;
-  const T *q, *k, *v, *out, *den, *grad_out;
+  const T *q, *k, *v, *log_decay, *out, *den, *grad_out;
   T eps;
   int64_t chunk;
-  T *grad_q, *grad_k, *grad_v;
+  T *grad_q, *grad_k, *grad_v, *grad_log_decay;
 };
 
 // The (batch, head) pairs [begin, end) of one thread.
 template <class Tile, typename T>
 SPE_INLINE void forward_pairs(const ForwardArgs<T>& a, int64_t begin, int64_t end) {
   const CausalShape& s = a.s;
-  std::vector<T> work, scratch;
+  std::vector<T> work, scratch, tables;
   for (int64_t pair = begin; pair < end; ++pair) {
     const int64_t b = pair / s.heads, h = pair % s.heads;
-    forward_pair<Tile>(s, head_view(s, a.q, a.k, a.v, pair), a.eps, a.chunk,
-                 a.out + (b * s.length * s.heads + h) * s.value_dim, a.den + b * s.length * s.heads + h, work, scratch);
+    const Decay<T> d = decay_tables(a.log_decay ? a.log_decay + h : nullptr, a.chunk, tables);
+    forward_pair<Tile>(s, head_view(s, a.q, a.k, a.v, pair), d, a.eps, a.chunk,
+                       a.out + (b * s.length * s.heads + h) * s.value_dim, a.den + b * s.length * s.heads + h, work,
+                       scratch);
   }
 }
 
 template <class Tile, typename T>
 SPE_INLINE void backward_pairs(const BackwardArgs<T>& a, int64_t begin, int64_t end) {
   const CausalShape& s = a.s;
-  std::vector<T> work, scratch;
+  std::vector<T> work, scratch, tables;
   for (int64_t pair = begin; pair < end; ++pair) {
     const int64_t b = pair / s.heads, h = pair % s.heads;
     const int64_t qk = (b * s.length * s.heads + h) * s.features;
     const int64_t vo = (b * s.length * s.heads + h) * s.value_dim;
-    backward_pair<Tile>(s, head_view(s, a.q, a.k, a.v, pair), a.out + vo, a.den + b * s.length * s.heads + h,
-                  a.grad_out + vo, a.eps, a.chunk, a.grad_q + qk, a.grad_k + qk, a.grad_v + vo, work, scratch);
+    const Decay<T> d = decay_tables(a.log_decay ? a.log_decay + h : nullptr, a.chunk, tables);
+    const bool grad_log_decay = a.grad_log_decay != nullptr && d.powers != nullptr;
+    const double log_decay_grad = backward_pair<Tile>(
+        s, head_view(s, a.q, a.k, a.v, pair), d, grad_log_decay, a.out + vo, a.den + b * s.length * s.heads + h,
+        a.grad_out + vo, a.eps, a.chunk, a.grad_q + qk, a.grad_k + qk, a.grad_v + vo, work, scratch);
+    if (grad_log_decay) a.grad_log_decay[pair] = static_cast<T>(log_decay_grad);
   }
 }
 
@@ -211,30 +330,31 @@ struct BackwardPairs {
 }  // namespace
 
 template <typename T>
-void causal_linear_attention_forward(const CausalShape& s, const T* q, const T* k, const T* v, T eps,
-                                     int64_t chunk, T* out, T* den) {
-  const ForwardArgs<T> args{s, q, k, v, eps, chunk, out, den};
+void causal_linear_attention_forward(const CausalShape& s, const T* q, const T* k, const T* v, const T* log_decay,
+                                     T eps, int64_t chunk, T* out, T* den) {
+  const ForwardArgs<T> args{s, q, k, v, log_decay, eps, chunk, out, den};
   const Isa isa = best_isa();  // (outside the threads: it may throw, on a bad SPE_KERNEL_ISA)
   at::parallel_for(0, s.batch * s.heads, 1,
                    [&](int64_t begin, int64_t end) { run_for_isa<ForwardPairs>(isa, args, begin, end); });
 }
 
 template <typename T>
-void causal_linear_attention_backward(const CausalShape& s, const T* q, const T* k, const T* v, const T* out,
-                                      const T* den, const T* grad_out, T eps, int64_t chunk, T* grad_q,
-                                      T* grad_k, T* grad_v) {
-  const BackwardArgs<T> args{s, q, k, v, out, den, grad_out, eps, chunk, grad_q, grad_k, grad_v};
+void causal_linear_attention_backward(const CausalShape& s, const T* q, const T* k, const T* v, const T* log_decay,
+                                      const T* out, const T* den, const T* grad_out, T eps, int64_t chunk, T* grad_q,
+                                      T* grad_k, T* grad_v, T* grad_log_decay) {
+  const BackwardArgs<T> args{s,   q,     k,      v,      log_decay, out, den, grad_out, eps, chunk,
+                             grad_q, grad_k, grad_v, grad_log_decay};
   const Isa isa = best_isa();
   at::parallel_for(0, s.batch * s.heads, 1,
                    [&](int64_t begin, int64_t end) { run_for_isa<BackwardPairs>(isa, args, begin, end); });
 }
 
-#define SPE_INSTANTIATE(T)                                                                         \
-  template void causal_linear_attention_forward<T>(const CausalShape&, const T*, const T*, const T*, \
-                                                   T, int64_t, T*, T*);                            \
-  template void causal_linear_attention_backward<T>(const CausalShape&, const T*, const T*,        \
-                                                    const T*, const T*, const T*, const T*, T,     \
-                                                    int64_t, T*, T*, T*);
+#define SPE_INSTANTIATE(T)                                                                                   \
+  template void causal_linear_attention_forward<T>(const CausalShape&, const T*, const T*, const T*, const T*, \
+                                                   T, int64_t, T*, T*);                                      \
+  template void causal_linear_attention_backward<T>(const CausalShape&, const T*, const T*, const T*,        \
+                                                    const T*, const T*, const T*, const T*, T, int64_t, T*,  \
+                                                    T*, T*, T*);
 SPE_INSTANTIATE(float)
 SPE_INSTANTIATE(double)
 #undef SPE_INSTANTIATE
