@@ -114,10 +114,8 @@ TEST(Model, BlockMatchesAnExplicitComputation) {
 // Softmax over exact sineSPE features: the scores are sum_d q_d k_d P_d(m - n) / sqrt(D), the
 // temperature of q . k (not sqrt of the D 2K features), P_d the sine kernel written out here.
 TEST(Model, ExactSineUnderSoftmaxScoresWithTheTemperatureOfQK) {
-  TransformerOptions o(kVocabSize);
-  o.dim(16).heads(2).dropout(0.0);
-  o.attention().kind(AttentionKind::softmax);
-  o.positional().kind(PositionalKind::sine_spe).sines(2).code(SPECodeKind::exact).gated(false).shared_code(false);
+  TransformerOptions o = small(PositionalKind::sine_spe, AttentionKind::softmax);
+  o.positional().sines(2).code(SPECodeKind::exact).gated(false).shared_code(false);
   SelfAttention layer(o);
   layer->to(at::kDouble);
   at::manual_seed(6);
