@@ -52,6 +52,7 @@ lra-sine-orthogonal-features | linear | sine_spe | $lra model.positional.realiza
 lra-sine-orthogonal-features-R320 | linear | sine_spe | $lra model.positional.realizations=320 model.positional.sines=10 $sampled_features model.positional.noise=orthogonal
 lra-sine-orthogonal-features-ungated | linear | sine_spe | $lra model.positional.realizations=64 model.positional.sines=10 $sampled_features model.positional.noise=orthogonal model.positional.gated=false
 lra-sine-orthogonal-features-R320-ungated | linear | sine_spe | $lra model.positional.realizations=320 model.positional.sines=10 $sampled_features model.positional.noise=orthogonal model.positional.gated=false
+lra-sine-sampled-features-ungated | linear | sine_spe | $lra model.positional.realizations=64 model.positional.sines=10 $sampled_features model.positional.gated=false
 lra-sine-sampled-features-R320-ungated | linear | sine_spe | $lra model.positional.realizations=320 model.positional.sines=10 $sampled_features model.positional.gated=false
 lra-sine-exact-features | linear | sine_spe | $lra $exact_features
 lra-sine-exact-features-spread | linear | sine_spe | $lra $exact_features model.positional.init=spread
