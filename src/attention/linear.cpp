@@ -362,6 +362,18 @@ at::Tensor windowed_toeplitz_sums(const at::Tensor& phi_q, const at::Tensor& key
   return sums.permute({0, 2, 3, 1, 4}).flatten(1, 2).narrow(1, 0, n);
 }
 
+// The clip of a clipped bias (H, 2 clip + 1), checked against x's heads (dimension heads_dim),
+// dtype and device.
+int64_t checked_clip(const char* where, const at::Tensor& bias, const at::Tensor& x, int64_t heads_dim) {
+  const int64_t h = x.size(heads_dim);
+  TORCH_CHECK(bias.defined() && bias.dim() == 2 && bias.size(0) == h && bias.size(1) % 2 == 1 && bias.size(1) >= 3,
+              where, ": bias must be (H, 2 clip + 1) with H = ", h, " and clip >= 1, got ",
+              bias.defined() ? bias.sizes() : at::IntArrayRef{});
+  TORCH_CHECK(bias.scalar_type() == x.scalar_type() && bias.device() == x.device(), where,
+              ": bias must have the inputs' dtype and device (", x.scalar_type(), ", ", x.device(), ")");
+  return (bias.size(1) - 1) / 2;
+}
+
 // The FFT's cost grows with N log N per (feature, value feature) pair, the windows' with the clip
 // per (feature + value feature): windows while their keys per query stay below the FFT's work.
 bool windows_are_cheaper(int64_t n, int64_t clip, int64_t features, int64_t value_dim) {
@@ -377,13 +389,7 @@ at::Tensor clipped_toeplitz_linear_attention(const at::Tensor& phi_q, const at::
                                              double eps) {
   const char* where = "clipped_toeplitz_linear_attention";
   check_self_attention(where, phi_q, phi_k, v, eps);
-  const int64_t n = phi_q.size(1), h = phi_q.size(2);
-  TORCH_CHECK(bias.defined() && bias.dim() == 2 && bias.size(0) == h && bias.size(1) % 2 == 1 && bias.size(1) >= 3,
-              where, ": bias must be (H, 2 clip + 1) with H = ", h, " and clip >= 1, got ",
-              bias.defined() ? bias.sizes() : at::IntArrayRef{});
-  TORCH_CHECK(bias.scalar_type() == phi_q.scalar_type() && bias.device() == phi_q.device(), where,
-              ": bias must have the inputs' dtype and device (", phi_q.scalar_type(), ", ", phi_q.device(), ")");
-  const int64_t clip = (bias.size(1) - 1) / 2;
+  const int64_t n = phi_q.size(1), clip = checked_clip(where, bias, phi_q, 2);
   if (!windows_are_cheaper(n, clip, phi_q.size(3), v.size(3) + 1)) {
     const auto longs = at::TensorOptions().dtype(at::kLong).device(bias.device());
     const at::Tensor lags = at::arange(-(n - 1), n, longs).clamp(-clip, clip) + clip;
@@ -404,11 +410,7 @@ at::Tensor clipped_toeplitz_linear_attention_step(const at::Tensor& phi_q_t, con
                   v_t.size(0) == phi_q_t.size(0) && v_t.size(1) == phi_q_t.size(1),
               where, ": phi_q_t, phi_k_t must be (B, H, M) and v_t (B, H, Dv), got ", phi_q_t.sizes(), ", ",
               phi_k_t.sizes(), ", ", v_t.sizes());
-  const int64_t h = phi_q_t.size(1);
-  TORCH_CHECK(bias.defined() && bias.dim() == 2 && bias.size(0) == h && bias.size(1) % 2 == 1 && bias.size(1) >= 3,
-              where, ": bias must be (H, 2 clip + 1) with H = ", h, " and clip >= 1, got ",
-              bias.defined() ? bias.sizes() : at::IntArrayRef{});
-  const int64_t clip = (bias.size(1) - 1) / 2;
+  const int64_t h = phi_q_t.size(1), clip = checked_clip(where, bias, phi_q_t, 1);
   if (!state.far.kv.defined())
     state.far = LinearAttentionState::zeros(phi_k_t.size(0), h, phi_k_t.size(2), v_t.size(2), v_t.options());
   state.keys = state.keys.defined() ? at::cat({state.keys, phi_k_t.unsqueeze(2)}, 2) : phi_k_t.unsqueeze(2);
