@@ -90,6 +90,19 @@ def spread_frequencies(heads: int, dim: int, sines: int) -> Tensor:
     return torch.logit(2.0 * f).view(1, dim, sines).expand(heads, dim, sines).to(torch.get_default_dtype())
 
 
+def orthogonal_rows(heads: int, rows: int, group: int, r: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """noise "orthogonal" (C++ detail::orthogonal_rows): (H, rows, R), each head's rows in blocks of
+    whole groups of `group` rows (R rows when one group does not fit), each block rows of a
+    Haar-random R x R orthogonal matrix scaled to norm sqrt(R); blocks independent."""
+    block = (r // group) * group if r >= group else r
+    blocks = (rows + block - 1) // block
+    gaussian = torch.randn([heads, blocks, r, r], dtype=torch.float64, device=device)
+    q, upper = torch.linalg.qr(gaussian)
+    haar = q * torch.sign(torch.diagonal(upper, 0, -2, -1)).unsqueeze(-2)
+    picked = haar.transpose(-1, -2)[:, :, :block].flatten(1, 2)[:, :rows]
+    return (picked * math.sqrt(r)).to(dtype)
+
+
 class SineSPE(nn.Module):
     """sineSPE with the parametrisation and initialisation of the authors' code, as spe::SineSPE.
 
@@ -97,7 +110,7 @@ class SineSPE(nn.Module):
     init: "reference" (freqs ~ N(0, 1) - 4) or "spread" (geometric frequencies, as rotary's).
     noise: "gaussian" (i.i.d. weights, the paper's) or "orthogonal" (the D 2K rows of a head orthogonal
     in blocks of whole features, norm sqrt(R): each feature's kernel exact in every draw once
-    R >= 2K, the whole score once R >= 2K D; C++ SineNoise).
+    R >= 2K, the whole score once R >= 2K D; C++ SPENoise).
     Draws use torch's default generator (torch.manual_seed), as torch.nn.Dropout does."""
 
     def __init__(self, heads: int, dim: int, sines: int = 1, realizations: int = 256, init: str = "reference",
@@ -141,23 +154,11 @@ class SineSPE(nn.Module):
         two_k = 2 * self.sines
         lam = F.softplus(self.gains).repeat_interleave(2, -1)  # (H, D, 2K)
         if self.noise == "orthogonal":
-            z = self._orthogonal_weights(r)
+            z = orthogonal_rows(self.heads, self.dim * two_k, two_k, r, self.gains.dtype,
+                                self.gains.device).view(self.heads, self.dim, two_k, r)
         else:
             z = torch.randn([self.heads, self.dim, two_k, r], dtype=self.gains.dtype, device=self.gains.device)
         return z * (lam.unsqueeze(-1) / math.sqrt(two_k))
-
-    def _orthogonal_weights(self, r: int) -> Tensor:
-        """The rows of each head in blocks of whole features (R rows when R < 2K), each block rows of
-        a Haar-random R x R orthogonal matrix scaled to norm sqrt(R): (H, D, 2K, R)."""
-        two_k = 2 * self.sines
-        rows = self.dim * two_k
-        block = (r // two_k) * two_k if r >= two_k else r
-        blocks = (rows + block - 1) // block
-        gaussian = torch.randn([self.heads, blocks, r, r], dtype=torch.float64, device=self.gains.device)
-        q, upper = torch.linalg.qr(gaussian)
-        haar = q * torch.sign(torch.diagonal(upper, 0, -2, -1)).unsqueeze(-2)
-        picked = haar.transpose(-1, -2)[:, :, :block].flatten(1, 2)[:, :rows]
-        return (picked * math.sqrt(r)).to(self.gains.dtype).view(self.heads, self.dim, two_k, r)
 
     def factors(self, noise: Tensor) -> SineCode:
         """The factors of the code of this noise (H, D, 2K, R), ungated (C++ SineSPE::factors)."""

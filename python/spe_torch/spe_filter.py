@@ -11,18 +11,20 @@ import torch
 from torch import Tensor, nn
 
 from ._checks import check_heads, check_positive, check_same_dtype, check_same_shape, shape_of
-from .sine_spe import SineCode, filter_with_code
+from .sine_spe import SINE_NOISES, SineCode, filter_with_code, orthogonal_rows
 
 
 class SPEFilter(nn.Module):
     """Parameter (the C++ state_dict name): gate (H, D), only when gated.
     Gate noise comes from torch's default generator (torch.manual_seed)."""
 
-    def __init__(self, heads: int, dim: int, gated: bool = True):
+    def __init__(self, heads: int, dim: int, gated: bool = True, noise: str = "gaussian"):
         super().__init__()
         check_positive("SPEFilter", "heads", heads)
         check_positive("SPEFilter", "dim", dim)
-        self.heads, self.dim, self.gated = heads, dim, gated
+        if noise not in SINE_NOISES:
+            raise ValueError(f"SPEFilter: noise must be one of {', '.join(SINE_NOISES)}, got {noise!r}")
+        self.heads, self.dim, self.gated, self.noise = heads, dim, gated, noise
         if gated:
             self.gate = nn.Parameter(torch.empty(heads, dim))
         else:
@@ -36,15 +38,19 @@ class SPEFilter(nn.Module):
                 self.gate.copy_(torch.randn(self.heads, self.dim))
 
     def extra_repr(self) -> str:
-        return f"heads={self.heads}, dim={self.dim}, gated={self.gated}"
+        return f"heads={self.heads}, dim={self.dim}, gated={self.gated}, noise={self.noise}"
 
     def sample_gate_noise(self, realizations: int, dtype: torch.dtype) -> Optional[Tensor]:
-        """eps ~ N(0, 1) (H, D, R) / (D R)^(1/4) for one code; None when not gated."""
+        """eps ~ N(0, 1) (H, D, R) / (D R)^(1/4) for one code, its D rows orthogonal with norm sqrt(R)
+        when noise is "orthogonal" (blocks of R rows when D > R); None when not gated."""
         check_positive("SPEFilter.sample_gate_noise", "realizations (R)", realizations)
         gate = self.gate
         if gate is None:
             return None
-        eps = torch.randn([self.heads, self.dim, realizations], dtype=dtype, device=gate.device)
+        if self.noise == "orthogonal":
+            eps = orthogonal_rows(self.heads, self.dim, 1, realizations, dtype, gate.device)
+        else:
+            eps = torch.randn([self.heads, self.dim, realizations], dtype=dtype, device=gate.device)
         return eps / float(self.dim * realizations) ** 0.25
 
     def _keep_and_noise(self, gate: Tensor, gate_noise: Optional[Tensor], realizations: int,

@@ -12,6 +12,7 @@
 #include <cmath>
 
 #include "check.h"
+#include "orthogonal_rows.h"
 
 namespace spe {
 namespace {
@@ -58,33 +59,15 @@ void SineSPEImpl::pretty_print(std::ostream& stream) const {
          << ", sines=" << options.sines() << ", realizations=" << options.realizations() << ")";
 }
 
-namespace {
-
-// Z for SineNoise::orthogonal: (H, D, 2K, R). The D 2K rows of each head in blocks of b rows
-// (whole features when R >= 2K); each block is b rows of a Haar-random R x R orthogonal matrix
-// (QR of a Gaussian one, signs fixed by R's diagonal), scaled to norm sqrt(R).
-at::Tensor orthogonal_noise(int64_t heads, int64_t dim, int64_t two_k, int64_t realizations,
-                            OptionalGenerator generator, const at::TensorOptions& options) {
-  const int64_t rows = dim * two_k;
-  const int64_t block = realizations >= two_k ? (realizations / two_k) * two_k : realizations;
-  const int64_t blocks = (rows + block - 1) / block;
-  const at::Tensor gaussian = at::randn({heads, blocks, realizations, realizations}, generator, options);
-  auto [q, r] = at::linalg_qr(gaussian.to(at::kDouble));                              // (H, b', R, R) each
-  const at::Tensor haar = q * at::sign(at::diagonal(r, 0, -2, -1)).unsqueeze(-2);      // columns orthonormal
-  const at::Tensor picked = haar.transpose(-1, -2).narrow(2, 0, block).flatten(1, 2).narrow(1, 0, rows);
-  return (picked * std::sqrt(static_cast<double>(realizations))).to(options.dtype()).view({heads, dim, two_k, realizations});
-}
-
-}  // namespace
-
 at::Tensor SineSPEImpl::sample_noise(int64_t realizations, OptionalGenerator generator) const {
   detail::check_positive("SineSPE", "realizations (R)", realizations);
   const int64_t two_k = 2 * options.sines();
   // lambda repeated for the cos and the sin row of each sine: (H, D, 2K)
   at::Tensor lambda = at::softplus(gains).repeat_interleave(2, -1);
   const auto plain = gains.options().requires_grad(false);
-  at::Tensor z = options.noise() == SineNoise::orthogonal
-                     ? orthogonal_noise(options.heads(), options.dim(), two_k, realizations, generator, plain)
+  at::Tensor z = options.noise() == SPENoise::orthogonal
+                     ? detail::orthogonal_rows(options.heads(), options.dim() * two_k, two_k, realizations, generator, plain)
+                           .view({options.heads(), options.dim(), two_k, realizations})
                      : at::randn({options.heads(), options.dim(), two_k, realizations}, generator, plain);
   return z * (lambda.unsqueeze(-1) / std::sqrt(static_cast<double>(two_k)));  // (H, D, 2K, R)
 }

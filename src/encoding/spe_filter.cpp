@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "check.h"
+#include "orthogonal_rows.h"
 
 namespace spe {
 
@@ -30,9 +31,11 @@ at::Tensor SPEFilterImpl::sample_gate_noise(int64_t realizations, at::ScalarType
                                             OptionalGenerator generator) const {
   detail::check_positive("SPEFilter", "realizations (R)", realizations);
   if (!options.gated()) return {};
-  return at::randn({options.heads(), options.dim(), realizations}, generator,
-                   gate.options().dtype(dtype).requires_grad(false)) /
-         std::pow(static_cast<double>(options.dim() * realizations), 0.25);
+  const auto plain = gate.options().dtype(dtype).requires_grad(false);
+  const at::Tensor eps = options.noise() == SPENoise::orthogonal
+                             ? detail::orthogonal_rows(options.heads(), options.dim(), 1, realizations, generator, plain)
+                             : at::randn({options.heads(), options.dim(), realizations}, generator, plain);
+  return eps / std::pow(static_cast<double>(options.dim() * realizations), 0.25);
 }
 
 SPECode SPEFilterImpl::apply_gate(const SPECode& code, OptionalGenerator generator) const {

@@ -160,7 +160,7 @@ void SelfAttentionImpl::reset() {
   if (is_spe(p.kind())) {
     if (!p.shared_code()) make_spe(options, *this, sine_spe, conv_spe);
     spe_filter = register_module("spe_filter",
-                                 SPEFilter(SPEFilterOptions(options.heads(), positioned_dim(options)).gated(p.gated())));
+                                 SPEFilter(SPEFilterOptions(options.heads(), positioned_dim(options)).gated(p.gated()).noise(p.noise())));
   }
   const AttentionOptions& a = options.attention();
   if (a.kind() != AttentionKind::softmax) {

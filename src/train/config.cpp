@@ -145,7 +145,7 @@ void bind_model(Binder& b, nn::ModelOptions& m) {
     p.choice("place", o.place(), nn::kPositionalPlaces);
     p.choice("code", o.code(), nn::kSPECodeKinds);
     p.choice("init", o.init(), kSineInits);
-    p.choice("noise", o.noise(), kSineNoises);
+    p.choice("noise", o.noise(), kSPENoises);
     p.field("learnable_decay", o.learnable_decay());
   });
 }

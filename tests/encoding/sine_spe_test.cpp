@@ -232,7 +232,7 @@ TEST(SineSPE, FilteredScoresHaveTheRelativeExpectation) {
 
 SineSPE make_orthogonal_sine(int64_t heads, int64_t dim, int64_t sines, int64_t realizations, uint64_t seed) {
   at::manual_seed(seed);
-  SineSPE spe(SineSPEOptions(heads, dim).sines(sines).realizations(realizations).noise(SineNoise::orthogonal));
+  SineSPE spe(SineSPEOptions(heads, dim).sines(sines).realizations(realizations).noise(SPENoise::orthogonal));
   spe->to(at::kDouble);
   return spe;
 }

@@ -64,6 +64,27 @@ TEST(SPEFilter, GateMixesTheCodeWithSharedNoise) {
       }
 }
 
+// Orthogonal gate noise: the D rows of a head (blocks of R rows when D > R) orthogonal with
+// norm sqrt(R) before the (D R)^(1/4) scale, so eps_d . eps_d' = sqrt(R / D) delta_dd' exactly;
+// the i.i.d. draw is not.
+TEST(SPEFilter, OrthogonalGateNoiseRowsAreOrthogonal) {
+  for (int64_t R : {8, 3}) {
+    const int64_t H = 2, D = 5;
+    SPEFilter filter(SPEFilterOptions(H, D).gated(true).noise(SPENoise::orthogonal));
+    const at::Tensor eps = filter->sample_gate_noise(R, at::kDouble, make_generator(3));  // (H, D, R)
+    const at::Tensor gram = at::matmul(eps, eps.transpose(1, 2));                        // (H, D, D)
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t d = 0; d < D; ++d) {
+        for (int64_t e = 0; e < D; ++e) {
+          if (d / R != e / R) continue;  // rows of different blocks are independent, not orthogonal
+          EXPECT_NEAR(gram[h][d][e].item<double>(), d == e ? std::sqrt(double(R) / D) : 0.0, 1e-12);
+        }
+      }
+    const at::Tensor iid = SPEFilter(SPEFilterOptions(H, D))->sample_gate_noise(R, at::kDouble, make_generator(3));
+    EXPECT_GT(at::matmul(iid, iid.transpose(1, 2)).select(0, 0).triu(1).abs().max().item<double>(), 1e-3);
+  }
+}
+
 TEST(SPEFilter, GatedExpectedKernelFormula) {
   const int64_t H = 2, D = 3, R = 16;
   at::manual_seed(2);

@@ -345,6 +345,14 @@ class SineSPETest(unittest.TestCase):
                 self.assertLess(max_error(products[..., m, n], want), 1e-12)
         with self.assertRaisesRegex(ValueError, "SineSPE: noise must be one of gaussian, orthogonal, got 'sobol'"):
             spe_torch.SineSPE(self.H, self.D, self.K, 4, noise="sobol")
+        gated = spe_torch.SPEFilter(self.H, self.D, noise="orthogonal").double()
+        for r in (8, 2):  # D = 3 rows: one block, or blocks of 2 rows
+            eps = gated.sample_gate_noise(r, F64)                                   # (H, D, R)
+            gram = eps @ eps.transpose(1, 2) * math.sqrt(self.D * r)
+            for d in range(self.D):
+                for e in range(self.D):
+                    if d // r == e // r:
+                        self.assertLess(abs(gram[0, d, e].item() - (r if d == e else 0.0)), 1e-9, (r, d, e))
 
     def test_expected_kernel(self):
         spe, gated = self.module()

@@ -21,17 +21,6 @@ namespace spe {
 enum class SineInit { reference, spread };
 inline constexpr Choice<SineInit> kSineInits[] = {{"reference", SineInit::reference}, {"spread", SineInit::spread}};
 
-// How the Gaussian weights Z (2K x R per head and feature) of a sampled code are drawn:
-//   gaussian:   i.i.d. N(0, 1), the paper's; the kernel estimate has a relative sd of order 1/sqrt(R);
-//   orthogonal: the D 2K rows of a head, taken in blocks of whole features (floor(R / 2K) of them,
-//               or R rows when R < 2K), are orthogonal within a block, each of norm sqrt(R) and
-//               uniformly oriented (blocks independent), as FAVOR+'s orthogonal random features.
-//               Still unbiased; when R >= 2K each feature's own kernel is exact in every draw, and
-//               when R >= 2K D the whole filtered product is (the exact code in R dimensions).
-enum class SineNoise { gaussian, orthogonal };
-inline constexpr Choice<SineNoise> kSineNoises[] = {{"gaussian", SineNoise::gaussian},
-                                                   {"orthogonal", SineNoise::orthogonal}};
-
 struct SineSPEOptions {
   SineSPEOptions(int64_t heads, int64_t dim) : heads_(heads), dim_(dim) {}
   TORCH_ARG(int64_t, heads);              // H
@@ -39,7 +28,7 @@ struct SineSPEOptions {
   TORCH_ARG(int64_t, sines) = 1;          // K, sinusoids per (head, feature)
   TORCH_ARG(int64_t, realizations) = 256; // R, default number of realizations per code
   TORCH_ARG(SineInit, init) = SineInit::reference;
-  TORCH_ARG(SineNoise, noise) = SineNoise::gaussian;
+  TORCH_ARG(SPENoise, noise) = SPENoise::gaussian;  // Z's draw (spe_code.h)
 };
 
 class SineSPEImpl : public torch::nn::Cloneable<SineSPEImpl> {

@@ -8,8 +8,20 @@
 #include <utility>
 
 #include "spe/ops/sine_spe_filter.h"
+#include "spe/util/choices.h"
 
 namespace spe {
+
+// How the random weights of sampled SPE are drawn (sineSPE's Z, 2K x R per head and feature, and
+// the gate's noise, 1 x R per head and feature):
+//   gaussian:   i.i.d. N(0, 1), the paper's; a product of two codes has a relative sd of order 1/sqrt(R);
+//   orthogonal: a head's rows, in blocks of whole features (as many as fit in R, or R rows when one
+//               does not), orthogonal within a block, each of norm sqrt(R), uniformly oriented
+//               (blocks independent), as FAVOR+'s orthogonal random features. Still unbiased; each
+//               feature's own products are exact in every draw once its rows fit in R (sineSPE:
+//               R >= 2K; the gate: R >= 1), and all of a head's once R holds all its rows.
+enum class SPENoise { gaussian, orthogonal };
+inline constexpr Choice<SPENoise> kSPENoises[] = {{"gaussian", SPENoise::gaussian}, {"orthogonal", SPENoise::orthogonal}};
 
 struct SPECode {
   SPECode() = default;

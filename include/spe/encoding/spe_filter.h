@@ -17,6 +17,7 @@ struct SPEFilterOptions {
   TORCH_ARG(int64_t, heads);
   TORCH_ARG(int64_t, dim);
   TORCH_ARG(bool, gated) = true;
+  TORCH_ARG(SPENoise, noise) = SPENoise::gaussian;  // the gate noise's draw (spe_code.h)
 };
 
 class SPEFilterImpl : public torch::nn::Cloneable<SPEFilterImpl> {

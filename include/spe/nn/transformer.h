@@ -78,7 +78,7 @@ struct PositionalOptions {
   TORCH_ARG(PositionalPlace, place) = PositionalPlace::inputs;  // rotary, SPE: see PositionalPlace
   TORCH_ARG(SPECodeKind, code) = SPECodeKind::sampled;          // sine_spe
   TORCH_ARG(SineInit, init) = SineInit::reference;              // sine_spe: how the frequencies start
-  TORCH_ARG(SineNoise, noise) = SineNoise::gaussian;            // sine_spe, sampled: how its weights are drawn
+  TORCH_ARG(SPENoise, noise) = SPENoise::gaussian;              // sampled SPE: how its code's and gate's weights are drawn
   TORCH_ARG(bool, learnable_decay) = false;                     // decay: train the per-head decays
 };
 
