@@ -26,6 +26,11 @@ at::Tensor chunk_blocks(const at::Tensor& x, int64_t chunk) {
   return t.unflatten(1, {chunks, chunk}).permute({0, 3, 1, 2, 4});
 }
 
+// The fused causal kernel (ops/causal_linear_attention.h) runs on CPU, float32 and float64.
+bool fused_kernel_takes(const at::Tensor& x) {
+  return x.device().is_cpu() && (x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble);
+}
+
 void check_eps(const char* where, double eps) {
   TORCH_CHECK(eps > 0, where, ": eps must be positive, got ", eps);
 }
@@ -95,9 +100,8 @@ at::Tensor causal_linear_attention(const at::Tensor& phi_q, const at::Tensor& ph
   TORCH_CHECK(phi_q.size(1) == phi_k.size(1), "causal_linear_attention: queries (", phi_q.size(1),
               ") and keys (", phi_k.size(1), ") must have the same length");
   at::Tensor keys = mask_keys(phi_k, key_padding);
-  const bool fused = phi_q.device().is_cpu() &&
-                     (phi_q.scalar_type() == at::kFloat || phi_q.scalar_type() == at::kDouble);
-  return fused ? ops::causal_linear_attention(phi_q, keys, v, eps) : causal_linear_attention_quadratic(phi_q, keys, v, eps);
+  return fused_kernel_takes(phi_q) ? ops::causal_linear_attention(phi_q, keys, v, eps)
+                                   : causal_linear_attention_quadratic(phi_q, keys, v, eps);
 }
 
 at::Tensor linear_attention(const at::Tensor& phi_q, const at::Tensor& phi_k, const at::Tensor& v,
@@ -255,7 +259,7 @@ at::Tensor decayed_linear_attention(const at::Tensor& phi_q, const at::Tensor& p
   check_log_decay("decayed_linear_attention", log_decay, phi_q);
   const at::Tensor keys = mask_keys(phi_k, key_padding);
   // On CPU the causal form is the fused kernel with the decay (ops/causal_linear_attention.h).
-  if (causal && phi_q.device().is_cpu() && (phi_q.scalar_type() == at::kFloat || phi_q.scalar_type() == at::kDouble))
+  if (causal && fused_kernel_takes(phi_q))
     return ops::decayed_causal_linear_attention(phi_q, keys, v, log_decay, eps);
   const at::Tensor values = with_ones_column(v);  // (B, N, H, Dv + 1)
   at::Tensor sums = decayed_causal_product(phi_q, keys, values, log_decay);
@@ -310,7 +314,6 @@ at::Tensor toeplitz_linear_attention(const at::Tensor& phi_q, const at::Tensor& 
   const at::Tensor seen = causal ? real.cumsum(1) : real.sum(1, true).expand_as(real);
   return out * (seen > 0).to(out.scalar_type()).view({seen.size(0), n, 1, 1});
 }
-
 
 namespace {
 
