@@ -50,6 +50,7 @@ lra-sine-sampled-inputs | linear | sine_spe | $lra model.positional.realizations
 lra-sine-sampled-features | linear | sine_spe | $lra model.positional.realizations=64 model.positional.sines=10 $sampled_features
 lra-sine-orthogonal-features | linear | sine_spe | $lra model.positional.realizations=64 model.positional.sines=10 $sampled_features model.positional.noise=orthogonal
 lra-sine-orthogonal-features-R320 | linear | sine_spe | $lra model.positional.realizations=320 model.positional.sines=10 $sampled_features model.positional.noise=orthogonal
+lra-sine-orthogonal-features-R336 | linear | sine_spe | $lra model.positional.realizations=336 model.positional.sines=10 $sampled_features model.positional.noise=orthogonal
 lra-sine-orthogonal-features-ungated | linear | sine_spe | $lra model.positional.realizations=64 model.positional.sines=10 $sampled_features model.positional.noise=orthogonal model.positional.gated=false
 lra-sine-orthogonal-features-R320-ungated | linear | sine_spe | $lra model.positional.realizations=320 model.positional.sines=10 $sampled_features model.positional.noise=orthogonal model.positional.gated=false
 lra-sine-sampled-features-ungated | linear | sine_spe | $lra model.positional.realizations=64 model.positional.sines=10 $sampled_features model.positional.gated=false

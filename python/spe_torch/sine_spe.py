@@ -29,6 +29,7 @@ class SineCode(NamedTuple):
     weights: Tensor               # (H, D, 2K, R): Z lambda / sqrt(2K) / (R D)^(1/4)
     gate_scale: Optional[Tensor]  # (H, D), None for 1
     gate_shift: Optional[Tensor]  # (H, D, R), None for 0
+    gate_noise: Optional[Tensor] = None  # (H, D, R): a gate's noise drawn with the code (SineSPE(gate_noise=True))
 
 
 def _omega(frequencies: Tensor, offsets: Tensor, positions: Tensor, query_side: bool, dtype: torch.dtype) -> Tensor:
@@ -111,10 +112,12 @@ class SineSPE(nn.Module):
     noise: "gaussian" (i.i.d. weights, the paper's) or "orthogonal" (the D 2K rows of a head orthogonal
     in blocks of whole features, norm sqrt(R): each feature's kernel exact in every draw once
     R >= 2K, the whole score once R >= 2K D; C++ SPENoise).
+    gate_noise: draw, with each feature's 2K rows, one more for a gated SPEFilter's noise (in the same
+    orthogonal block when noise is "orthogonal": the whole gated code exact once R >= (2K + 1) D).
     Draws use torch's default generator (torch.manual_seed), as torch.nn.Dropout does."""
 
     def __init__(self, heads: int, dim: int, sines: int = 1, realizations: int = 256, init: str = "reference",
-                 noise: str = "gaussian"):
+                 noise: str = "gaussian", gate_noise: bool = False):
         super().__init__()
         for name, value in (("heads", heads), ("dim", dim), ("sines (K)", sines), ("realizations (R)", realizations)):
             check_positive("SineSPE", name, value)
@@ -123,7 +126,7 @@ class SineSPE(nn.Module):
         if noise not in SINE_NOISES:
             raise ValueError(f"SineSPE: noise must be one of {', '.join(SINE_NOISES)}, got {noise!r}")
         self.heads, self.dim, self.sines, self.realizations, self.init = heads, dim, sines, realizations, init
-        self.noise = noise
+        self.noise, self.gate_noise = noise, gate_noise
         self.freqs = nn.Parameter(torch.empty(heads, dim, sines))
         self.offsets = nn.Parameter(torch.empty(heads, dim, sines))
         self.gains = nn.Parameter(torch.empty(heads, dim, sines))
@@ -144,31 +147,37 @@ class SineSPE(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"heads={self.heads}, dim={self.dim}, sines={self.sines}, realizations={self.realizations}, "
-                f"init={self.init}, noise={self.noise}")
+                f"init={self.init}, noise={self.noise}, gate_noise={self.gate_noise}")
 
     def sample_noise(self, realizations: Optional[int] = None) -> Tensor:
-        """Z scaled by the gains: (H, D, 2K, R), differentiable with respect to the gains. Keep it
-        to extend a code position by position: factors(noise) is the same code at every position."""
+        """Z scaled by the gains: (H, D, 2K, R), differentiable with respect to the gains; with
+        gate_noise (H, D, 2K + 1, R), the last row per feature the gate's noise, unscaled. Keep it to
+        extend a code position by position: factors(noise) is the same code at every position."""
         r = self.realizations if realizations is None else realizations
         check_positive("SineSPE.sample_noise", "realizations (R)", r)
         two_k = 2 * self.sines
-        lam = F.softplus(self.gains).repeat_interleave(2, -1)  # (H, D, 2K)
+        rows = two_k + (1 if self.gate_noise else 0)
         if self.noise == "orthogonal":
-            z = orthogonal_rows(self.heads, self.dim * two_k, two_k, r, self.gains.dtype,
-                                self.gains.device).view(self.heads, self.dim, two_k, r)
+            z = orthogonal_rows(self.heads, self.dim * rows, rows, r, self.gains.dtype,
+                                self.gains.device).view(self.heads, self.dim, rows, r)
         else:
-            z = torch.randn([self.heads, self.dim, two_k, r], dtype=self.gains.dtype, device=self.gains.device)
-        return z * (lam.unsqueeze(-1) / math.sqrt(two_k))
+            z = torch.randn([self.heads, self.dim, rows, r], dtype=self.gains.dtype, device=self.gains.device)
+        scale = F.softplus(self.gains).repeat_interleave(2, -1) / math.sqrt(two_k)  # (H, D, 2K)
+        if self.gate_noise:
+            scale = F.pad(scale, (0, 1), value=1.0)
+        return z * scale.unsqueeze(-1)
 
     def factors(self, noise: Tensor) -> SineCode:
-        """The factors of the code of this noise (H, D, 2K, R), ungated (C++ SineSPE::factors)."""
+        """The factors of the code of this noise (H, D, 2K [+ 1], R), ungated (C++ SineSPE::code)."""
         two_k = 2 * self.sines
-        if noise.dim() != 4 or noise.size(0) != self.heads or noise.size(1) != self.dim or noise.size(2) != two_k:
-            raise ValueError(f"SineSPE.factors: noise must be (H, D, 2K, R) = ({self.heads}, {self.dim}, {two_k}, R), "
-                             f"got shape {list(noise.shape)}")
+        if (noise.dim() != 4 or noise.size(0) != self.heads or noise.size(1) != self.dim
+                or noise.size(2) not in (two_k, two_k + 1)):
+            raise ValueError(f"SineSPE.factors: noise must be (H, D, 2K, R) or, with the gate's row, (H, D, 2K + 1, R) "
+                             f"= ({self.heads}, {self.dim}, {two_k} [+ 1], R), got shape {list(noise.shape)}")
         scale = float(noise.size(3) * self.dim) ** 0.25
+        gate_noise = noise[:, :, two_k] if noise.size(2) > two_k else None
         return SineCode(torch.sigmoid(self.freqs.to(torch.float64)) / 2.0, self.offsets.to(torch.float64),
-                        noise.to(self.freqs.dtype) / scale, None, None)
+                        noise[:, :, :two_k].to(self.freqs.dtype) / scale, None, None, gate_noise)
 
     def draw(self, realizations: Optional[int] = None) -> SineCode:
         """A fresh code of R realizations (C++ forward(length)); SPEFilter gates and applies it."""

@@ -53,6 +53,16 @@ class SPEFilter(nn.Module):
             eps = torch.randn([self.heads, self.dim, realizations], dtype=dtype, device=gate.device)
         return eps / float(self.dim * realizations) ** 0.25
 
+    def gate_noise_for(self, code: SineCode) -> Optional[Tensor]:
+        """The gate's noise for this code: its own (drawn with it, SineSPE(gate_noise=True)) scaled as
+        sample_gate_noise's, else a fresh draw; None when not gated."""
+        if self.gate is None:
+            return None
+        own = code.gate_noise
+        if own is not None:
+            return own.to(code.weights.dtype) / float(self.dim * own.size(-1)) ** 0.25
+        return self.sample_gate_noise(code.weights.size(3), code.weights.dtype)
+
     def _keep_and_noise(self, gate: Tensor, gate_noise: Optional[Tensor], realizations: int,
                         dtype: torch.dtype) -> Tuple[Tensor, Tensor]:
         """sqrt(1 - s): (H, D) and sqrt(s) eps: (H, D, R), checking the noise against the code."""
@@ -79,7 +89,7 @@ class SPEFilter(nn.Module):
         scale, shift = code.gate_scale, code.gate_shift
         new_scale = keep if scale is None else keep * scale
         new_shift = noise if shift is None else keep.unsqueeze(-1) * shift + noise
-        return SineCode(code.frequencies, code.offsets, weights, new_scale, new_shift)
+        return SineCode(code.frequencies, code.offsets, weights, new_scale, new_shift, None)
 
     def gated_materialised(self, qbar: Tensor, kbar: Tensor, gate_noise: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
         """The gate on a materialised code (qbar, kbar: (N, H, D, R), e.g. ConvSPE's)."""
@@ -104,8 +114,7 @@ class SPEFilter(nn.Module):
         """Gates a sine code (a fresh gate noise) and filters with the fused op.
         q, k: (B, N, H, D) at positions start .. start + N - 1 -> (q_hat, k_hat): (B, N, H, R)."""
         self._check_inputs("SPEFilter.forward", q, k, "the code's weights", code.weights)
-        noise = self.sample_gate_noise(code.weights.size(3), code.weights.dtype)
-        gated = self.gated_code(code, noise)
+        gated = self.gated_code(code, self.gate_noise_for(code))
         return filter_with_code(q, gated, True, start), filter_with_code(k, gated, False, start)
 
     def forward_materialised(self, q: Tensor, k: Tensor, qbar: Tensor, kbar: Tensor) -> Tuple[Tensor, Tensor]:

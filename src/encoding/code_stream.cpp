@@ -5,7 +5,7 @@
 namespace spe {
 
 SPECodeStream::SPECodeStream(const SineSPEImpl& sine, int64_t realizations, OptionalGenerator generator)
-    : code_(SPECode::factored(sine.factors(sine.sample_noise(realizations, generator), kDecodingCodeLength))) {}
+    : code_(sine.code(sine.sample_noise(realizations, generator), kDecodingCodeLength)) {}
 
 SPECodeStream::SPECodeStream(const ConvSPEImpl& conv, int64_t realizations, OptionalGenerator generator)
     : conv_(std::make_unique<ConvCodeStream>(conv, draw_key(generator), realizations)) {}

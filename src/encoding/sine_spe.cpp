@@ -61,45 +61,62 @@ void SineSPEImpl::pretty_print(std::ostream& stream) const {
 
 at::Tensor SineSPEImpl::sample_noise(int64_t realizations, OptionalGenerator generator) const {
   detail::check_positive("SineSPE", "realizations (R)", realizations);
-  const int64_t two_k = 2 * options.sines();
-  // lambda repeated for the cos and the sin row of each sine: (H, D, 2K)
-  at::Tensor lambda = at::softplus(gains).repeat_interleave(2, -1);
+  const int64_t two_k = 2 * options.sines(), rows = two_k + (options.gate_noise() ? 1 : 0);
   const auto plain = gains.options().requires_grad(false);
   at::Tensor z = options.noise() == SPENoise::orthogonal
-                     ? detail::orthogonal_rows(options.heads(), options.dim() * two_k, two_k, realizations, generator, plain)
-                           .view({options.heads(), options.dim(), two_k, realizations})
-                     : at::randn({options.heads(), options.dim(), two_k, realizations}, generator, plain);
-  return z * (lambda.unsqueeze(-1) / std::sqrt(static_cast<double>(two_k)));  // (H, D, 2K, R)
+                     ? detail::orthogonal_rows(options.heads(), options.dim() * rows, rows, realizations, generator, plain)
+                           .view({options.heads(), options.dim(), rows, realizations})
+                     : at::randn({options.heads(), options.dim(), rows, realizations}, generator, plain);
+  // lambda repeated for the cos and the sin row of each sine, 1 for the gate's row: (H, D, rows)
+  at::Tensor scale = at::softplus(gains).repeat_interleave(2, -1) / std::sqrt(static_cast<double>(two_k));
+  if (options.gate_noise()) scale = at::constant_pad_nd(scale, {0, 1}, 1.0);
+  return z * scale.unsqueeze(-1);  // (H, D, rows, R)
 }
 
 SineCodeFactors SineSPEImpl::factors(const at::Tensor& noise, int64_t length) const {
   const int64_t two_k = 2 * options.sines();
   TORCH_CHECK(noise.dim() == 4 && noise.size(0) == options.heads() && noise.size(1) == options.dim() &&
-                  noise.size(2) == two_k,
-              "SineSPE: noise must be (H, D, 2K, R) = (", options.heads(), ", ", options.dim(), ", ", two_k,
-              ", R), got ", noise.sizes());
+                  (noise.size(2) == two_k || noise.size(2) == two_k + 1),
+              "SineSPE: noise must be (H, D, 2K, R) or, with the gate's row, (H, D, 2K + 1, R) = (", options.heads(),
+              ", ", options.dim(), ", ", two_k, " [+ 1], R), got ", noise.sizes());
   const double scale = std::pow(static_cast<double>(noise.size(3) * options.dim()), 0.25);
   SineCodeFactors f;
   // Frequencies and offsets in float64 whatever the parameters' dtype: 2 pi f t loses its
   // precision in float32 once t reaches the thousands.
   f.frequencies = at::sigmoid(freqs.to(at::kDouble)) / 2.0;
   f.offsets = offsets.to(at::kDouble);
-  f.weights = noise.to(freqs.scalar_type()) / scale;
+  f.weights = noise.narrow(2, 0, two_k).to(freqs.scalar_type()) / scale;
   f.length = length;
   return f;
+}
+
+namespace {
+
+// The gate's row of the noise (H, D, R), or undefined when it has none.
+at::Tensor gate_row(const at::Tensor& noise, int64_t two_k) {
+  return noise.size(2) > two_k ? noise.select(2, two_k) : at::Tensor();
+}
+
+}  // namespace
+
+SPECode SineSPEImpl::code(const at::Tensor& noise, int64_t length) const {
+  SPECode code = SPECode::factored(factors(noise, length));
+  code.gate_noise = gate_row(noise, 2 * options.sines());
+  return code;
 }
 
 SPECode SineSPEImpl::code_at(const at::Tensor& positions, const at::Tensor& noise) const {
   TORCH_CHECK(positions.dim() == 1, "SineSPE: positions must be 1-D (N,), got shape ", positions.sizes());
   auto [qbar, kbar] = sine_code_at(factors(noise, positions.size(0)), positions);
-  return {qbar, kbar};
+  SPECode code(qbar, kbar);
+  code.gate_noise = gate_row(noise, 2 * options.sines());
+  return code;
 }
 
 SPECode SineSPEImpl::forward(int64_t length, c10::optional<int64_t> realizations,
                              OptionalGenerator generator) {
   detail::check_positive("SineSPE", "length", length);
-  at::Tensor noise = sample_noise(realizations.value_or(options.realizations()), generator);
-  return SPECode::factored(factors(noise, length));
+  return code(sample_noise(realizations.value_or(options.realizations()), generator), length);
 }
 
 at::Tensor SineSPEImpl::exact_features(const at::Tensor& x, bool query_side, int64_t start) const {

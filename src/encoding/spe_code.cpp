@@ -29,10 +29,14 @@ std::pair<at::Tensor, at::Tensor> sine_code_at(const SineCodeFactors& c, const a
 SPECode SPECode::materialise() const {
   if (materialised()) return *this;
   auto [q, k] = sine_code_at(*sine, at::arange(sine->length, sine->weights.options().dtype(at::kLong)));
-  return {q, k};
+  SPECode code(q, k);
+  code.gate_noise = gate_noise;
+  return code;
 }
 
-void check_code(const SPECode& code) {
+namespace {
+
+void check_code_tensors(const SPECode& code) {
   if (!code.materialised()) {
     TORCH_CHECK(code.sine.has_value() && code.sine->weights.defined() && code.sine->weights.dim() == 4,
                 "SPE code: neither qbar/kbar nor sine factors are set");
@@ -47,6 +51,17 @@ void check_code(const SPECode& code) {
               code.qbar.scalar_type(), " but kbar is ", code.kbar.scalar_type());
   TORCH_CHECK(code.qbar.device() == code.kbar.device(), "SPE code: qbar is on ",
               code.qbar.device(), " but kbar is on ", code.kbar.device());
+}
+
+}  // namespace
+
+void check_code(const SPECode& code) {
+  check_code_tensors(code);
+  const at::Tensor& eps = code.gate_noise;
+  TORCH_CHECK(!eps.defined() || (eps.dim() == 3 && eps.size(0) == code.heads() && eps.size(1) == code.dim() &&
+                                 eps.size(2) == code.realizations()),
+              "SPE code: its gate noise must be (H, D, R) = (", code.heads(), ", ", code.dim(), ", ",
+              code.realizations(), "), got shape ", eps.sizes());
 }
 
 at::Tensor empirical_kernel(const SPECode& factored_or_not) {

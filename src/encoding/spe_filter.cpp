@@ -27,20 +27,35 @@ void SPEFilterImpl::pretty_print(std::ostream& stream) const {
          << ", gated=" << (options.gated() ? "true" : "false") << ")";
 }
 
+namespace {
+
+// eps (H, D, R) with entries of variance 1 -> the gate's noise: eps / (D R)^(1/4), so that a gated
+// code's constant s |eps|^2 / sqrt(D R) is on the scale of the code's own products.
+at::Tensor scaled_gate_noise(const at::Tensor& eps) {
+  return eps / std::pow(static_cast<double>(eps.size(1) * eps.size(2)), 0.25);
+}
+
+}  // namespace
+
 at::Tensor SPEFilterImpl::sample_gate_noise(int64_t realizations, at::ScalarType dtype,
                                             OptionalGenerator generator) const {
   detail::check_positive("SPEFilter", "realizations (R)", realizations);
   if (!options.gated()) return {};
   const auto plain = gate.options().dtype(dtype).requires_grad(false);
-  const at::Tensor eps = options.noise() == SPENoise::orthogonal
-                             ? detail::orthogonal_rows(options.heads(), options.dim(), 1, realizations, generator, plain)
-                             : at::randn({options.heads(), options.dim(), realizations}, generator, plain);
-  return eps / std::pow(static_cast<double>(options.dim() * realizations), 0.25);
+  return scaled_gate_noise(options.noise() == SPENoise::orthogonal
+                               ? detail::orthogonal_rows(options.heads(), options.dim(), 1, realizations, generator, plain)
+                               : at::randn({options.heads(), options.dim(), realizations}, generator, plain));
+}
+
+at::Tensor SPEFilterImpl::gate_noise_for(const SPECode& code, OptionalGenerator generator) const {
+  check_code(code);
+  if (!options.gated()) return {};
+  if (code.gate_noise.defined()) return scaled_gate_noise(code.gate_noise.to(code.scalar_type()));
+  return sample_gate_noise(code.realizations(), code.scalar_type(), generator);
 }
 
 SPECode SPEFilterImpl::apply_gate(const SPECode& code, OptionalGenerator generator) const {
-  check_code(code);
-  return gated_code(code, sample_gate_noise(code.realizations(), code.scalar_type(), generator));
+  return gated_code(code, gate_noise_for(code, generator));
 }
 
 SPECode SPEFilterImpl::gated_code(const SPECode& code, const at::Tensor& gate_noise) const {

@@ -47,13 +47,23 @@ int64_t filtered_dim(const TransformerOptions& o) {
   return p.realizations();
 }
 
+// Orthogonal draws of a gated sineSPE code hold the gate's noise rows in the code's own blocks, so
+// that the gate's noise is orthogonal to the code too (spe_code.h).
+bool gate_noise_with_code(const TransformerOptions& o) {
+  const PositionalOptions& p = o.positional();
+  return p.kind() == PositionalKind::sine_spe && p.gated() && p.noise() == SPENoise::orthogonal;
+}
+
 void make_spe(const TransformerOptions& o, torch::nn::Module& owner, SineSPE& sine, ConvSPE& conv) {
   const PositionalOptions& p = o.positional();
   const int64_t dim = positioned_dim(o);
   if (p.kind() == PositionalKind::sine_spe)
-    sine = owner.register_module(
-        "sine_spe",
-        SineSPE(SineSPEOptions(o.heads(), dim).sines(p.sines()).realizations(p.realizations()).init(p.init()).noise(p.noise())));
+    sine = owner.register_module("sine_spe", SineSPE(SineSPEOptions(o.heads(), dim)
+                                                         .sines(p.sines())
+                                                         .realizations(p.realizations())
+                                                         .init(p.init())
+                                                         .noise(p.noise())
+                                                         .gate_noise(gate_noise_with_code(o))));
   else
     conv = owner.register_module("conv_spe", ConvSPE(ConvSPEOptions(o.heads(), dim)
                                                           .ndim(p.conv_ndim())
@@ -128,8 +138,6 @@ void check_transformer_options(const TransformerOptions& o) {
   }
   if (on_features(o) && p.kind() == PositionalKind::rotary && mapped_dim(a, head_dim(o)) % 2 != 0)
     fail(fmt::format("rotary on the features needs an even number of them, got {}", mapped_dim(a, head_dim(o))));
-  if (p.code() == SPECodeKind::exact && p.kind() == PositionalKind::conv_spe)
-    fail("positional code exact exists for sine_spe only (convSPE's kernel has no finite factorisation)");
   if (exact_code(o) && a.kind() != AttentionKind::softmax && !on_features(o))
     fail("exact sineSPE under a feature map needs place features: phi applied to the exact features would break "
          "their dependence on m - n");
@@ -188,7 +196,7 @@ AttentionState SelfAttentionImpl::start_decoding(OptionalGenerator generator) co
   check_decodable(options);
   AttentionState state;
   state.code = decoding_code(options, sine_spe, conv_spe, generator);
-  if (draws_spe_code(options))
+  if (draws_spe_code(options) && !gate_noise_with_code(options))
     state.gate_noise = spe_filter->sample_gate_noise(options.positional().realizations(), query->weight.scalar_type(),
                                                      generator);
   return state;
@@ -208,7 +216,8 @@ PositionCode SelfAttentionImpl::gated_code_at(AttentionState& state, const Posit
   TORCH_CHECK(code.code != nullptr, "SelfAttention::step: sampled SPE needs the model's code of the position");
   // A factored (sine) code covers every position: its gated form is made once per sequence.
   if (code.code->materialised() || !state.gated.sine.has_value())
-    state.gated = spe_filter->gated_code(*code.code, state.gate_noise);
+    state.gated = spe_filter->gated_code(
+        *code.code, code.code->gate_noise.defined() ? spe_filter->gate_noise_for(*code.code) : state.gate_noise);
   return {&state.gated, code.row};
 }
 

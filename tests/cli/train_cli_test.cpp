@@ -108,13 +108,15 @@ TEST(CliTrain, ProbesTrainWithTheirConfigs) {
     EXPECT_NE(run.status, 0) << arguments << "\n" << run.output;
     EXPECT_NE(run.output.find(expected), std::string::npos) << arguments << "\n" << run.output;
   };
+  // `code` is sineSPE's, like `sines`: a grid's base config with code exact still runs convSPE (sampled).
+  const auto conv = run_cli("config --config " SPE_SOURCE_DIR "/configs/text/compare.yaml --set model.positional.kind=conv_spe");
+  EXPECT_EQ(conv.status, 0) << conv.output;
+  EXPECT_NE(conv.output.find("kind: conv_spe"), std::string::npos) << conv.output;
   fails_with("data probe --kind offset --length 3 --out " + scratch("short").string(),
              "probe offset: length is 3, expected 5 to 65535");
   fails_with("data probe --kind sideways", "--kind: 'sideways' is not one of: order, offset, retrieval");
   fails_with("config --set model.positional.kind=sine_spe model.positional.code=exact",
              "exact sineSPE under a feature map needs place features");
-  fails_with("config --set model.positional.kind=conv_spe model.positional.code=exact",
-             "positional code exact exists for sine_spe only");
   fails_with("config --set model.positional.place=somewhere", "'somewhere' is not one of: inputs, features");
 }
 

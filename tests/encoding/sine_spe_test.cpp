@@ -243,13 +243,17 @@ at::Tensor filtered_scores(SineSPE& spe, SPEFilter& filter, const at::Tensor& q,
   return at::einsum("bmhr,bnhr->hmn", {qhat, khat});
 }
 
-// sum_d q_md k_nd P_d(m - n), P the expected kernel: (H, L, L).
-at::Tensor relative_scores(SineSPE& spe, const at::Tensor& q, const at::Tensor& k) {
+// sum_d q_md k_nd P_d(m - n) for a kernel (H, D, 2L - 1) over lags -(L - 1) .. L - 1: (H, L, L).
+at::Tensor relative_scores(const at::Tensor& kernel, const at::Tensor& q, const at::Tensor& k) {
   const int64_t L = q.size(1);
-  const at::Tensor kernel = spe->expected_kernel(L);                                   // (H, D, 2L - 1)
   const at::Tensor lags = at::arange(L).unsqueeze(1) - at::arange(L).unsqueeze(0) + (L - 1);  // (L, L)
   const at::Tensor p = kernel.index_select(2, lags.flatten()).view({kernel.size(0), kernel.size(1), L, L});
   return at::einsum("mhd,nhd,hdmn->hmn", {q[0], k[0], p});
+}
+
+// The same with sineSPE's expected kernel.
+at::Tensor relative_scores(SineSPE& spe, const at::Tensor& q, const at::Tensor& k) {
+  return relative_scores(spe->expected_kernel(q.size(1)), q, k);
 }
 
 // Orthogonal noise: the rows of Z (each feature's 2K, features in blocks of floor(R / 2K)) are
@@ -317,6 +321,57 @@ TEST(SineSPE, OrthogonalNoiseIsUnbiasedWithLessVariance) {
   EXPECT_GT(ratio, 0.0);
 }
 
+SineSPE make_sine_with_gate_noise(int64_t heads, int64_t dim, int64_t sines, int64_t realizations, uint64_t seed) {
+  at::manual_seed(seed);
+  SineSPE spe(SineSPEOptions(heads, dim).sines(sines).realizations(realizations).noise(SPENoise::orthogonal).gate_noise(true));
+  spe->to(at::kDouble);
+  return spe;
+}
+
+SPEFilter make_orthogonal_gate(int64_t heads, int64_t dim, uint64_t seed) {
+  at::manual_seed(seed);
+  SPEFilter filter(SPEFilterOptions(heads, dim).gated(true).noise(SPENoise::orthogonal));
+  filter->to(at::kDouble);
+  return filter;
+}
+
+// The gate's row drawn with the code's 2K in one orthogonal block: with R = (2K + 1) D all of a
+// head's rows are orthogonal, so every gated product is its expectation, (1 - s) P + s sqrt(R / D)
+// per feature, in every draw. The gate's own draw (orthogonal among the gate's rows only) is not.
+TEST(SineSPE, GateNoiseDrawnWithTheCodeMakesTheGatedScoresExact) {
+  const int64_t H = 2, D = 3, K = 2, L = 7, R = (2 * K + 1) * D;
+  SineSPE joint = make_sine_with_gate_noise(H, D, K, R, 34), apart = make_orthogonal_sine(H, D, K, R, 34);
+  SPEFilter filter = make_orthogonal_gate(H, D, 35);
+  at::manual_seed(11);
+  const at::Tensor q = at::randn({1, L, H, D}, at::kDouble), k = at::randn({1, L, H, D}, at::kDouble);
+  const at::Tensor expected = relative_scores(filter->expected_kernel(joint->expected_kernel(L), R), q, k);
+  const at::Tensor noise = joint->sample_noise(R, make_generator(1));
+  ASSERT_EQ(noise.sizes(), at::IntArrayRef({H, D, 2 * K + 1, R}));
+  EXPECT_TRUE(at::allclose(noise.select(2, 2 * K).pow(2).sum(-1), at::full({H, D}, double(R), at::kDouble), 1e-10, 1e-10));
+  EXPECT_TRUE(joint->forward(L, c10::nullopt, make_generator(1)).gate_noise.defined());
+  EXPECT_FALSE(apart->forward(L, c10::nullopt, make_generator(1)).gate_noise.defined());
+  for (uint64_t seed : {4, 5}) {
+    EXPECT_TRUE(at::allclose(filtered_scores(joint, filter, q, k, seed), expected, 1e-10, 1e-12)) << "seed " << seed;
+    EXPECT_GT((filtered_scores(apart, filter, q, k, seed) - expected).abs().max().item<double>(), 1e-3);
+  }
+}
+
+// Below (2K + 1) D the joint draw is still unbiased (D 4, K 1: blocks of 2 features in R 6).
+TEST(SineSPE, GateNoiseDrawnWithTheCodeIsUnbiased) {
+  const int64_t H = 2, D = 4, K = 1, R = 6, L = 6, draws = 400;
+  SineSPE joint = make_sine_with_gate_noise(H, D, K, R, 36);
+  SPEFilter filter = make_orthogonal_gate(H, D, 37);
+  at::manual_seed(12);
+  const at::Tensor q = at::randn({1, L, H, D}, at::kDouble), k = at::randn({1, L, H, D}, at::kDouble);
+  const at::Tensor expected = relative_scores(filter->expected_kernel(joint->expected_kernel(L), R), q, k);
+  std::vector<at::Tensor> scores;
+  for (int t = 0; t < draws; ++t) scores.push_back(filtered_scores(joint, filter, q, k, 200 + t));
+  const at::Tensor all = at::stack(scores), standard_error = all.std(0) / std::sqrt(double(draws));
+  EXPECT_TRUE((((all.mean(0) - expected).abs() - 5 * standard_error) <= 0).all().item<bool>())
+      << "largest error in standard errors: " << ((all.mean(0) - expected).abs() / standard_error).max().item<double>();
+  EXPECT_GT(standard_error.min().item<double>(), 0.0);  // not exact: blocks hold 2 of the 4 features
+}
+
 TEST(SineSPE, GradientsOfEveryParameter) {
   const int64_t H = 2, D = 2, K = 2, R = 3, L = 5;
   SineSPE spe = make_sine(H, D, K, R, 9);
@@ -372,7 +427,9 @@ TEST(SineSPE, BadArgumentsAreNamed) {
   EXPECT_ERROR_CONTAINS(spe->forward(4, 0), "realizations (R) must be positive, got 0");
   EXPECT_ERROR_CONTAINS(spe->forward(0), "length must be positive, got 0");
   EXPECT_ERROR_CONTAINS(spe->code_at(at::zeros({2, 2}), spe->sample_noise(4)), "positions must be 1-D");
-  EXPECT_ERROR_CONTAINS(spe->code_at(at::arange(3), at::zeros({2, 4, 3, 4})), "noise must be (H, D, 2K, R) = (2, 4, 2, R)");
+  EXPECT_ERROR_CONTAINS(spe->code_at(at::arange(3), at::zeros({2, 4, 4, 4})),
+                        "noise must be (H, D, 2K, R) or, with the gate's row, (H, D, 2K + 1, R) = (2, 4, 2 [+ 1], R), "
+                        "got [2, 4, 4, 4]");
   EXPECT_ERROR_CONTAINS(spe->exact_features(at::zeros({2, 3, 2, 5}), true), "input must be (B, N, H, D) with H = 2, D = 4");
   EXPECT_ERROR_CONTAINS(spe->exact_features(at::zeros({2, 3, 2, 4}), true, -1), "start must be >= 0, got -1");
 }

@@ -164,6 +164,10 @@ TEST(SPEFilter, BadInputIsNamed) {
   EXPECT_ERROR_CONTAINS(filter->forward(q, q, other), "code has (H, D) = (2, 4) but the filter was built for (2, 3)");
   EXPECT_ERROR_CONTAINS(filter->forward(q, q, SPECode{code.qbar, code.kbar.narrow(3, 0, 2)}),
                         "must have the same shape");
+  SPECode wrong_gate_noise = code;
+  wrong_gate_noise.gate_noise = at::randn({2, 3, 4}, at::kDouble);
+  EXPECT_ERROR_CONTAINS(filter->forward(q, q, wrong_gate_noise),
+                        "its gate noise must be (H, D, R) = (2, 3, 5), got shape [2, 3, 4]");
   EXPECT_ERROR_CONTAINS(filter->expected_kernel(at::zeros({3, 3, 2}), 4), "expected kernel must be (H, D, lags...)");
 }
 

@@ -25,13 +25,14 @@ struct Case {
   bool gated = true;
   PositionalPlace place = PositionalPlace::inputs;
   SPECodeKind code = SPECodeKind::sampled;
+  SPENoise noise = SPENoise::gaussian;
 };
 
 Model float64_language_model(const Case& c) {
   TransformerOptions o(kVocab);
   o.dim(16).heads(2).layers(2).ffn_dim(24).dropout(0.0);
   o.positional().kind(c.pe).realizations(6).sines(2).kernel_size(4).clip(3).max_length(32);
-  o.positional().shared_code(c.shared_code).gated(c.gated).place(c.place).code(c.code);
+  o.positional().shared_code(c.shared_code).gated(c.gated).place(c.place).code(c.code).noise(c.noise);
   o.attention().kind(c.attention).features(8);
   at::manual_seed(3);
   Model model(ModelOptions(ModelKind::language_model, o));
@@ -41,10 +42,10 @@ Model float64_language_model(const Case& c) {
 }
 
 std::string describe(const Case& c) {
-  return fmt::format("{} + {}{}{}, place {}, code {}", choice_name(c.pe, kPositionalKinds),
+  return fmt::format("{} + {}{}{}, place {}, code {}, noise {}", choice_name(c.pe, kPositionalKinds),
                      choice_name(c.attention, kAttentionKinds), c.shared_code ? "" : ", code per layer",
                      c.gated ? "" : ", no gate", choice_name(c.place, kPositionalPlaces),
-                     choice_name(c.code, kSPECodeKinds));
+                     choice_name(c.code, kSPECodeKinds), choice_name(c.noise, kSPENoises));
 }
 
 // The logits of each position, one step at a time: (B, N, V).
@@ -79,6 +80,11 @@ TEST(Decoder, EveryKindMatchesTheFullForwardWithTheSameDraw) {
   cases.push_back({PositionalKind::sine_spe, AttentionKind::favor, true, true, features, SPECodeKind::exact});
   cases.push_back({PositionalKind::sine_spe, AttentionKind::softmax, true, true, PositionalPlace::inputs,
                    SPECodeKind::exact});
+  // Orthogonal draws: a gated code carries its gate's noise (drawn in the code's blocks).
+  for (bool shared : {true, false})
+    for (PositionalPlace place : {PositionalPlace::inputs, features})
+      cases.push_back({PositionalKind::sine_spe, AttentionKind::linear, shared, true, place, SPECodeKind::sampled,
+                       SPENoise::orthogonal});
   at::manual_seed(9);
   const at::Tensor tokens = at::randint(0, kVocab, {kBatch, kLength}, at::kLong);
   for (const Case& c : cases) {

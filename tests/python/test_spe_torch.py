@@ -313,7 +313,7 @@ class SineSPETest(unittest.TestCase):
         spe, gated = self.module()
         code = gated.gated_code(spe.draw(), gated.sample_gate_noise(self.R, F64))
         x = randn(2, 4, self.H, self.D, seed=10).requires_grad_()
-        factors = [t.detach().clone().requires_grad_() for t in code]
+        factors = [t.detach().clone().requires_grad_() for t in code[:5]]  # the gate noise is used up (None)
 
         def filtered(x, *factors):
             return spe_torch.filter_with_code(x, spe_torch.SineCode(*factors), True, 2)
@@ -353,6 +353,32 @@ class SineSPETest(unittest.TestCase):
                 for e in range(self.D):
                     if d // r == e // r:
                         self.assertLess(abs(gram[0, d, e].item() - (r if d == e else 0.0)), 1e-9, (r, d, e))
+
+    def test_gate_noise_drawn_with_the_code_makes_the_gated_scores_exact(self):
+        """R = (2K + 1) D: the code's rows and the gate's in one orthogonal block per head, so each
+        draw's gated scores are sum_d q_d k_d sqrt(R / D) ((1 - s_d) P_d(m - n) + s_d); the gate's own
+        orthogonal draw is not."""
+        r, length = (2 * self.K + 1) * self.D, 6
+        torch.manual_seed(14)
+        joint = spe_torch.SineSPE(self.H, self.D, self.K, r, noise="orthogonal", gate_noise=True).double()
+        apart = spe_torch.SineSPE(self.H, self.D, self.K, r, noise="orthogonal").double()
+        apart.load_state_dict(joint.state_dict())
+        gated = spe_torch.SPEFilter(self.H, self.D, noise="orthogonal").double()
+        q, k = randn(1, length, self.H, self.D, seed=15), randn(1, length, self.H, self.D, seed=16)
+        s = torch.sigmoid(gated.gate.data)
+
+        def worst_error(spe):
+            qhat, khat = gated(q, k, spe.draw())
+            scores = torch.einsum("bmhr,bnhr->hmn", qhat, khat)
+            errors = []
+            for m, n in ((0, 0), (5, 1), (2, 4)):
+                p = sine_kernel_reference(spe.freqs, spe.offsets, spe.gains, m - n)
+                want = (math.sqrt(r / self.D) * ((1 - s) * p + s) * q[0, m] * k[0, n]).sum(-1)
+                errors.append(max_error(scores[:, m, n], want))
+            return max(errors)
+        self.assertEqual(list(joint.sample_noise().shape), [self.H, self.D, 2 * self.K + 1, r])
+        self.assertLess(worst_error(joint), 1e-10)
+        self.assertGreater(worst_error(apart), 1e-3)
 
     def test_expected_kernel(self):
         spe, gated = self.module()

@@ -29,6 +29,9 @@ struct SineSPEOptions {
   TORCH_ARG(int64_t, realizations) = 256; // R, default number of realizations per code
   TORCH_ARG(SineInit, init) = SineInit::reference;
   TORCH_ARG(SPENoise, noise) = SPENoise::gaussian;  // Z's draw (spe_code.h)
+  // Draw, with each feature's 2K rows of Z, one more for a gate's noise (SPECode::gate_noise), in
+  // the same orthogonal block when noise is orthogonal; for codes that go through a gated SPEFilter.
+  TORCH_ARG(bool, gate_noise) = false;
 };
 
 class SineSPEImpl : public torch::nn::Cloneable<SineSPEImpl> {
@@ -45,11 +48,14 @@ class SineSPEImpl : public torch::nn::Cloneable<SineSPEImpl> {
   SPECode forward(int64_t length, c10::optional<int64_t> realizations = c10::nullopt,
                   OptionalGenerator generator = c10::nullopt);
 
-  // The weights of one code (options.noise), Z scaled by the gains: (H, D, 2K, R). Keep it to extend
-  // a code position by position (decoding): code_at(positions, noise) is then consistent.
+  // The weights of one code (options.noise), Z scaled by the gains: (H, D, 2K, R), with options.gate_noise
+  // (H, D, 2K + 1, R) whose last row per feature is the gate's noise, unscaled. Keep it to extend a
+  // code position by position (decoding): code(noise, ..) and code_at(positions, noise) are then consistent.
   at::Tensor sample_noise(int64_t realizations, OptionalGenerator generator = c10::nullopt) const;
   // The factors of the code for given noise, covering positions 0 .. length-1.
   SineCodeFactors factors(const at::Tensor& noise, int64_t length) const;
+  // The factored code for given noise, covering positions 0 .. length-1, with its gate noise if drawn.
+  SPECode code(const at::Tensor& noise, int64_t length) const;
   // The materialised code at arbitrary positions for given noise. positions: (N,).
   SPECode code_at(const at::Tensor& positions, const at::Tensor& noise) const;
 

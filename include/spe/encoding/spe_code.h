@@ -20,6 +20,9 @@ namespace spe {
 //               (blocks independent), as FAVOR+'s orthogonal random features. Still unbiased; each
 //               feature's own products are exact in every draw once its rows fit in R (sineSPE:
 //               R >= 2K; the gate: R >= 1), and all of a head's once R holds all its rows.
+//               A gated sineSPE code draws its gate's row with its 2K (SineSPEOptions::gate_noise):
+//               then the gate's noise is orthogonal to the code too, and the whole gated code's
+//               products are exact in every draw once R >= (2K + 1) D.
 enum class SPENoise { gaussian, orthogonal };
 inline constexpr Choice<SPENoise> kSPENoises[] = {{"gaussian", SPENoise::gaussian}, {"orthogonal", SPENoise::orthogonal}};
 
@@ -35,6 +38,9 @@ struct SPECode {
   at::Tensor qbar;  // (N, H, D, R): N positions (a 2-D grid is flattened row-major); undefined
   at::Tensor kbar;  // (N, H, D, R)  when the code is held as sine factors
   c10::optional<SineCodeFactors> sine;
+  // (H, D, R) or undefined: a gate's noise drawn with the code (SineSPEOptions::gate_noise), rows of
+  // norm about sqrt(R) before the gate's scaling; a gate uses it instead of drawing its own.
+  at::Tensor gate_noise;
 
   bool materialised() const { return qbar.defined(); }
   int64_t length() const { return materialised() ? qbar.size(0) : sine->length; }

@@ -43,7 +43,10 @@ class SPEFilterImpl : public torch::nn::Cloneable<SPEFilterImpl> {
   // The gated code: Qbar' = sqrt(1 - s) Qbar + sqrt(s) eps, same for Kbar, s = sigmoid(gate).
   // Returns the code unchanged when not gated.
   SPECode gated_code(const SPECode& code, const at::Tensor& gate_noise) const;
-  // gated_code with noise drawn by sample_gate_noise.
+  // The gate's noise for this code: the code's own (SPECode::gate_noise, drawn with it) scaled as
+  // sample_gate_noise's, else a fresh draw. Undefined when not gated.
+  at::Tensor gate_noise_for(const SPECode& code, OptionalGenerator generator = c10::nullopt) const;
+  // gated_code with the noise of gate_noise_for.
   SPECode apply_gate(const SPECode& code, OptionalGenerator generator = c10::nullopt) const;
   // The gate on exact (noise-free) features: x (B, N, H, D), features (B, N, H, D, J) whose
   // products give P_d(m - n) -> (B, N, H, D J) ungated, or (B, N, H, D (J + 1)) gated:

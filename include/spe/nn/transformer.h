@@ -129,7 +129,7 @@ struct AttentionInputs {
 struct AttentionState {
   int64_t position = 0;                 // the position of the next step
   std::unique_ptr<SPECodeStream> code;  // sampled SPE of the layer's own (not shared)
-  at::Tensor gate_noise;                // sampled SPE, gated: (H, D, R), one draw for the sequence
+  at::Tensor gate_noise;                // sampled SPE, gated, unless drawn with the code: (H, D, R), one draw for the sequence
   SPECode gated;                        // sampled SPE from a fixed code: the gated code, made once
   LinearAttentionState linear;          // linear attention: the prefix sums (made at the first step)
   ToeplitzState toeplitz;               // linear attention + toeplitz: the clip window and far sums
