@@ -48,14 +48,18 @@ lra-rotary-inputs | linear | rotary | $lra model.positional.place=inputs
 lra-rotary-features | linear | rotary | $lra model.positional.place=features
 lra-sine-sampled-inputs | linear | sine_spe | $lra model.positional.realizations=64 model.positional.sines=10 $sampled_inputs
 lra-sine-sampled-features | linear | sine_spe | $lra model.positional.realizations=64 model.positional.sines=10 $sampled_features
+lra-sine-sampled-features-gate-3 | linear | sine_spe | $lra model.positional.realizations=64 model.positional.sines=10 $sampled_features model.positional.gate_mean=-3
 lra-sine-orthogonal-features | linear | sine_spe | $lra model.positional.realizations=64 model.positional.sines=10 $sampled_features model.positional.noise=orthogonal
 lra-sine-orthogonal-features-R320 | linear | sine_spe | $lra model.positional.realizations=320 model.positional.sines=10 $sampled_features model.positional.noise=orthogonal
 lra-sine-orthogonal-features-R336 | linear | sine_spe | $lra model.positional.realizations=336 model.positional.sines=10 $sampled_features model.positional.noise=orthogonal
+lra-sine-orthogonal-features-K5-R176 | linear | sine_spe | $lra model.positional.realizations=176 model.positional.sines=5 $sampled_features model.positional.noise=orthogonal
 lra-sine-orthogonal-features-ungated | linear | sine_spe | $lra model.positional.realizations=64 model.positional.sines=10 $sampled_features model.positional.noise=orthogonal model.positional.gated=false
 lra-sine-orthogonal-features-R320-ungated | linear | sine_spe | $lra model.positional.realizations=320 model.positional.sines=10 $sampled_features model.positional.noise=orthogonal model.positional.gated=false
 lra-sine-sampled-features-ungated | linear | sine_spe | $lra model.positional.realizations=64 model.positional.sines=10 $sampled_features model.positional.gated=false
 lra-sine-sampled-features-R320-ungated | linear | sine_spe | $lra model.positional.realizations=320 model.positional.sines=10 $sampled_features model.positional.gated=false
 lra-sine-exact-features | linear | sine_spe | $lra $exact_features
+lra-sine-exact-features-K10 | linear | sine_spe | $lra model.positional.sines=10 $exact_features
+lra-sine-exact-features-K10-gate-3 | linear | sine_spe | $lra model.positional.sines=10 $exact_features model.positional.gate_mean=-3
 lra-sine-exact-features-spread | linear | sine_spe | $lra $exact_features model.positional.init=spread
 lra-sine-exact-features-ungated | linear | sine_spe | $lra $exact_features model.positional.gated=false
 lra-sine-exact-features-spread-ungated | linear | sine_spe | $lra $exact_features model.positional.init=spread model.positional.gated=false

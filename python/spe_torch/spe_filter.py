@@ -16,15 +16,19 @@ from .sine_spe import SINE_NOISES, SineCode, filter_with_code, orthogonal_rows
 
 class SPEFilter(nn.Module):
     """Parameter (the C++ state_dict name): gate (H, D), only when gated.
+    gate_mean: the gate starts at N(gate_mean, 1); s = sigmoid(gate) is each feature's share of the
+    position-free constant (0, the reference's: s about 0.5; -3: about 0.05).
     Gate noise comes from torch's default generator (torch.manual_seed)."""
 
-    def __init__(self, heads: int, dim: int, gated: bool = True, noise: str = "gaussian"):
+    def __init__(self, heads: int, dim: int, gated: bool = True, noise: str = "gaussian", gate_mean: float = 0.0):
         super().__init__()
         check_positive("SPEFilter", "heads", heads)
         check_positive("SPEFilter", "dim", dim)
         if noise not in SINE_NOISES:
             raise ValueError(f"SPEFilter: noise must be one of {', '.join(SINE_NOISES)}, got {noise!r}")
-        self.heads, self.dim, self.gated, self.noise = heads, dim, gated, noise
+        if not math.isfinite(gate_mean):
+            raise ValueError(f"SPEFilter: gate_mean must be finite, got {gate_mean}")
+        self.heads, self.dim, self.gated, self.noise, self.gate_mean = heads, dim, gated, noise, gate_mean
         if gated:
             self.gate = nn.Parameter(torch.empty(heads, dim))
         else:
@@ -32,13 +36,13 @@ class SPEFilter(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """gate ~ N(0, 1), as in C++."""
+        """gate ~ N(gate_mean, 1), as in C++."""
         if self.gate is not None:
             with torch.no_grad():
-                self.gate.copy_(torch.randn(self.heads, self.dim))
+                self.gate.copy_(torch.randn(self.heads, self.dim) + self.gate_mean)
 
     def extra_repr(self) -> str:
-        return f"heads={self.heads}, dim={self.dim}, gated={self.gated}, noise={self.noise}"
+        return f"heads={self.heads}, dim={self.dim}, gated={self.gated}, noise={self.noise}, gate_mean={self.gate_mean}"
 
     def sample_gate_noise(self, realizations: int, dtype: torch.dtype) -> Optional[Tensor]:
         """eps ~ N(0, 1) (H, D, R) / (D R)^(1/4) for one code, its D rows orthogonal with norm sqrt(R)

@@ -12,13 +12,14 @@ namespace spe {
 SPEFilterImpl::SPEFilterImpl(const SPEFilterOptions& options_) : options(options_) {
   detail::check_positive("SPEFilter", "heads", options.heads());
   detail::check_positive("SPEFilter", "dim", options.dim());
+  TORCH_CHECK(std::isfinite(options.gate_mean()), "SPEFilter: gate_mean must be finite, got ", options.gate_mean());
   reset();
 }
 
 void SPEFilterImpl::reset() {
   if (options.gated()) {
     at::NoGradGuard no_grad;
-    gate = register_parameter("gate", at::randn({options.heads(), options.dim()}));
+    gate = register_parameter("gate", at::randn({options.heads(), options.dim()}) + options.gate_mean());
   }
 }
 

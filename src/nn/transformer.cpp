@@ -3,6 +3,8 @@
 #include <ATen/ATen.h>
 #include <fmt/format.h>
 
+#include <cmath>
+
 #include <stdexcept>
 
 #include "spe/attention/linear.h"
@@ -129,6 +131,7 @@ void check_transformer_options(const TransformerOptions& o) {
     fail(fmt::format("learned max_length is {}, expected >= 1", p.max_length()));
   if (is_spe(p.kind()) && p.realizations() < 1)
     fail(fmt::format("SPE realizations is {}, expected >= 1", p.realizations()));
+  if (!std::isfinite(p.gate_mean())) fail(fmt::format("gate_mean is {}, expected a finite number", p.gate_mean()));
   if (p.kind() == PositionalKind::sine_spe && p.sines() < 1) fail(fmt::format("sines is {}, expected >= 1", p.sines()));
   if (p.kind() == PositionalKind::conv_spe) {
     if (p.kernel_size() < 1) fail(fmt::format("kernel_size is {}, expected >= 1", p.kernel_size()));
@@ -168,7 +171,10 @@ void SelfAttentionImpl::reset() {
   if (is_spe(p.kind())) {
     if (!p.shared_code()) make_spe(options, *this, sine_spe, conv_spe);
     spe_filter = register_module("spe_filter",
-                                 SPEFilter(SPEFilterOptions(options.heads(), positioned_dim(options)).gated(p.gated()).noise(p.noise())));
+                                 SPEFilter(SPEFilterOptions(options.heads(), positioned_dim(options))
+                                               .gated(p.gated())
+                                               .gate_mean(p.gate_mean())
+                                               .noise(p.noise())));
   }
   const AttentionOptions& a = options.attention();
   if (a.kind() != AttentionKind::softmax) {

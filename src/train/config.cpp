@@ -139,6 +139,7 @@ void bind_model(Binder& b, nn::ModelOptions& m) {
     p.field("kernel_size", o.kernel_size());
     p.field("conv_ndim", o.conv_ndim());
     p.field("gated", o.gated());
+    p.field("gate_mean", o.gate_mean());
     p.field("shared_code", o.shared_code());
     p.field("clip", o.clip());
     p.field("max_length", o.max_length());

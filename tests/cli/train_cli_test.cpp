@@ -117,6 +117,7 @@ TEST(CliTrain, ProbesTrainWithTheirConfigs) {
   fails_with("data probe --kind sideways", "--kind: 'sideways' is not one of: order, offset, retrieval");
   fails_with("config --set model.positional.kind=sine_spe model.positional.code=exact",
              "exact sineSPE under a feature map needs place features");
+  fails_with("config --set model.positional.gate_mean=.inf", "gate_mean is inf, expected a finite number");
   fails_with("config --set model.positional.place=somewhere", "'somewhere' is not one of: inputs, features");
 }
 

@@ -148,6 +148,18 @@ TEST(SPEFilter, FirstRowSelectsTheRowsOfTheCode) {
   }
 }
 
+// The gate starts at N(gate_mean, 1): over H D = 512 entries the sample mean has sd 1 / sqrt(512) =
+// 0.044 and the sample sd a relative sd of 0.031, so 5 of those bound each.
+TEST(SPEFilter, GateStartsAroundItsMean) {
+  for (double mean : {0.0, -3.0}) {
+    at::manual_seed(4);
+    SPEFilter filter(SPEFilterOptions(8, 64).gate_mean(mean));
+    EXPECT_NEAR(filter->gate.mean().item<double>(), mean, 5 / std::sqrt(512.0)) << "gate_mean " << mean;
+    EXPECT_NEAR(filter->gate.std().item<double>(), 1.0, 5 / std::sqrt(2 * 511.0)) << "gate_mean " << mean;
+  }
+  EXPECT_ERROR_CONTAINS(SPEFilter(SPEFilterOptions(2, 3).gate_mean(std::nan(""))), "gate_mean must be finite, got nan");
+}
+
 TEST(SPEFilter, BadInputIsNamed) {
   SPEFilter filter(SPEFilterOptions(2, 3).gated(false));
   SPECode code = random_code(4, 2, 3, 5);

@@ -380,6 +380,15 @@ class SineSPETest(unittest.TestCase):
         self.assertLess(worst_error(joint), 1e-10)
         self.assertGreater(worst_error(apart), 1e-3)
 
+    def test_gate_starts_around_its_mean(self):
+        """N(gate_mean, 1) over 8 x 64 entries: the sample mean's sd is 1 / sqrt(512), 5 of them bound it."""
+        torch.manual_seed(5)
+        for mean in (0.0, -3.0):
+            gate = spe_torch.SPEFilter(8, 64, gate_mean=mean).gate.data
+            self.assertLess(abs(gate.mean().item() - mean), 5 / math.sqrt(512))
+        with self.assertRaisesRegex(ValueError, "SPEFilter: gate_mean must be finite, got nan"):
+            spe_torch.SPEFilter(2, 3, gate_mean=float("nan"))
+
     def test_expected_kernel(self):
         spe, gated = self.module()
         kernel = gated.expected_kernel(spe.expected_kernel(4, 16), 16)          # (H, D, 7)

@@ -17,6 +17,9 @@ struct SPEFilterOptions {
   TORCH_ARG(int64_t, heads);
   TORCH_ARG(int64_t, dim);
   TORCH_ARG(bool, gated) = true;
+  // The gate's raw parameters start at N(gate_mean, 1); s = sigmoid(gate) is each feature's share of
+  // the position-free constant: 0 (the reference's) starts at s about 0.5, -3 at about 0.05.
+  TORCH_ARG(double, gate_mean) = 0.0;
   TORCH_ARG(SPENoise, noise) = SPENoise::gaussian;  // the gate noise's draw (spe_code.h)
 };
 

@@ -72,6 +72,7 @@ struct PositionalOptions {
   TORCH_ARG(int64_t, kernel_size) = 128;  // convSPE: S
   TORCH_ARG(int64_t, conv_ndim) = 1;      // convSPE: 1, or 2 over the grid of an image
   TORCH_ARG(bool, gated) = true;          // SPE: the gate of each layer
+  TORCH_ARG(double, gate_mean) = 0.0;     // SPE: the gate starts at N(gate_mean, 1) (SPEFilterOptions)
   TORCH_ARG(bool, shared_code) = true;    // SPE: one module and one code per forward for all layers
   TORCH_ARG(int64_t, clip) = 32;          // shaw, toeplitz: relative distances are clipped to [-clip, clip]
   TORCH_ARG(int64_t, max_length) = 4096;  // learned: rows of the table
