@@ -4,6 +4,7 @@
 #include <iostream>
 
 #include "commands.h"
+#include "spe/train/distributed.h"
 #include "spe/util/memory.h"
 
 int main(int argc, char** argv) {
@@ -18,6 +19,8 @@ int main(int argc, char** argv) {
     }
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
+  } catch (const spe::train::ReportedToLauncher&) {
+    return 1;  // the launcher's summary quotes it
   } catch (const c10::Error& e) {
     std::cerr << "error: " << e.what_without_backtrace() << "\n";
     return 1;

@@ -66,12 +66,14 @@ std::string first_line(const std::string& text) { return text.substr(0, text.fin
 std::vector<uint8_t> bytes_of(const std::string& text) { return {text.begin(), text.end()}; }
 
 // What the store holds about each rank: "failed/<rank>" its failure as it reported it,
-// "stopped/<rank>" the rank it stopped because of, "address/<rank>" where it runs.
+// "stopped/<rank>" the rank it stopped because of, "address/<rank>" where it runs, "error/<rank>"
+// the error it stopped with (workers of run_local_workers, for its summary).
 std::string rank_key(const char* record, int64_t rank) { return std::string(record) + "/" + std::to_string(rank); }
 
-// The failure rank r left in the store, or "" when it left none.
-std::string reported_failure(c10d::Store& store, int64_t r) {
-  const std::string key = rank_key("failed", r);
+// The failure (record "failed") or error (record "error") rank r left in the store, or "" when it
+// left none.
+std::string reported_failure(c10d::Store& store, int64_t r, const char* record = "failed") {
+  const std::string key = rank_key(record, r);
   if (!store.check({key})) return "";
   const std::vector<uint8_t> message = store.get(key);
   return {message.begin(), message.end()};
@@ -186,6 +188,8 @@ std::optional<LaunchEnvironment> launch_environment(const EnvironmentLookup& loo
   }
   const char* agent = get("TORCHELASTIC_USE_AGENT_STORE");
   e.agent_store = agent && (std::string(agent) == "True" || std::string(agent) == "true" || std::string(agent) == "1");
+  const char* launcher = get("SPE_LOCAL_LAUNCHER");
+  e.local_launcher = launcher && std::string(launcher) == "1";
   const char* restarts = get("TORCHELASTIC_RESTART_COUNT");
   e.restart_count = restarts ? parse_variable("TORCHELASTIC_RESTART_COUNT", restarts, 0, 1 << 30) : 0;
   return e;
@@ -413,11 +417,25 @@ void ProcessGroup::check_all(const std::string& local_error) {
   throw DistributedError(message);
 }
 
-void ProcessGroup::report_failure(const std::string& message) noexcept {
+namespace {
+
+bool leave_in_store(c10d::Store& store, const std::string& key, const std::string& message) noexcept {
   try {
-    impl_->store->set(rank_key("failed", impl_->rank), bytes_of(first_line(message)));
+    store.set(key, bytes_of(first_line(message)));
+    return true;
   } catch (...) {  // the store is gone: the others learn of it from their own failed collective
+    return false;
   }
+}
+
+}  // namespace
+
+bool ProcessGroup::report_failure(const std::string& message) noexcept {
+  return leave_in_store(*impl_->store, rank_key("failed", impl_->rank), message);
+}
+
+bool ProcessGroup::report_error(const std::string& message) noexcept {
+  return leave_in_store(*impl_->store, rank_key("error", impl_->rank), message);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -643,11 +661,14 @@ class LocalWorkers {
   bool interrupted_ = false;
 };
 
-// Each failed worker's own failure, as it left it in the store ("failed/<rank>").
+// Each failed worker's own failure and final error, as it left them in the store.
 void read_failures(c10d::Store& store, std::vector<WorkerExit>& exits) {
   try {
     for (WorkerExit& e : exits)
-      if (e.status != 0) e.failure = reported_failure(store, e.rank);
+      if (e.status != 0) {
+        e.failure = reported_failure(store, e.rank);
+        e.error = reported_failure(store, e.rank, "error");
+      }
   } catch (const std::exception&) {  // the summary then says how each worker ended
   }
 }
@@ -679,7 +700,7 @@ std::string describe_failures(const std::vector<WorkerExit>& exits) {
   for (const WorkerExit& e : exits) {
     if (e.status == 0 || failed_on_its_own(e)) continue;
     if (causes.empty())
-      clauses.push_back(own_failure(e) + " (its error is above)");
+      clauses.push_back(own_failure(e) + (e.error.empty() ? " (its error is above)" : ": " + e.error));
     else
       stopped.push_back(e.rank);
   }
@@ -709,6 +730,7 @@ void run_local_workers(const std::vector<std::string>& argv, int64_t nproc, doub
                                                {"MASTER_ADDR", "127.0.0.1"},
                                                {"MASTER_PORT", std::to_string(store->getPort())},
                                                {"TORCHELASTIC_USE_AGENT_STORE", "True"},
+                                               {"SPE_LOCAL_LAUNCHER", "1"},
                                                {"TORCHELASTIC_RESTART_COUNT", "0"}};
   for (const char* threads : {"OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"})
     variables[threads] = std::to_string(threads_per_worker);

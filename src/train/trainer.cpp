@@ -576,12 +576,16 @@ TrainSummary train(const Config& config, const TrainerOptions& options) {
                                             t.batch_size, world_size, t.accumulation));
   if (world_size == 1) return Trainer(config, options, nullptr).run();
   ProcessGroup group(*options.launch, options.timeout_s);
+  // Under spe's own launcher an error the store took is the launcher's to print (one line per job).
+  const bool launcher_prints = options.launch->local_launcher;
   try {
     return Trainer(config, options, &group).run();
-  } catch (const DistributedError&) {
-    throw;  // every rank knows, or the failure was another rank's
+  } catch (const DistributedError& e) {  // every rank knows, or the failure was another rank's
+    if (launcher_prints && group.report_error(e.what())) throw ReportedToLauncher(e.what());
+    throw;
   } catch (const std::exception& e) {
-    group.report_failure(e.what());
+    const bool reported = group.report_failure(e.what()) && group.report_error(e.what());
+    if (launcher_prints && reported) throw ReportedToLauncher(e.what());
     throw;
   }
 }

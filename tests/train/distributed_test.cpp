@@ -80,7 +80,8 @@ TEST(LaunchEnvironment, ReadsTorchrunsVariables) {
                                                {"MASTER_ADDR", "10.0.0.7"},
                                                {"MASTER_PORT", "29511"},
                                                {"TORCHELASTIC_USE_AGENT_STORE", "True"},
-                                               {"TORCHELASTIC_RESTART_COUNT", "2"}}));
+                                               {"TORCHELASTIC_RESTART_COUNT", "2"},
+                                               {"SPE_LOCAL_LAUNCHER", "1"}}));
   ASSERT_TRUE(e.has_value());
   EXPECT_EQ(e->rank, 1);
   EXPECT_EQ(e->world_size, 3);
@@ -89,9 +90,11 @@ TEST(LaunchEnvironment, ReadsTorchrunsVariables) {
   EXPECT_EQ(e->master_port, 29511);
   EXPECT_TRUE(e->agent_store);
   EXPECT_EQ(e->restart_count, 2);
+  EXPECT_TRUE(e->local_launcher);
   const auto standalone = launch_environment(lookup_in({{"RANK", "0"}, {"WORLD_SIZE", "1"}}));
   ASSERT_TRUE(standalone.has_value());
   EXPECT_FALSE(standalone->agent_store);
+  EXPECT_FALSE(standalone->local_launcher);
 }
 
 TEST(LaunchEnvironment, NamesTheBadVariable) {
@@ -314,6 +317,11 @@ TEST(LocalWorkers, OneLineNamesTheCauseOnceAndTheRest) {
   EXPECT_EQ(describe_failures({{0, 100, 1, false, ""}, {1, 101, 2, false, ""}}),
             "rank 0 (pid 100) exited with status 1 (its error is above); rank 1 (pid 101) exited with status 2 "
             "(its error is above)");
+  // Nobody failed on its own (all timed out, say), and each left the error it stopped with: quoted.
+  EXPECT_EQ(describe_failures({{0, 100, 1, false, "", "rank 0 of 2: no answer within 20 s"},
+                               {1, 101, 1, false, "", "rank 1 of 2: no answer within 20 s"}}),
+            "rank 0 (pid 100) exited with status 1: rank 0 of 2: no answer within 20 s; rank 1 (pid 101) exited with "
+            "status 1: rank 1 of 2: no answer within 20 s");
   EXPECT_EQ(describe_failures({{0, 100, 0, false, ""}, {1, 101, 0, false, ""}}), "");
 }
 

@@ -31,6 +31,7 @@ struct LaunchEnvironment {
   int64_t master_port = 29500;            // MASTER_PORT
   bool agent_store = false;   // TORCHELASTIC_USE_AGENT_STORE=True: the launcher serves the store
   int64_t restart_count = 0;  // TORCHELASTIC_RESTART_COUNT
+  bool local_launcher = false;  // SPE_LOCAL_LAUNCHER=1: started by run_local_workers, which prints its errors
 };
 
 // The launch environment from `lookup` (getenv by default); nullopt when WORLD_SIZE is unset.
@@ -44,6 +45,13 @@ std::optional<LaunchEnvironment> launch_environment(const EnvironmentLookup& loo
 std::optional<std::string> launched_as_worker(const EnvironmentLookup& lookup = nullptr);
 
 class DistributedError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// A worker of run_local_workers failed and its error is in the launcher's store: the launcher's
+// one-line summary quotes it, so the worker exits with status 1 without printing it again.
+class ReportedToLauncher : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
 };
@@ -70,9 +78,12 @@ class ProcessGroup {
   // rank throws a DistributedError that quotes each failing rank's message (and each failing rank
   // reports it, as report_failure does).
   void check_all(const std::string& local_error);
-  // Leaves this rank's failure in the store, for the other ranks' error messages and the
-  // launcher's summary (best effort).
-  void report_failure(const std::string& message) noexcept;
+  // Leaves this rank's own failure in the store, for the other ranks' error messages and the
+  // launcher's summary (best effort: false when the store could not take it).
+  bool report_failure(const std::string& message) noexcept;
+  // Leaves the error this rank stops with, its own or another's consequence, for the launcher's
+  // summary (best effort: false when the store could not take it).
+  bool report_error(const std::string& message) noexcept;
 
   struct Impl;
 
@@ -111,13 +122,14 @@ struct WorkerExit {
   int status = 0;                  // its exit status, or 128 + the signal that ended it
   bool ended_by_launcher = false;  // the launcher sent that signal (it did not stop in time)
   std::string failure;             // the failure it reported as its own ("" when none)
+  std::string error;               // the error it stopped with, as it reported it ("" when none)
 };
 
 // A job's failure in one line: each worker that failed on its own (it reported a failure, or a
 // signal the launcher did not send ended it) with its message or its end, then the ones that
 // stopped because of them: "rank 1 (pid 4242) was killed by signal 9 (Killed); ranks 0, 2, 3
-// stopped because rank 1 failed". When none failed on its own, each failed worker's end. ""
-// when every worker succeeded.
+// stopped because rank 1 failed". When none failed on its own, each failed worker's end and the
+// error it reported. "" when every worker succeeded.
 std::string describe_failures(const std::vector<WorkerExit>& exits);
 
 // The local launcher (`spe train --nproc N`): serves the store on a free loopback port, starts
@@ -125,8 +137,9 @@ std::string describe_failures(const std::vector<WorkerExit>& exits);
 // threads_per_worker, and waits. argv[0] is the path of the program to start (it is not searched
 // for in PATH).
 // After the first failure the others have timeout_s to stop on their own before they are ended.
-// A failure is a DistributedError with describe_failures's line (the workers' own errors are on
-// the shared stderr above it).
+// A failure is a DistributedError with describe_failures's line. Workers that joined the job leave
+// their errors in the store (SPE_LOCAL_LAUNCHER=1 tells them to) and do not print them, so that
+// one failure makes one error line; errors before a worker joined are on the shared stderr above.
 void run_local_workers(const std::vector<std::string>& argv, int64_t nproc, double timeout_s,
                        int64_t threads_per_worker);
 
