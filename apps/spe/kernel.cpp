@@ -1,6 +1,6 @@
 // `spe kernel`: the positional kernel a relative position induces, what a query at m sees of a key
 // at n against the lag m - n: an SPE layer's exact and sampled, or the exact one of decay,
-// toeplitz and rotary.
+// toeplitz and rotary; from the modules as a model starts with them, or a trained model's layer.
 #include <ATen/ATen.h>
 #include <ATen/Context.h>
 #include <fmt/format.h>
@@ -20,6 +20,7 @@
 #include "spe/encoding/sine_spe.h"
 #include "spe/encoding/spe_filter.h"
 #include "spe/encoding/toeplitz.h"
+#include "spe/inference/saved_model.h"
 #include "spe/util/files.h"
 
 namespace spe::cli {
@@ -37,6 +38,8 @@ struct KernelArgs {
   uint64_t seed = 0;
   std::string dtype = "float64";
   std::string json_path, png_path;
+  std::string checkpoint;  // a trained model: its layer's modules and sizes instead of fresh ones
+  int64_t layer = 0;
 };
 
 // sine and conv: a kernel per head and feature, expected and sampled; the others: exact, per head.
@@ -62,6 +65,7 @@ std::string definition(const KernelArgs& a) {
 // "sineSPE (gated)", "rotary (base 10000, yarn x4, causal)": the kind as the output names it.
 std::string label(const KernelArgs& a) {
   std::vector<std::string> notes;
+  if (!a.checkpoint.empty()) notes.push_back(fmt::format("trained, layer {}", a.layer));
   if (a.gated) notes.emplace_back("gated");
   if (a.pe == "toeplitz") notes.push_back(fmt::format("clip {}", a.clip));
   if (a.pe == "rotary") notes.push_back(fmt::format("base {:g}", a.base));
@@ -118,27 +122,90 @@ void keep_state(KernelReport& report, const torch::nn::Module& module) {
   for (const auto& b : module.named_buffers()) report.params.emplace_back(b.key(), b.value());
 }
 
-// A fresh SPE layer and its filter: expected and empirical, (H, D, 2L - 1) each.
-void spe_kernels(const KernelArgs& a, at::ScalarType dtype, KernelReport& report) {
+// The modules whose kernel is shown (those of --pe; the others null).
+struct PositionalModules {
+  SineSPE sine{nullptr};
+  ConvSPE conv{nullptr};
+  SPEFilter filter{nullptr};
+  Decay decay{nullptr};
+  ToeplitzBias toeplitz{nullptr};
+};
+
+// Fresh modules as a model starts with them, their parameters drawn from --seed (SPE).
+PositionalModules fresh_modules(const KernelArgs& a) {
   at::manual_seed(a.seed);  // parameters are drawn from the default generator
+  PositionalModules m;
+  if (a.pe == "sine") m.sine = SineSPE(SineSPEOptions(a.heads, a.dim).sines(a.sines).realizations(a.realizations));
+  if (a.pe == "conv")
+    m.conv = ConvSPE(ConvSPEOptions(a.heads, a.dim).kernel_size(a.kernel_size).realizations(a.realizations));
+  if (is_spe(a.pe)) m.filter = SPEFilter(SPEFilterOptions(a.heads, a.dim).gated(a.gated));
+  if (a.pe == "decay") m.decay = Decay(DecayOptions(a.heads));
+  if (a.pe == "toeplitz") m.toeplitz = ToeplitzBias(ToeplitzBiasOptions(a.heads).clip(a.clip));
+  return m;
+}
+
+// --checkpoint: the modules of the model's layer --layer (the shared SPE module when the layers
+// share one), and the arguments they imply, written into `a`.
+PositionalModules trained_modules(KernelArgs& a) {
+  inference::SavedModel saved = inference::load_saved_model(a.checkpoint);
+  nn::TransformerImpl& transformer = *saved.model->transformer;
+  const int64_t layers = static_cast<int64_t>(transformer.blocks->size());
+  if (a.layer >= layers)
+    throw CLI::ValidationError("--layer", fmt::format("the model has {} layer(s), 0 to {}; got {}", layers, layers - 1,
+                                                      a.layer));
+  nn::SelfAttentionImpl& layer = *transformer.blocks[a.layer]->as<nn::TransformerBlock>()->attention;
+  const nn::PositionalOptions& p = transformer.options.positional();
+  PositionalModules m;
+  m.sine = layer.sine_spe ? layer.sine_spe : transformer.sine_spe;
+  m.conv = layer.conv_spe ? layer.conv_spe : transformer.conv_spe;
+  m.filter = layer.spe_filter;
+  m.decay = layer.decay;
+  m.toeplitz = layer.toeplitz;
+  a.heads = transformer.options.heads();
+  if (m.sine) {
+    a.pe = "sine";
+    a.dim = m.sine->options.dim();
+    a.sines = m.sine->options.sines();
+  } else if (m.conv) {
+    if (m.conv->options.ndim() != 1)
+      throw std::invalid_argument(fmt::format("'{}': its 2-D convSPE has a kernel over the image grid, not over lags "
+                                              "m - n: spe kernel shows 1-D kernels only", a.checkpoint));
+    a.pe = "conv";
+    a.dim = m.conv->options.dim();
+    a.kernel_size = m.conv->options.kernel_size();
+  } else if (m.decay) {
+    a.pe = "decay";
+  } else if (m.toeplitz) {
+    a.pe = "toeplitz";
+    a.clip = m.toeplitz->options.clip();
+  } else {
+    throw std::invalid_argument(fmt::format(
+        "'{}': its positional kind is {}; spe kernel --checkpoint shows the learned relative ones (sine_spe, "
+        "conv_spe, decay, toeplitz); rotary learns nothing: see --pe rotary",
+        a.checkpoint, choice_name(p.kind(), nn::kPositionalKinds)));
+  }
+  if (is_spe(a.pe)) {
+    a.realizations = p.realizations();
+    a.gated = m.filter->options.gated();
+  }
+  return m;
+}
+
+// An SPE layer and its filter: expected and empirical (one draw from --seed), (H, D, 2L - 1) each.
+void spe_kernels(const KernelArgs& a, PositionalModules m, KernelReport& report) {
   auto generator = make_generator(a.seed);
   SPECode code;
   at::Tensor expected;
-  if (a.pe == "sine") {
-    SineSPE spe(SineSPEOptions(a.heads, a.dim).sines(a.sines).realizations(a.realizations));
-    spe->to(dtype);
-    code = spe->forward(a.length, c10::nullopt, generator);
-    expected = spe->expected_kernel(a.length);
-    keep_state(report, *spe);
+  if (m.sine) {
+    code = m.sine->forward(a.length, a.realizations, generator);
+    expected = m.sine->expected_kernel(a.length, a.realizations);
+    keep_state(report, *m.sine);
   } else {
-    ConvSPE spe(ConvSPEOptions(a.heads, a.dim).kernel_size(a.kernel_size).realizations(a.realizations));
-    spe->to(dtype);
-    code = spe->forward({a.length}, c10::nullopt, generator);
-    expected = spe->expected_kernel({a.length});
-    keep_state(report, *spe);
+    code = m.conv->forward({a.length}, a.realizations, generator);
+    expected = m.conv->expected_kernel({a.length}, a.realizations);
+    keep_state(report, *m.conv);
   }
-  SPEFilter filter(SPEFilterOptions(a.heads, a.dim).gated(a.gated));
-  filter->to(dtype);
+  SPEFilter filter = m.filter;
   keep_state(report, *filter);
   auto gate_generator = make_generator(a.seed + 1);
   report.expected = filter->expected_kernel(expected, a.realizations);
@@ -158,19 +225,15 @@ at::Tensor rotary_kernel(const RotaryEncoding& rotary, int64_t length, at::Scala
   return at::cat({from_zero.slice(0, 1).flip(0), from_zero});  // lags -(L - 1) .. L - 1
 }
 
-// decay, toeplitz or rotary as the library's module computes it at its start: (H, 2L - 1).
-at::Tensor exact_kernel(const KernelArgs& a, at::ScalarType dtype, KernelReport& report) {
-  if (a.pe == "decay") {
-    Decay decay(DecayOptions(a.heads));
-    decay->to(dtype);
-    keep_state(report, *decay);
-    return decay->kernel(a.length);
+// decay, toeplitz or rotary as the library's module computes it: (H, 2L - 1).
+at::Tensor exact_kernel(const KernelArgs& a, PositionalModules m, at::ScalarType dtype, KernelReport& report) {
+  if (m.decay) {
+    keep_state(report, *m.decay);
+    return m.decay->kernel(a.length);
   }
-  if (a.pe == "toeplitz") {
-    ToeplitzBias toeplitz(ToeplitzBiasOptions(a.heads).clip(a.clip));
-    toeplitz->to(dtype);
-    keep_state(report, *toeplitz);
-    return toeplitz->kernel(a.length);
+  if (m.toeplitz) {
+    keep_state(report, *m.toeplitz);
+    return m.toeplitz->kernel(a.length);
   }
   RotaryEncoding rotary(RotaryEncodingOptions(a.dim)
                             .base(a.base)
@@ -186,15 +249,23 @@ at::Tensor without_future(const at::Tensor& kernel, const at::Tensor& lags) {
   return at::where(lags.ge(0), kernel, at::zeros({}, kernel.options()));
 }
 
-KernelReport compute_report(const KernelArgs& a) {
+KernelReport compute_report(const KernelArgs& a, PositionalModules modules) {
   at::NoGradGuard no_grad;
   const auto dtype = a.dtype == "float64" ? at::kDouble : at::kFloat;
+  auto to_dtype = [dtype](auto& holder) {
+    if (holder) holder->to(dtype);
+  };
+  to_dtype(modules.sine);
+  to_dtype(modules.conv);
+  to_dtype(modules.filter);
+  to_dtype(modules.decay);
+  to_dtype(modules.toeplitz);
   KernelReport report;
   report.lags = at::arange(-(a.length - 1), a.length, at::kLong);
   if (is_spe(a.pe))
-    spe_kernels(a, dtype, report);
+    spe_kernels(a, modules, report);
   else
-    report.expected = exact_kernel(a, dtype, report);
+    report.expected = exact_kernel(a, modules, dtype, report);
   if (a.causal) {
     report.expected = without_future(report.expected, report.lags);
     if (report.empirical.defined()) report.empirical = without_future(report.empirical, report.lags);
@@ -209,6 +280,10 @@ std::string report_json(const KernelArgs& a, const KernelReport& r) {
   };
   auto number = [](double value) { return fmt::format("{:.17g}", value); };
   field("pe", json_string(a.pe));
+  if (!a.checkpoint.empty()) {
+    field("checkpoint", json_string(a.checkpoint));
+    field("layer", std::to_string(a.layer));
+  }
   field("definition", json_string(definition(a)));
   field("heads", std::to_string(a.heads));
   if (is_spe(a.pe) || a.pe == "rotary") field("dim", std::to_string(a.dim));
@@ -407,8 +482,27 @@ void check_size(const KernelArgs& a) {
         a.pe == "rotary" ? " or --dim" : ""));
 }
 
+// The options a checkpoint decides (--checkpoint refuses them) and those it alone takes.
+constexpr const char* kFromCheckpoint[] = {"--pe",      "--heads", "--dim",          "--realizations",
+                                           "--sines",   "--kernel-size", "--gated",  "--clip",
+                                           "--base",    "--rope-scaling", "--factor", "--original-length"};
+
+void check_source(const KernelArgs& a, const CLI::App& sub) {
+  if (!a.checkpoint.empty()) {
+    for (const char* option : kFromCheckpoint)
+      if (sub.count(option) > 0)
+        throw CLI::ValidationError(option, "comes from the checkpoint: do not combine it with --checkpoint");
+    return;
+  }
+  if (sub.count("--layer") > 0) throw CLI::ValidationError("--layer", "applies to --checkpoint only");
+  for (const char* option : {"--pe", "--heads"})
+    if (sub.count(option) == 0)
+      throw CLI::RequiredError(fmt::format("{} is required (or --checkpoint, whose model gives it)", option),
+                               CLI::ExitCodes::RequiredError);
+}
+
 void check_args(const KernelArgs& a, const CLI::App& sub) {
-  check_scopes(a, sub);
+  if (a.checkpoint.empty()) check_scopes(a, sub);
   if (a.pe == "conv" && a.kernel_size > a.length)
     throw CLI::ValidationError("--kernel-size", fmt::format(
         "{} is longer than --length {}: the kernel must fit in the sequence", a.kernel_size, a.length));
@@ -416,8 +510,8 @@ void check_args(const KernelArgs& a, const CLI::App& sub) {
   check_size(a);
 }
 
-void run_kernel(const KernelArgs& a) {
-  KernelReport report = compute_report(a);
+void run_kernel(const KernelArgs& a, PositionalModules modules) {
+  KernelReport report = compute_report(a, modules);
   if (report.empirical.defined()) {
     const at::Tensor error = (report.empirical - report.expected).abs();
     std::cout << fmt::format("{}: {}: max |expected| {:.4g}, mean |empirical - expected| {:.4g}\n", label(a),
@@ -436,7 +530,8 @@ void run_kernel(const KernelArgs& a) {
 }
 
 constexpr const char* kKernelFooter = R"(Each kind shows what a query at m sees of a key at n against the lag m - n, from the library's
-module as a model starts with it:
+module as a model starts with it, or with --checkpoint as a trained model's layer has it (its kind
+and sizes from the checkpoint, the SPE draw from --seed):
   sine, conv  a fresh SPE layer drawn from --seed: per head and feature, the exact expected
               kernel E[sum_r Qbar'[m] Kbar'[m - lag]] and the empirical one of a single draw
   decay       per head, g_h^|m - n| with the module's starting decays g_h = 1 - 2^-(5 + 7h / (H - 1))
@@ -457,9 +552,12 @@ void add_kernel_command(CLI::App& app) {
   auto a = std::make_shared<KernelArgs>();
   std::vector<std::string> scalings;
   for (const auto& choice : kRotaryScalings) scalings.emplace_back(choice.name);
-  sub->add_option("--pe", a->pe, "the relative position")->required()->check(
+  sub->add_option("--pe", a->pe, "the relative position (required unless --checkpoint)")->check(
       CLI::IsMember({"sine", "conv", "decay", "toeplitz", "rotary"}));
-  sub->add_option("--heads", a->heads, "H, attention heads")->required()->check(positive_integer());
+  sub->add_option("--checkpoint", a->checkpoint,
+                  "a trained model (checkpoint.pt or best.pt): the kernel of its layer --layer, every size from it");
+  sub->add_option("--layer", a->layer, "the layer of --checkpoint (0 first)")->check(CLI::NonNegativeNumber)->capture_default_str();
+  sub->add_option("--heads", a->heads, "H, attention heads (required unless --checkpoint)")->check(positive_integer());
   sub->add_option("--dim", a->dim, "D, features per head (sine, conv, rotary)")->check(positive_integer());
   sub->add_option("--length", a->length, "L, sequence length")->required()->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
   sub->add_option("--realizations", a->realizations, "R, realizations per code (sine, conv)")->check(positive_integer());
@@ -482,8 +580,16 @@ void add_kernel_command(CLI::App& app) {
   sub->add_option("--json", a->json_path, "write the kernel report as JSON");
   sub->add_option("--png", a->png_path, "plot the kernel (SPE: expected against empirical) with gnuplot");
   sub->callback([a, sub] {
-    check_args(*a, *sub);
-    run_kernel(*a);
+    check_source(*a, *sub);
+    PositionalModules modules;
+    if (a->checkpoint.empty()) {
+      check_args(*a, *sub);
+      modules = fresh_modules(*a);
+    } else {
+      modules = trained_modules(*a);  // fills in the kind and sizes
+      check_args(*a, *sub);
+    }
+    run_kernel(*a, modules);
   });
 }
 

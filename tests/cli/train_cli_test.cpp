@@ -1,4 +1,5 @@
-// `spe data`, `spe train`, `spe eval`, `spe config` and `spe plot` as a user runs them, including a
+// `spe data`, `spe train`, `spe eval`, `spe config`, `spe plot` and `spe kernel --checkpoint` as a
+// user runs them, including a
 // training process killed at random moments (often in the middle of writing a checkpoint) and
 // resumed from whatever is on disk.
 #include <gtest/gtest.h>
@@ -7,12 +8,15 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cmath>
 #include <filesystem>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <sstream>
 #include <thread>
 
+#include "spe/inference/saved_model.h"
 #include "support/cli.h"
 
 namespace spe {
@@ -64,6 +68,61 @@ TEST(CliTrain, DataTrainEvalAndPlotWorkTogether) {
   const auto plot = run_cli("plot --metrics " + (out / "metrics.jsonl").string() + " --png " + (out / "curves.png").string());
   ASSERT_EQ(plot.status, 0) << plot.output;
   EXPECT_GT(fs::file_size(out / "curves.png"), 1000u);
+}
+
+// `spe kernel --checkpoint`: the kernel of a trained layer, from its own parameters (those the
+// checkpoint holds), with the kind and sizes of its model.
+TEST(CliTrain, KernelOfATrainedLayerUsesItsParameters) {
+  const fs::path data = listops_data(), out = scratch("kernel_run"), json = scratch("trained_kernel.json");
+  const auto train = run_cli("--threads 1 train --config " SPE_SOURCE_DIR "/configs/listops/linear_sine_spe.yaml" + kTinyModel +
+                             "train.steps=3 train.eval_every=3 model.positional.gate_mean=-3 data.dir=" + data.string() +
+                             " --out " + out.string());
+  ASSERT_EQ(train.status, 0) << train.output;
+  const std::string checkpoint = (out / "checkpoint.pt").string();
+  const auto run = run_cli("kernel --checkpoint " + checkpoint + " --length 9 --json " + json.string());
+  ASSERT_EQ(run.status, 0) << run.output;
+  EXPECT_NE(run.output.find("sineSPE (trained, layer 0, gated)"), std::string::npos) << run.output;
+  std::ifstream in(json);
+  const nlohmann::json j = nlohmann::json::parse(in);
+  EXPECT_EQ(j["pe"], "sine");
+  EXPECT_EQ(j["checkpoint"], checkpoint);
+  EXPECT_EQ(j["heads"], 2);
+  EXPECT_EQ(j["dim"], 8);
+  EXPECT_EQ(j["realizations"], 8);
+  EXPECT_EQ(j["sines"], 2);
+  // The parameters shown are the trained model's: its first layer's gate, the shared code's gains.
+  inference::SavedModel saved = inference::load_saved_model(checkpoint);
+  auto& layer = *saved.model->transformer->blocks[0]->as<nn::TransformerBlock>()->attention;
+  auto& sine = *saved.model->transformer->sine_spe;
+  double lambda_sum = 0;  // (1 / 2K) sum_k lambda_k^2 cos(theta_k) at lag 0, head 1, feature 3
+  for (int k = 0; k < 2; ++k) {
+    EXPECT_EQ(j["params"]["gains"][1][3][k].get<double>(), sine.gains[1][3][k].item<double>());
+    const double lambda = std::log1p(std::exp(sine.gains[1][3][k].item<double>()));
+    lambda_sum += lambda * lambda * std::cos(sine.offsets[1][3][k].item<double>()) / 4;
+  }
+  const double gate = layer.spe_filter->gate[1][3].item<double>(), s = 1 / (1 + std::exp(-gate));
+  EXPECT_EQ(j["params"]["gate"][1][3].get<double>(), gate);
+  EXPECT_NEAR(j["expected"][1][3][8].get<double>(), ((1 - s) * lambda_sum + s) * std::sqrt(8.0 / 8.0), 1e-6);
+  // Mistakes are named.
+  auto fails_with = [](const std::string& arguments, const std::string& expected) {
+    const auto bad = run_cli(arguments);
+    EXPECT_NE(bad.status, 0) << arguments;
+    EXPECT_NE(bad.output.find(expected), std::string::npos) << arguments << "\n" << bad.output;
+  };
+  fails_with("kernel --checkpoint " + checkpoint + " --length 9 --layer 1", "--layer: the model has 1 layer(s), 0 to 0; got 1");
+  fails_with("kernel --checkpoint " + checkpoint + " --length 9 --pe sine",
+             "--pe: comes from the checkpoint: do not combine it with --checkpoint");
+  fails_with("kernel --pe decay --heads 2 --length 9 --layer 0", "--layer: applies to --checkpoint only");
+  fails_with("kernel --length 9", "--pe is required (or --checkpoint, whose model gives it)");
+  fails_with("kernel --checkpoint " + scratch("nothing.pt").string() + " --length 9", "nothing.pt");
+  const fs::path plain = scratch("kernel_plain_run");
+  ASSERT_EQ(run_cli("--threads 1 train --config " SPE_SOURCE_DIR "/configs/listops/linear_sine_spe.yaml" + kTinyModel +
+                    "train.steps=1 train.eval_every=1 model.positional.kind=rotary data.dir=" + data.string() + " --out " +
+                    plain.string())
+                .status,
+            0);
+  fails_with("kernel --checkpoint " + (plain / "checkpoint.pt").string() + " --length 9",
+             "its positional kind is rotary; spe kernel --checkpoint shows the learned relative ones");
 }
 
 TEST(CliTrain, MistakesAreNamed) {
