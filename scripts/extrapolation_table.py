@@ -13,11 +13,12 @@ import sys
 
 
 def label(checkpoint):
-    """'sine_spe (exact)' for OUT/exact/linear-sine_spe-seed1/best.pt, 'rotary' for OUT/sampled/..."""
+    """'sine_spe (exact)' for OUT/exact/linear-sine_spe-seed1/best.pt, 'conv_spe (gate_mean -3)' for
+    OUT/gate3/..., 'rotary' for OUT/sampled/..."""
     run = os.path.basename(os.path.dirname(checkpoint))
     group = os.path.basename(os.path.dirname(os.path.dirname(checkpoint)))
     kind = re.sub(r"^[a-z]+-(.*)-seed\d+$", r"\1", run)
-    return f"{kind} (exact)" if group == "exact" else kind
+    return {"exact": f"{kind} (exact)", "gate3": f"{kind} (gate_mean -3)"}.get(group, kind)
 
 
 def cell(values):

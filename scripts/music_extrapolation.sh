@@ -5,6 +5,8 @@
 # test windows of 2L and 4L tokens (`spe extrapolate`) and writes the table of docs/RESULTS.md.
 #   scripts/music_extrapolation.sh SEEDS OUT [STEPS]
 # Seeds are trained in passes (seed 1 of every kind first), so a stopped grid has whole seeds.
+# Groups: sampled (the config's gated R 32 SPE), exact (sineSPE's exact code), toeplitz, and gate3
+# (sampled SPE with its gate started mostly positional, gate_mean -3).
 set -euo pipefail
 seeds=${1:?seeds}; out=${2:?output folder}; steps=${3:-500}
 spe=${SPE:-build/spe}
@@ -18,6 +20,8 @@ for s in $(seq 1 "$seeds"); do
   "$spe" --threads 1 compare "${common[@]}" --seeds "$s" --out "$out/exact" --pe sine_spe \
     --set model.positional.code=exact
   "$spe" --threads 1 compare "${common[@]}" --seeds "$s" --out "$out/toeplitz" --pe toeplitz
+  "$spe" --threads 1 compare "${common[@]}" --seeds "$s" --out "$out/gate3" --pe sine_spe,conv_spe \
+    --set model.positional.gate_mean=-3
 done
 for length in 512 1024; do
   for s in $(seq 1 "$seeds"); do

@@ -21,8 +21,9 @@ parallel=${PARALLEL:-2}
 # Two setups, spelled out in full so that each row means the same whatever the base config holds:
 #   first: the byte-level config as it was (elu+1 features, mean pooling, lr 1e-3)
 #   lra:   the authors' LRA setup (ReLU features, a [CLS] token, lr 3e-3)
-first="model.attention.feature_map=elu model.pooling=mean train.lr=0.001"
-lra="model.attention.feature_map=relu model.pooling=cls train.lr=0.003"
+# both with SPE's gate at the reference's start (gate_mean 0; the shipped configs now start it at -3).
+first="model.attention.feature_map=elu model.pooling=mean train.lr=0.001 model.positional.gate_mean=0"
+lra="model.attention.feature_map=relu model.pooling=cls train.lr=0.003 model.positional.gate_mean=0"
 sampled_inputs="model.positional.place=inputs model.positional.code=sampled"
 sampled_features="model.positional.place=features model.positional.code=sampled"
 exact_features="model.positional.place=features model.positional.code=exact"
@@ -42,6 +43,8 @@ sine-exact-features-spread | linear | sine_spe | $first $exact_features model.po
 sine-exact-features-spread-ungated | linear | sine_spe | $first $exact_features model.positional.init=spread model.positional.gated=false
 conv-sampled-inputs | linear | conv_spe | $first $sampled_inputs
 conv-sampled-features | linear | conv_spe | $first $sampled_features
+lra-conv-sampled-features | linear | conv_spe | $lra $sampled_features
+lra-conv-sampled-features-gate-3 | linear | conv_spe | $lra $sampled_features model.positional.gate_mean=-3
 favor-sine-exact-features-spread | favor | sine_spe | $first $exact_features model.positional.init=spread
 lra-none | linear | none | $lra
 lra-rotary-inputs | linear | rotary | $lra model.positional.place=inputs
@@ -58,6 +61,7 @@ lra-sine-orthogonal-features-R320-ungated | linear | sine_spe | $lra model.posit
 lra-sine-sampled-features-ungated | linear | sine_spe | $lra model.positional.realizations=64 model.positional.sines=10 $sampled_features model.positional.gated=false
 lra-sine-sampled-features-R320-ungated | linear | sine_spe | $lra model.positional.realizations=320 model.positional.sines=10 $sampled_features model.positional.gated=false
 lra-sine-exact-features | linear | sine_spe | $lra $exact_features
+lra-sine-exact-features-gate-3 | linear | sine_spe | $lra $exact_features model.positional.gate_mean=-3
 lra-sine-exact-features-K10 | linear | sine_spe | $lra model.positional.sines=10 $exact_features
 lra-sine-exact-features-K10-gate-3 | linear | sine_spe | $lra model.positional.sines=10 $exact_features model.positional.gate_mean=-3
 lra-sine-exact-features-spread | linear | sine_spe | $lra $exact_features model.positional.init=spread
