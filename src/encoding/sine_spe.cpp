@@ -56,7 +56,9 @@ void SineSPEImpl::reset() {
 
 void SineSPEImpl::pretty_print(std::ostream& stream) const {
   stream << "spe::SineSPE(heads=" << options.heads() << ", dim=" << options.dim()
-         << ", sines=" << options.sines() << ", realizations=" << options.realizations() << ")";
+         << ", sines=" << options.sines() << ", realizations=" << options.realizations()
+         << ", noise=" << choice_name(options.noise(), kSPENoises) << (options.gate_noise() ? ", gate_noise=true" : "")
+         << ")";
 }
 
 at::Tensor SineSPEImpl::sample_noise(int64_t realizations, OptionalGenerator generator) const {

@@ -25,7 +25,8 @@ void SPEFilterImpl::reset() {
 
 void SPEFilterImpl::pretty_print(std::ostream& stream) const {
   stream << "spe::SPEFilter(heads=" << options.heads() << ", dim=" << options.dim()
-         << ", gated=" << (options.gated() ? "true" : "false") << ")";
+         << ", gated=" << (options.gated() ? "true" : "false") << ", gate_mean=" << options.gate_mean()
+         << ", noise=" << choice_name(options.noise(), kSPENoises) << ")";
 }
 
 namespace {

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <sstream>
 
 #include "spe/encoding/sine_spe.h"
 #include "spe/encoding/spe_filter.h"
@@ -158,6 +159,9 @@ TEST(SPEFilter, GateStartsAroundItsMean) {
     EXPECT_NEAR(filter->gate.std().item<double>(), 1.0, 5 / std::sqrt(2 * 511.0)) << "gate_mean " << mean;
   }
   EXPECT_ERROR_CONTAINS(SPEFilter(SPEFilterOptions(2, 3).gate_mean(std::nan(""))), "gate_mean must be finite, got nan");
+  std::ostringstream printed;
+  SPEFilter(SPEFilterOptions(2, 3).gate_mean(-3).noise(SPENoise::orthogonal))->pretty_print(printed);
+  EXPECT_EQ(printed.str(), "spe::SPEFilter(heads=2, dim=3, gated=true, gate_mean=-3, noise=orthogonal)");
 }
 
 TEST(SPEFilter, BadInputIsNamed) {
