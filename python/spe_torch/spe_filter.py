@@ -14,6 +14,11 @@ from ._checks import check_heads, check_positive, check_same_dtype, check_same_s
 from .sine_spe import SINE_NOISES, SineCode, filter_with_code, orthogonal_rows
 
 
+def _scaled_gate_noise(eps: Tensor) -> Tensor:
+    """eps (H, D, R) with entries of variance 1 -> the gate's noise eps / (D R)^(1/4) (C++'s scaled_gate_noise)."""
+    return eps / float(eps.size(1) * eps.size(2)) ** 0.25
+
+
 class SPEFilter(nn.Module):
     """Parameter (the C++ state_dict name): gate (H, D), only when gated.
     gate_mean: the gate starts at N(gate_mean, 1); s = sigmoid(gate) is each feature's share of the
@@ -55,7 +60,7 @@ class SPEFilter(nn.Module):
             eps = orthogonal_rows(self.heads, self.dim, 1, realizations, dtype, gate.device)
         else:
             eps = torch.randn([self.heads, self.dim, realizations], dtype=dtype, device=gate.device)
-        return eps / float(self.dim * realizations) ** 0.25
+        return _scaled_gate_noise(eps)
 
     def gate_noise_for(self, code: SineCode) -> Optional[Tensor]:
         """The gate's noise for this code: its own (drawn with it, SineSPE(gate_noise=True)) scaled as
@@ -64,7 +69,7 @@ class SPEFilter(nn.Module):
             return None
         own = code.gate_noise
         if own is not None:
-            return own.to(code.weights.dtype) / float(self.dim * own.size(-1)) ** 0.25
+            return _scaled_gate_noise(own.to(code.weights.dtype))
         return self.sample_gate_noise(code.weights.size(3), code.weights.dtype)
 
     def _keep_and_noise(self, gate: Tensor, gate_noise: Optional[Tensor], realizations: int,

@@ -70,9 +70,8 @@ std::vector<uint8_t> bytes_of(const std::string& text) { return {text.begin(), t
 // the error it stopped with (workers of run_local_workers, for its summary).
 std::string rank_key(const char* record, int64_t rank) { return std::string(record) + "/" + std::to_string(rank); }
 
-// The failure (record "failed") or error (record "error") rank r left in the store, or "" when it
-// left none.
-std::string reported_failure(c10d::Store& store, int64_t r, const char* record = "failed") {
+// What rank r left in the store under `record` ("failed", "error"), or "" when it left nothing.
+std::string left_in_store(c10d::Store& store, const char* record, int64_t r) {
   const std::string key = rank_key(record, r);
   if (!store.check({key})) return "";
   const std::vector<uint8_t> message = store.get(key);
@@ -266,7 +265,7 @@ struct ProcessGroup::Impl {
   std::string failure_reports() const {
     std::string reports;
     for (int64_t r = 0; r < world_size; ++r) {
-      const std::string failure = r == rank ? "" : reported_failure(*store, r);
+      const std::string failure = r == rank ? "" : left_in_store(*store, "failed", r);
       if (!failure.empty()) reports += fmt::format(" Rank {} failed: {}.", r, failure);
     }
     return reports;
@@ -666,8 +665,8 @@ void read_failures(c10d::Store& store, std::vector<WorkerExit>& exits) {
   try {
     for (WorkerExit& e : exits)
       if (e.status != 0) {
-        e.failure = reported_failure(store, e.rank);
-        e.error = reported_failure(store, e.rank, "error");
+        e.failure = left_in_store(store, "failed", e.rank);
+        e.error = left_in_store(store, "error", e.rank);
       }
   } catch (const std::exception&) {  // the summary then says how each worker ended
   }
