@@ -3,7 +3,7 @@
 // accumulating, a row added to every row) and sizes that take each path of each register
 // blocking: blocks of 6 rows and of each number of rows left (1 to 5), of 4 vectors and 1 vector
 // of columns, and the scalar tail. Likewise the lane-wise products and the strided transposes
-// of the sineSPE backward.
+// of the sineSPE backward, and the vectorised dot products.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
@@ -84,6 +84,28 @@ TEST(LanewiseGemm, MatchesEinsum) {
   expect_lanewise_products_match<BaselineTile, double>(at::kDouble, 1e-14);
   expect_lanewise_products_match<Avx512Tile, float>(at::kFloat, 1e-5);
   expect_lanewise_products_match<BaselineTile, float>(at::kFloat, 1e-5);
+}
+
+// dot: sum_i a_i b_i, and the sum of a without b, against a float64 sum; lengths that take the
+// four-vector loop, the one-vector loop and the scalar tail, each alone and together, and 0.
+template <int Bytes>
+void expect_dots_match() {
+  auto g = make_generator(8);
+  constexpr int64_t W = kLanes<double, Bytes>;
+  for (const int64_t n : std::vector<int64_t>{0, 1, W - 1, W, 3 * W + 1, 4 * W, 4 * W + W + 2, 64 + 3}) {
+    const at::Tensor a = at::randn({n}, g, at::kDouble), b = at::randn({n}, g, at::kDouble);
+    const double* pa = a.data_ptr<double>();
+    const double* pb = b.data_ptr<double>();
+    EXPECT_NEAR(dot<Bytes>(pa, pb, n), (a * b).sum().item<double>(), 1e-13) << n << " values, " << Bytes << " bytes";
+    EXPECT_NEAR(dot<Bytes>(pa, static_cast<const double*>(nullptr), n), a.sum().item<double>(), 1e-13)
+        << n << " values, " << Bytes << " bytes";
+  }
+}
+
+TEST(Dot, MatchesTheSumForEveryLength) {
+  expect_dots_match<64>();
+  expect_dots_match<32>();
+  expect_dots_match<16>();
 }
 
 // transpose into rows ld_out apart (the rest of each row untouched): whole blocks, edges, both.

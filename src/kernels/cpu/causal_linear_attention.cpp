@@ -100,16 +100,47 @@ SPE_INLINE const T* keys_to_end(const Decay<T>& d, const T* k, int64_t ld, int64
 // sum_i (first + i) (a_i . b_i) over c rows of M, for d loss / d log g: summed by feature in
 // `lanes` (M; independent sums, so the loop vectorises), then across features in float64.
 template <typename T>
-SPE_INLINE double weighted_row_dots(const T* a, const T* b, int64_t ld, int64_t c, int64_t M, double first,
-                                    T* lanes) {
+SPE_INLINE double weighted_row_dots(const T* a, int64_t lda, const T* b, int64_t ldb, int64_t c, int64_t M,
+                                    double first, T* lanes) {
   std::fill(lanes, lanes + M, T(0));
   for (int64_t i = 0; i < c; ++i) {
     const T w = static_cast<T>(first + static_cast<double>(i));
-    for (int64_t f = 0; f < M; ++f) lanes[f] += w * a[i * ld + f] * b[i * ld + f];
+    for (int64_t f = 0; f < M; ++f) lanes[f] += w * a[i * lda + f] * b[i * ldb + f];
   }
   double total = 0;
   for (int64_t f = 0; f < M; ++f) total += lanes[f];
   return total;
+}
+
+// The rows of q, k and v at positions [start, start + c) of one pair, copied together (C x M,
+// C x M, C x Dv): in the tensors they are H M values apart, so a chunk's rows fall into a few
+// cache sets and evict each other while its products run.
+template <typename T>
+struct PackedChunk {
+  T *q, *k, *v;
+  static int64_t size(const CausalShape& s, int64_t chunk) { return chunk * (2 * s.features + s.value_dim); }
+  PackedChunk(const CausalShape& s, int64_t chunk, T* buffer)
+      : q(buffer), k(buffer + chunk * s.features), v(buffer + 2 * chunk * s.features) {}
+  // Copies the chunk; returns the view of it (rows M and Dv values apart).
+  SPE_INLINE Head<T> pack(const CausalShape& s, const Head<T>& x, int64_t start, int64_t c) {
+    const int64_t M = s.features, Dv = s.value_dim;
+    for (int64_t i = 0; i < c; ++i) {
+      std::copy_n(x.q + (start + i) * x.ld_qk, M, q + i * M);
+      std::copy_n(x.k + (start + i) * x.ld_qk, M, k + i * M);
+      std::copy_n(x.v + (start + i) * x.ld_v, Dv, v + i * Dv);
+    }
+    return {q, k, v, M, Dv};
+  }
+};
+
+// Brings the rows of q, k and v at positions [start, start + c) towards the cache, a chunk ahead
+// of their copy (rows H M values apart: too far for the hardware prefetcher); none past the end.
+template <typename T>
+SPE_INLINE void prefetch_chunk(const CausalShape& s, const Head<T>& x, int64_t start, int64_t c) {
+  c = std::min(c, s.length - start);
+  prefetch_rows(x.q + start * x.ld_qk, c, x.ld_qk, s.features);
+  prefetch_rows(x.k + start * x.ld_qk, c, x.ld_qk, s.features);
+  prefetch_rows(x.v + start * x.ld_v, c, x.ld_v, s.value_dim);
 }
 
 // work: the pair's buffers; scratch: small_gemm's; Tile: its register blocking (vector_ops.h).
@@ -117,41 +148,41 @@ template <class Tile, typename T>
 SPE_INLINE void forward_pair(const CausalShape& s, const Head<T>& x, const Decay<T>& d, T eps, int64_t chunk, T* out,
                              T* den, std::vector<T>& work, std::vector<T>& scratch) {
   const int64_t M = s.features, Dv = s.value_dim, ld_out = s.heads * Dv, ld_den = s.heads;
-  work.assign(M * Dv + M + chunk * chunk + (d.powers ? chunk * M : 0), T(0));
+  work.assign(M * Dv + M + chunk * chunk + chunk * Dv + PackedChunk<T>::size(s, chunk) + (d.powers ? chunk * M : 0),
+              T(0));
   T* state = work.data();          // (M, Dv): sum_n g^(end - n) k_n v_n^T over past chunks (end: their last)
   T* key_sum = state + M * Dv;     // (M):     sum_n g^(end - n) k_n over past chunks
   T* scores = key_sum + M;         // (C, C)
-  T* scaled = scores + chunk * chunk;  // (C, M): the chunk's keys decayed to its end
+  T* num = scores + chunk * chunk;  // (C, Dv): the chunk's numerators
+  PackedChunk<T> p(s, chunk, num + chunk * Dv);
+  T* scaled = p.v + chunk * Dv;    // (C, M): the chunk's keys decayed to its end
   for (int64_t start = 0; start < s.length; start += chunk) {
     const int c = static_cast<int>(std::min(chunk, s.length - start));
-    const T* qc = x.q + start * x.ld_qk;
-    const T* kc = x.k + start * x.ld_qk;
-    const T* vc = x.v + start * x.ld_v;
+    const Head<T> cx = p.pack(s, x, start, c);
+    prefetch_chunk(s, x, start + chunk, chunk);
     T* oc = out + start * ld_out;
     T* dc = den + start * ld_den;
-    // out_c = diag(g^(i + 1)) Q_c state + mask(Q_c K_c^T) V_c, den likewise with key_sum and ones
-    small_gemm<Tile>(false, false, c, Dv, M, qc, x.ld_qk, state, Dv, false, oc, ld_out, scratch);
+    // num_c = diag(g^(i + 1)) Q_c state + mask(Q_c K_c^T) V_c, den likewise with key_sum and ones
+    small_gemm<Tile>(false, false, c, Dv, M, cx.q, cx.ld_qk, state, Dv, false, num, Dv, scratch);
     for (int i = 0; i < c; ++i) {
-      T d_past = 0;
-      for (int64_t f = 0; f < M; ++f) d_past += qc[i * x.ld_qk + f] * key_sum[f];
+      const T d_past = dot<Tile::bytes>(cx.q + i * cx.ld_qk, key_sum, M);
       dc[i * ld_den] = d.powers ? d_past * d.power(i + 1) : d_past;
     }
-    scale_rows(d, 1, 1, oc, c, Dv, ld_out);
-    small_gemm<Tile>(false, true, c, c, M, qc, x.ld_qk, kc, x.ld_qk, false, scores, chunk, scratch);
+    scale_rows(d, 1, 1, num, c, Dv, Dv);
+    small_gemm<Tile>(false, true, c, c, M, cx.q, cx.ld_qk, cx.k, cx.ld_qk, false, scores, chunk, scratch);
     mask_lower(scores, c, chunk, d, chunk);
-    small_gemm<Tile>(false, false, c, Dv, c, scores, chunk, vc, x.ld_v, true, oc, ld_out, scratch);
+    small_gemm<Tile>(false, false, c, Dv, c, scores, chunk, cx.v, cx.ld_v, true, num, Dv, scratch);
     for (int i = 0; i < c; ++i) {
-      T dv = dc[i * ld_den];
-      for (int j = 0; j <= i; ++j) dv += scores[i * chunk + j];
+      const T dv = dc[i * ld_den] + dot<Tile::bytes>(scores + i * chunk, static_cast<const T*>(nullptr), i + 1);
       dc[i * ld_den] = dv;
       const T inv = T(1) / std::max(dv, eps);
-      for (int64_t e = 0; e < Dv; ++e) oc[i * ld_out + e] *= inv;
+      for (int64_t e = 0; e < Dv; ++e) oc[i * ld_out + e] = num[i * Dv + e] * inv;
     }
     // state = g^c state + sum_j g^(c - 1 - j) k_j v_j^T, key_sum likewise
     decay_state(d, c, state, M, Dv, key_sum);
     int64_t ld_keys;
-    const T* keys = keys_to_end(d, kc, x.ld_qk, c, M, scaled, ld_keys);
-    small_gemm<Tile>(true, false, M, Dv, c, keys, ld_keys, vc, x.ld_v, true, state, Dv, scratch);
+    const T* keys = keys_to_end(d, cx.k, cx.ld_qk, c, M, scaled, ld_keys);
+    small_gemm<Tile>(true, false, M, Dv, c, keys, ld_keys, cx.v, cx.ld_v, true, state, Dv, scratch);
     for (int i = 0; i < c; ++i)
       for (int64_t f = 0; f < M; ++f) key_sum[f] += keys[i * ld_keys + f];
   }
@@ -172,7 +203,8 @@ SPE_INLINE double backward_pair(const CausalShape& s, const Head<T>& x, const De
                                 const T* out, const T* den, const T* grad_out, T eps, int64_t chunk, T* grad_q,
                                 T* grad_k, T* grad_v, std::vector<T>& work, std::vector<T>& scratch) {
   const int64_t M = s.features, Dv = s.value_dim, ld_out = s.heads * Dv, ld_den = s.heads;
-  work.assign(M * Dv + M + 2 * chunk * chunk + chunk * Dv + chunk + (d.powers ? chunk * M + M : 0), T(0));
+  work.assign(M * Dv + M + 2 * chunk * chunk + chunk * Dv + chunk + chunk * M + M + PackedChunk<T>::size(s, chunk),
+              T(0));
   T* state = work.data();       // (M, Dv)
   T* vector = state + M * Dv;   // (M)
   T* w = vector + M;            // (C, C)
@@ -181,25 +213,22 @@ SPE_INLINE double backward_pair(const CausalShape& s, const Head<T>& x, const De
   T* gd = gn + chunk * Dv;           // (C)
   T* scaled = gd + chunk;            // (C, M)
   T* lanes = scaled + chunk * M;     // (M)
+  PackedChunk<T> p(s, chunk, lanes + M);
   // d loss / d log g = sum_m (m - centre) (q_m . grad q_m) - sum_n (n - centre) (k_n . grad k_n)
   const double centre = 0.5 * static_cast<double>(s.length - 1);
   double log_decay_grad = 0;
 
   // gn, gd of chunk [start, start + c) and W = decay mask times (gn V^T + gd 1^T)
   // (inlined, so that it is compiled for the instruction set of the function it is in)
-  auto chunk_gradients = [&](int64_t start, int c, const T* vc) __attribute__((always_inline)) {
+  auto chunk_gradients = [&](int64_t start, int c, const T* vc, int64_t ld_v) __attribute__((always_inline)) {
     for (int i = 0; i < c; ++i) {
       const T dn = den[(start + i) * ld_den], clamped = std::max(dn, eps);
       const T* g = grad_out + (start + i) * ld_out;
       const T* o = out + (start + i) * ld_out;
-      T dot = 0;
-      for (int64_t e = 0; e < Dv; ++e) {
-        gn[i * Dv + e] = g[e] / clamped;
-        dot += g[e] * o[e];
-      }
-      gd[i] = dn > eps ? -dot / clamped : T(0);
+      for (int64_t e = 0; e < Dv; ++e) gn[i * Dv + e] = g[e] / clamped;
+      gd[i] = dn > eps ? -dot<Tile::bytes>(g, o, Dv) / clamped : T(0);
     }
-    small_gemm<Tile>(false, true, c, c, Dv, gn, Dv, vc, x.ld_v, false, w, chunk, scratch);
+    small_gemm<Tile>(false, true, c, c, Dv, gn, Dv, vc, ld_v, false, w, chunk, scratch);
     for (int i = 0; i < c; ++i)
       for (int j = 0; j <= i; ++j) w[i * chunk + j] += gd[i];
     mask_lower(w, c, chunk, d, chunk);
@@ -209,21 +238,20 @@ SPE_INLINE double backward_pair(const CausalShape& s, const Head<T>& x, const De
   // key_sum over past chunks as in the forward.
   for (int64_t start = 0; start < s.length; start += chunk) {
     const int c = static_cast<int>(std::min(chunk, s.length - start));
-    const T* qc = x.q + start * x.ld_qk;
-    const T* kc = x.k + start * x.ld_qk;
-    const T* vc = x.v + start * x.ld_v;
+    const Head<T> cx = p.pack(s, x, start, c);
+    prefetch_chunk(s, x, start + chunk, chunk);
     T* gq = grad_q + start * x.ld_qk;
-    chunk_gradients(start, c, vc);
+    chunk_gradients(start, c, cx.v, cx.ld_v);
     small_gemm<Tile>(false, true, c, M, Dv, gn, Dv, state, Dv, false, gq, x.ld_qk, scratch);
     for (int i = 0; i < c; ++i)
       for (int64_t f = 0; f < M; ++f) gq[i * x.ld_qk + f] += gd[i] * vector[f];
     scale_rows(d, 1, 1, gq, c, M, x.ld_qk);
-    small_gemm<Tile>(false, false, c, M, c, w, chunk, kc, x.ld_qk, true, gq, x.ld_qk, scratch);
-    if (grad_log_decay) log_decay_grad += weighted_row_dots(qc, gq, x.ld_qk, c, M, start - centre, lanes);
+    small_gemm<Tile>(false, false, c, M, c, w, chunk, cx.k, cx.ld_qk, true, gq, x.ld_qk, scratch);
+    if (grad_log_decay) log_decay_grad += weighted_row_dots(cx.q, cx.ld_qk, gq, x.ld_qk, c, M, start - centre, lanes);
     decay_state(d, c, state, M, Dv, vector);
     int64_t ld_keys;
-    const T* keys = keys_to_end(d, kc, x.ld_qk, c, M, scaled, ld_keys);
-    small_gemm<Tile>(true, false, M, Dv, c, keys, ld_keys, vc, x.ld_v, true, state, Dv, scratch);
+    const T* keys = keys_to_end(d, cx.k, cx.ld_qk, c, M, scaled, ld_keys);
+    small_gemm<Tile>(true, false, M, Dv, c, keys, ld_keys, cx.v, cx.ld_v, true, state, Dv, scratch);
     for (int i = 0; i < c; ++i)
       for (int64_t f = 0; f < M; ++f) vector[f] += keys[i * ld_keys + f];
   }
@@ -234,32 +262,31 @@ SPE_INLINE double backward_pair(const CausalShape& s, const Head<T>& x, const De
   const int64_t last = ((s.length - 1) / chunk) * chunk;
   for (int64_t start = last; start >= 0; start -= chunk) {
     const int c = static_cast<int>(std::min(chunk, s.length - start));
-    const T* qc = x.q + start * x.ld_qk;
-    const T* kc = x.k + start * x.ld_qk;
-    const T* vc = x.v + start * x.ld_v;
+    const Head<T> cx = p.pack(s, x, start, c);
+    if (start >= chunk) prefetch_chunk(s, x, start - chunk, chunk);
     T* gk = grad_k + start * x.ld_qk;
     T* gv = grad_v + start * x.ld_v;
-    chunk_gradients(start, c, vc);
+    chunk_gradients(start, c, cx.v, cx.ld_v);
     // grad k_c = diag(g^(c - j)) (V_c state^T + 1 vector^T) + W^T Q_c
-    small_gemm<Tile>(false, true, c, M, Dv, vc, x.ld_v, state, Dv, false, gk, x.ld_qk, scratch);
+    small_gemm<Tile>(false, true, c, M, Dv, cx.v, cx.ld_v, state, Dv, false, gk, x.ld_qk, scratch);
     for (int i = 0; i < c; ++i)
       for (int64_t f = 0; f < M; ++f) gk[i * x.ld_qk + f] += vector[f];
     scale_rows(d, c, -1, gk, c, M, x.ld_qk);
-    small_gemm<Tile>(true, false, c, M, c, w, chunk, qc, x.ld_qk, true, gk, x.ld_qk, scratch);
-    if (grad_log_decay) log_decay_grad -= weighted_row_dots(kc, gk, x.ld_qk, c, M, start - centre, lanes);
+    small_gemm<Tile>(true, false, c, M, c, w, chunk, cx.q, cx.ld_qk, true, gk, x.ld_qk, scratch);
+    if (grad_log_decay) log_decay_grad -= weighted_row_dots(cx.k, cx.ld_qk, gk, x.ld_qk, c, M, start - centre, lanes);
     // grad v_c = diag(g^(c - j)) K_c state + mask(Q_c K_c^T)^T gn
-    small_gemm<Tile>(false, false, c, Dv, M, kc, x.ld_qk, state, Dv, false, gv, x.ld_v, scratch);
+    small_gemm<Tile>(false, false, c, Dv, M, cx.k, cx.ld_qk, state, Dv, false, gv, x.ld_v, scratch);
     scale_rows(d, c, -1, gv, c, Dv, x.ld_v);
-    small_gemm<Tile>(false, true, c, c, M, qc, x.ld_qk, kc, x.ld_qk, false, scores, chunk, scratch);
+    small_gemm<Tile>(false, true, c, c, M, cx.q, cx.ld_qk, cx.k, cx.ld_qk, false, scores, chunk, scratch);
     mask_lower(scores, c, chunk, d, chunk);
     small_gemm<Tile>(true, false, c, Dv, c, scores, chunk, gn, Dv, true, gv, x.ld_v, scratch);
     // state = g^c state + sum_i g^i q_i gn_i^T, vector likewise (gn, gd are not needed after)
     decay_state(d, c, state, M, Dv, vector);
     scale_rows(d, 0, 1, gn, c, Dv, Dv);
     scale_rows(d, 0, 1, gd, c, 1, 1);
-    small_gemm<Tile>(true, false, M, Dv, c, qc, x.ld_qk, gn, Dv, true, state, Dv, scratch);
+    small_gemm<Tile>(true, false, M, Dv, c, cx.q, cx.ld_qk, gn, Dv, true, state, Dv, scratch);
     for (int i = 0; i < c; ++i)
-      for (int64_t f = 0; f < M; ++f) vector[f] += gd[i] * qc[i * x.ld_qk + f];
+      for (int64_t f = 0; f < M; ++f) vector[f] += gd[i] * cx.q[i * cx.ld_qk + f];
   }
   return log_decay_grad;
 }

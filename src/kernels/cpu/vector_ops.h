@@ -43,6 +43,31 @@ SPE_INLINE void store_as(T* p, const Doubles& v) {
     store(p, __builtin_convertvector(v, Vec<float, sizeof(Doubles) / 2>));
 }
 
+// The sum of a vector's lanes.
+template <typename V>
+SPE_INLINE auto lane_sum(const V& v) {
+  auto total = v[0];
+  for (size_t l = 1; l < sizeof(V) / sizeof(total); ++l) total += v[l];
+  return total;
+}
+
+// sum_i a[i] b[i] (all ones when b is null: the sum of a) over n values: in vectors of W lanes,
+// four independent accumulators (a scalar loop is one chain of dependent additions, which
+// compilers may not reorder), then the lanes and the last values.
+template <int Bytes, typename T>
+SPE_INLINE T dot(const T* a, const T* b, int64_t n) {
+  constexpr int64_t W = kLanes<T, Bytes>;
+  Vec<T, Bytes> sums[4] = {};
+  int64_t i = 0;
+  for (; i + 4 * W <= n; i += 4 * W)
+    for (int u = 0; u < 4; ++u)
+      sums[u] += b ? load<Bytes>(a + i + u * W) * load<Bytes>(b + i + u * W) : load<Bytes>(a + i + u * W);
+  for (; i + W <= n; i += W) sums[0] += b ? load<Bytes>(a + i) * load<Bytes>(b + i) : load<Bytes>(a + i);
+  T total = lane_sum((sums[0] + sums[1]) + (sums[2] + sums[3]));
+  for (; i < n; ++i) total += b ? a[i] * b[i] : a[i];
+  return total;
+}
+
 // Brings `rows` rows of `len` values (row i at p + i * stride) towards the cache ahead of their
 // use, for rows the hardware prefetcher cannot follow (kilobytes apart, a few per page).
 template <bool ForWrite = false, typename T>
