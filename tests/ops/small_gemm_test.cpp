@@ -61,7 +61,7 @@ TEST(SmallGemm, MatchesMatmulInFloat32) {
 
 // lanewise_gemm: for each lane l of one vector, C_l = A_l B_l^T, with A (m, k, lanes), B (n, k,
 // lanes) and C (m, n, lanes) strided, against an einsum; sizes that take full blocks and every
-// remainder of rows and of columns (1 to 5 of 6), and k = 0.
+// remainder of rows and of columns of each blocking (4 x 6 and 4 x 3), and k = 0.
 template <class Tile, typename T>
 void expect_lanewise_products_match(at::ScalarType dtype, double tolerance) {
   constexpr int64_t W = kLanes<T, Tile::bytes>;
@@ -83,6 +83,7 @@ TEST(LanewiseGemm, MatchesEinsum) {
   expect_lanewise_products_match<Avx2Tile, double>(at::kDouble, 1e-14);
   expect_lanewise_products_match<BaselineTile, double>(at::kDouble, 1e-14);
   expect_lanewise_products_match<Avx512Tile, float>(at::kFloat, 1e-5);
+  expect_lanewise_products_match<Avx2Tile, float>(at::kFloat, 1e-5);
   expect_lanewise_products_match<BaselineTile, float>(at::kFloat, 1e-5);
 }
 

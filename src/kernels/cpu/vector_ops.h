@@ -88,14 +88,16 @@ SPE_INLINE void prefetch_rows(const T* p, int64_t rows, int64_t stride, int64_t 
 
 // The register blocking for an instruction set: rows x vecs accumulators, one row of op(B)
 // (vecs vectors) and a broadcast must fit its registers: 32 of 64 bytes (AVX-512), 16 of 32
-// (AVX2), 16 of 16 (SSE2).
-template <int Rows, int Vecs, int Bytes>
+// (AVX2), 16 of 16 (SSE2). The lane-wise products below hold lane_rows x lane_cols accumulators,
+// lane_cols vectors of B and one of A: 4 x 3 fills 16 registers, 4 rows being the batch of the
+// sineSPE backward, whose whole B is then read once per call (4 x 6 with 32 registers).
+template <int Rows, int Vecs, int Bytes, int LaneRows, int LaneCols>
 struct GemmTile {
-  static constexpr int rows = Rows, vecs = Vecs, bytes = Bytes;
+  static constexpr int rows = Rows, vecs = Vecs, bytes = Bytes, lane_rows = LaneRows, lane_cols = LaneCols;
 };
-using Avx512Tile = GemmTile<6, 4, 64>;
-using Avx2Tile = GemmTile<6, 2, 32>;
-using BaselineTile = GemmTile<6, 2, 16>;
+using Avx512Tile = GemmTile<6, 4, 64, 4, 6>;
+using Avx2Tile = GemmTile<6, 2, 32, 4, 3>;
+using BaselineTile = GemmTile<6, 2, 16, 4, 3>;
 
 // Rows rows of C, columns [0, Vecs W) from c; a(i, p) = a[i * a_row + p * a_col]. Each row of C
 // starts from itself when `accumulate`, else from row_init when given, else from zero.
@@ -205,17 +207,17 @@ SPE_INLINE void transpose(int64_t n, int64_t k, const T* b, int64_t ldb, T* out,
 // A_l (m x k) B_l^T (B_l: n x k), where A_l(i, p) is lane l of the vector at a + i * lda + p * step,
 // B_l(j, p) likewise from b, ldb, and C_l(i, j) is stored at c + i * ldc_row + j * ldc_col. The
 // sineSPE backward keeps positions in lanes this way, where each position has its own matrices.
-// A block holds Rows x Cols accumulators, Rows vectors of A and one of B in registers.
+// A block holds Rows x Cols accumulators, Cols vectors of B and one of A in registers.
 template <int Rows, int Cols, int Bytes, typename T>
 SPE_INLINE void lanewise_block(int64_t k, const T* a, int64_t lda, const T* b, int64_t ldb, int64_t step, T* c,
                                int64_t ldc_row, int64_t ldc_col) {
   Vec<T, Bytes> sums[Rows][Cols] = {};
   for (int64_t p = 0; p < k; ++p) {
-    Vec<T, Bytes> rows[Rows];
-    for (int i = 0; i < Rows; ++i) rows[i] = load<Bytes>(a + i * lda + p * step);
-    for (int j = 0; j < Cols; ++j) {
-      const Vec<T, Bytes> column = load<Bytes>(b + j * ldb + p * step);
-      for (int i = 0; i < Rows; ++i) sums[i][j] += rows[i] * column;
+    Vec<T, Bytes> columns[Cols];
+    for (int j = 0; j < Cols; ++j) columns[j] = load<Bytes>(b + j * ldb + p * step);
+    for (int i = 0; i < Rows; ++i) {
+      const Vec<T, Bytes> row = load<Bytes>(a + i * lda + p * step);
+      for (int j = 0; j < Cols; ++j) sums[i][j] += row * columns[j];
     }
   }
   for (int i = 0; i < Rows; ++i)
@@ -235,12 +237,12 @@ SPE_INLINE void lanewise_rows(int64_t n, int64_t k, const T* a, int64_t lda, con
                                            ldc_col);
 }
 
-// The whole lane-wise product: blocks of Tile::vecs rows and Tile::rows columns (the register
-// budget of the tile's GEMM blocks), the rows left one at a time.
+// The whole lane-wise product: blocks of Tile::lane_rows rows and Tile::lane_cols columns, the
+// rows left one at a time.
 template <class Tile, typename T>
 SPE_INLINE void lanewise_gemm(int64_t m, int64_t n, int64_t k, const T* a, int64_t lda, const T* b, int64_t ldb,
                               int64_t step, T* c, int64_t ldc_row, int64_t ldc_col) {
-  constexpr int Rows = Tile::vecs, Cols = Tile::rows, Bytes = Tile::bytes;
+  constexpr int Rows = Tile::lane_rows, Cols = Tile::lane_cols, Bytes = Tile::bytes;
   int64_t i = 0;
   for (; i + Rows <= m; i += Rows)
     lanewise_rows<Rows, Cols, Bytes>(n, k, a + i * lda, lda, b, ldb, step, c + i * ldc_row, ldc_row, ldc_col);
