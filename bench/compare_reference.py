@@ -5,6 +5,12 @@ imported or compiled from the paths given on the command line (see docs/BENCHMAR
 
   sine:   one training step of sineSPE + gated filter on q and k (draw the code, filter, backward)
           ours: torch.ops.spe.sine_spe_filter; reference: aliutkus/spe src/pytorch (SineSPE, SPEFilter)
+  lm:     training steps of a whole decoder language model, the authors' music model shape (causal
+          linear attention, gated sineSPE with one code shared by the layers; width, layers, length
+          from the options), written once in torch.nn here; ours: spe_torch's SineSPE, SPEFilter and
+          causal_linear_attention (and, with --spe, the same model in spe's C++ trainer code:
+          `spe bench train`); reference: the authors' SineSPE and SPEFilter and fast-transformers'
+          causal product with its normaliser
   causal: causal linear attention forward + backward
           ours: torch.ops.spe.causal_linear_attention (normalised);
           reference: fast-transformers' CPU causal_product (unnormalised), built with -O3 -fopenmp -ffast-math
@@ -112,12 +118,17 @@ def causal_ours(torch, a):
     return step
 
 
-def causal_reference(torch, a):
+def fast_transformers_extension(a):
+    """fast-transformers' CPU causal product, compiled from the file given (-O3 -fopenmp -ffast-math)."""
     from torch.utils.cpp_extension import load
     os.environ.setdefault("MAX_JOBS", "1")
-    ext = load(name="ft_causal_product_cpu", sources=[a.fast_transformers],
-               extra_cflags=["-O3", "-fopenmp", "-ffast-math"], extra_ldflags=["-fopenmp"],
-               build_directory=a.build_dir, verbose=False)
+    return load(name="ft_causal_product_cpu", sources=[a.fast_transformers],
+                extra_cflags=["-O3", "-fopenmp", "-ffast-math"], extra_ldflags=["-fopenmp"],
+                build_directory=a.build_dir, verbose=False)
+
+
+def causal_reference(torch, a):
+    ext = fast_transformers_extension(a)
     B, N, H, M = a.batch, a.length, a.heads, a.dim
     q, k, v, g = (torch.rand(B, H, N, M), torch.rand(B, H, N, M), torch.randn(B, H, N, M), torch.randn(B, H, N, M))
 
@@ -130,9 +141,128 @@ def causal_reference(torch, a):
     return step
 
 
+def language_model(torch, a, positional, attend):
+    """The authors' music model shape in plain torch.nn, the same on both sides: a token embedding,
+    a.layers pre-norm blocks (q, k, v projections; SPE on q and k, one code per forward shared by
+    the layers and a gated filter per layer; causal linear attention with elu + 1 features on the R
+    filtered dimensions; the output projection; a feed-forward of a.ffn), a final norm and the
+    next-token head. positional: (draw(B, N) -> code, make_filter() -> module(q, k, code) -> qhat,
+    khat); attend(phi_q, phi_k, v) -> (B, N, H, D), all (B, N, H, .)."""
+    nn, F = torch.nn, torch.nn.functional
+    E, H = a.model_dim, a.heads
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.norm1, self.norm2 = nn.LayerNorm(E), nn.LayerNorm(E)
+            self.qkv, self.out = nn.Linear(E, 3 * E), nn.Linear(E, E)
+            self.filter = positional.make_filter()
+            self.ffn = nn.Sequential(nn.Linear(E, a.ffn), nn.GELU(), nn.Linear(a.ffn, E))
+
+        def forward(self, x, code):
+            B, N, _ = x.shape
+            q, k, v = self.qkv(self.norm1(x)).view(B, N, 3, H, E // H).unbind(2)
+            qhat, khat = self.filter(q, k, code)
+            x = x + self.out(attend(F.elu(qhat) + 1, F.elu(khat) + 1, v).reshape(B, N, E))
+            return x + self.ffn(self.norm2(x))
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed, self.blocks = nn.Embedding(a.vocab, E), nn.ModuleList(Block() for _ in range(a.layers))
+            self.norm, self.head = nn.LayerNorm(E), nn.Linear(E, a.vocab)
+            self.positional = positional
+
+        def forward(self, tokens):
+            x, code = self.embed(tokens), positional.draw(*tokens.shape)
+            for block in self.blocks:
+                x = block(x, code)
+            return self.head(self.norm(x))
+
+    return Model()
+
+
+def train_steps(torch, a, positional, attend):
+    """One training step of language_model on fixed random tokens (AdamW, as spe's trainer)."""
+    model = language_model(torch, a, positional, attend)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    tokens = torch.randint(1, a.vocab, (a.batch, a.length + 1))
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        logits = model(tokens[:, :-1])
+        torch.nn.functional.cross_entropy(logits.flatten(0, 1), tokens[:, 1:].flatten()).backward()
+        optimizer.step()
+
+    return step
+
+
+def lm_ours(torch, a):
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
+    import spe_torch
+    spe_torch.load_library(a.ops)
+    H, D = a.heads, a.model_dim // a.heads
+    spe = spe_torch.SineSPE(H, D, sines=a.sines, realizations=a.realizations)
+
+    class Positional(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.spe = spe
+
+        def draw(self, B, N):
+            return self.spe.draw()
+
+        def make_filter(self):
+            return spe_torch.SPEFilter(H, D, gated=True)
+
+    return train_steps(torch, a, Positional(), lambda q, k, v: spe_torch.causal_linear_attention(q, k, v))
+
+
+def lm_reference(torch, a):
+    sys.path.insert(0, a.spe_reference)
+    from spe import SineSPE, SPEFilter
+    ext = fast_transformers_extension(a)
+    H, D = a.heads, a.model_dim // a.heads
+    spe = SineSPE(num_heads=H, in_features=D, num_realizations=a.realizations, num_sines=a.sines)
+
+    class Positional(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.spe = spe
+
+        def draw(self, B, N):
+            return self.spe((B, N))
+
+        def make_filter(self):
+            return SPEFilter(gated=True, code_shape=spe.code_shape)
+
+    class CausalProduct(torch.autograd.Function):  # the extension's own forward and backward, on (B, H, N, .)
+        @staticmethod
+        def forward(ctx, q, k, v):
+            ctx.save_for_backward(q, k, v)
+            out = q.new_zeros(q.shape[:3] + v.shape[3:])
+            ext.causal_dot_product(q, k, v, out)
+            return out
+
+        @staticmethod
+        def backward(ctx, grad_out):
+            q, k, v = ctx.saved_tensors
+            gq, gk, gv = torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
+            ext.causal_dot_backward(q, k, v, grad_out.contiguous(), gq, gk, gv)
+            return gq, gk, gv
+
+    def attend(phi_q, phi_k, v):  # fast-transformers' causal linear attention: numerator / (q . cumsum k)
+        q, k, v = (x.transpose(1, 2).contiguous() for x in (phi_q, phi_k, v))
+        den = torch.einsum("bhnm,bhnm->bhn", q, k.cumsum(2)) + 1e-6
+        return (CausalProduct.apply(q, k, v) / den[..., None]).transpose(1, 2)
+
+    return train_steps(torch, a, Positional(), attend)
+
+
 IMPLEMENTATIONS = {
     ("sine", "ours"): sine_ours, ("sine", "reference"): sine_reference,
     ("causal", "ours"): causal_ours, ("causal", "reference"): causal_reference,
+    ("lm", "ours"): lm_ours, ("lm", "reference"): lm_reference,
 }
 
 
@@ -143,14 +273,39 @@ def run_one(a):
     step = IMPLEMENTATIONS[(a.scenario, a.impl)](torch, a)
     baseline = rss_mib()
     seconds, times = median_time(step, a.repeats)
+    a.median_s = seconds
     print(json.dumps({
         "scenario": a.scenario, "impl": a.impl, "median_s": seconds, "times_s": times,
         "peak_rss_increase_mib": rss_mib() - baseline, "gemm_gflops": gemm_gflops(torch),
         "threads": torch.get_num_threads(), "torch": torch.__version__,
         "env": {key: value for key, value in os.environ.items() if key.startswith("OPENBLAS_") or key == "OMP_NUM_THREADS"},
-        "B": a.batch, "N": a.length, "H": a.heads, "D": a.dim,
-        **({"R": a.realizations, "K": a.sines} if a.scenario == "sine" else {"chunk": a.chunk}),
+        "B": a.batch, "N": a.length, "H": a.heads, **SHAPES[a.scenario](a),
     }), flush=True)
+
+
+SHAPES = {
+    "sine": lambda a: {"D": a.dim, "R": a.realizations, "K": a.sines},
+    "causal": lambda a: {"D": a.dim, "chunk": a.chunk},
+    "lm": lambda a: {"E": a.model_dim, "layers": a.layers, "ffn": a.ffn, "vocab": a.vocab, "R": a.realizations,
+                     "K": a.sines, "tokens_per_s": a.batch * a.length / a.median_s},
+}
+
+
+def lm_spe_cli(a):
+    """The same model trained by spe's C++ trainer code (`spe bench train`): one JSON line like run_one's."""
+    sets = [f"model.dim={a.model_dim}", f"model.heads={a.heads}", f"model.layers={a.layers}", f"model.ffn_dim={a.ffn}",
+            "model.dropout=0", "model.attention.kind=linear", "model.attention.feature_map=elu",
+            "model.positional.kind=sine_spe", f"model.positional.realizations={a.realizations}",
+            f"model.positional.sines={a.sines}", "model.positional.gated=true", "model.positional.shared_code=true"]
+    config = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs", "music", "lm.yaml")
+    out = subprocess.run([a.spe, "--threads", str(a.threads), "bench", "train", "--config", config, "--set", *sets,
+                          "--batch", str(a.batch), "--length", str(a.length), "--vocab", str(a.vocab),
+                          "--repeats", str(a.repeats)], check=True, capture_output=True, text=True).stdout
+    r = json.loads(out.strip().splitlines()[-1])
+    return {"scenario": "lm", "impl": "spe_cli", "median_s": r["median_step_s"],
+            "peak_rss_increase_mib": r["first_step_peak_mib"], "threads": r["threads"], "B": a.batch, "N": a.length,
+            "H": a.heads, "E": a.model_dim, "layers": a.layers, "ffn": a.ffn, "vocab": a.vocab, "R": a.realizations,
+            "K": a.sines, "tokens_per_s": r["tokens_per_s"], "parameters": r["parameters"]}
 
 
 def main():
@@ -159,7 +314,12 @@ def main():
     p.add_argument("--spe-reference", help="folder holding the reference `spe` package (aliutkus/spe src/pytorch)")
     p.add_argument("--fast-transformers", help="path of fast-transformers' causal_product_cpu.cpp")
     p.add_argument("--build-dir", default="/tmp/spe_ft_build", help="where the fast-transformers extension is built")
-    p.add_argument("--scenario", choices=["sine", "causal"], action="append", help="default: both")
+    p.add_argument("--scenario", choices=["sine", "causal", "lm"], action="append", help="default: sine and causal")
+    p.add_argument("--spe", help="lm: the spe binary, to train the same model with the C++ trainer too")
+    p.add_argument("--model-dim", type=int, default=512, help="lm: model width E (D = E / heads)")
+    p.add_argument("--layers", type=int, default=2, help="lm: blocks (the authors' music model has 24)")
+    p.add_argument("--ffn", type=int, default=2048, help="lm: feed-forward width")
+    p.add_argument("--vocab", type=int, default=512, help="lm: vocabulary")
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--length", type=int, default=4096)
     p.add_argument("--heads", type=int, default=8)
@@ -175,20 +335,26 @@ def main():
         a.scenario = a.scenario[0]
         return run_one(a)
     os.makedirs(a.build_dir, exist_ok=True)
+    needs = {"sine": ["spe_reference"], "causal": ["fast_transformers"], "lm": ["spe_reference", "fast_transformers"]}
     for scenario in a.scenario or ["sine", "causal"]:
-        needed = a.spe_reference if scenario == "sine" else a.fast_transformers
-        if not needed:
-            sys.exit(f"--{'spe-reference' if scenario == 'sine' else 'fast-transformers'} is needed for {scenario}")
+        for option in needs[scenario]:
+            if not getattr(a, option):
+                sys.exit(f"--{option.replace('_', '-')} is needed for {scenario}")
         results = {}
         for impl in ("ours", "reference"):
             args = [sys.executable, __file__, "--impl", impl, "--scenario", scenario] + [
-                arg for arg in sys.argv[1:] if not arg.startswith("--scenario") and arg not in ("sine", "causal")]
+                arg for arg in sys.argv[1:] if not arg.startswith("--scenario") and arg not in needs]
             line = subprocess.run(args, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
             print(line, flush=True)
             results[impl] = json.loads(line)
-        ours, ref = results["ours"], results["reference"]
-        print(json.dumps({"scenario": scenario, "speedup": ref["median_s"] / ours["median_s"],
-                          "memory_ratio": ref["peak_rss_increase_mib"] / max(ours["peak_rss_increase_mib"], 1e-9)}))
+        if scenario == "lm" and a.spe:
+            results["spe_cli"] = lm_spe_cli(a)
+            print(json.dumps(results["spe_cli"]), flush=True)
+        ref = results["reference"]
+        for impl in (name for name in results if name != "reference"):
+            ours = results[impl]
+            print(json.dumps({"scenario": scenario, "impl": impl, "speedup": ref["median_s"] / ours["median_s"],
+                              "memory_ratio": ref["peak_rss_increase_mib"] / max(ours["peak_rss_increase_mib"], 1e-9)}))
 
 
 if __name__ == "__main__":

@@ -275,6 +275,7 @@ void add_bench_command(CLI::App& app) {
   conv->callback([a, conv_ndim, conv_sizes] { bench_conv(*a, *conv_ndim, *conv_sizes); });
   add_bench_layer_scenarios(*sub);
   add_bench_generate_scenario(*sub);
+  add_bench_train_scenario(*sub);
 }
 
 }  // namespace spe::cli

@@ -71,5 +71,7 @@ void plot_learning_curves(const std::vector<std::string>& metrics_paths, const s
 void add_bench_layer_scenarios(CLI::App& bench);
 // `spe bench generate`: a language model's generation, recurrent against recomputing the prefix.
 void add_bench_generate_scenario(CLI::App& bench);
+// `spe bench train`: whole training steps of a configured model, tokens/s and peak memory.
+void add_bench_train_scenario(CLI::App& bench);
 
 }  // namespace spe::cli

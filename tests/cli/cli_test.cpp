@@ -318,6 +318,34 @@ TEST(CliBench, EveryScenarioReportsItsMeasurements) {
   EXPECT_NE(bad.output.find("--chunk"), std::string::npos) << bad.output;
 }
 
+// `spe bench train`: whole steps of a language model (causal, next-token loss) and of a
+// classifier, each line naming the model and its throughput; a dual encoder is refused by name.
+TEST(CliBench, TrainStepsOfALanguageModelAndAClassifier) {
+  const std::string tiny = " --set model.dim=16 model.heads=2 model.layers=1 model.ffn_dim=32 "
+                           "model.positional.realizations=8 --batch 2 --length 24 --vocab 20 --repeats 2";
+  CliRun lm = run_cli("--threads 1 bench train --config " SPE_SOURCE_DIR "/configs/music/lm.yaml" + tiny);
+  ASSERT_EQ(lm.status, 0) << lm.output;
+  auto lines = json_lines(lm.output);
+  ASSERT_EQ(lines.size(), 1u) << lm.output;
+  EXPECT_EQ(lines[0]["model"], "language_model");
+  EXPECT_EQ(lines[0]["positional"], "sine_spe");
+  EXPECT_EQ(lines[0]["causal"], true);
+  EXPECT_EQ(lines[0]["N"], 24);
+  EXPECT_GT(lines[0]["parameters"].get<int64_t>(), 0);
+  EXPECT_GE(lines[0]["first_step_peak_mib"].get<double>(), 0.0);
+  EXPECT_NEAR(lines[0]["tokens_per_s"].get<double>() * lines[0]["median_step_s"].get<double>(), 2 * 24, 0.5);
+  CliRun classifier = run_cli("--threads 1 bench train --config " SPE_SOURCE_DIR "/configs/text/compare.yaml" + tiny +
+                              " --classes 3");
+  ASSERT_EQ(classifier.status, 0) << classifier.output;
+  lines = json_lines(classifier.output);
+  ASSERT_EQ(lines.size(), 1u) << classifier.output;
+  EXPECT_EQ(lines[0]["model"], "classifier");
+  EXPECT_EQ(lines[0]["causal"], false);
+  CliRun pairs = run_cli("--threads 1 bench train --config " SPE_SOURCE_DIR "/configs/retrieval/compare.yaml" + tiny);
+  EXPECT_NE(pairs.status, 0);
+  EXPECT_NE(pairs.output.find("dual_encoder"), std::string::npos) << pairs.output;
+}
+
 TEST(CliInfo, ReportsVersionsBlasThreadsAndGemmRate) {
   CliRun run = run_cli("--threads 1 info --gemm-size 128");
   ASSERT_EQ(run.status, 0) << run.output;

@@ -1,0 +1,89 @@
+// `spe bench train`: whole training steps of a model built from a configuration (forward, loss,
+// backward, the trainer's AdamW step) on random tokens of a fixed length: tokens per second and
+// peak memory of what a user's training run does per step, data loading aside.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <fmt/format.h>
+
+#include <iostream>
+#include <memory>
+
+#include "commands.h"
+#include "measure.h"
+#include "spe/inference/saved_model.h"
+#include "spe/random.h"
+#include "spe/train/trainer.h"
+#include "spe/util/memory.h"
+
+namespace spe::cli {
+namespace {
+
+struct TrainBenchArgs {
+  std::string config = "configs/music/lm.yaml";
+  std::vector<std::string> overrides;
+  int64_t batch = 1, length = 2048, vocab = 512, classes = 10;
+  int repeats = 5;
+};
+
+// One optimizer step on fixed random tokens: a language model predicts each next token, a
+// classifier a random label per sequence.
+std::function<void()> training_step(nn::Model model, torch::optim::AdamW& optimizer, const TrainBenchArgs& a) {
+  auto g = make_generator(1);
+  const bool lm = model->options.kind() == nn::ModelKind::language_model;
+  const at::Tensor tokens = at::randint(1, a.vocab, {a.batch, a.length + (lm ? 1 : 0)}, g, at::kLong);
+  const at::Tensor inputs = lm ? tokens.narrow(1, 0, a.length) : tokens;
+  const at::Tensor targets = lm ? tokens.narrow(1, 1, a.length) : at::randint(0, a.classes, {a.batch}, g, at::kLong);
+  const at::Tensor padding = at::ones({a.batch, a.length}, at::kBool);
+  return [model, &optimizer, inputs, targets, padding]() mutable {
+    optimizer.zero_grad();
+    const at::Tensor logits = model->forward(inputs, padding);  // (B, N, V) or (B, C)
+    at::cross_entropy_loss(logits.flatten(0, logits.dim() - 2), targets.flatten()).backward();
+    optimizer.step();
+  };
+}
+
+void bench_train(const TrainBenchArgs& a) {
+  train::Config config = train::load_config(a.config, a.overrides);
+  if (config.model.kind() == nn::ModelKind::dual_encoder)
+    throw std::invalid_argument("spe bench train: model.kind dual_encoder is not benchmarked; expected "
+                                "language_model or classifier");
+  data::DatasetInfo info;
+  info.vocab_size = a.vocab;
+  info.num_classes = a.classes;
+  nn::Model model = inference::build_model(config, info);
+  model->train();
+  torch::optim::AdamW optimizer = train::make_optimizer(*model, config.train);
+  const auto step = training_step(model, optimizer, a);
+  // The first step's peak (it allocates the optimizer's state), measured as peak_memory_mib does,
+  // with freed blocks returned to the system; then the steps timed as spe train runs them.
+  const double peak = peak_memory_mib(step);
+  retain_freed_memory();
+  const Timing timing = time_median(step, a.repeats);
+  const auto& t = model->options.transformer();
+  const double tokens = static_cast<double>(a.batch * a.length);
+  std::cout << fmt::format(
+      "{{\"scenario\": \"train\", \"model\": \"{}\", \"layers\": {}, \"dim\": {}, \"heads\": {}, \"ffn_dim\": {}, "
+      "\"attention\": \"{}\", \"positional\": \"{}\", \"causal\": {}, \"parameters\": {}, \"B\": {}, \"N\": {}, "
+      "\"median_step_s\": {:.4g}, \"tokens_per_s\": {:.1f}, \"first_step_peak_mib\": {:.1f}, \"threads\": {}}}\n",
+      choice_name(model->options.kind(), nn::kModelKinds), t.layers(), t.dim(), t.heads(), t.ffn_dim(),
+      choice_name(t.attention().kind(), nn::kAttentionKinds), choice_name(t.positional().kind(), nn::kPositionalKinds),
+      t.causal() ? "true" : "false", nn::parameter_count(*model), a.batch, a.length, timing.median_s,
+      tokens / timing.median_s, peak, at::get_num_threads());
+}
+
+}  // namespace
+
+void add_bench_train_scenario(CLI::App& bench) {
+  auto a = std::make_shared<TrainBenchArgs>();
+  auto* sub = bench.add_subcommand("train", "whole training steps of a configured model on random tokens: tokens/s, peak memory");
+  sub->add_option("--config", a->config, "the model and optimizer of this configuration")->capture_default_str();
+  sub->add_option("--set", a->overrides, "override one key, e.g. --set model.layers=4 (repeatable)")->take_all();
+  sub->add_option("--batch", a->batch, "sequences per step")->check(positive_integer())->capture_default_str();
+  sub->add_option("--length", a->length, "tokens per sequence")->check(positive_integer())->capture_default_str();
+  sub->add_option("--vocab", a->vocab, "vocabulary (token ids 1 .. vocab - 1)")->check(CLI::Range(int64_t{2}, int64_t{1} << 24))->capture_default_str();
+  sub->add_option("--classes", a->classes, "classes of a classifier")->check(positive_integer())->capture_default_str();
+  sub->add_option("--repeats", a->repeats, "timed steps (median reported; one more warms up)")->check(positive_integer())->capture_default_str();
+  sub->callback([a] { bench_train(*a); });
+}
+
+}  // namespace spe::cli
