@@ -14,13 +14,21 @@ void add_commands(CLI::App& app, const std::vector<std::string>& command_line) {
   app.set_version_flag("--version", [] { return std::string("spe ") + spe::version() + "\n" + installation_text(); });
   app.require_subcommand(0, 1);
   // The cores, or OMP_NUM_THREADS when a launcher (torchrun, spe train --nproc) sets it per worker.
+  // Without either, training chooses from the work of its step (spe::choose_step_threads).
   auto threads = std::make_shared<int>(static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
-  if (const char* omp = std::getenv("OMP_NUM_THREADS"); omp && std::atoi(omp) > 0) *threads = std::atoi(omp);
-  app.add_option("--threads", *threads, "intra-op threads for LibTorch and spe kernels (per worker)")
-      ->check(positive_integer())
-      ->check(CLI::Range(1, kMaxThreads))
-      ->capture_default_str();
-  app.parse_complete_callback([threads] { spe::set_num_threads(*threads); });
+  const char* omp = std::getenv("OMP_NUM_THREADS");
+  const bool omp_set = omp && std::atoi(omp) > 0;
+  if (omp_set) *threads = std::atoi(omp);
+  auto* option = app.add_option("--threads", *threads,
+                                "intra-op threads for LibTorch and spe kernels (per worker); training without it "
+                                "takes one per 40 GFLOP of its step, up to the cores")
+                     ->check(positive_integer())
+                     ->check(CLI::Range(1, kMaxThreads))
+                     ->capture_default_str();
+  app.parse_complete_callback([threads, option, omp_set] {
+    spe::set_num_threads(*threads);
+    if (option->count() == 0 && !omp_set) spe::set_automatic_threads(*threads);
+  });
   add_info_command(app);
   add_kernel_command(app);
   add_bench_command(app);

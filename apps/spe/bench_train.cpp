@@ -14,6 +14,7 @@
 #include "spe/random.h"
 #include "spe/train/trainer.h"
 #include "spe/util/memory.h"
+#include "spe/util/threads.h"
 
 namespace spe::cli {
 namespace {
@@ -52,6 +53,7 @@ void bench_train(const TrainBenchArgs& a) {
   info.num_classes = a.classes;
   nn::Model model = inference::build_model(config, info);
   model->train();
+  choose_step_threads(6.0 * static_cast<double>(nn::parameter_count(*model) * a.batch * a.length));  // as spe train
   torch::optim::AdamW optimizer = train::make_optimizer(*model, config.train);
   const auto step = training_step(model, optimizer, a);
   // The first step's peak (it allocates the optimizer's state), measured as peak_memory_mib does,

@@ -3,6 +3,8 @@
 #include <ATen/Parallel.h>
 #include <dlfcn.h>
 
+#include <algorithm>
+#include <cmath>
 #include <stdexcept>
 #include <string>
 
@@ -22,6 +24,24 @@ void set_num_threads(int threads) {
   if (threads < 1) throw std::invalid_argument("set_num_threads: threads is " + std::to_string(threads) + ", expected >= 1");
   at::set_num_threads(threads);
   if (auto set = openblas_function<void (*)(int)>("openblas_set_num_threads")) set(threads);
+}
+
+int threads_for_step(double step_flops, int cores) {
+  const double threads = std::floor(step_flops / kStepFlopsPerThread);
+  return static_cast<int>(std::clamp(threads, 1.0, static_cast<double>(std::max(cores, 1))));
+}
+
+namespace {
+int automatic_cores = 0;  // 0: the user chose the thread count
+}  // namespace
+
+void set_automatic_threads(int cores) { automatic_cores = cores; }
+
+int choose_step_threads(double step_flops) {
+  if (automatic_cores == 0) return at::get_num_threads();
+  const int threads = threads_for_step(step_flops, automatic_cores);
+  set_num_threads(threads);
+  return threads;
 }
 
 int blas_num_threads() {
