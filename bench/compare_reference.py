@@ -11,6 +11,8 @@ imported or compiled from the paths given on the command line (see docs/BENCHMAR
           causal_linear_attention (and, with --spe, the same model in spe's C++ trainer code:
           `spe bench train`); reference: the authors' SineSPE and SPEFilter and fast-transformers'
           causal product with its normaliser
+  encoder: the same blocks, non-causal, a classifier of the mean over positions; reference:
+          fast-transformers' linear attention (its PyTorch operations, written here as einsums)
   causal: causal linear attention forward + backward
           ours: torch.ops.spe.causal_linear_attention (normalised);
           reference: fast-transformers' CPU causal_product (unnormalised), built with -O3 -fopenmp -ffast-math
@@ -141,13 +143,14 @@ def causal_reference(torch, a):
     return step
 
 
-def language_model(torch, a, positional, attend):
+def transformer(torch, a, positional, attend, classes=None):
     """The authors' music model shape in plain torch.nn, the same on both sides: a token embedding,
     a.layers pre-norm blocks (q, k, v projections; SPE on q and k, one code per forward shared by
-    the layers and a gated filter per layer; causal linear attention with elu + 1 features on the R
-    filtered dimensions; the output projection; a feed-forward of a.ffn), a final norm and the
-    next-token head. positional: (draw(B, N) -> code, make_filter() -> module(q, k, code) -> qhat,
-    khat); attend(phi_q, phi_k, v) -> (B, N, H, D), all (B, N, H, .)."""
+    the layers and a gated filter per layer; linear attention with elu + 1 features on the R
+    filtered dimensions; the output projection; a feed-forward of a.ffn), a final norm, and the
+    next-token head, or with `classes` a classifier of the mean over positions.
+    positional: (draw(B, N) -> code, make_filter() -> module(q, k, code) -> qhat, khat);
+    attend(phi_q, phi_k, v) -> (B, N, H, D), all (B, N, H, .)."""
     nn, F = torch.nn, torch.nn.functional
     E, H = a.model_dim, a.heads
 
@@ -170,34 +173,38 @@ def language_model(torch, a, positional, attend):
         def __init__(self):
             super().__init__()
             self.embed, self.blocks = nn.Embedding(a.vocab, E), nn.ModuleList(Block() for _ in range(a.layers))
-            self.norm, self.head = nn.LayerNorm(E), nn.Linear(E, a.vocab)
+            self.norm, self.head = nn.LayerNorm(E), nn.Linear(E, classes or a.vocab)
             self.positional = positional
 
         def forward(self, tokens):
             x, code = self.embed(tokens), positional.draw(*tokens.shape)
             for block in self.blocks:
                 x = block(x, code)
-            return self.head(self.norm(x))
+            x = self.norm(x)
+            return self.head(x.mean(1) if classes else x)
 
     return Model()
 
 
-def train_steps(torch, a, positional, attend):
-    """One training step of language_model on fixed random tokens (AdamW, as spe's trainer)."""
-    model = language_model(torch, a, positional, attend)
+def train_steps(torch, a, positional, attend, classes=None):
+    """One training step of `transformer` on fixed random tokens (AdamW, as spe's trainer): the
+    next-token loss of a language model, or a classifier's on random labels."""
+    model = transformer(torch, a, positional, attend, classes)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    tokens = torch.randint(1, a.vocab, (a.batch, a.length + 1))
+    tokens = torch.randint(1, a.vocab, (a.batch, a.length + (0 if classes else 1)))
+    inputs, targets = (tokens, torch.randint(0, classes, (a.batch,))) if classes else (tokens[:, :-1], tokens[:, 1:])
 
     def step():
         optimizer.zero_grad(set_to_none=True)
-        logits = model(tokens[:, :-1])
-        torch.nn.functional.cross_entropy(logits.flatten(0, 1), tokens[:, 1:].flatten()).backward()
+        logits = model(inputs)
+        torch.nn.functional.cross_entropy(logits.flatten(0, -2), targets.flatten()).backward()
         optimizer.step()
 
     return step
 
 
-def lm_ours(torch, a):
+def ours_positional(torch, a):
+    """spe_torch's SineSPE (one code per forward) and a gated SPEFilter per layer."""
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
     import spe_torch
     spe_torch.load_library(a.ops)
@@ -215,13 +222,13 @@ def lm_ours(torch, a):
         def make_filter(self):
             return spe_torch.SPEFilter(H, D, gated=True)
 
-    return train_steps(torch, a, Positional(), lambda q, k, v: spe_torch.causal_linear_attention(q, k, v))
+    return spe_torch, Positional()
 
 
-def lm_reference(torch, a):
+def reference_positional(torch, a):
+    """The authors' SineSPE (one code per forward) and a gated SPEFilter per layer."""
     sys.path.insert(0, a.spe_reference)
     from spe import SineSPE, SPEFilter
-    ext = fast_transformers_extension(a)
     H, D = a.heads, a.model_dim // a.heads
     spe = SineSPE(num_heads=H, in_features=D, num_realizations=a.realizations, num_sines=a.sines)
 
@@ -235,6 +242,17 @@ def lm_reference(torch, a):
 
         def make_filter(self):
             return SPEFilter(gated=True, code_shape=spe.code_shape)
+
+    return Positional()
+
+
+def lm_ours(torch, a):
+    spe_torch, positional = ours_positional(torch, a)
+    return train_steps(torch, a, positional, lambda q, k, v: spe_torch.causal_linear_attention(q, k, v))
+
+
+def lm_reference(torch, a):
+    ext = fast_transformers_extension(a)
 
     class CausalProduct(torch.autograd.Function):  # the extension's own forward and backward, on (B, H, N, .)
         @staticmethod
@@ -256,13 +274,28 @@ def lm_reference(torch, a):
         den = torch.einsum("bhnm,bhnm->bhn", q, k.cumsum(2)) + 1e-6
         return (CausalProduct.apply(q, k, v) / den[..., None]).transpose(1, 2)
 
-    return train_steps(torch, a, Positional(), attend)
+    return train_steps(torch, a, reference_positional(torch, a), attend)
+
+
+def encoder_ours(torch, a):
+    spe_torch, positional = ours_positional(torch, a)
+    return train_steps(torch, a, positional, lambda q, k, v: spe_torch.linear_attention(q, k, v), a.classes)
+
+
+def encoder_reference(torch, a):
+    def attend(phi_q, phi_k, v):  # fast-transformers' (non-causal) linear attention, in PyTorch operations
+        kv = torch.einsum("bnhm,bnhd->bhmd", phi_k, v)
+        den = torch.einsum("bnhm,bhm->bnh", phi_q, phi_k.sum(1)) + 1e-6
+        return torch.einsum("bnhm,bhmd->bnhd", phi_q, kv) / den[..., None]
+
+    return train_steps(torch, a, reference_positional(torch, a), attend, a.classes)
 
 
 IMPLEMENTATIONS = {
     ("sine", "ours"): sine_ours, ("sine", "reference"): sine_reference,
     ("causal", "ours"): causal_ours, ("causal", "reference"): causal_reference,
     ("lm", "ours"): lm_ours, ("lm", "reference"): lm_reference,
+    ("encoder", "ours"): encoder_ours, ("encoder", "reference"): encoder_reference,
 }
 
 
@@ -289,23 +322,30 @@ SHAPES = {
     "lm": lambda a: {"E": a.model_dim, "layers": a.layers, "ffn": a.ffn, "vocab": a.vocab, "R": a.realizations,
                      "K": a.sines, "tokens_per_s": a.batch * a.length / a.median_s},
 }
+SHAPES["encoder"] = lambda a: {**SHAPES["lm"](a), "classes": a.classes}
 
 
-def lm_spe_cli(a):
-    """The same model trained by spe's C++ trainer code (`spe bench train`): one JSON line like run_one's."""
+def spe_cli(a, scenario):
+    """The same model trained by spe's C++ model and trainer code (`spe bench train`): a language
+    model (lm), or a classifier of the mean over positions (encoder). One JSON line like run_one's."""
     sets = [f"model.dim={a.model_dim}", f"model.heads={a.heads}", f"model.layers={a.layers}", f"model.ffn_dim={a.ffn}",
             "model.dropout=0", "model.attention.kind=linear", "model.attention.feature_map=elu",
             "model.positional.kind=sine_spe", f"model.positional.realizations={a.realizations}",
-            f"model.positional.sines={a.sines}", "model.positional.gated=true", "model.positional.shared_code=true"]
-    config = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs", "music", "lm.yaml")
-    out = subprocess.run([a.spe, "--threads", str(a.threads), "bench", "train", "--config", config, "--set", *sets,
-                          "--batch", str(a.batch), "--length", str(a.length), "--vocab", str(a.vocab),
-                          "--repeats", str(a.repeats)], check=True, capture_output=True, text=True).stdout
+            f"model.positional.sines={a.sines}", "model.positional.gated=true", "model.positional.gate_mean=0",
+            "model.positional.shared_code=true", "model.positional.code=sampled", "model.positional.place=inputs"]
+    config = "music/lm.yaml" if scenario == "lm" else "text/compare.yaml"
+    if scenario == "encoder":
+        sets += ["model.pooling=mean"]
+    out = subprocess.run([a.spe, "--threads", str(a.threads), "bench", "train", "--config",
+                          os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs", config),
+                          "--set", *sets, "--batch", str(a.batch), "--length", str(a.length), "--vocab", str(a.vocab),
+                          "--classes", str(a.classes), "--repeats", str(a.repeats)],
+                         check=True, capture_output=True, text=True).stdout
     r = json.loads(out.strip().splitlines()[-1])
-    return {"scenario": "lm", "impl": "spe_cli", "median_s": r["median_step_s"],
+    return {"scenario": scenario, "impl": "spe_cli", "median_s": r["median_step_s"],
             "peak_rss_increase_mib": r["first_step_peak_mib"], "threads": r["threads"], "B": a.batch, "N": a.length,
-            "H": a.heads, "E": a.model_dim, "layers": a.layers, "ffn": a.ffn, "vocab": a.vocab, "R": a.realizations,
-            "K": a.sines, "tokens_per_s": r["tokens_per_s"], "parameters": r["parameters"]}
+            "H": a.heads, **SHAPES[scenario](argparse.Namespace(**{**vars(a), "median_s": r["median_step_s"]})),
+            "parameters": r["parameters"], "model": r["model"], "causal": r["causal"]}
 
 
 def main():
@@ -314,12 +354,14 @@ def main():
     p.add_argument("--spe-reference", help="folder holding the reference `spe` package (aliutkus/spe src/pytorch)")
     p.add_argument("--fast-transformers", help="path of fast-transformers' causal_product_cpu.cpp")
     p.add_argument("--build-dir", default="/tmp/spe_ft_build", help="where the fast-transformers extension is built")
-    p.add_argument("--scenario", choices=["sine", "causal", "lm"], action="append", help="default: sine and causal")
-    p.add_argument("--spe", help="lm: the spe binary, to train the same model with the C++ trainer too")
-    p.add_argument("--model-dim", type=int, default=512, help="lm: model width E (D = E / heads)")
-    p.add_argument("--layers", type=int, default=2, help="lm: blocks (the authors' music model has 24)")
-    p.add_argument("--ffn", type=int, default=2048, help="lm: feed-forward width")
-    p.add_argument("--vocab", type=int, default=512, help="lm: vocabulary")
+    p.add_argument("--scenario", choices=["sine", "causal", "lm", "encoder"], action="append",
+                   help="default: sine and causal")
+    p.add_argument("--spe", help="lm, encoder: the spe binary, to train the same model with spe's C++ code too")
+    p.add_argument("--model-dim", type=int, default=512, help="lm, encoder: model width E (D = E / heads)")
+    p.add_argument("--layers", type=int, default=2, help="lm, encoder: blocks (the authors' music model has 24)")
+    p.add_argument("--ffn", type=int, default=2048, help="lm, encoder: feed-forward width")
+    p.add_argument("--vocab", type=int, default=512, help="lm, encoder: vocabulary")
+    p.add_argument("--classes", type=int, default=10, help="encoder: classes")
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--length", type=int, default=4096)
     p.add_argument("--heads", type=int, default=8)
@@ -335,7 +377,8 @@ def main():
         a.scenario = a.scenario[0]
         return run_one(a)
     os.makedirs(a.build_dir, exist_ok=True)
-    needs = {"sine": ["spe_reference"], "causal": ["fast_transformers"], "lm": ["spe_reference", "fast_transformers"]}
+    needs = {"sine": ["spe_reference"], "causal": ["fast_transformers"], "lm": ["spe_reference", "fast_transformers"],
+             "encoder": ["spe_reference"]}
     for scenario in a.scenario or ["sine", "causal"]:
         for option in needs[scenario]:
             if not getattr(a, option):
@@ -347,8 +390,8 @@ def main():
             line = subprocess.run(args, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
             print(line, flush=True)
             results[impl] = json.loads(line)
-        if scenario == "lm" and a.spe:
-            results["spe_cli"] = lm_spe_cli(a)
+        if scenario in ("lm", "encoder") and a.spe:
+            results["spe_cli"] = spe_cli(a, scenario)
             print(json.dumps(results["spe_cli"]), flush=True)
         ref = results["reference"]
         for impl in (name for name in results if name != "reference"):
