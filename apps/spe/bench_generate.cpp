@@ -14,6 +14,7 @@
 #include "measure.h"
 #include "spe/nn/decoder.h"
 #include "spe/inference/saved_model.h"
+#include "spe/util/threads.h"
 
 namespace spe::cli {
 namespace {
@@ -46,6 +47,7 @@ std::string describe(const nn::Model& model) {
 
 // Per-token times of the recurrent decoder over `positions` tokens: the median of each window.
 std::vector<std::pair<int64_t, double>> recurrent_times(const nn::Model& model, const GenerateBenchArgs& a) {
+  choose_step_threads(2.0 * static_cast<double>(nn::parameter_count(*model)));  // as spe generate
   auto decoder = nn::make_decoder(nn::DecoderKind::recurrent, model, 1, make_generator(1));
   at::Tensor token = at::ones({1}, at::kLong);
   std::vector<std::pair<int64_t, double>> medians;
@@ -65,6 +67,7 @@ std::vector<std::pair<int64_t, double>> recurrent_times(const nn::Model& model, 
 
 // The time of the prefix decoder's step at position t: the model over t + 1 tokens (median).
 double prefix_time(nn::Model model, int64_t t, int repeats) {
+  choose_step_threads(2.0 * static_cast<double>(nn::parameter_count(*model) * (t + 1)));  // as spe generate
   at::NoGradGuard no_grad;
   const at::Tensor prefix = at::ones({1, t + 1}, at::kLong);
   std::vector<double> times;
@@ -75,6 +78,21 @@ double prefix_time(nn::Model model, int64_t t, int repeats) {
   }
   std::sort(times.begin(), times.end());
   return times[times.size() / 2];
+}
+
+// The bound a token's step cannot beat: one product of a vector by every weight matrix of the
+// model (its 2-D parameters; the token embedding only where it is also the output layer, a step
+// reading one row of it otherwise), timed as a single matrix of as many weights (rows of the
+// model's width), median of repeats.
+double gemv_bound_s(const nn::Model& model, int repeats) {
+  const bool tied = !model->output_layer;
+  int64_t weights = 0;
+  for (const auto& p : model->named_parameters())
+    if (p.value().dim() == 2 && (tied || p.key() != "transformer.embedding.weight")) weights += p.value().numel();
+  const int64_t width = model->options.transformer().dim();
+  const at::Tensor matrix = at::randn({std::max<int64_t>(1, weights / width), width});
+  const at::Tensor vector = at::randn({width});
+  return time_median([&] { at::mv(matrix, vector); }, std::max(repeats, 20)).median_s;
 }
 
 void bench_generate(const GenerateBenchArgs& a) {
@@ -101,8 +119,11 @@ void bench_generate(const GenerateBenchArgs& a) {
                              what, t, seconds * 1e3, seconds / recurrent_at, at::get_num_threads());
     prefix_data += fmt::format("{} {:.6g}\n", t, seconds * 1e3);
   }
-  std::cout << fmt::format("{{\"scenario\": \"generate\", \"decoder\": \"recurrent\", \"tokens\": {}, \"tokens_per_s\": {:.1f}}}\n",
-                           a.positions, static_cast<double>(a.positions) / std::max(total, 1e-9));
+  const double bound = gemv_bound_s(model, a.repeats);
+  std::cout << fmt::format("{{\"scenario\": \"generate\", \"decoder\": \"recurrent\", \"tokens\": {}, \"tokens_per_s\": {:.1f}, "
+                           "\"gemv_bound_ms_per_token\": {:.4g}, \"median_over_bound\": {:.1f}}}\n",
+                           a.positions, static_cast<double>(a.positions) / std::max(total, 1e-9), bound * 1e3,
+                           recurrent[recurrent.size() / 2].second / std::max(bound, 1e-12));
   if (!a.png.empty()) {
     plot_png(a.png,
              fmt::format("set termoption noenhanced\nset title {}\nset xlabel 'position'\nset ylabel 'ms per token'\n"

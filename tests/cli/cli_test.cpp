@@ -313,6 +313,14 @@ TEST(CliBench, EveryScenarioReportsItsMeasurements) {
   ASSERT_EQ(lines.size(), 4u) << conv.output;  // (direct, fft) for each size
   EXPECT_EQ(lines[3]["algorithm"], "fft");
   EXPECT_EQ(lines[3]["S"], 3);
+  CliRun generate = run_cli("bench generate --config " SPE_SOURCE_DIR "/configs/music/lm.yaml --vocab 16 --positions 20 "
+                             "--window 10 --prefix-positions 5 --repeats 1");
+  ASSERT_EQ(generate.status, 0) << generate.output;
+  lines = json_lines(generate.output);
+  ASSERT_EQ(lines.size(), 4u) << generate.output;  // two windows, one prefix step, the summary
+  EXPECT_EQ(lines[2]["decoder"], "prefix");
+  EXPECT_GT(lines[3]["gemv_bound_ms_per_token"].get<double>(), 0.0);
+  EXPECT_GT(lines[3]["median_over_bound"].get<double>(), 0.0);
   CliRun bad = run_cli("bench causal --chunk 0");
   EXPECT_NE(bad.status, 0);
   EXPECT_NE(bad.output.find("--chunk"), std::string::npos) << bad.output;
