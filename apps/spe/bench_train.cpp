@@ -27,20 +27,38 @@ struct TrainBenchArgs {
 };
 
 // One optimizer step on fixed random tokens: a language model predicts each next token, a
-// classifier a random label per sequence.
-std::function<void()> training_step(nn::Model model, torch::optim::AdamW& optimizer, const TrainBenchArgs& a) {
+// classifier a random label per sequence. after_forward, when set, runs between the loss and the
+// backward pass (while autograd holds what the backward needs).
+std::function<void()> training_step(nn::Model model, torch::optim::AdamW& optimizer, const TrainBenchArgs& a,
+                                    std::function<void()> after_forward = {}) {
   auto g = make_generator(1);
   const bool lm = model->options.kind() == nn::ModelKind::language_model;
   const at::Tensor tokens = at::randint(1, a.vocab, {a.batch, a.length + (lm ? 1 : 0)}, g, at::kLong);
   const at::Tensor inputs = lm ? tokens.narrow(1, 0, a.length) : tokens;
   const at::Tensor targets = lm ? tokens.narrow(1, 1, a.length) : at::randint(0, a.classes, {a.batch}, g, at::kLong);
   const at::Tensor padding = at::ones({a.batch, a.length}, at::kBool);
-  return [model, &optimizer, inputs, targets, padding]() mutable {
+  return [model, &optimizer, inputs, targets, padding, after_forward]() mutable {
     optimizer.zero_grad();
     const at::Tensor logits = model->forward(inputs, padding);  // (B, N, V) or (B, C)
-    at::cross_entropy_loss(logits.flatten(0, logits.dim() - 2), targets.flatten()).backward();
+    const at::Tensor loss = at::cross_entropy_loss(logits.flatten(0, logits.dim() - 2), targets.flatten());
+    if (after_forward) after_forward();
+    loss.backward();
     optimizer.step();
   };
+}
+
+// MiB of float32 values in the tensors.
+double mib_of(int64_t values) { return static_cast<double>(values) * 4.0 / (1 << 20); }
+
+// What a step must hold at least, beside the parameters: their gradients and AdamW's two moments.
+std::pair<double, double> gradient_and_optimizer_mib(const nn::Model& model, torch::optim::AdamW& optimizer) {
+  int64_t gradients = 0, moments = 0;
+  for (const at::Tensor& p : model->parameters()) gradients += p.numel();
+  for (const auto& entry : optimizer.state()) {
+    const auto& state = static_cast<const torch::optim::AdamWParamState&>(*entry.second);
+    moments += state.exp_avg().numel() + state.exp_avg_sq().numel();
+  }
+  return {mib_of(gradients), mib_of(moments)};
 }
 
 void bench_train(const TrainBenchArgs& a) {
@@ -55,22 +73,29 @@ void bench_train(const TrainBenchArgs& a) {
   model->train();
   choose_step_threads(6.0 * static_cast<double>(nn::parameter_count(*model) * a.batch * a.length));  // as spe train
   torch::optim::AdamW optimizer = train::make_optimizer(*model, config.train);
-  const auto step = training_step(model, optimizer, a);
   // The first step's peak (it allocates the optimizer's state), measured as peak_memory_mib does,
-  // with freed blocks returned to the system; then the steps timed as spe train runs them.
-  const double peak = peak_memory_mib(step);
+  // with freed blocks returned to the system, and what the forward leaves held for the backward
+  // (the activations autograd keeps); then the steps timed as spe train runs them.
+  double start = 0.0, kept = 0.0;
+  const double peak = peak_memory_mib([&] {
+    start = resident_mib();
+    training_step(model, optimizer, a, [&] { kept = resident_mib() - start; })();
+  });
+  const auto [gradients, moments] = gradient_and_optimizer_mib(model, optimizer);
   retain_freed_memory();
-  const Timing timing = time_median(step, a.repeats);
+  const Timing timing = time_median(training_step(model, optimizer, a), a.repeats);
   const auto& t = model->options.transformer();
   const double tokens = static_cast<double>(a.batch * a.length);
   std::cout << fmt::format(
       "{{\"scenario\": \"train\", \"model\": \"{}\", \"layers\": {}, \"dim\": {}, \"heads\": {}, \"ffn_dim\": {}, "
       "\"attention\": \"{}\", \"positional\": \"{}\", \"causal\": {}, \"parameters\": {}, \"B\": {}, \"N\": {}, "
-      "\"median_step_s\": {:.4g}, \"tokens_per_s\": {:.1f}, \"first_step_peak_mib\": {:.1f}, \"threads\": {}}}\n",
+      "\"median_step_s\": {:.4g}, \"tokens_per_s\": {:.1f}, \"first_step_peak_mib\": {:.1f}, \"parameters_mib\": {:.1f}, "
+      "\"gradients_mib\": {:.1f}, \"optimizer_state_mib\": {:.1f}, \"kept_for_backward_mib\": {:.1f}, \"threads\": {}}}\n",
       choice_name(model->options.kind(), nn::kModelKinds), t.layers(), t.dim(), t.heads(), t.ffn_dim(),
       choice_name(t.attention().kind(), nn::kAttentionKinds), choice_name(t.positional().kind(), nn::kPositionalKinds),
       t.causal() ? "true" : "false", nn::parameter_count(*model), a.batch, a.length, timing.median_s,
-      tokens / timing.median_s, peak, at::get_num_threads());
+      tokens / timing.median_s, peak, mib_of(nn::parameter_count(*model)), gradients, moments, kept,
+      at::get_num_threads());
 }
 
 }  // namespace

@@ -327,7 +327,8 @@ TEST(CliBench, EveryScenarioReportsItsMeasurements) {
 }
 
 // `spe bench train`: whole steps of a language model (causal, next-token loss) and of a
-// classifier, each line naming the model and its throughput; a dual encoder is refused by name.
+// classifier, each line naming the model, its throughput and its memory (gradients and AdamW's
+// state against the parameter count); a dual encoder is refused by name.
 TEST(CliBench, TrainStepsOfALanguageModelAndAClassifier) {
   const std::string tiny = " --set model.dim=16 model.heads=2 model.layers=1 model.ffn_dim=32 "
                            "model.positional.realizations=8 --batch 2 --length 24 --vocab 20 --repeats 2";
@@ -342,6 +343,12 @@ TEST(CliBench, TrainStepsOfALanguageModelAndAClassifier) {
   EXPECT_GT(lines[0]["parameters"].get<int64_t>(), 0);
   EXPECT_GE(lines[0]["first_step_peak_mib"].get<double>(), 0.0);
   EXPECT_NEAR(lines[0]["tokens_per_s"].get<double>() * lines[0]["median_step_s"].get<double>(), 2 * 24, 0.5);
+  // a gradient per parameter, AdamW's two moments per parameter; what the forward keeps is measured
+  const double parameters_mib = lines[0]["parameters"].get<double>() * 4 / (1 << 20);
+  EXPECT_NEAR(lines[0]["parameters_mib"].get<double>(), parameters_mib, 0.051);
+  EXPECT_NEAR(lines[0]["gradients_mib"].get<double>(), parameters_mib, 0.051);
+  EXPECT_NEAR(lines[0]["optimizer_state_mib"].get<double>(), 2 * parameters_mib, 0.051);
+  EXPECT_GE(lines[0]["kept_for_backward_mib"].get<double>(), 0.0);
   CliRun classifier = run_cli("--threads 1 bench train --config " SPE_SOURCE_DIR "/configs/text/compare.yaml" + tiny +
                               " --classes 3");
   ASSERT_EQ(classifier.status, 0) << classifier.output;
