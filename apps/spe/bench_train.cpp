@@ -5,6 +5,7 @@
 #include <ATen/Parallel.h>
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <iostream>
 #include <memory>
 
@@ -79,7 +80,7 @@ void bench_train(const TrainBenchArgs& a) {
   double start = 0.0, kept = 0.0;
   const double peak = peak_memory_mib([&] {
     start = resident_mib();
-    training_step(model, optimizer, a, [&] { kept = resident_mib() - start; })();
+    training_step(model, optimizer, a, [&] { kept = std::max(0.0, resident_mib() - start); })();
   });
   const auto [gradients, moments] = gradient_and_optimizer_mib(model, optimizer);
   retain_freed_memory();
