@@ -306,13 +306,12 @@ def run_one(a):
     step = IMPLEMENTATIONS[(a.scenario, a.impl)](torch, a)
     baseline = rss_mib()
     seconds, times = median_time(step, a.repeats)
-    a.median_s = seconds
     print(json.dumps({
         "scenario": a.scenario, "impl": a.impl, "median_s": seconds, "times_s": times,
         "peak_rss_increase_mib": rss_mib() - baseline, "gemm_gflops": gemm_gflops(torch),
         "threads": torch.get_num_threads(), "torch": torch.__version__,
         "env": {key: value for key, value in os.environ.items() if key.startswith("OPENBLAS_") or key == "OMP_NUM_THREADS"},
-        "B": a.batch, "N": a.length, "H": a.heads, **SHAPES[a.scenario](a),
+        "B": a.batch, "N": a.length, "H": a.heads, **SHAPES[a.scenario](a), **throughput(a, a.scenario, seconds),
     }), flush=True)
 
 
@@ -320,9 +319,14 @@ SHAPES = {
     "sine": lambda a: {"D": a.dim, "R": a.realizations, "K": a.sines},
     "causal": lambda a: {"D": a.dim, "chunk": a.chunk},
     "lm": lambda a: {"E": a.model_dim, "layers": a.layers, "ffn": a.ffn, "vocab": a.vocab, "R": a.realizations,
-                     "K": a.sines, "tokens_per_s": a.batch * a.length / a.median_s},
+                     "K": a.sines},
 }
 SHAPES["encoder"] = lambda a: {**SHAPES["lm"](a), "classes": a.classes}
+
+
+def throughput(a, scenario, seconds):
+    """Tokens per second of a whole model's step (lm, encoder); nothing for the kernels."""
+    return {"tokens_per_s": a.batch * a.length / seconds} if scenario in ("lm", "encoder") else {}
 
 
 def spe_cli(a, scenario):
@@ -344,7 +348,7 @@ def spe_cli(a, scenario):
     r = json.loads(out.strip().splitlines()[-1])
     return {"scenario": scenario, "impl": "spe_cli", "median_s": r["median_step_s"],
             "peak_rss_increase_mib": r["first_step_peak_mib"], "threads": r["threads"], "B": a.batch, "N": a.length,
-            "H": a.heads, **SHAPES[scenario](argparse.Namespace(**{**vars(a), "median_s": r["median_step_s"]})),
+            "H": a.heads, **SHAPES[scenario](a), **throughput(a, scenario, r["median_step_s"]),
             "parameters": r["parameters"], "model": r["model"], "causal": r["causal"]}
 
 

@@ -72,7 +72,8 @@ void bench_train(const TrainBenchArgs& a) {
   info.num_classes = a.classes;
   nn::Model model = inference::build_model(config, info);
   model->train();
-  choose_step_threads(6.0 * static_cast<double>(nn::parameter_count(*model) * a.batch * a.length));  // as spe train
+  const int64_t parameters = nn::parameter_count(*model);
+  choose_step_threads(step_flops(parameters, static_cast<double>(a.batch * a.length), true));  // as spe train
   torch::optim::AdamW optimizer = train::make_optimizer(*model, config.train);
   // The first step's peak (it allocates the optimizer's state), measured as peak_memory_mib does,
   // with freed blocks returned to the system, and what the forward leaves held for the backward
@@ -94,8 +95,8 @@ void bench_train(const TrainBenchArgs& a) {
       "\"gradients_mib\": {:.1f}, \"optimizer_state_mib\": {:.1f}, \"kept_for_backward_mib\": {:.1f}, \"threads\": {}}}\n",
       choice_name(model->options.kind(), nn::kModelKinds), t.layers(), t.dim(), t.heads(), t.ffn_dim(),
       choice_name(t.attention().kind(), nn::kAttentionKinds), choice_name(t.positional().kind(), nn::kPositionalKinds),
-      t.causal() ? "true" : "false", nn::parameter_count(*model), a.batch, a.length, timing.median_s,
-      tokens / timing.median_s, peak, mib_of(nn::parameter_count(*model)), gradients, moments, kept,
+      t.causal() ? "true" : "false", parameters, a.batch, a.length, timing.median_s, tokens / timing.median_s, peak,
+      mib_of(parameters), gradients, moments, kept,
       at::get_num_threads());
 }
 

@@ -275,7 +275,7 @@ class Trainer {
   void resume();
   void share_parameters();
   void open_outputs();
-  double step_flops() const;
+  double tokens_per_micro_batch() const;
   StepReport step();
   double micro_step(int64_t step, bool last, bool& out_of_time);
   void reduce_gradients();
@@ -400,21 +400,21 @@ void Trainer::open_outputs() {
     metrics_.emplace(options_.out_dir + "/metrics.jsonl", options_.resume ? state_.state.step : 0);
   }
   summary_.parameters = nn::parameter_count(*model_);
-  const int threads = choose_step_threads(step_flops());
+  const int threads = choose_step_threads(step_flops(summary_.parameters, tokens_per_micro_batch(), true));
   progress_.message(fmt::format("{}: {} parameters; {} training and {} validation examples; threads: {}; {}{}",
                                 config_.task, summary_.parameters, data_.train.size(), data_.valid.size(), threads,
                                 options_.resume ? fmt::format("resuming at step {}", state_.state.step) : "starting",
                                 group_ ? fmt::format(" on {} ranks", world_size_) : ""));
 }
 
-// About 6 x parameters x tokens of one micro-batch (forward and backward), with the training
-// examples' mean length, at most max_length per sequence.
-double Trainer::step_flops() const {
+// The tokens of one micro-batch, with the training examples' mean length, at most max_length per
+// sequence.
+double Trainer::tokens_per_micro_batch() const {
   const auto& train = data_.train;
   const double fields = static_cast<double>(train.info().fields);
   const double per_sequence = static_cast<double>(train.total_tokens()) / std::max<double>(1.0, train.size() * fields);
   const double tokens = std::min(per_sequence, static_cast<double>(config_.data.max_length)) * fields;
-  return 6.0 * static_cast<double>(summary_.parameters) * tokens * static_cast<double>(micro_batch_);
+  return tokens * static_cast<double>(micro_batch_);
 }
 
 TrainSummary Trainer::run() {

@@ -31,6 +31,10 @@ int threads_for_step(double step_flops, int cores) {
   return static_cast<int>(std::clamp(threads, 1.0, static_cast<double>(std::max(cores, 1))));
 }
 
+double step_flops(int64_t parameters, double tokens, bool backward) {
+  return (backward ? 6.0 : 2.0) * static_cast<double>(parameters) * tokens;
+}
+
 namespace {
 int automatic_cores = 0;  // 0: the user chose the thread count
 }  // namespace

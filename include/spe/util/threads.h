@@ -1,4 +1,5 @@
 #pragma once
+#include <cstdint>
 // Intra-op threads for everything spe computes with.
 
 namespace spe {
@@ -20,6 +21,10 @@ int blas_num_threads();
 // step and 1.15-1.35x at 84.
 constexpr double kStepFlopsPerThread = 40e9;
 int threads_for_step(double step_flops, int cores);
+
+// The rule's measure of a step's work: 2 x parameters x tokens for a forward pass, 6 x with its
+// backward.
+double step_flops(int64_t parameters, double tokens, bool backward);
 
 // Whether the thread count is spe's to choose (the command line was given no --threads and no
 // OMP_NUM_THREADS): then choose_step_threads applies the rule with up to `cores` threads.
