@@ -13,7 +13,10 @@ SPECodeStream::SPECodeStream(const ConvSPEImpl& conv, int64_t realizations, Opti
 PositionCode SPECodeStream::next() {
   TORCH_CHECK(position_ < kDecodingCodeLength, "SPECodeStream: decoded past position ", kDecodingCodeLength);
   const int64_t t = position_++;
-  if (!conv_) return {&code_, t};
+  if (!conv_) {
+    coefficients_ = sine_step_coefficients(*code_.sine, t);
+    return {&code_, t, coefficients_};
+  }
   code_ = conv_->next();
   return {&code_, 0};
 }

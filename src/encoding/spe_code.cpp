@@ -26,6 +26,22 @@ std::pair<at::Tensor, at::Tensor> sine_code_at(const SineCodeFactors& c, const a
   return {code_of(phase_q), code_of(phase_k)};
 }
 
+at::Tensor sine_step_rows(const SineCodeFactors& c) {
+  const at::Tensor scaled = c.gate_scale.defined() ? c.weights * c.gate_scale.unsqueeze(-1).unsqueeze(-1) : c.weights;
+  const at::Tensor shift = c.gate_shift.defined() ? c.gate_shift.unsqueeze(2) : at::zeros_like(c.weights.narrow(2, 0, 1));
+  return at::cat({scaled, shift}, 2).contiguous();  // (H, D, 2K + 1, R)
+}
+
+at::Tensor sine_step_coefficients(const SineCodeFactors& c, int64_t position) {
+  TORCH_CHECK(position >= 0 && position < c.length, "sine code: position ", position, " is outside the code's ",
+              c.length, " positions");
+  // As sine_code_at: phases 2 pi f n (+ theta for the queries) in float64.
+  const at::Tensor phase_k = 2.0 * M_PI * c.frequencies * static_cast<double>(position);  // (H, D, K)
+  const at::Tensor phases = at::stack({phase_k + c.offsets, phase_k});                    // (2, H, D, K)
+  at::Tensor omega = at::stack({at::cos(phases), at::sin(phases)}, -1).flatten(-2);       // (2, H, D, 2K)
+  return at::cat({omega, at::ones_like(omega.narrow(-1, 0, 1))}, -1).to(c.weights.scalar_type());
+}
+
 SPECode SPECode::materialise() const {
   if (materialised()) return *this;
   auto [q, k] = sine_code_at(*sine, at::arange(sine->length, sine->weights.options().dtype(at::kLong)));

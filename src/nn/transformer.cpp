@@ -220,11 +220,13 @@ at::Tensor SelfAttentionImpl::step(const at::Tensor& x, AttentionState& state, c
 PositionCode SelfAttentionImpl::gated_code_at(AttentionState& state, const PositionCode& shared) {
   const PositionCode code = state.code ? state.code->next() : shared;
   TORCH_CHECK(code.code != nullptr, "SelfAttention::step: sampled SPE needs the model's code of the position");
-  // A factored (sine) code covers every position: its gated form is made once per sequence.
-  if (code.code->materialised() || !state.gated.sine.has_value())
+  // A factored (sine) code covers every position: its gated form and rows are made once per sequence.
+  if (code.code->materialised() || !state.gated.sine.has_value()) {
     state.gated = spe_filter->gated_code(
         *code.code, code.code->gate_noise.defined() ? spe_filter->gate_noise_for(*code.code) : state.gate_noise);
-  return {&state.gated, code.row};
+    if (state.gated.sine.has_value()) state.gated_rows = sine_step_rows(*state.gated.sine);
+  }
+  return {&state.gated, code.row, code.coefficients, code.coefficients.defined() ? state.gated_rows : at::Tensor()};
 }
 
 AttentionInputs SelfAttentionImpl::prepare(const at::Tensor& x, int64_t start, const PositionCode& gated,
@@ -256,6 +258,10 @@ std::pair<at::Tensor, at::Tensor> SelfAttentionImpl::position(const at::Tensor& 
             spe_filter->gate_features(k, sine.exact_features(k, /*query_side=*/false, start))};
   }
   TORCH_CHECK(gated.code != nullptr, "SelfAttention: sampled SPE needs the gated code of the positions");
+  const bool fusable = q.device().is_cpu() && (q.scalar_type() == at::kFloat || q.scalar_type() == at::kDouble);
+  if (gated.rows.defined() && fusable)  // decoding a sine code: its parts made before
+    return {ops::sine_spe_filter_position(q, gated.coefficients[0], gated.rows),
+            ops::sine_spe_filter_position(k, gated.coefficients[1], gated.rows)};
   return spe_filter->filter(q, k, *gated.code, gated.row);
 }
 

@@ -103,4 +103,37 @@ at::Tensor sine_spe_filter(const at::Tensor& x, const SineCodeFactors& code, boo
                          first_position);
 }
 
+at::Tensor sine_spe_filter_position(const at::Tensor& x_in, const at::Tensor& coefficients_in,
+                                    const at::Tensor& rows_in) {
+  const char* where = "spe::ops::sine_spe_filter_position";
+  TORCH_CHECK(x_in.dim() == 4 && x_in.size(1) == 1, where, ": x must be (B, 1, H, D), got shape ", x_in.sizes());
+  TORCH_CHECK(x_in.device().is_cpu(), where, ": the fused kernel runs on CPU, got ", x_in.device());
+  TORCH_CHECK(x_in.scalar_type() == at::kFloat || x_in.scalar_type() == at::kDouble, where,
+              ": float32 or float64 expected, got ", x_in.scalar_type());
+  const int64_t H = x_in.size(2), D = x_in.size(3);
+  TORCH_CHECK(coefficients_in.dim() == 3 && coefficients_in.size(0) == H && coefficients_in.size(1) == D &&
+                  coefficients_in.size(2) % 2 == 1,
+              where, ": coefficients must be (H, D, 2K + 1) with (H, D) = (", H, ", ", D, "), got ",
+              coefficients_in.sizes());
+  const int64_t J1 = coefficients_in.size(2);
+  TORCH_CHECK(rows_in.dim() == 4 && rows_in.size(0) == H && rows_in.size(1) == D && rows_in.size(2) == J1, where,
+              ": rows must be (H, D, 2K + 1, R) = (", H, ", ", D, ", ", J1, ", R), got ", rows_in.sizes());
+  TORCH_CHECK(coefficients_in.scalar_type() == x_in.scalar_type() && rows_in.scalar_type() == x_in.scalar_type(),
+              where, ": coefficients (", coefficients_in.scalar_type(), ") and rows (", rows_in.scalar_type(),
+              ") must have x's dtype ", x_in.scalar_type());
+  TORCH_CHECK(coefficients_in.device() == x_in.device() && rows_in.device() == x_in.device(), where,
+              ": coefficients and rows must be on x's device ", x_in.device());
+  TORCH_CHECK(!at::GradMode::is_enabled() ||
+                  !(x_in.requires_grad() || coefficients_in.requires_grad() || rows_in.requires_grad()),
+              where, ": forward only; run it under at::NoGradGuard (decoding), or use sine_spe_filter for gradients");
+  const at::Tensor x = x_in.contiguous(), coefficients = coefficients_in.contiguous(), rows = rows_in.contiguous();
+  at::Tensor out = at::empty({x.size(0), 1, H, rows.size(3)}, x.options());
+  const kernels::cpu::SineFilterShape shape{x.size(0), 1, H, D, (J1 - 1) / 2, rows.size(3), 0};
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sine_spe_filter_position", [&] {
+    kernels::cpu::sine_spe_filter_position<scalar_t>(shape, x.data_ptr<scalar_t>(), coefficients.data_ptr<scalar_t>(),
+                                                     rows.data_ptr<scalar_t>(), out.data_ptr<scalar_t>());
+  });
+  return out;
+}
+
 }  // namespace spe::ops

@@ -147,6 +147,44 @@ TEST(FusedSineSPEFilter, ModulesTakeTheFusedPathAndAgreeWithTheMaterialisedOne) 
   for (int i = 0; i < 4; ++i) EXPECT_TRUE(at::allclose(grads[0][i], grads[1][i], 1e-9, 1e-11)) << "parameter " << i;
 }
 
+// Decoding's one-position filter, from the rows made once and the coefficients of the position,
+// against the materialised code at that position, both sides, with and without the gate.
+TEST(FusedSineSPEFilter, OnePositionFromPreparedPartsMatchesTheMaterialisedCode) {
+  at::NoGradGuard no_grad;
+  for (auto [dtype, D, K, R] : {std::tuple{at::kDouble, 5, 3, 7}, std::tuple{at::kFloat, 64, 5, 64}})
+    for (bool gated : {false, true})
+      for (int64_t n : {0, 5, 100000}) {
+        const Problem p = make_problem(3, 1, 2, D, K, R, dtype);
+        const SineCodeFactors factors{p.f, p.theta, p.w, gated ? p.a : at::Tensor(), gated ? p.c : at::Tensor(), 200000};
+        const at::Tensor rows = sine_step_rows(factors), coefficients = sine_step_coefficients(factors, n);
+        ASSERT_EQ(rows.sizes(), at::IntArrayRef({2, D, 2 * K + 1, R}));
+        ASSERT_EQ(coefficients.sizes(), at::IntArrayRef({2, 2, D, 2 * K + 1}));
+        const Problem p64{p.x.to(at::kDouble), p.f, p.theta, p.w.to(at::kDouble), p.a.to(at::kDouble), p.c.to(at::kDouble)};
+        for (bool query_side : {true, false}) {
+          const at::Tensor got = ops::sine_spe_filter_position(p.x, coefficients[query_side ? 0 : 1], rows);
+          const at::Tensor want = reference(p64, gated, n, query_side);
+          const double scale = dtype == at::kDouble ? tolerance(p64, n) : 1e-5 * want.abs().max().item<double>();
+          EXPECT_LT((got.to(at::kDouble) - want).abs().max().item<double>(), scale)
+              << dtype << " gated " << gated << " position " << n << " query side " << query_side;
+        }
+      }
+}
+
+TEST(FusedSineSPEFilter, OnePositionBadInputIsNamed) {
+  at::NoGradGuard no_grad;
+  Problem p = make_problem(1, 1, 2, 3, 2, 5, at::kFloat);
+  const SineCodeFactors factors{p.f, p.theta, p.w, p.a, p.c, 10};
+  const at::Tensor rows = sine_step_rows(factors), coefficients = sine_step_coefficients(factors, 9)[0];
+  EXPECT_ERROR_CONTAINS(sine_step_coefficients(factors, 10), "position 10 is outside the code's 10 positions");
+  EXPECT_ERROR_CONTAINS(ops::sine_spe_filter_position(at::cat({p.x, p.x}, 1), coefficients, rows), "x must be (B, 1, H, D)");
+  EXPECT_ERROR_CONTAINS(ops::sine_spe_filter_position(p.x, coefficients.narrow(2, 0, 4), rows), "coefficients must be (H, D, 2K + 1)");
+  EXPECT_ERROR_CONTAINS(ops::sine_spe_filter_position(p.x, coefficients, rows.narrow(2, 0, 3)), "rows must be (H, D, 2K + 1, R) = (2, 3, 5, R)");
+  EXPECT_ERROR_CONTAINS(ops::sine_spe_filter_position(p.x, coefficients.to(at::kDouble), rows), "must have x's dtype Float");
+  at::GradMode::set_enabled(true);
+  EXPECT_ERROR_CONTAINS(ops::sine_spe_filter_position(p.x.requires_grad_(), coefficients, rows), "forward only");
+  at::GradMode::set_enabled(false);
+}
+
 TEST(FusedSineSPEFilter, BadInputIsNamed) {
   Problem p = make_problem(1, 4, 2, 3, 2, 5, at::kFloat);
   EXPECT_ERROR_CONTAINS(ops::sine_spe_filter(p.x, p.f.to(at::kFloat), p.theta, p.w, {}, {}), "frequencies and phases must be float64");

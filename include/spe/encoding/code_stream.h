@@ -1,13 +1,15 @@
 #pragma once
 // The SPE code of one sequence, drawn once and read position by position while decoding:
 //   sineSPE keeps the code as its factors for every position (SineCodeFactors): position t is
-//           row t of the same code, which the fused filter reads with first_position = t, so no
-//           code is materialised per token;
+//           row t of the same code; each token's oscillators [Omega(t); 1] are computed once
+//           here for every layer, and the one-position filter (ops::sine_spe_filter_position)
+//           reads them with the rows each layer made once: no code is materialised per token;
 //   convSPE slides its filters over noise keyed by position (ConvCodeStream): each position
 //           gets a (1, H, D, R) code of its own.
 // The draws are those of the module's forward for a whole sequence from the same generator, so a
 // decoded sequence and a whole forward see the same code.
 #include <memory>
+#include <utility>
 
 #include "spe/encoding/conv_spe.h"
 #include "spe/encoding/sine_spe.h"
@@ -17,8 +19,16 @@ namespace spe {
 
 // The code that holds one position, and the row of that position in it.
 struct PositionCode {
+  PositionCode() = default;
+  PositionCode(const SPECode* code_, int64_t row_, at::Tensor coefficients_ = {}, at::Tensor rows_ = {})
+      : code(code_), row(row_), coefficients(std::move(coefficients_)), rows(std::move(rows_)) {}
   const SPECode* code = nullptr;
   int64_t row = 0;
+  // Decoding a sine code: the position's [Omega(n); 1] for the queries' and the keys' codes,
+  // (2, H, D, 2K + 1) (sine_step_coefficients), computed once per token for every layer that reads
+  // the code; and, once gated by a layer, that layer's rows (H, D, 2K + 1, R) (sine_step_rows).
+  // Undefined otherwise.
+  at::Tensor coefficients, rows;
 };
 
 class SPECodeStream {
@@ -35,6 +45,7 @@ class SPECodeStream {
 
  private:
   SPECode code_;  // sineSPE: the factors for all positions; convSPE: the last position's code
+  at::Tensor coefficients_;  // sineSPE: the last position's (2, H, D, 2K + 1)
   std::unique_ptr<ConvCodeStream> conv_;
   int64_t position_ = 0;
 };

@@ -60,6 +60,15 @@ void check_code(const SPECode& code);
 // Qbar and Kbar of a factored sine code at the given positions (N,): each (N, H, D, R).
 std::pair<at::Tensor, at::Tensor> sine_code_at(const SineCodeFactors& factors, const at::Tensor& positions);
 
+// The parts of a factored sine code that the one-position filter (ops::sine_spe_filter_position)
+// reads while decoding:
+//   rows: (H, D, 2K + 1, R), for each head and feature [a_d W_d; c_d] (a = 1, c = 0 when absent),
+//         made once per sequence and gate;
+//   coefficients of position n: (2, H, D, 2K + 1), [Omega(n); 1] of the queries' code (offsets)
+//         then of the keys', phases in float64, in the weights' dtype; made once per position.
+at::Tensor sine_step_rows(const SineCodeFactors& factors);
+at::Tensor sine_step_coefficients(const SineCodeFactors& factors, int64_t position);
+
 // The empirical kernel of a 1-D code: for each lag = m - n in [-(N-1), N-1],
 // the average over all position pairs with that lag of sum_r qbar[m, h, d, r] * kbar[n, h, d, r].
 // returns: (H, D, 2N - 1), entry [.., .., lag + N - 1].

@@ -132,6 +132,7 @@ struct AttentionState {
   std::unique_ptr<SPECodeStream> code;  // sampled SPE of the layer's own (not shared)
   at::Tensor gate_noise;                // sampled SPE, gated, unless drawn with the code: (H, D, R), one draw for the sequence
   SPECode gated;                        // sampled SPE from a fixed code: the gated code, made once
+  at::Tensor gated_rows;                // of a gated sine code: its rows for the one-position filter
   LinearAttentionState linear;          // linear attention: the prefix sums (made at the first step)
   ToeplitzState toeplitz;               // linear attention + toeplitz: the clip window and far sums
   at::Tensor keys, values;              // softmax attention: the keys and values so far (B, t, H, D)

@@ -33,5 +33,14 @@ at::Tensor sine_spe_filter(const at::Tensor& x, const at::Tensor& frequencies, c
 at::Tensor sine_spe_filter(const at::Tensor& x, const SineCodeFactors& code, bool query_side,
                            int64_t first_position = 0);
 
+// One position of a factored code while decoding, from parts made once per sequence and once per
+// position (spe_code.h: sine_step_rows, sine_step_coefficients), so that neither is rebuilt for
+// every layer and token:
+//   out[b, 0, h, :] = sum_{d, j} x[b, 0, h, d] coefficients[h, d, j] rows[h, d, j, :]
+// x: (B, 1, H, D); coefficients: (H, D, 2K + 1), the position's [Omega(n); 1] on one side of the
+// code; rows: (H, D, 2K + 1, R), [a_d W_d; c_d] -> (B, 1, H, R). Equals sine_spe_filter at that
+// position. CPU, float32 or float64, forward only (decoding runs without gradients).
+at::Tensor sine_spe_filter_position(const at::Tensor& x, const at::Tensor& coefficients, const at::Tensor& rows);
+
 }  // namespace ops
 }  // namespace spe

@@ -288,6 +288,24 @@ struct BackwardBlock {
   }
 };
 
+// One position (decoding), one head: y (B x F) = x_b[d] times coefficients[d, j], then
+// out_h (B x R) = y rows_h (F x R).
+struct PositionHead {
+  template <class Tile, typename T>
+  static SPE_INLINE void run(const SineFilterShape& s, int64_t h, const T* x, const T* coefficients, const T* rows, T* out,
+                             std::vector<T>& y, std::vector<T>& scratch) {
+    const int64_t H = s.heads, D = s.dim, J1 = 2 * s.sines + 1, R = s.realizations, F = D * J1;
+    const T* coef = coefficients + h * F;
+    for (int64_t b = 0; b < s.batch; ++b) {
+      const T* xb = x + (b * H + h) * D;
+      T* yb = y.data() + b * F;
+      for (int64_t d = 0; d < D; ++d)
+        for (int64_t j = 0; j < J1; ++j) yb[d * J1 + j] = xb[d] * coef[d * J1 + j];
+    }
+    small_gemm<Tile>(false, false, s.batch, R, F, y.data(), F, rows + h * F * R, R, false, out + h * R, H * R, scratch);
+  }
+};
+
 // The gradients of one d's code parameters from its moments (4K + 1, R), sums over positions n of
 // G(n) = grad_code_d(n) times A: Omega(n), then 1, then P: n Omega(n). As code = c + a Omega W and
 // d(cos, sin)/d phase = (-sin, cos), the phase of sine k being 2 pi f_k n + theta_k:
@@ -360,12 +378,23 @@ void sine_spe_filter_backward(const SineFilterShape& s, const T* x, const double
   }
 }
 
+template <typename T>
+void sine_spe_filter_position(const SineFilterShape& s, const T* x, const T* coefficients, const T* rows, T* out) {
+  // One thread: a position's work (B H F R multiply-adds) is far below what threads pay back.
+  // The buffers stay from call to call: decoding allocates nothing here after its first token.
+  const Isa isa = best_isa();
+  thread_local std::vector<T> y, scratch;
+  y.resize(static_cast<size_t>(s.batch * s.dim * (2 * s.sines + 1)));
+  for (int64_t h = 0; h < s.heads; ++h) run_for_isa<PositionHead>(isa, s, h, x, coefficients, rows, out, y, scratch);
+}
+
 #define SPE_INSTANTIATE(T)                                                                                  \
   template void sine_spe_filter_forward<T>(const SineFilterShape&, const T*, const double*, const double*,    \
                                            const T*, const T*, const T*, T*);                               \
   template void sine_spe_filter_backward<T>(const SineFilterShape&, const T*, const double*, const double*,   \
                                             const T*, const T*, const T*, const T*, T*, double*, double*, T*, \
-                                            T*, T*);
+                                            T*, T*);                                                    \
+  template void sine_spe_filter_position<T>(const SineFilterShape&, const T*, const T*, const T*, T*);
 SPE_INSTANTIATE(float)
 SPE_INSTANTIATE(double)
 #undef SPE_INSTANTIATE

@@ -32,4 +32,12 @@ void sine_spe_filter_backward(const SineFilterShape& shape, const T* x, const do
                               const T* gate_shift, const T* grad_out, T* grad_x, double* grad_frequencies,
                               double* grad_phases, T* grad_weights, T* grad_gate_scale, T* grad_gate_shift);
 
+// One position of the filter from parts made before (decoding, where they are shared across
+// tokens and layers): for each head h, with F = D (2K + 1) rows,
+//   out[b, h, :] = sum_{d, j} x[b, h, d] coefficients[h, d, j] rows[h, d, j, :]
+// coefficients (H, D, 2K + 1): [Omega(n); 1] of the position; rows (H, D, 2K + 1, R): [a_d W_d; c_d].
+// x (B, H, D), out (B, H, R). shape.length must be 1.
+template <typename T>
+void sine_spe_filter_position(const SineFilterShape& shape, const T* x, const T* coefficients, const T* rows, T* out);
+
 }  // namespace spe::kernels::cpu
