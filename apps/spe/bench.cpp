@@ -26,7 +26,7 @@ namespace {
 
 struct BenchArgs {
   std::vector<int64_t> lengths{4096};
-  int64_t batch = 4, heads = 8, dim = 64, value_dim = 64, chunk = 64;
+  int64_t batch = 4, heads = 8, dim = 64, value_dim = 64, chunk = ops::kCausalChunk;
   int64_t realizations = 64, sines = 5;
   bool gated = true;
   int repeats = 5;

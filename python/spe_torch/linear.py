@@ -17,6 +17,10 @@ from torch import Tensor, nn
 from . import _library
 from ._checks import check_floating, shape_of
 
+# Positions per chunk of the fused causal kernels (the C++ ops' kCausalChunk, measured in
+# docs/BENCHMARKS.md, "Chunk of the causal kernels").
+CAUSAL_CHUNK = 32
+
 
 def _check_4d(where: str, name: str, x: Tensor) -> None:
     if x.dim() != 4:
@@ -103,7 +107,7 @@ def causal_linear_attention_quadratic(phi_q: Tensor, phi_k: Tensor, v: Tensor, e
 
 
 def causal_linear_attention(phi_q: Tensor, phi_k: Tensor, v: Tensor, key_padding: Optional[Tensor] = None,
-                            eps: float = 1e-6, chunk: int = 64) -> Tensor:
+                            eps: float = 1e-6, chunk: int = CAUSAL_CHUNK) -> Tensor:
     """Position m attends to n <= m. phi_q, phi_k: (B, N, H, M), v: (B, N, H, Dv) -> (B, N, H, Dv).
     On CPU (float32, float64) torch.ops.spe.causal_linear_attention: chunks of `chunk` positions,
     memory flat in N, its own backward."""
@@ -246,7 +250,7 @@ def decayed_linear_attention(phi_q: Tensor, phi_k: Tensor, v: Tensor, log_decay:
     if causal and phi_q.device.type == "cpu" and phi_q.dtype in (torch.float32, torch.float64):
         if not torch.jit.is_scripting():
             _library.load_library()
-        return torch.ops.spe.decayed_causal_linear_attention(phi_q, keys, v, log_decay, eps, 64)
+        return torch.ops.spe.decayed_causal_linear_attention(phi_q, keys, v, log_decay, eps)  # its default chunk
     values = _with_ones(v)
     sums = _decayed_product(phi_q, keys, values, log_decay, 64)
     if not causal:
@@ -371,7 +375,7 @@ class LinearAttention(nn.Module):
     forward(phi_q (B, Nq, H, M), phi_k (B, Nk, H, M), v (B, Nk, H, Dv), key_padding (B, Nk) bool
     or None) -> (B, Nq, H, Dv)."""
 
-    def __init__(self, causal: bool = False, eps: float = 1e-6, chunk: int = 64):
+    def __init__(self, causal: bool = False, eps: float = 1e-6, chunk: int = CAUSAL_CHUNK):
         super().__init__()
         if eps <= 0 or chunk <= 0:
             raise ValueError(f"LinearAttention: eps and chunk must be positive, got {eps} and {chunk}")

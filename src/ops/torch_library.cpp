@@ -28,11 +28,14 @@ at::Tensor decayed_causal_linear_attention_op(const at::Tensor& phi_q, const at:
 }  // namespace
 
 TORCH_LIBRARY(spe, m) {
-  m.def("causal_linear_attention(Tensor phi_q, Tensor phi_k, Tensor v, float eps=1e-06, int chunk=64) -> Tensor",
+  const std::string chunk = std::to_string(spe::ops::kCausalChunk);
+  m.def(("causal_linear_attention(Tensor phi_q, Tensor phi_k, Tensor v, float eps=1e-06, int chunk=" + chunk + ") -> Tensor")
+            .c_str(),
         &causal_linear_attention_op);
   m.def(
-      "decayed_causal_linear_attention(Tensor phi_q, Tensor phi_k, Tensor v, Tensor log_decay, float eps=1e-06, "
-      "int chunk=64) -> Tensor",
+      ("decayed_causal_linear_attention(Tensor phi_q, Tensor phi_k, Tensor v, Tensor log_decay, float eps=1e-06, "
+       "int chunk=" + chunk + ") -> Tensor")
+          .c_str(),
       &decayed_causal_linear_attention_op);
   m.def(
       "sine_spe_filter(Tensor x, Tensor frequencies, Tensor phases, Tensor weights, Tensor? gate_scale=None, "

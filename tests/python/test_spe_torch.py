@@ -555,6 +555,12 @@ class LinearAttentionTest(unittest.TestCase):
         self.assertTrue(torch.autograd.gradcheck(
             lambda a, b, c: spe_torch.causal_linear_attention(a, b, c, chunk=2), (q, k, v)))
 
+    def test_chunk_default_is_the_ops_one(self):
+        for op in (torch.ops.spe.causal_linear_attention, torch.ops.spe.decayed_causal_linear_attention):
+            chunk = [a for a in op.default._schema.arguments if a.name == "chunk"][0]
+            self.assertEqual(chunk.default_value, spe_torch.linear.CAUSAL_CHUNK)
+        self.assertEqual(spe_torch.LinearAttention().chunk, spe_torch.linear.CAUSAL_CHUNK)
+
     def test_float32_runs_on_the_fused_op(self):
         q, k, v = self.inputs(dtype=torch.float32)
         want = linear_reference(q.double(), k.double(), v.double(), 1e-6, True)
