@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The paper's comparisons redone (docs/RESULTS.md, "Long-Range-Arena-style grids"): for each task,
 # linear attention in the LRA setup of configs/TASK/compare.yaml (ReLU features, [CLS] token,
-# lr 3e-3, positions on the features, sineSPE's exact code) with every positional kind, and softmax
+# lr 3e-3, positions on the features, sineSPE's exact code; retrieval: mean pooling and lr 1e-3,
+# with which alone a model leaves chance there) with every positional kind, and softmax
 # with Shaw and with rotary as quadratic references. Seeds run in passes (seed 1 of every cell of
 # every task first), so a stopped grid has whole seeds; resumable: finished runs are skipped,
 # interrupted ones resume from their checkpoint. One thread per run.
