@@ -7,6 +7,13 @@
 
 namespace spe {
 
+namespace {
+
+// Omega of the phases (..., K): interleaved [cos_0, sin_0, cos_1, sin_1, ...], (..., 2K).
+at::Tensor oscillators(const at::Tensor& phases) { return at::stack({at::cos(phases), at::sin(phases)}, -1).flatten(-2); }
+
+}  // namespace
+
 std::pair<at::Tensor, at::Tensor> sine_code_at(const SineCodeFactors& c, const at::Tensor& positions) {
   TORCH_CHECK(positions.dim() == 1, "sine code: positions must be 1-D (N,), got shape ", positions.sizes());
   const auto dtype = c.weights.scalar_type();
@@ -14,10 +21,7 @@ std::pair<at::Tensor, at::Tensor> sine_code_at(const SineCodeFactors& c, const a
   at::Tensor phase_k = 2.0 * M_PI * c.frequencies.unsqueeze(0) * positions.to(at::kDouble).view({-1, 1, 1, 1});
   at::Tensor phase_q = phase_k + c.offsets.unsqueeze(0);
   auto code_of = [&](const at::Tensor& phases) {
-    // Omega: interleaved [cos_0, sin_0, cos_1, sin_1, ...]: (N, H, D, 2K)
-    auto sizes = phases.sizes().vec();
-    sizes.back() *= 2;
-    at::Tensor omega = at::stack({at::cos(phases), at::sin(phases)}, -1).reshape(sizes).to(dtype);
+    at::Tensor omega = oscillators(phases).to(dtype);  // (N, H, D, 2K)
     at::Tensor code = at::einsum("nhdj,hdjr->nhdr", {omega, c.weights});
     if (c.gate_scale.defined()) code = code * c.gate_scale.unsqueeze(-1);
     if (c.gate_shift.defined()) code = code + c.gate_shift;
@@ -38,7 +42,7 @@ at::Tensor sine_step_coefficients(const SineCodeFactors& c, int64_t position) {
   // As sine_code_at: phases 2 pi f n (+ theta for the queries) in float64.
   const at::Tensor phase_k = 2.0 * M_PI * c.frequencies * static_cast<double>(position);  // (H, D, K)
   const at::Tensor phases = at::stack({phase_k + c.offsets, phase_k});                    // (2, H, D, K)
-  at::Tensor omega = at::stack({at::cos(phases), at::sin(phases)}, -1).flatten(-2);       // (2, H, D, 2K)
+  const at::Tensor omega = oscillators(phases);                                           // (2, H, D, 2K)
   return at::cat({omega, at::ones_like(omega.narrow(-1, 0, 1))}, -1).to(c.weights.scalar_type());
 }
 

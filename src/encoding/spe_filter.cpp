@@ -138,7 +138,9 @@ std::pair<at::Tensor, at::Tensor> SPEFilterImpl::forward(const at::Tensor& q, co
 }
 
 std::pair<at::Tensor, at::Tensor> SPEFilterImpl::filter(const at::Tensor& q, const at::Tensor& k,
-                                                        const SPECode& gated, int64_t first_row) const {
+                                                        const SPECode& gated, int64_t first_row,
+                                                        const at::Tensor& step_coefficients,
+                                                        const at::Tensor& step_rows) const {
   TORCH_CHECK(q.sizes() == k.sizes(), "SPEFilter: queries ", q.sizes(), " and keys ", k.sizes(),
               " must have the same shape (B, N, H, D)");
   check_code(gated);
@@ -150,6 +152,9 @@ std::pair<at::Tensor, at::Tensor> SPEFilterImpl::filter(const at::Tensor& q, con
   if (fused) {
     check_against_code(q, gated.length() - first_row, gated.heads(), gated.dim(), gated.scalar_type(),
                        gated.sine->weights.device());
+    if (step_rows.defined())
+      return {ops::sine_spe_filter_position(q, step_coefficients[0], step_rows),
+              ops::sine_spe_filter_position(k, step_coefficients[1], step_rows)};
     return {ops::sine_spe_filter(q, *gated.sine, true, first_row), ops::sine_spe_filter(k, *gated.sine, false, first_row)};
   }
   if (!gated.materialised()) {  // another device or dtype: the code of these rows alone

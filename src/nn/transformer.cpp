@@ -258,11 +258,7 @@ std::pair<at::Tensor, at::Tensor> SelfAttentionImpl::position(const at::Tensor& 
             spe_filter->gate_features(k, sine.exact_features(k, /*query_side=*/false, start))};
   }
   TORCH_CHECK(gated.code != nullptr, "SelfAttention: sampled SPE needs the gated code of the positions");
-  const bool fusable = q.device().is_cpu() && (q.scalar_type() == at::kFloat || q.scalar_type() == at::kDouble);
-  if (gated.rows.defined() && fusable)  // decoding a sine code: its parts made before
-    return {ops::sine_spe_filter_position(q, gated.coefficients[0], gated.rows),
-            ops::sine_spe_filter_position(k, gated.coefficients[1], gated.rows)};
-  return spe_filter->filter(q, k, *gated.code, gated.row);
+  return spe_filter->filter(q, k, *gated.code, gated.row, gated.coefficients, gated.rows);
 }
 
 at::Tensor SelfAttentionImpl::score_bias(int64_t start, int64_t queries, int64_t keys) const {

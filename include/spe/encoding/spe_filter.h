@@ -37,8 +37,12 @@ class SPEFilterImpl : public torch::nn::Cloneable<SPEFilterImpl> {
                                             OptionalGenerator generator = c10::nullopt);
   // The filtering alone, with a code that already went through the gate (gated_code); q and k
   // hold the code's rows first_row .. first_row + N - 1 (decoding reads one row at a time).
+  // Decoding a factored code may pass the parts made before (spe_code.h): the row's
+  // step_coefficients (2, H, D, 2K + 1) and the gated code's step_rows (H, D, 2K + 1, R); where
+  // the fused filter runs, the one-position op then reads them instead of rebuilding both.
   std::pair<at::Tensor, at::Tensor> filter(const at::Tensor& q, const at::Tensor& k, const SPECode& gated,
-                                           int64_t first_row = 0) const;
+                                           int64_t first_row = 0, const at::Tensor& step_coefficients = {},
+                                           const at::Tensor& step_rows = {}) const;
   // The gate's noise for one code: eps ~ N(0, 1) (H, D, R) / (D R)^(1/4), the same for every
   // position. Undefined when not gated.
   at::Tensor sample_gate_noise(int64_t realizations, at::ScalarType dtype,
