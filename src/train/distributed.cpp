@@ -326,8 +326,22 @@ struct ProcessGroup::Impl {
   }
 };
 
+namespace {
+
+// Gloo writes to its peers with writev, which raises SIGPIPE when a peer has gone; its default
+// action kills this rank before the failed write can become the error that names the peer. So a
+// process with a group ignores SIGPIPE (as Python does at start, which is why torch's own tests do
+// not see it); a handler a program installed itself is left as it is.
+void ignore_broken_pipes() {
+  struct sigaction current {};
+  if (sigaction(SIGPIPE, nullptr, &current) == 0 && current.sa_handler == SIG_DFL) signal(SIGPIPE, SIG_IGN);
+}
+
+}  // namespace
+
 ProcessGroup::ProcessGroup(const LaunchEnvironment& e, double timeout_s) : impl_(std::make_unique<Impl>()) {
   if (!(timeout_s > 0)) throw std::invalid_argument(fmt::format("the timeout is {} s, expected > 0", timeout_s));
+  ignore_broken_pipes();
   impl_->rank = e.rank;
   impl_->world_size = e.world_size;
   impl_->timeout_s = timeout_s;

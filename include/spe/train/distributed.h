@@ -60,7 +60,9 @@ class ReportedToLauncher : public std::runtime_error {
 class ProcessGroup {
  public:
   // Meets the other ranks; waits at most timeout_s for them, which is also the deadline of every
-  // later collective. A port in use or an unreachable master is a DistributedError.
+  // later collective. A port in use or an unreachable master is a DistributedError. The process
+  // ignores SIGPIPE from then on (unless it installed a handler), so that a peer that leaves is an
+  // error naming it rather than this rank's death.
   ProcessGroup(const LaunchEnvironment& environment, double timeout_s);
   ~ProcessGroup();
   ProcessGroup(const ProcessGroup&) = delete;
