@@ -25,7 +25,7 @@ struct CompareArgs {
   std::vector<std::string> positional{"none", "sinusoidal", "rotary", "sine_spe"};
   std::vector<std::string> attention{"linear"};
   std::vector<std::string> overrides;
-  int64_t seeds = 2;
+  int64_t seeds = 2, first_seed = 1;  // seeds first_seed..seeds
   double budget_minutes = 0;
 };
 
@@ -85,13 +85,15 @@ std::string mean_and_spread(const std::vector<double>& values) {
 
 std::string markdown_table(const CompareArgs& a, const std::vector<RunResult>& results, const std::string& command) {
   std::string table = fmt::format(
-      "Task `{}`; {} seed(s) per row; mean ± sample standard deviation over seeds; test accuracy of the checkpoint with "
+      "Task `{}`; {} per row; mean ± sample standard deviation over seeds; test accuracy of the checkpoint with "
       "the best validation accuracy; training tokens/s counts real tokens over the whole run (evaluations included); "
       "peak memory is the process's resident peak.{}\n\n`{}`\n\n"
       "| attention | positional | test accuracy | best validation accuracy | steps per run | minutes per run | "
       "training tokens/s | peak memory (MiB) | parameters |\n"
       "|---|---|---|---|---|---|---|---|---|\n",
-      a.task, a.seeds, a.budget_minutes > 0 ? fmt::format(" Budget: {} minutes per run.", a.budget_minutes) : "",
+      a.task,
+      a.first_seed == a.seeds ? fmt::format("seed {}", a.seeds) : fmt::format("seeds {}-{}", a.first_seed, a.seeds),
+      a.budget_minutes > 0 ? fmt::format(" Budget: {} minutes per run.", a.budget_minutes) : "",
       command);
   for (size_t i = 0; i < results.size();) {
     std::vector<double> test, valid, steps, minutes, tokens_per_s, peak;
@@ -125,6 +127,10 @@ void add_compare_command(CLI::App& app) {
   sub->add_option("--pe", a->positional, "positional encodings, comma-separated")->delimiter(',')->capture_default_str();
   sub->add_option("--attention", a->attention, "attentions, comma-separated")->delimiter(',')->capture_default_str();
   sub->add_option("--seeds", a->seeds, "seeds per cell (1, 2, ...)")->check(positive_integer())->capture_default_str();
+  sub->add_option("--first-seed", a->first_seed,
+                  "first seed of each cell: seeds first..--seeds run (a grid split across machines or processes)")
+      ->check(positive_integer())
+      ->capture_default_str();
   sub->add_option("--budget", a->budget_minutes, "minutes of training per run (0: train.steps only)")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
@@ -136,13 +142,16 @@ void add_compare_command(CLI::App& app) {
           "workers ({}): run `spe compare` once, without torchrun; to train one configuration data-parallel, run "
           "`spe train` under torchrun or `spe train --nproc N`",
           *why));
+    if (a->first_seed > a->seeds)
+      throw std::invalid_argument(fmt::format("--first-seed is {}, beyond --seeds {}: no seed would run", a->first_seed, a->seeds));
     const std::string config_path = a->config.empty() ? "configs/" + a->task + "/compare.yaml" : a->config;
     for (const auto& p : a->positional) parse_choice("--pe", p, nn::kPositionalKinds);
     for (const auto& k : a->attention) parse_choice("--attention", k, nn::kAttentionKinds);
     train::load_config(config_path, a->overrides);  // a bad base configuration fails before any run
-    std::string command = fmt::format("spe compare --task {} --config {} --out {} --pe {} --attention {} --seeds {}{}",
+    std::string command = fmt::format("spe compare --task {} --config {} --out {} --pe {} --attention {} --seeds {}{}{}",
                                       a->task, config_path, a->out, fmt::join(a->positional, ","),
                                       fmt::join(a->attention, ","), a->seeds,
+                                      a->first_seed > 1 ? fmt::format(" --first-seed {}", a->first_seed) : "",
                                       a->budget_minutes > 0 ? fmt::format(" --budget {}", a->budget_minutes) : "");
     for (const auto& o : a->overrides) command += " --set " + o;
     std::vector<RunResult> results;
@@ -153,7 +162,7 @@ void add_compare_command(CLI::App& app) {
           std::cerr << fmt::format("skipping shaw with {} attention: Shaw positions act inside softmax attention\n", attention);
           continue;
         }
-        for (int64_t seed = 1; seed <= a->seeds; ++seed) {
+        for (int64_t seed = a->first_seed; seed <= a->seeds; ++seed) {
           results.push_back(run_cell(*a, config_path, attention, positional, seed));
           metrics.push_back((run_folder(*a, attention, positional, seed) / "metrics.jsonl").string());
         }

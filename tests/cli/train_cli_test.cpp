@@ -70,6 +70,29 @@ TEST(CliTrain, DataTrainEvalAndPlotWorkTogether) {
   EXPECT_GT(fs::file_size(out / "curves.png"), 1000u);
 }
 
+// `spe compare` with --first-seed runs only the seeds asked (a grid split across processes), says
+// which in its table, and on a second call takes the finished runs from their summaries.
+TEST(CliTrain, CompareRunsTheSeedsAskedAndKeepsFinishedRuns) {
+  const fs::path data = listops_data(), out = scratch("compare");
+  const std::string grid = "--threads 1 compare --task listops --config " SPE_SOURCE_DIR
+                           "/configs/listops/compare.yaml --pe none --out " + out.string() + kTinyModel +
+                           "train.steps=2 train.eval_every=2 data.dir=" + data.string();
+  const auto first = run_cli(grid + " --seeds 3 --first-seed 2");
+  ASSERT_EQ(first.status, 0) << first.output;
+  EXPECT_FALSE(fs::exists(out / "linear-none-seed1"));
+  for (const char* run : {"linear-none-seed2", "linear-none-seed3"}) EXPECT_TRUE(fs::exists(out / run / "summary.json")) << run;
+  EXPECT_NE(first.output.find("Task `listops`; seeds 2-3 per row"), std::string::npos) << first.output;
+  EXPECT_NE(first.output.find("--seeds 3 --first-seed 2"), std::string::npos) << first.output;
+  EXPECT_NE(first.output.find(" ± "), std::string::npos) << first.output;
+  const auto again = run_cli(grid + " --seeds 3 --first-seed 3");
+  ASSERT_EQ(again.status, 0) << again.output;
+  EXPECT_NE(again.output.find("linear-none-seed3: complete, not run again"), std::string::npos) << again.output;
+  EXPECT_NE(again.output.find("seed 3 per row"), std::string::npos) << again.output;
+  const auto beyond = run_cli(grid + " --seeds 2 --first-seed 3");
+  EXPECT_NE(beyond.status, 0);
+  EXPECT_NE(beyond.output.find("--first-seed is 3, beyond --seeds 2: no seed would run"), std::string::npos) << beyond.output;
+}
+
 // `spe kernel --checkpoint`: the kernel of a trained layer, from its own parameters (those the
 // checkpoint holds), with the kind and sizes of its model.
 TEST(CliTrain, KernelOfATrainedLayerUsesItsParameters) {
