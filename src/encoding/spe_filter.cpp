@@ -96,6 +96,15 @@ at::Tensor SPEFilterImpl::gate_features(const at::Tensor& x, const at::Tensor& f
   return at::cat({at::sqrt(1.0 - s) * features, at::sqrt(s) * x.unsqueeze(-1)}, -1).flatten(3);
 }
 
+at::Tensor SPEFilterImpl::gate_coefficients(const at::Tensor& coefficients) const {
+  TORCH_CHECK(coefficients.dim() == 4 && coefficients.size(1) == options.heads() && coefficients.size(2) == options.dim(),
+              "SPEFilter: exact coefficients must be (N, H, D, J) with (H, D) = (", options.heads(), ", ",
+              options.dim(), "), got ", coefficients.sizes());
+  if (!options.gated()) return coefficients;
+  const at::Tensor s = at::sigmoid(gate).to(coefficients.scalar_type()).unsqueeze(-1);  // (H, D, 1)
+  return at::cat({at::sqrt(1.0 - s) * coefficients, at::sqrt(s).expand_as(coefficients.narrow(-1, 0, 1))}, -1);
+}
+
 at::Tensor SPEFilterImpl::expected_kernel(const at::Tensor& ungated, int64_t realizations) const {
   detail::check_positive("SPEFilter", "realizations (R)", realizations);
   TORCH_CHECK(ungated.dim() >= 2 && ungated.size(0) == options.heads() &&

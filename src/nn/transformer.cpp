@@ -254,8 +254,13 @@ std::pair<at::Tensor, at::Tensor> SelfAttentionImpl::position(const at::Tensor& 
   if (!spe_filter) return {q, k};
   if (exact_code(options)) {
     const SineSPEImpl& sine = shared_sine ? *shared_sine : *sine_spe;
-    return {spe_filter->gate_features(q, sine.exact_features(q, /*query_side=*/true, start)),
-            spe_filter->gate_features(k, sine.exact_features(k, /*query_side=*/false, start))};
+    // x (B, N, H, D) -> (B, N, H, D (2K [+ 1])): one product with the gated coefficients, which
+    // do not depend on the batch (what gate_features(x, exact_features(x)) computes in three).
+    auto features = [&](const at::Tensor& x, bool query_side) {
+      const at::Tensor rows = sine.exact_coefficients(x.size(1), query_side, start, x.scalar_type());
+      return (x.unsqueeze(-1) * spe_filter->gate_coefficients(rows)).flatten(3);
+    };
+    return {features(q, /*query_side=*/true), features(k, /*query_side=*/false)};
   }
   TORCH_CHECK(gated.code != nullptr, "SelfAttention: sampled SPE needs the gated code of the positions");
   return spe_filter->filter(q, k, *gated.code, gated.row, gated.coefficients, gated.rows);

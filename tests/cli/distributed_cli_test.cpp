@@ -144,12 +144,6 @@ TEST(CliDistributed, TwoHostsJoinedByAVethPair) {
   EXPECT_LT(max_parameter_difference(local / "checkpoint.pt", hosts / "checkpoint.pt"), 1e-10) << run.output;
 }
 
-std::string host_name() {
-  char name[256] = {};
-  gethostname(name, sizeof name - 1);
-  return name;
-}
-
 // The pids of `parent`'s children, by the RANK in their environment.
 std::map<int, pid_t> workers_of(pid_t parent) {
   std::map<int, pid_t> workers;

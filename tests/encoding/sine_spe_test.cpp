@@ -155,6 +155,40 @@ TEST(SineSPE, GradientsOfTheExactFeatures) {
   };
   testing::expect_gradients_match(loss, {{"x", x}, {"freqs", spe->freqs}, {"offsets", spe->offsets},
                                          {"gains", spe->gains}, {"gate", filter->gate}});
+  // The same through the gated coefficients (the models' path: one product over the batch).
+  auto through_coefficients = [&](bool query_side) {
+    const at::Tensor rows = filter->gate_coefficients(spe->exact_coefficients(L, query_side, 7, at::kDouble));
+    return (x.unsqueeze(-1) * rows).flatten(3);
+  };
+  auto loss_of_coefficients = [&] {
+    return (through_coefficients(true) * w).sum() + (through_coefficients(false) * w).pow(2).sum();
+  };
+  testing::expect_gradients_match(loss_of_coefficients, {{"x", x}, {"freqs", spe->freqs}, {"offsets", spe->offsets},
+                                                         {"gains", spe->gains}, {"gate", filter->gate}});
+}
+
+// x times the gated coefficients is the gated exact features, gated or not, on either side, far
+// from position 0; bad sizes are named.
+TEST(SineSPE, GatedCoefficientsGiveTheGatedExactFeatures) {
+  const int64_t H = 2, D = 3, K = 2, L = 5, start = 300;
+  SineSPE spe = make_sine(H, D, K, 8, 6);
+  at::manual_seed(4);
+  const at::Tensor x = at::randn({3, L, H, D}, at::kDouble);
+  for (bool gated : {false, true}) {
+    SPEFilter filter(SPEFilterOptions(H, D).gated(gated));
+    filter->to(at::kDouble);
+    if (gated) filter->gate.data().normal_();
+    for (bool query_side : {true, false}) {
+      const at::Tensor rows = filter->gate_coefficients(spe->exact_coefficients(L, query_side, start, at::kDouble));
+      ASSERT_EQ(rows.sizes(), at::IntArrayRef({L, H, D, 2 * K + (gated ? 1 : 0)}));
+      const at::Tensor expected = filter->gate_features(x, spe->exact_features(x, query_side, start));
+      EXPECT_TRUE(at::allclose((x.unsqueeze(-1) * rows).flatten(3), expected, 1e-14, 1e-14)) << gated << query_side;
+    }
+    EXPECT_ERROR_CONTAINS(filter->gate_coefficients(at::zeros({L, H, D + 1, 2 * K}, at::kDouble)),
+                          "exact coefficients must be (N, H, D, J) with (H, D) = (2, 3)");
+  }
+  EXPECT_ERROR_CONTAINS(spe->exact_coefficients(-1, true, 0, at::kDouble), "length must be >= 0, got -1");
+  EXPECT_EQ(spe->exact_coefficients(0, true, 0, at::kDouble).size(0), 0);
 }
 
 // Exact per-(h, d) variances and covariance of the unscaled codes Qbar(m), Kbar(n).

@@ -66,6 +66,9 @@ class SineSPEImpl : public torch::nn::Cloneable<SineSPEImpl> {
   // of a query's and a key's features is sum_d q_md k_nd P_d(m - n) exactly, with
   // P_d(lag) = (1 / 2K) sum_k lambda_k^2 cos(2 pi f_k lag + theta_k) (expected_kernel at R = D).
   at::Tensor exact_features(const at::Tensor& x, bool query_side, int64_t start = 0) const;
+  // What multiplies x there: (N, H, D, 2K) = lambda_{j/2} Omega_j(n) / sqrt(2K) at positions
+  // start .. start + length - 1, in dtype; exact_features is x.unsqueeze(-1) times it.
+  at::Tensor exact_coefficients(int64_t length, bool query_side, int64_t start, at::ScalarType dtype) const;
 
   // Exact E[sum_r Qbar[m,h,d,r] Kbar[m-lag,h,d,r]] for lag in [-(length-1), length-1]:
   // (H, D, 2 length - 1), all scaling constants included.

@@ -59,6 +59,11 @@ class SPEFilterImpl : public torch::nn::Cloneable<SPEFilterImpl> {
   // products give P_d(m - n) -> (B, N, H, D J) ungated, or (B, N, H, D (J + 1)) gated:
   // [sqrt(1 - s_d) features_d, sqrt(s_d) x_d] per d, whose products give (1 - s) P + s.
   at::Tensor gate_features(const at::Tensor& x, const at::Tensor& features) const;
+  // The same gate on what multiplies x in such features: coefficients (N, H, D, J) -> (N, H, D, J)
+  // ungated, (N, H, D, J + 1) gated: [sqrt(1 - s_d) coefficients_d, sqrt(s_d)] per d, so that
+  // x.unsqueeze(-1) times it, flattened, is gate_features(x, x.unsqueeze(-1) * coefficients)
+  // with one product over the batch instead of three (SineSPEImpl::exact_coefficients).
+  at::Tensor gate_coefficients(const at::Tensor& coefficients) const;
   // The expected kernel after the gate, given the ungated one (H, D, lags...) for R realizations:
   // (1 - s) P + s sqrt(R / D). Unchanged when not gated.
   at::Tensor expected_kernel(const at::Tensor& ungated, int64_t realizations) const;
