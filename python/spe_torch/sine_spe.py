@@ -201,13 +201,22 @@ class SineSPE(nn.Module):
         Omega_q when query_side. Summed over d and j, a query's features times a key's give
         sum_d q_md k_nd P_d(m - n) exactly, P_d(lag) = (1 / 2K) sum_k lambda_k^2 cos(2 pi f_k lag + theta_k)."""
         check_heads("SineSPE.exact_features", "x", x, self.heads, self.dim)
+        return x.unsqueeze(-1) * self.exact_coefficients(x.size(1), query_side, start, x.dtype).unsqueeze(0)
+
+    def exact_coefficients(self, length: int, query_side: bool, start: int = 0,
+                           dtype: Optional[torch.dtype] = None) -> Tensor:
+        """What multiplies x in exact_features: (N, H, D, 2K) = lambda_{j/2} Omega_j(n) / sqrt(2K) at
+        positions start .. start + length - 1, in dtype (the parameters' by default)."""
+        if length < 0:
+            raise ValueError(f"SineSPE.exact_coefficients: length must be >= 0, got {length}")
         if start < 0:
-            raise ValueError(f"SineSPE.exact_features: start must be >= 0, got {start}")
-        positions = torch.arange(start, start + x.size(1), device=x.device)
+            raise ValueError(f"SineSPE.exact_coefficients: start must be >= 0, got {start}")
+        dtype = self.freqs.dtype if dtype is None else dtype
+        positions = torch.arange(start, start + length, device=self.freqs.device)
         frequencies = torch.sigmoid(self.freqs.to(torch.float64)) / 2.0
-        omega = _omega(frequencies, self.offsets.to(torch.float64), positions, query_side, x.dtype)  # (N, H, D, 2K)
-        lam = F.softplus(self.gains).repeat_interleave(2, -1).to(x.dtype) / math.sqrt(2 * self.sines)  # (H, D, 2K)
-        return x.unsqueeze(-1) * (omega * lam).unsqueeze(0)
+        omega = _omega(frequencies, self.offsets.to(torch.float64), positions, query_side, dtype)  # (N, H, D, 2K)
+        lam = F.softplus(self.gains).repeat_interleave(2, -1).to(dtype) / math.sqrt(2 * self.sines)  # (H, D, 2K)
+        return omega * lam
 
     def expected_kernel(self, length: int, realizations: Optional[int] = None) -> Tensor:
         """Exact E[sum_r Qbar[m, h, d, r] Kbar[m - lag, h, d, r]] for lag in [-(length - 1), length - 1]:

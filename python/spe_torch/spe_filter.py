@@ -151,6 +151,19 @@ class SPEFilter(nn.Module):
         s = torch.sigmoid(gate).to(x.dtype).unsqueeze(-1)  # (H, D, 1)
         return torch.cat([torch.sqrt(1.0 - s) * features, torch.sqrt(s) * x.unsqueeze(-1)], -1).flatten(3)
 
+    def gate_coefficients(self, coefficients: Tensor) -> Tensor:
+        """The same gate on what multiplies x in such features (SineSPE.exact_coefficients): (N, H, D, J)
+        -> (N, H, D, J) ungated, (N, H, D, J + 1) gated: [sqrt(1 - s_d) coefficients_d, sqrt(s_d)] per d;
+        (x.unsqueeze(-1) * it).flatten(3) is gate_features(x, x.unsqueeze(-1) * coefficients) in one product."""
+        if coefficients.dim() != 4 or coefficients.size(1) != self.heads or coefficients.size(2) != self.dim:
+            raise ValueError(f"SPEFilter.gate_coefficients: coefficients must be (N, H, D, J) with (H, D) = "
+                             f"({self.heads}, {self.dim}), got shape {shape_of(coefficients)}")
+        gate = self.gate
+        if gate is None:
+            return coefficients
+        s = torch.sigmoid(gate).to(coefficients.dtype).unsqueeze(-1)  # (H, D, 1)
+        return torch.cat([torch.sqrt(1.0 - s) * coefficients, torch.sqrt(s).expand_as(coefficients[..., :1])], -1)
+
     def expected_kernel(self, ungated: Tensor, realizations: int) -> Tensor:
         """(1 - s) P + s sqrt(R / D) from the ungated kernel P (H, D, lags...); P when not gated."""
         check_positive("SPEFilter.expected_kernel", "realizations (R)", realizations)

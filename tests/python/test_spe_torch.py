@@ -334,6 +334,19 @@ class SineSPETest(unittest.TestCase):
             want = ((1 - s) * sine_kernel_reference(spe.freqs, spe.offsets, spe.gains, m - n) + s) * q[0, m] * k[0, n]
             self.assertLess(max_error((gq[0, m] * gk[0, n]).sum(-1), want.sum(-1)), 1e-12)
 
+    def test_gated_coefficients_give_the_gated_exact_features(self):
+        spe, gated = self.module()
+        x = randn(2, 5, self.H, self.D, seed=14)
+        for side in (True, False):
+            rows = gated.gate_coefficients(spe.exact_coefficients(5, side, 300, torch.float64))
+            self.assertEqual(tuple(rows.shape), (5, self.H, self.D, 2 * self.K + 1))
+            want = gated.gate_features(x, spe.exact_features(x, side, 300))
+            self.assertLess(max_error((x.unsqueeze(-1) * rows).flatten(3), want), 1e-14)
+        with self.assertRaisesRegex(ValueError, "coefficients must be \\(N, H, D, J\\)"):
+            gated.gate_coefficients(torch.zeros(5, self.H, self.D + 1, 4, dtype=torch.float64))
+        with self.assertRaisesRegex(ValueError, "length must be >= 0, got -1"):
+            spe.exact_coefficients(-1, True)
+
     def test_orthogonal_noise_makes_each_features_kernel_exact(self):
         torch.manual_seed(13)
         for r in (4, 9):  # 2K = 4: one and two features per block
