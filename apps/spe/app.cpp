@@ -20,8 +20,8 @@ void add_commands(CLI::App& app, const std::vector<std::string>& command_line) {
   const bool omp_set = omp && std::atoi(omp) > 0;
   if (omp_set) *threads = std::atoi(omp);
   auto* option = app.add_option("--threads", *threads,
-                                "intra-op threads for LibTorch and spe kernels (per worker); training without it "
-                                "takes one per 40 GFLOP of its step, up to the cores")
+                                "threads for LibTorch, spe kernels and OpenBLAS alike (per worker); without it spe "
+                                "chooses each pool from the work (docs/BENCHMARKS.md, \"Threads\")")
                      ->check(positive_integer())
                      ->check(CLI::Range(1, kMaxThreads))
                      ->capture_default_str();

@@ -48,7 +48,7 @@ std::string describe(const nn::Model& model) {
 
 // Per-token times of the recurrent decoder over `positions` tokens: the median of each window.
 std::vector<std::pair<int64_t, double>> recurrent_times(const nn::Model& model, const GenerateBenchArgs& a) {
-  choose_step_threads(step_flops(nn::parameter_count(*model), 1.0, false));  // as spe generate
+  choose_decoding_threads(static_cast<double>(nn::parameter_bytes(*model)));  // as spe generate
   auto decoder = nn::make_decoder(nn::DecoderKind::recurrent, model, 1, make_generator(1));
   at::Tensor token = at::ones({1}, at::kLong);
   std::vector<std::pair<int64_t, double>> medians;
@@ -68,7 +68,8 @@ std::vector<std::pair<int64_t, double>> recurrent_times(const nn::Model& model, 
 
 // The time of the prefix decoder's step at position t: the model over t + 1 tokens (median).
 double prefix_time(nn::Model model, int64_t t, int repeats) {
-  choose_step_threads(step_flops(nn::parameter_count(*model), static_cast<double>(t + 1), false));  // as spe generate
+  choose_step_threads(step_flops(nn::parameter_count(*model), static_cast<double>(t + 1), false),
+                      nn::softmax_attention(model->options));  // as spe generate
   at::NoGradGuard no_grad;
   const at::Tensor prefix = at::ones({1, t + 1}, at::kLong);
   std::vector<double> times;

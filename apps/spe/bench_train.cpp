@@ -73,7 +73,8 @@ void bench_train(const TrainBenchArgs& a) {
   nn::Model model = inference::build_model(config, info);
   model->train();
   const int64_t parameters = nn::parameter_count(*model);
-  choose_step_threads(step_flops(parameters, static_cast<double>(a.batch * a.length), true));  // as spe train
+  choose_step_threads(step_flops(parameters, static_cast<double>(a.batch * a.length), true),
+                      nn::softmax_attention(config.model));  // as spe train
   torch::optim::AdamW optimizer = train::make_optimizer(*model, config.train);
   // The first step's peak (it allocates the optimizer's state), measured as peak_memory_mib does,
   // with freed blocks returned to the system, and what the forward leaves held for the backward

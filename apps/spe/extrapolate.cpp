@@ -111,8 +111,9 @@ void run(const ExtrapolateArgs& a) {
     const int64_t trained_length = saved.header.config.data.max_length;
     const double factor = scale_rotary(saved.model, scaling, a, checkpoint, trained_length);
     const data::Dataset dataset = train::load_split_for(saved.header, a.split, a.data_dir);
-    // the thread rule of training (spe::threads_for_step) on its forward passes
-    choose_step_threads(step_flops(nn::parameter_count(*saved.model), static_cast<double>(a.batch_size * a.length), false));
+    // the thread rule of training's steps (spe::threads_for_step) on its forward passes
+    choose_step_threads(step_flops(nn::parameter_count(*saved.model), static_cast<double>(a.batch_size * a.length), false),
+                        nn::softmax_attention(saved.model->options));
     const inference::PositionLosses losses =
         inference::position_losses(*saved.model, dataset, a.length, a.batch_size, static_cast<uint64_t>(a.seed));
     std::string name = run_name(checkpoint);

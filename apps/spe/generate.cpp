@@ -113,10 +113,13 @@ void run(const GenerateArgs& a) {
   const std::vector<int64_t> prompt = prompt_tokens(a, vocabulary);
   at::Generator generator = make_generator(static_cast<uint64_t>(a.seed));
   const nn::DecoderKind kind = parse_choice("--decoder", a.decoder, nn::kDecoderKinds);
-  // The thread rule of training (spe::threads_for_step) on a decoding step's forward pass over the
-  // positions it runs (one, or the whole prefix): one thread for any model here.
-  const double positions = kind == nn::DecoderKind::recurrent ? 1.0 : static_cast<double>(prompt.size() + a.tokens);
-  choose_step_threads(step_flops(nn::parameter_count(*saved.model), positions, false));
+  // The recurrent decoder's step reads every weight once for one position (spe::threads_for_decoding);
+  // the prefix decoder's is a forward pass over the whole prefix (the rule of training's steps).
+  if (kind == nn::DecoderKind::recurrent)
+    choose_decoding_threads(static_cast<double>(nn::parameter_bytes(*saved.model)));
+  else
+    choose_step_threads(step_flops(nn::parameter_count(*saved.model), static_cast<double>(prompt.size() + a.tokens), false),
+                        nn::softmax_attention(saved.model->options));
   auto decoder = nn::make_decoder(kind, saved.model, 1, generator);
   const double start = now_s();
   const nn::Generation generation = nn::generate(*decoder, prompt, options, generator);

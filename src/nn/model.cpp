@@ -79,4 +79,14 @@ int64_t parameter_count(const torch::nn::Module& module) {
   return count;
 }
 
+bool softmax_attention(const ModelOptions& options) {
+  return options.transformer().attention().kind() == AttentionKind::softmax;
+}
+
+int64_t parameter_bytes(const torch::nn::Module& module) {
+  int64_t bytes = 0;
+  for (const auto& p : module.parameters()) bytes += p.numel() * static_cast<int64_t>(p.element_size());
+  return bytes;
+}
+
 }  // namespace spe::nn

@@ -400,9 +400,12 @@ void Trainer::open_outputs() {
     metrics_.emplace(options_.out_dir + "/metrics.jsonl", options_.resume ? state_.state.step : 0);
   }
   summary_.parameters = nn::parameter_count(*model_);
-  const int threads = choose_step_threads(step_flops(summary_.parameters, tokens_per_micro_batch(), true));
-  progress_.message(fmt::format("{}: {} parameters; {} training and {} validation examples; threads: {}; {}{}",
-                                config_.task, summary_.parameters, data_.train.size(), data_.valid.size(), threads,
+  const ThreadChoice threads = choose_step_threads(step_flops(summary_.parameters, tokens_per_micro_batch(), true),
+                                                         nn::softmax_attention(config_.model));
+  progress_.message(fmt::format("{}: {} parameters; {} training and {} validation examples; threads: {} intra-op, {} "
+                                "BLAS; {}{}",
+                                config_.task, summary_.parameters, data_.train.size(), data_.valid.size(),
+                                threads.intra_op, threads.blas,
                                 options_.resume ? fmt::format("resuming at step {}", state_.state.step) : "starting",
                                 group_ ? fmt::format(" on {} ranks", world_size_) : ""));
 }

@@ -49,5 +49,9 @@ class ModelImpl : public torch::nn::Cloneable<ModelImpl> {
 TORCH_MODULE(Model);
 
 int64_t parameter_count(const torch::nn::Module& module);
+// The bytes of its parameters: what a decoding step reads once.
+int64_t parameter_bytes(const torch::nn::Module& module);
+// Whether its attention is softmax: its scores are B x H small matrix products per operation.
+bool softmax_attention(const ModelOptions& options);
 
 }  // namespace spe::nn
