@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 #include <torch/optim/adamw.h>
 
+#include <cmath>
 #include <cstring>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -79,6 +80,12 @@ CheckpointHeader read_header(const TensorFile& file, const std::string& path) {
   state.sampler.offset = count_in(s, "offset");
   state.has_best = entry(s, "has_best").get<bool>();
   state.world_size = count_in(s, "world_size", 1);
+  if (s.contains("trained_seconds")) {  // checkpoints before 2026-12-05 did not record it: 0
+    const nlohmann::json& seconds = s.at("trained_seconds");
+    if (!seconds.is_number() || !(seconds.get<double>() >= 0) || !std::isfinite(seconds.get<double>()))
+      throw std::runtime_error(fmt::format("'trained_seconds' is {}, expected a finite number >= 0", seconds.dump()));
+    state.trained_seconds = seconds.get<double>();
+  }
   const at::Tensor best = file.tensor("state/best_metric");
   if (best.scalar_type() != at::kDouble || best.numel() != 1)
     throw std::runtime_error("'state/best_metric' is not one float64");
@@ -233,7 +240,7 @@ void save_checkpoint(const std::string& path, const CheckpointHeader& header, nn
       {"data", {{"task", d.task}, {"vocab_size", d.vocab_size}, {"num_classes", d.num_classes}, {"fields", d.fields},
                 {"grid", d.grid}}},
       {"state", {{"step", s.step}, {"epoch", s.sampler.epoch}, {"offset", s.sampler.offset}, {"has_best", s.has_best},
-                 {"world_size", s.world_size}}}};
+                 {"world_size", s.world_size}, {"trained_seconds", s.trained_seconds}}}};
   // The configuration as its YAML bytes (any bytes a user wrote, which JSON strings cannot hold).
   NamedTensors tensors{{"config", text_tensor(to_yaml(header.config))},
                        {"state/best_metric", at::full({1}, s.best_metric, at::kDouble)}};

@@ -308,7 +308,10 @@ class Trainer {
   const int64_t micro_batch_;
   ProgressLine progress_;
   TrainSummary summary_;
+  // Wall time of training, every resumed part included (metrics' elapsed_s, --budget, the summary).
+  double trained_seconds() const { return resumed_seconds_ + seconds_since(started_); }
   Clock::time_point started_;
+  double resumed_seconds_ = 0.0;  // the training time of the parts before this one
   Window window_;
   double trained_tokens_ = 0.0;
 };
@@ -381,6 +384,7 @@ void Trainer::resume() {
           checkpoint_path_, saved_world_size, world_size_, saved_world_size));
     state_.state = load_checkpoint(checkpoint_path_, *model_, &optimizer_, &config_, rank_, &draws_).state;
     sampler_.set_position(state_.state.sampler);
+    resumed_seconds_ = state_.state.trained_seconds;
   });
 }
 
@@ -471,7 +475,7 @@ double Trainer::micro_step(int64_t step, bool last, bool& out_of_time) {
   const data::Batch batch = data::make_batch(data_.train, sampler_.next(micro_batch_), config_.data.max_length);
   const BatchLoss b = batch_loss(*model_, batch, draws_);
   // Over every rank's share: loss sum, correct, predictions, tokens; and whether rank 0's time is up.
-  const double spent = leader_ && options_.time_budget_s > 0 && seconds_since(started_) >= options_.time_budget_s;
+  const double spent = leader_ && options_.time_budget_s > 0 && trained_seconds() >= options_.time_budget_s;
   at::Tensor totals = at::tensor({b.predictions > 0 ? b.loss.item<double>() * static_cast<double>(b.predictions) : 0.0,
                                   static_cast<double>(b.correct), static_cast<double>(b.predictions),
                                   static_cast<double>(real_tokens(batch)), spent},
@@ -537,7 +541,7 @@ void Trainer::log(const StepReport& report) {
                      {"epoch", sampler_.position().epoch},
                      {"peak_rss_mib", resident_peak_mib()},
                      {"sync_share", window_.sync_s / window_s},
-                     {"elapsed_s", seconds_since(started_)}});
+                     {"elapsed_s", trained_seconds()}});
   window_ = Window{};
   window_.start = Clock::now();
 }
@@ -550,7 +554,7 @@ void Trainer::evaluate_and_keep_best() {
   summary_.validation = r;
   if (metrics_)
     metrics_->write({{"step", done}, {"split", "valid"}, {"loss", r.loss}, {"accuracy", r.accuracy},
-                     {"predictions", r.predictions}, {"elapsed_s", seconds_since(started_)}});
+                     {"predictions", r.predictions}, {"elapsed_s", trained_seconds()}});
   progress_.message(fmt::format("step {}: validation loss {:.4f}, accuracy {:.4f}", done, r.loss, r.accuracy));
   if (state_.state.has_best && score(*model_, r) <= state_.state.best_metric) return;
   state_.state.best_metric = score(*model_, r);
@@ -568,14 +572,15 @@ void Trainer::save(const std::string& path) {
     generators.clear();
     for (int64_t r = 0; r < world_size_; ++r) generators.push_back({global[r], drawn[r]});
   }
+  state_.state.trained_seconds = trained_seconds();
   if (leader_) save_checkpoint(path, state_, *model_, &optimizer_, generators);
 }
 
 TrainSummary Trainer::finish() {
   summary_.steps = state_.state.step;
-  summary_.seconds = seconds_since(started_);
+  summary_.seconds = trained_seconds();
   summary_.peak_rss_mib = resident_peak_mib();
-  summary_.tokens_per_s = trained_tokens_ / summary_.seconds;
+  summary_.tokens_per_s = trained_tokens_ / seconds_since(started_);  // the tokens of this part
   progress_.message(fmt::format("done: step {} of {} in {}; checkpoint {}", summary_.steps, t_.steps,
                                 format_duration(summary_.seconds), checkpoint_path_));
   return summary_;

@@ -7,6 +7,7 @@
 #include <ATen/Parallel.h>
 #include <fmt/format.h>
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include <filesystem>
 #include <fstream>
@@ -98,12 +99,19 @@ TEST(Trainer, ResumingContinuesBitForBit) {
   c.train.steps = 14;
   const fs::path straight = fresh_folder("straight"), split = fresh_folder("split");
   train(c, run_in(straight));
-  train(c, run_in(split, false, 5));
-  EXPECT_EQ(read_checkpoint_header((split / "checkpoint.pt").string()).state.step, 5);
+  const TrainSummary first_part = train(c, run_in(split, false, 5));
+  const TrainingState after_first = read_checkpoint_header((split / "checkpoint.pt").string()).state;
+  EXPECT_EQ(after_first.step, 5);
+  EXPECT_GT(after_first.trained_seconds, 0.0);
+  EXPECT_LE(after_first.trained_seconds, first_part.seconds);
   EXPECT_ERROR_CONTAINS(train(c, run_in(split)),
                         "'" + split.string() + "' already holds a run (checkpoint.pt); resume it or choose another "
                         "output folder");
-  train(c, run_in(split, true));
+  const TrainSummary whole = train(c, run_in(split, true));
+  // The training time goes on from the first part's: the summary, the checkpoint, the metrics.
+  EXPECT_GT(whole.seconds, after_first.trained_seconds);
+  EXPECT_GT(read_checkpoint_header((split / "checkpoint.pt").string()).state.trained_seconds,
+            after_first.trained_seconds);
   const data::DatasetInfo info = majority(1, "x", 1).info();
   nn::Model a = inference::build_model(c, info), b = inference::build_model(c, info);
   const CheckpointHeader ha = load_checkpoint((straight / "checkpoint.pt").string(), *a, nullptr, &c);
@@ -117,8 +125,20 @@ TEST(Trainer, ResumingContinuesBitForBit) {
   // The resumed metrics hold each step once.
   std::ifstream metrics(split / "metrics.jsonl");
   int train_lines = 0;
-  for (std::string line; std::getline(metrics, line);) train_lines += line.find("\"split\":\"train\"") != std::string::npos;
+  double elapsed = 0;
+  for (std::string line; std::getline(metrics, line);) {
+    train_lines += line.find("\"split\":\"train\"") != std::string::npos;
+    const double now = nlohmann::json::parse(line).at("elapsed_s").get<double>();
+    EXPECT_GE(now, elapsed) << line;  // never restarts from 0 at the resumed part
+    elapsed = now;
+  }
   EXPECT_EQ(train_lines, 14 / 2 + 1);  // every 2 steps, plus step 5 where the first part stopped
+  // A recorded training time that is not a finite number >= 0 is refused by name.
+  CheckpointHeader damaged = read_checkpoint_header((split / "checkpoint.pt").string());
+  damaged.state.trained_seconds = -1;
+  const std::string damaged_path = (split / "damaged.pt").string();
+  save_checkpoint(damaged_path, damaged, *b, nullptr, {});
+  EXPECT_ERROR_CONTAINS(read_checkpoint_header(damaged_path), "'trained_seconds' is -1.0, expected a finite number >= 0");
 }
 
 // The library's errors name paths and configuration keys, not the CLI's flags.

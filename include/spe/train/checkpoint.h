@@ -27,6 +27,7 @@ struct TrainingState {
   double best_metric = 0.0;             // best validation score so far (see Trainer)
   bool has_best = false;
   int64_t world_size = 1;               // ranks of the run (a resumed run needs as many)
+  double trained_seconds = 0.0;         // wall time of training so far, every resumed part included
 };
 
 // What a checkpoint says about itself without building the model.
