@@ -141,7 +141,6 @@ at::Tensor SineSPEImpl::exact_features(const at::Tensor& x, bool query_side, int
               "SineSPE: input must be (B, N, H, D) with H = ", options.heads(), ", D = ", options.dim(), ", got ",
               x.sizes());
   TORCH_CHECK(at::isFloatingType(x.scalar_type()), "SineSPE: input must be floating point, got ", x.scalar_type());
-  TORCH_CHECK(start >= 0, "SineSPE: start must be >= 0, got ", start);
   return x.unsqueeze(-1) * exact_coefficients(x.size(1), query_side, start, x.scalar_type()).unsqueeze(0);
 }
 

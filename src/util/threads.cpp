@@ -22,8 +22,7 @@ Function openblas_function(const char* name) {
 
 void set_num_threads(int threads) {
   if (threads < 1) throw std::invalid_argument("set_num_threads: threads is " + std::to_string(threads) + ", expected >= 1");
-  at::set_num_threads(threads);
-  if (auto set = openblas_function<void (*)(int)>("openblas_set_num_threads")) set(threads);
+  set_threads({threads, threads});
 }
 
 void set_threads(ThreadChoice choice) {
