@@ -15,6 +15,7 @@ from .linear import (LinearAttention, causal_linear_attention, causal_linear_att
                      causal_linear_attention_quadratic, causal_product, clipped_toeplitz_linear_attention,
                      decayed_causal_product,
                      decayed_linear_attention, linear_attention, linear_attention_positioned,
+                     linear_attention_separable,
                      toeplitz_linear_attention)
 from .rotary import RotaryEncoding
 from .sine_spe import SineCode, SineSPE, filter_with_code, sine_code_at
@@ -28,7 +29,8 @@ __all__ = [
     "Checkpoint", "ConvSPE", "Decay", "FeatureMap", "LinearAttention", "OpsLibraryNotFoundError", "RotaryEncoding",
     "SPEFilter", "SineCode", "SineSPE", "ToeplitzBias", "causal_linear_attention", "causal_linear_attention_positioned",
     "causal_linear_attention_quadratic", "causal_product", "decayed_causal_product", "decayed_linear_attention",
-    "favor_features", "filter_with_code", "linear_attention", "linear_attention_positioned", "load_library",
+    "favor_features", "filter_with_code", "linear_attention", "linear_attention_positioned",
+    "linear_attention_separable", "load_library",
     "ops_library_path", "orthogonal_random_features", "read_checkpoint", "search_path", "sine_code_at",
     "softmax_attention", "state_dict_under", "toeplitz_linear_attention", "clipped_toeplitz_linear_attention",
 ]

@@ -160,6 +160,38 @@ def linear_attention_positioned(phi_q: Tensor, phi_k: Tensor, v: Tensor, psi_q: 
                             v, eps)
 
 
+def linear_attention_separable(phi_q: Tensor, phi_k: Tensor, v: Tensor, coefficients_q: Tensor,
+                               coefficients_k: Tensor, key_padding: Optional[Tensor] = None,
+                               eps: float = 1e-6) -> Tensor:
+    """Non-causal with separable numerator features psi[b, n, h, d J + j] = phi[b, n, h, d]
+    coefficients[n, h, d, j] (sineSPE's exact code on the features: SineSPE.exact_coefficients
+    gated by SPEFilter.gate_coefficients). coefficients_q: (Nq, H, M, J), coefficients_k:
+    (Nk, H, M, J) -> (B, Nq, H, Dv). On CPU (float32, float64) torch.ops.spe.separable_linear_numerator,
+    which never holds psi (B, N, H, M J); elsewhere psi materialised."""
+    where = "linear_attention_separable"
+    check_qkv(where, phi_q, phi_k, v)
+    _check_eps(where, eps)
+    for name, c, phi in (("coefficients_q", coefficients_q, phi_q), ("coefficients_k", coefficients_k, phi_k)):
+        if c.dim() != 4 or shape_of(c)[:3] != [phi.size(1), phi.size(2), phi.size(3)] or \
+                c.size(3) != coefficients_q.size(3):
+            raise ValueError(f"{where}: {name} must be (N, H, M, J) with (N, H, M) = "
+                             f"{[phi.size(1), phi.size(2), phi.size(3)]} and J of coefficients_q, got shape {shape_of(c)}")
+        if c.dtype != phi_q.dtype:
+            raise TypeError(f"{where}: {name} must have phi_q's dtype {phi_q.dtype}, got {c.dtype}")
+    keys = mask_keys(where, phi_k, key_padding)
+    fused = phi_q.device.type == "cpu" and (phi_q.dtype == torch.float32 or phi_q.dtype == torch.float64)
+    if fused:
+        if not torch.jit.is_scripting():
+            _library.load_library()
+        numerator = torch.ops.spe.separable_linear_numerator(phi_q, keys, v, coefficients_q, coefficients_k)
+    else:
+        psi_q = (phi_q.unsqueeze(-1) * coefficients_q).flatten(3)
+        psi_k = (keys.unsqueeze(-1) * coefficients_k).flatten(3)
+        numerator = torch.einsum("bnhp,bhpd->bnhd", psi_q, torch.einsum("bnhp,bnhd->bhpd", psi_k, v))
+    denominator = torch.einsum("bnhm,bhm->bnh", phi_q, keys.sum(1))  # (B, Nq, H)
+    return numerator / denominator.clamp_min(eps).unsqueeze(-1)
+
+
 def causal_linear_attention_positioned(phi_q: Tensor, phi_k: Tensor, v: Tensor, psi_q: Tensor, psi_k: Tensor,
                                        key_padding: Optional[Tensor] = None, eps: float = 1e-6,
                                        chunk: int = 64) -> Tensor:

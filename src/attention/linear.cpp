@@ -8,6 +8,7 @@
 #include "spe/attention/masks.h"
 #include "spe/attention/softmax.h"
 #include "spe/ops/causal_linear_attention.h"
+#include "spe/ops/separable_linear_attention.h"
 
 namespace spe {
 namespace {
@@ -73,14 +74,19 @@ void check_numerator(const char* where, const at::Tensor& phi_q, const at::Tenso
               phi_q.device(), ")");
 }
 
+// Non-causal: numerator (B, Nq, H, Dv) / max(phi_q_m^T sum_n phi_k_n, eps), keys already masked.
+at::Tensor divide_by_normaliser(const at::Tensor& numerator, const at::Tensor& phi_q, const at::Tensor& keys,
+                                double eps) {
+  at::Tensor denominator = at::einsum("bnhm,bhm->bnh", {phi_q, keys.sum(1)});  // (B, Nq, H)
+  return numerator / denominator.clamp_min(eps).unsqueeze(-1);
+}
+
 // Non-causal: out_m = psi_q_m^T (sum_n psi_k_n v_n^T) / max(phi_q_m^T sum_n phi_k_n, eps), keys
 // already masked; psi = phi for plain linear attention.
 at::Tensor normalised_sums(const at::Tensor& psi_q, const at::Tensor& psi_keys, const at::Tensor& phi_q,
                            const at::Tensor& keys, const at::Tensor& v, double eps) {
   at::Tensor kv = at::einsum("bnhp,bnhd->bhpd", {psi_keys, v});             // (B, H, P, Dv)
-  at::Tensor numerator = at::einsum("bnhp,bhpd->bnhd", {psi_q, kv});        // (B, Nq, H, Dv)
-  at::Tensor denominator = at::einsum("bnhm,bhm->bnh", {phi_q, keys.sum(1)});  // (B, Nq, H)
-  return numerator / denominator.clamp_min(eps).unsqueeze(-1);
+  return divide_by_normaliser(at::einsum("bnhp,bhpd->bnhd", {psi_q, kv}), phi_q, keys, eps);
 }
 
 }  // namespace
@@ -124,6 +130,42 @@ at::Tensor causal_linear_attention(const at::Tensor& phi_q, const at::Tensor& ph
   at::Tensor numerator_out = causal_product(numerator.query, positioned_keys, v);      // (B, N, H, Dv)
   at::Tensor denominator = (phi_q * keys.cumsum(1)).sum(-1);                           // (B, N, H)
   return numerator_out / denominator.clamp_min(eps).unsqueeze(-1);
+}
+
+// The coefficients must pair with phi_q, phi_k: (N, H, M, J) at their N, H, M, with one J, dtype and device.
+void check_separable(const char* where, const at::Tensor& phi_q, const at::Tensor& phi_k,
+                     const SeparableFeatures& separable) {
+  const at::Tensor &c_q = separable.query, &c_k = separable.key;
+  TORCH_CHECK(c_q.defined() && c_k.defined(), where, ": the separable features' coefficients are undefined");
+  auto fits = [](const at::Tensor& c, const at::Tensor& phi) {
+    return c.dim() == 4 && c.size(0) == phi.size(1) && c.size(1) == phi.size(2) && c.size(2) == phi.size(3);
+  };
+  TORCH_CHECK(fits(c_q, phi_q) && fits(c_k, phi_k) && c_q.size(3) == c_k.size(3), where,
+              ": coefficients ", c_q.sizes(), " and ", c_k.sizes(), " must be (N, H, M, J) with phi_q's ",
+              phi_q.sizes(), " and phi_k's ", phi_k.sizes(), " N, H and M, and one J");
+  TORCH_CHECK(c_q.scalar_type() == phi_q.scalar_type() && c_k.scalar_type() == phi_q.scalar_type() &&
+                  c_q.device() == phi_q.device() && c_k.device() == phi_q.device(),
+              where, ": coefficients must have the dtype and device of phi_q (", phi_q.scalar_type(), ", ",
+              phi_q.device(), ")");
+}
+
+PositionedFeatures positioned_features(const at::Tensor& phi_q, const at::Tensor& phi_k,
+                                       const SeparableFeatures& separable) {
+  check_separable("positioned_features", phi_q, phi_k, separable);
+  // phi (B, N, H, M) -> (B, N, H, M, 1) times (N, H, M, J) -> (B, N, H, M J)
+  return {(phi_q.unsqueeze(-1) * separable.query).flatten(3), (phi_k.unsqueeze(-1) * separable.key).flatten(3)};
+}
+
+at::Tensor separable_linear_attention(const at::Tensor& phi_q, const at::Tensor& phi_k, const at::Tensor& v,
+                                      const SeparableFeatures& separable, const at::Tensor& key_padding, double eps) {
+  check_qkv("separable_linear_attention", phi_q, phi_k, v);
+  check_eps("separable_linear_attention", eps);
+  check_separable("separable_linear_attention", phi_q, phi_k, separable);
+  if (!fused_kernel_takes(phi_q)) return linear_attention(phi_q, phi_k, v, positioned_features(phi_q, phi_k, separable),
+                                                          key_padding, eps);
+  const at::Tensor keys = mask_keys(phi_k, key_padding);  // psi_k of a padded key is zero with its phi_k
+  return divide_by_normaliser(ops::separable_linear_numerator(phi_q, keys, v, separable.query, separable.key), phi_q,
+                              keys, eps);
 }
 
 at::Tensor causal_product(const at::Tensor& a, const at::Tensor& b, const at::Tensor& v, int64_t chunk) {

@@ -233,12 +233,14 @@ AttentionInputs SelfAttentionImpl::prepare(const at::Tensor& x, int64_t start, c
                                            SineSPEImpl* shared_sine) {
   // x: (B, N, E) -> q, k, v: (B, N, H, D)
   auto heads = [&](const at::Tensor& t) { return t.unflatten(2, {options.heads(), head_dim(options)}); };
-  AttentionInputs in{heads(linear_rows(query, x)), heads(linear_rows(key, x)), heads(linear_rows(value, x)), {}};
+  AttentionInputs in{heads(linear_rows(query, x)), heads(linear_rows(key, x)), heads(linear_rows(value, x)), {}, {}};
   if (!on_features(options)) std::tie(in.q, in.k) = position(in.q, in.k, start, gated, shared_sine);
   if (feature_map) {
     in.q = feature_map(in.q, FeatureRole::query);  // (B, N, H, M)
     in.k = feature_map(in.k, FeatureRole::key);
-    if (on_features(options))
+    if (on_features(options) && exact_code(options))
+      in.separable = exact_code_coefficients(in.q.size(1), start, in.q.scalar_type(), shared_sine);
+    else if (on_features(options))
       std::tie(in.numerator.query, in.numerator.key) = position(in.q, in.k, start, gated, shared_sine);
   }
   // Softmax over exact sineSPE: its F = D (2K [+ 1]) features score sum_d q_d k_d P_d(m - n), on the
@@ -253,17 +255,23 @@ std::pair<at::Tensor, at::Tensor> SelfAttentionImpl::position(const at::Tensor& 
   if (rotary) return {rotary(q, start), rotary(k, start)};
   if (!spe_filter) return {q, k};
   if (exact_code(options)) {
-    const SineSPEImpl& sine = shared_sine ? *shared_sine : *sine_spe;
-    // x (B, N, H, D) -> (B, N, H, D (2K [+ 1])): one product with the gated coefficients, which
-    // do not depend on the batch (what gate_features(x, exact_features(x)) computes in three).
-    auto features = [&](const at::Tensor& x, bool query_side) {
-      const at::Tensor rows = sine.exact_coefficients(x.size(1), query_side, start, x.scalar_type());
-      return (x.unsqueeze(-1) * spe_filter->gate_coefficients(rows)).flatten(3);
-    };
-    return {features(q, /*query_side=*/true), features(k, /*query_side=*/false)};
+    const PositionedFeatures psi =
+        positioned_features(q, k, exact_code_coefficients(q.size(1), start, q.scalar_type(), shared_sine));
+    return {psi.query, psi.key};
   }
   TORCH_CHECK(gated.code != nullptr, "SelfAttention: sampled SPE needs the gated code of the positions");
   return spe_filter->filter(q, k, *gated.code, gated.row, gated.coefficients, gated.rows);
+}
+
+SeparableFeatures SelfAttentionImpl::exact_code_coefficients(int64_t length, int64_t start, at::ScalarType dtype,
+                                                             SineSPEImpl* shared_sine) {
+  const SineSPEImpl& sine = shared_sine ? *shared_sine : *sine_spe;
+  // (N, H, D, 2K [+ 1]): the gated coefficients, which do not depend on the batch, so that x
+  // (B, N, H, D) is multiplied once (what gate_features(x, exact_features(x)) computes in three).
+  auto gated = [&](bool query_side) {
+    return spe_filter->gate_coefficients(sine.exact_coefficients(length, query_side, start, dtype));
+  };
+  return {gated(/*query_side=*/true), gated(/*query_side=*/false)};
 }
 
 at::Tensor SelfAttentionImpl::score_bias(int64_t start, int64_t queries, int64_t keys) const {
@@ -278,6 +286,10 @@ at::Tensor SelfAttentionImpl::attend(const AttentionInputs& in, const AttentionM
   if (decay) return decayed_linear_attention(in.q, in.k, in.v, decay->log_decay(), mask.causal, mask.key_padding);
   if (toeplitz)
     return clipped_toeplitz_linear_attention(in.q, in.k, in.v, toeplitz->bias, mask.causal, mask.key_padding);
+  if (in.separable.query.defined())
+    return mask.causal ? causal_linear_attention(in.q, in.k, in.v, positioned_features(in.q, in.k, in.separable),
+                                                 mask.key_padding)
+                       : separable_linear_attention(in.q, in.k, in.v, in.separable, mask.key_padding);
   if (in.numerator.query.defined())
     return mask.causal ? causal_linear_attention(in.q, in.k, in.v, in.numerator, mask.key_padding)
                        : linear_attention(in.q, in.k, in.v, in.numerator, mask.key_padding);
@@ -294,16 +306,18 @@ at::Tensor SelfAttentionImpl::attend_step(const AttentionInputs& in, AttentionSt
   }
   const at::Tensor phi_q = in.q.select(1, 0), phi_k = in.k.select(1, 0), v = in.v.select(1, 0);  // (B, H, M), (B, H, Dv)
   if (toeplitz) return clipped_toeplitz_linear_attention_step(phi_q, phi_k, v, toeplitz->bias, state.toeplitz).unsqueeze(1);
-  const bool positioned = in.numerator.query.defined();
+  const PositionedFeatures numerator =
+      in.separable.query.defined() ? positioned_features(in.q, in.k, in.separable) : in.numerator;
+  const bool positioned = numerator.query.defined();
   if (!state.linear.kv.defined())
     state.linear = LinearAttentionState::zeros(phi_k.size(0), phi_k.size(1), phi_k.size(2), v.size(2), v.options(),
-                                               positioned ? in.numerator.key.size(3) : 0);
+                                               positioned ? numerator.key.size(3) : 0);
   at::Tensor out;  // (B, H, Dv)
   if (decay)
     out = decayed_causal_linear_attention_step(phi_q, phi_k, v, decay->log_decay(), state.linear);
   else if (positioned)
     out = causal_linear_attention_step(phi_q, phi_k, v,
-                                       {in.numerator.query.select(1, 0), in.numerator.key.select(1, 0)}, state.linear);
+                                       {numerator.query.select(1, 0), numerator.key.select(1, 0)}, state.linear);
   else
     out = causal_linear_attention_step(phi_q, phi_k, v, state.linear);
   return out.unsqueeze(1);

@@ -4,6 +4,7 @@
 #include <torch/library.h>
 
 #include "spe/ops/causal_linear_attention.h"
+#include "spe/ops/separable_linear_attention.h"
 #include "spe/ops/sine_spe_filter.h"
 
 namespace {
@@ -37,6 +38,10 @@ TORCH_LIBRARY(spe, m) {
        "int chunk=" + chunk + ") -> Tensor")
           .c_str(),
       &decayed_causal_linear_attention_op);
+  m.def(
+      "separable_linear_numerator(Tensor phi_q, Tensor phi_k, Tensor v, Tensor coefficients_q, Tensor coefficients_k) "
+      "-> Tensor",
+      &spe::ops::separable_linear_numerator);
   m.def(
       "sine_spe_filter(Tensor x, Tensor frequencies, Tensor phases, Tensor weights, Tensor? gate_scale=None, "
       "Tensor? gate_shift=None, int first_position=0) -> Tensor",

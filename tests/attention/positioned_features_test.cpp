@@ -117,5 +117,37 @@ TEST(PositionedLinearAttention, BadInputIsNamed) {
                         "the numerator's features must be (B, H, P) = (2, 2, 5) as the state's, got [2, 2, 3]");
 }
 
+// Separable features (sineSPE's exact code on the features): psi = phi times coefficients shared by
+// the batch; the fused op (float32, float64 on CPU) against the loops over psi materialised by hand.
+TEST(PositionedLinearAttention, SeparableFeaturesMatchTheirMaterialisedFeatures) {
+  Inputs in = make_inputs(2, 7, 2, 3, 3, 4);
+  const SeparableFeatures separable{at::randn({7, 2, 3, 4}, at::kDouble), at::randn({7, 2, 3, 4}, at::kDouble)};
+  at::Tensor psi_q = at::empty({2, 7, 2, 12}, at::kDouble), psi_k = at::empty({2, 7, 2, 12}, at::kDouble);
+  for (int64_t b = 0; b < 2; ++b)
+    for (int64_t n = 0; n < 7; ++n)
+      for (int64_t h = 0; h < 2; ++h)
+        for (int64_t d = 0; d < 3; ++d)
+          for (int64_t j = 0; j < 4; ++j) {
+            psi_q[b][n][h][d * 4 + j] = in.phi_q[b][n][h][d].item<double>() * separable.query[n][h][d][j].item<double>();
+            psi_k[b][n][h][d * 4 + j] = in.phi_k[b][n][h][d].item<double>() * separable.key[n][h][d][j].item<double>();
+          }
+  const PositionedFeatures materialised = positioned_features(in.phi_q, in.phi_k, separable);
+  EXPECT_TRUE(at::allclose(materialised.query, psi_q, 0, 1e-14) && at::allclose(materialised.key, psi_k, 0, 1e-14));
+  for (bool padded : {false, true}) {
+    const at::Tensor padding = padded ? in.padding : at::Tensor();
+    const at::Tensor expected = positioned_loops(in.phi_q, in.phi_k, psi_q, psi_k, in.v, padding, false);
+    EXPECT_TRUE(at::allclose(separable_linear_attention(in.phi_q, in.phi_k, in.v, separable, padding), expected, 1e-10, 1e-12))
+        << "padded " << padded;
+  }
+  const at::Tensor f32 = separable_linear_attention(in.phi_q.to(at::kFloat), in.phi_k.to(at::kFloat), in.v.to(at::kFloat),
+                                          {separable.query.to(at::kFloat), separable.key.to(at::kFloat)}, in.padding);
+  EXPECT_TRUE(at::allclose(f32.to(at::kDouble), positioned_loops(in.phi_q, in.phi_k, psi_q, psi_k, in.v, in.padding, false),
+                           1e-4, 1e-5));
+  EXPECT_ERROR_CONTAINS(separable_linear_attention(in.phi_q, in.phi_k, in.v, {separable.query.narrow(3, 0, 3), separable.key}),
+                        "must be (N, H, M, J)");
+  EXPECT_ERROR_CONTAINS(separable_linear_attention(in.phi_q, in.phi_k, in.v, {separable.query.to(at::kFloat), separable.key}),
+                        "dtype and device of phi_q");
+}
+
 }  // namespace
 }  // namespace spe

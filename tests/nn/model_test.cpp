@@ -149,6 +149,56 @@ TEST(Model, ExactSineUnderSoftmaxScoresWithTheTemperatureOfQK) {
   EXPECT_TRUE(at::allclose(out[0], linear(heads_out, layer->output), 1e-10, 1e-12));
 }
 
+// Linear attention over exact gated sineSPE on the features, non-causal, with a padded key: the
+// numerator's pair (m, n) weighs phi_q_m[d] phi_k_n[d] by (1 - s_d) P_d(m - n) + s_d, the normaliser
+// by 1 (s_d the gate, P_d the sine kernel written out here); what the fused separable op computes.
+TEST(Model, ExactSineOnLinearFeaturesWeighsEachPairByTheGatedKernel) {
+  TransformerOptions o = small(PositionalKind::sine_spe, AttentionKind::linear);
+  o.attention().feature_map(FeatureMapKind::relu);
+  o.positional().sines(2).code(SPECodeKind::exact).place(PositionalPlace::features).shared_code(false);
+  SelfAttention layer(o);
+  layer->to(at::kDouble);
+  at::manual_seed(8);
+  const at::Tensor x = at::randn({2, 6, 16}, at::kDouble);
+  at::Tensor padding = at::ones({2, 6}, at::kBool);
+  padding[1][4] = false;
+  const at::Tensor out = layer->forward(x, AttentionMask{padding, false}, SharedSPE{});
+  auto linear = [](const at::Tensor& v, const torch::nn::Linear& l) { return at::matmul(v, l->weight.t()) + l->bias; };
+  auto kernel = [&](int64_t h, int64_t d, int64_t lag) {  // P_d(lag) = (1 / 2K) sum_k lambda_k^2 cos(2 pi f_k lag + theta_k)
+    double sum = 0;
+    for (int64_t k = 0; k < 2; ++k) {
+      const double f = 1.0 / (1.0 + std::exp(-layer->sine_spe->freqs[h][d][k].item<double>())) / 2.0;
+      const double lambda = std::log1p(std::exp(layer->sine_spe->gains[h][d][k].item<double>()));
+      sum += lambda * lambda * std::cos(2 * M_PI * f * lag + layer->sine_spe->offsets[h][d][k].item<double>());
+    }
+    return sum / 4.0;
+  };
+  for (int64_t b = 0; b < 2; ++b) {
+    const at::Tensor q = linear(x[b], layer->query).view({6, 2, 8}), k = linear(x[b], layer->key).view({6, 2, 8});
+    const at::Tensor v = linear(x[b], layer->value).view({6, 2, 8});
+    const at::Tensor phi_q = layer->feature_map(q.unsqueeze(0), FeatureRole::query)[0];  // (6, 2, 8)
+    const at::Tensor phi_k = layer->feature_map(k.unsqueeze(0), FeatureRole::key)[0];
+    at::Tensor heads_out = at::zeros({6, 16}, at::kDouble);
+    for (int64_t h = 0; h < 2; ++h)
+      for (int64_t i = 0; i < 6; ++i) {
+        at::Tensor numerator = at::zeros({8}, at::kDouble);
+        double normaliser = 0;
+        for (int64_t j = 0; j < 6; ++j) {
+          if (!padding[b][j].item<bool>()) continue;
+          double score = 0;
+          for (int64_t d = 0; d < 8; ++d) {
+            const double s = 1.0 / (1.0 + std::exp(-layer->spe_filter->gate[h][d].item<double>()));
+            score += phi_q[i][h][d].item<double>() * phi_k[j][h][d].item<double>() * ((1 - s) * kernel(h, d, i - j) + s);
+          }
+          numerator += score * v[j][h];
+          normaliser += phi_q[i][h].dot(phi_k[j][h]).item<double>();
+        }
+        heads_out[i].narrow(0, 8 * h, 8).copy_(numerator / std::max(normaliser, 1e-6));
+      }
+    EXPECT_TRUE(at::allclose(out[b], linear(heads_out, layer->output), 1e-10, 1e-12)) << "batch " << b;
+  }
+}
+
 // Deterministic encodings in eval mode, and sineSPE with the same draw: padding at the end
 // changes nothing for the real tokens.
 TEST(Model, PaddingDoesNotChangeWhatRealTokensSee) {

@@ -563,6 +563,20 @@ class LinearAttentionTest(unittest.TestCase):
         want = linear_reference(q, k, v, 1e-6, False, None, psi_q, psi_k)
         self.assertLess(max_error(spe_torch.linear_attention_positioned(q, k, v, psi_q, psi_k), want), 1e-12)
 
+    def test_separable_form_matches_its_materialised_features(self):
+        q, k, v = self.inputs(n=7)
+        c_q, c_k = randn(7, 2, 3, 4, seed=26), randn(7, 2, 3, 4, seed=27)
+        psi_q, psi_k = (q.unsqueeze(-1) * c_q).flatten(3), (k.unsqueeze(-1) * c_k).flatten(3)
+        padding = torch.tensor([[True] * 7, [True, False, True, True, False, True, True]])
+        want = linear_reference(q, k, v, 1e-6, False, padding, psi_q, psi_k)
+        self.assertLess(max_error(spe_torch.linear_attention_separable(q, k, v, c_q, c_k, padding), want), 1e-12)
+        got32 = spe_torch.linear_attention_separable(q.float(), k.float(), v.float(), c_q.float(), c_k.float(), padding)
+        self.assertLess(max_error(got32.double(), want), 1e-4)
+        leaves = [t.clone().requires_grad_() for t in (q[:, :4], k[:, :4], v[:, :4], c_q[:4], c_k[:4])]
+        self.assertTrue(torch.autograd.gradcheck(torch.ops.spe.separable_linear_numerator, tuple(leaves)))
+        with self.assertRaisesRegex(ValueError, r"coefficients_k must be \(N, H, M, J\)"):
+            spe_torch.linear_attention_separable(q, k, v, c_q, c_k[..., :3])
+
     def test_gradcheck_through_the_fused_causal_op(self):
         q, k, v = [t.requires_grad_() for t in self.inputs(n=5)]
         self.assertTrue(torch.autograd.gradcheck(

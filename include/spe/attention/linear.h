@@ -44,6 +44,25 @@ at::Tensor causal_linear_attention(const at::Tensor& phi_q, const at::Tensor& ph
                                    const PositionedFeatures& numerator, const at::Tensor& key_padding = {},
                                    double eps = 1e-6);
 
+// Positioned features that factor by feature, with coefficients shared by the batch (sineSPE's
+// exact code on the features: J = 2K [+ 1] coefficients per feature, SineSPEImpl::exact_coefficients):
+//   psi[b, n, h, d J + j] = phi[b, n, h, d] coefficients[n, h, d, j]
+struct SeparableFeatures {
+  at::Tensor query;  // (Nq, H, M, J)
+  at::Tensor key;    // (Nk, H, M, J)
+};
+
+// psi_q, psi_k (B, N, H, M J) of phi_q, phi_k: the separable features materialised.
+PositionedFeatures positioned_features(const at::Tensor& phi_q, const at::Tensor& phi_k,
+                                       const SeparableFeatures& separable);
+
+// linear_attention (non-causal) with the numerator's features psi of `separable`: on CPU (float32,
+// float64) the fused op (ops/separable_linear_attention.h), which never holds psi (B, N, H, M J);
+// elsewhere psi materialised.
+at::Tensor separable_linear_attention(const at::Tensor& phi_q, const at::Tensor& phi_k, const at::Tensor& v,
+                                      const SeparableFeatures& separable, const at::Tensor& key_padding = {},
+                                      double eps = 1e-6);
+
 // The unnormalised causal product sum_{n <= m} (a_m . b_n) v_n of a: (B, N, H, P), b: (B, N, H, P),
 // v: (B, N, H, Dv) -> (B, N, H, Dv), in chunks of `chunk` positions: a masked C x C product
 // inside each chunk and prefix sums of b_n v_n^T across chunks (ATen ops, any device, autograd).

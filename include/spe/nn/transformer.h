@@ -124,6 +124,7 @@ struct SharedSPE {
 struct AttentionInputs {
   at::Tensor q, k, v;              // softmax: positioned q, k (B, N, H, F); linear: phi(q), phi(k) (B, N, H, M)
   PositionedFeatures numerator;    // linear at place features: psi(q), psi(k) (B, N, H, P); else undefined
+  SeparableFeatures separable;     // instead, for sineSPE's exact code there: psi's coefficients (N, H, M, J)
 };
 
 // What one attention layer keeps between decoding steps (SelfAttentionImpl::start_decoding).
@@ -180,6 +181,10 @@ class SelfAttentionImpl : public torch::nn::Cloneable<SelfAttentionImpl> {
   // q, k (B, N, H, F) -> positioned by rotary or SPE at positions start .. start + N - 1.
   std::pair<at::Tensor, at::Tensor> position(const at::Tensor& q, const at::Tensor& k, int64_t start,
                                              const PositionCode& gated, SineSPEImpl* shared_sine);
+  // sineSPE's exact code at positions start .. start + length - 1, gated: the coefficients of
+  // separable features of queries and keys (attention/linear.h).
+  SeparableFeatures exact_code_coefficients(int64_t length, int64_t start, at::ScalarType dtype,
+                                            SineSPEImpl* shared_sine);
   // The attention function on prepared inputs: whole sequences -> (B, N, H, Dv) ...
   at::Tensor attend(const AttentionInputs& in, const AttentionMask& mask);
   // ... and one position, causal, against the state -> (B, 1, H, Dv).
