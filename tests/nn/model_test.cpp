@@ -111,6 +111,19 @@ TEST(Model, BlockMatchesAnExplicitComputation) {
   EXPECT_TRUE(at::allclose(out[0], y + ffn, 1e-10, 1e-12));
 }
 
+// A sineSPE module's kernel for head h, feature d, written out:
+// P_d(lag) = (1 / 2K) sum_k lambda_k^2 cos(2 pi f_k lag + theta_k).
+double sine_kernel(const SineSPEImpl& sine, int64_t h, int64_t d, int64_t lag) {
+  const int64_t sines = sine.freqs.size(2);
+  double sum = 0;
+  for (int64_t k = 0; k < sines; ++k) {
+    const double f = 1.0 / (1.0 + std::exp(-sine.freqs[h][d][k].item<double>())) / 2.0;
+    const double lambda = std::log1p(std::exp(sine.gains[h][d][k].item<double>()));
+    sum += lambda * lambda * std::cos(2 * M_PI * f * lag + sine.offsets[h][d][k].item<double>());
+  }
+  return sum / (2.0 * static_cast<double>(sines));
+}
+
 // Softmax over exact sineSPE features: the scores are sum_d q_d k_d P_d(m - n) / sqrt(D), the
 // temperature of q . k (not sqrt of the D 2K features), P_d the sine kernel written out here.
 TEST(Model, ExactSineUnderSoftmaxScoresWithTheTemperatureOfQK) {
@@ -122,15 +135,7 @@ TEST(Model, ExactSineUnderSoftmaxScoresWithTheTemperatureOfQK) {
   const at::Tensor x = at::randn({1, 5, 16}, at::kDouble);
   const at::Tensor out = layer->forward(x, AttentionMask::none(), SharedSPE{});
   auto linear = [](const at::Tensor& v, const torch::nn::Linear& l) { return at::matmul(v, l->weight.t()) + l->bias; };
-  auto kernel = [&](int64_t h, int64_t d, int64_t lag) {  // P_d(lag) = (1 / 2K) sum_k lambda_k^2 cos(2 pi f_k lag + theta_k)
-    double sum = 0;
-    for (int64_t k = 0; k < 2; ++k) {
-      const double f = 1.0 / (1.0 + std::exp(-layer->sine_spe->freqs[h][d][k].item<double>())) / 2.0;
-      const double lambda = std::log1p(std::exp(layer->sine_spe->gains[h][d][k].item<double>()));
-      sum += lambda * lambda * std::cos(2 * M_PI * f * lag + layer->sine_spe->offsets[h][d][k].item<double>());
-    }
-    return sum / 4.0;
-  };
+  auto kernel = [&](int64_t h, int64_t d, int64_t lag) { return sine_kernel(*layer->sine_spe, h, d, lag); };
   at::Tensor heads_out = at::zeros({5, 16}, at::kDouble);
   for (int64_t head = 0; head < 2; ++head) {
     const at::Tensor q = linear(x[0], layer->query).narrow(1, 8 * head, 8),
@@ -164,15 +169,7 @@ TEST(Model, ExactSineOnLinearFeaturesWeighsEachPairByTheGatedKernel) {
   padding[1][4] = false;
   const at::Tensor out = layer->forward(x, AttentionMask{padding, false}, SharedSPE{});
   auto linear = [](const at::Tensor& v, const torch::nn::Linear& l) { return at::matmul(v, l->weight.t()) + l->bias; };
-  auto kernel = [&](int64_t h, int64_t d, int64_t lag) {  // P_d(lag) = (1 / 2K) sum_k lambda_k^2 cos(2 pi f_k lag + theta_k)
-    double sum = 0;
-    for (int64_t k = 0; k < 2; ++k) {
-      const double f = 1.0 / (1.0 + std::exp(-layer->sine_spe->freqs[h][d][k].item<double>())) / 2.0;
-      const double lambda = std::log1p(std::exp(layer->sine_spe->gains[h][d][k].item<double>()));
-      sum += lambda * lambda * std::cos(2 * M_PI * f * lag + layer->sine_spe->offsets[h][d][k].item<double>());
-    }
-    return sum / 4.0;
-  };
+  auto kernel = [&](int64_t h, int64_t d, int64_t lag) { return sine_kernel(*layer->sine_spe, h, d, lag); };
   for (int64_t b = 0; b < 2; ++b) {
     const at::Tensor q = linear(x[b], layer->query).view({6, 2, 8}), k = linear(x[b], layer->key).view({6, 2, 8});
     const at::Tensor v = linear(x[b], layer->value).view({6, 2, 8});

@@ -112,7 +112,7 @@ SPE_INLINE void backward_pair(const BackwardArgs<T>& a, int64_t b, int64_t h, st
   const SeparableShape& s = a.s;
   const int64_t M = s.features, J = s.coefficients, F = M * J, Dv = s.value_dim, ld_v = s.heads * Dv;
   const Side<T> q = side_of(s, a.phi_q, a.c_q, s.queries, b, h), k = side_of(s, a.phi_k, a.c_k, s.keys, b, h);
-  const int64_t q_rows = pair_offset(s, s.queries, b, h, M) , k_rows = pair_offset(s, s.keys, b, h, M);
+  const int64_t q_rows = pair_offset(s, s.queries, b, h, M), k_rows = pair_offset(s, s.keys, b, h, M);
   const T* g = a.grad_out + pair_offset(s, s.queries, b, h, Dv);
   const T* v = a.v + pair_offset(s, s.keys, b, h, Dv);
   T* grad_v = a.grad_v + pair_offset(s, s.keys, b, h, Dv);
