@@ -12,6 +12,7 @@ from .conv_spe import ConvSPE
 from .decay import Decay
 from .feature_maps import FeatureMap, favor_features, orthogonal_random_features
 from .linear import (LinearAttention, causal_linear_attention, causal_linear_attention_positioned,
+                     causal_linear_attention_separable,
                      causal_linear_attention_quadratic, causal_product, clipped_toeplitz_linear_attention,
                      decayed_causal_product,
                      decayed_linear_attention, linear_attention, linear_attention_positioned,
@@ -28,6 +29,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Checkpoint", "ConvSPE", "Decay", "FeatureMap", "LinearAttention", "OpsLibraryNotFoundError", "RotaryEncoding",
     "SPEFilter", "SineCode", "SineSPE", "ToeplitzBias", "causal_linear_attention", "causal_linear_attention_positioned",
+    "causal_linear_attention_separable",
     "causal_linear_attention_quadratic", "causal_product", "decayed_causal_product", "decayed_linear_attention",
     "favor_features", "filter_with_code", "linear_attention", "linear_attention_positioned",
     "linear_attention_separable", "load_library",

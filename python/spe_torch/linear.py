@@ -160,6 +160,31 @@ def linear_attention_positioned(phi_q: Tensor, phi_k: Tensor, v: Tensor, psi_q: 
                             v, eps)
 
 
+def _check_separable(where: str, phi_q: Tensor, phi_k: Tensor, coefficients_q: Tensor,
+                     coefficients_k: Tensor) -> None:
+    for name, c, phi in (("coefficients_q", coefficients_q, phi_q), ("coefficients_k", coefficients_k, phi_k)):
+        if c.dim() != 4 or shape_of(c)[:3] != [phi.size(1), phi.size(2), phi.size(3)] or \
+                c.size(3) != coefficients_q.size(3):
+            raise ValueError(f"{where}: {name} must be (N, H, M, J) with (N, H, M) = "
+                             f"{[phi.size(1), phi.size(2), phi.size(3)]} and J of coefficients_q, got shape {shape_of(c)}")
+        if c.dtype != phi_q.dtype:
+            raise TypeError(f"{where}: {name} must have phi_q's dtype {phi_q.dtype}, got {c.dtype}")
+
+
+def _separable_numerator(phi_q: Tensor, keys: Tensor, v: Tensor, coefficients_q: Tensor, coefficients_k: Tensor,
+                         causal: bool) -> Tensor:
+    """sum over (m <= n when causal) of (psi_q_n . psi_k_m) v_m: the fused op on CPU, psi materialised elsewhere."""
+    if phi_q.device.type == "cpu" and (phi_q.dtype == torch.float32 or phi_q.dtype == torch.float64):
+        if not torch.jit.is_scripting():
+            _library.load_library()
+        return torch.ops.spe.separable_linear_numerator(phi_q, keys, v, coefficients_q, coefficients_k, causal)
+    psi_q = (phi_q.unsqueeze(-1) * coefficients_q).flatten(3)
+    psi_k = (keys.unsqueeze(-1) * coefficients_k).flatten(3)
+    if causal:
+        return causal_product(psi_q, psi_k, v)
+    return torch.einsum("bnhp,bhpd->bnhd", psi_q, torch.einsum("bnhp,bnhd->bhpd", psi_k, v))
+
+
 def linear_attention_separable(phi_q: Tensor, phi_k: Tensor, v: Tensor, coefficients_q: Tensor,
                                coefficients_k: Tensor, key_padding: Optional[Tensor] = None,
                                eps: float = 1e-6) -> Tensor:
@@ -171,24 +196,26 @@ def linear_attention_separable(phi_q: Tensor, phi_k: Tensor, v: Tensor, coeffici
     where = "linear_attention_separable"
     check_qkv(where, phi_q, phi_k, v)
     _check_eps(where, eps)
-    for name, c, phi in (("coefficients_q", coefficients_q, phi_q), ("coefficients_k", coefficients_k, phi_k)):
-        if c.dim() != 4 or shape_of(c)[:3] != [phi.size(1), phi.size(2), phi.size(3)] or \
-                c.size(3) != coefficients_q.size(3):
-            raise ValueError(f"{where}: {name} must be (N, H, M, J) with (N, H, M) = "
-                             f"{[phi.size(1), phi.size(2), phi.size(3)]} and J of coefficients_q, got shape {shape_of(c)}")
-        if c.dtype != phi_q.dtype:
-            raise TypeError(f"{where}: {name} must have phi_q's dtype {phi_q.dtype}, got {c.dtype}")
+    _check_separable(where, phi_q, phi_k, coefficients_q, coefficients_k)
     keys = mask_keys(where, phi_k, key_padding)
-    fused = phi_q.device.type == "cpu" and (phi_q.dtype == torch.float32 or phi_q.dtype == torch.float64)
-    if fused:
-        if not torch.jit.is_scripting():
-            _library.load_library()
-        numerator = torch.ops.spe.separable_linear_numerator(phi_q, keys, v, coefficients_q, coefficients_k)
-    else:
-        psi_q = (phi_q.unsqueeze(-1) * coefficients_q).flatten(3)
-        psi_k = (keys.unsqueeze(-1) * coefficients_k).flatten(3)
-        numerator = torch.einsum("bnhp,bhpd->bnhd", psi_q, torch.einsum("bnhp,bnhd->bhpd", psi_k, v))
+    numerator = _separable_numerator(phi_q, keys, v, coefficients_q, coefficients_k, False)
     denominator = torch.einsum("bnhm,bhm->bnh", phi_q, keys.sum(1))  # (B, Nq, H)
+    return numerator / denominator.clamp_min(eps).unsqueeze(-1)
+
+
+def causal_linear_attention_separable(phi_q: Tensor, phi_k: Tensor, v: Tensor, coefficients_q: Tensor,
+                                      coefficients_k: Tensor, key_padding: Optional[Tensor] = None,
+                                      eps: float = 1e-6) -> Tensor:
+    """Causal (Nq = Nk) linear_attention_separable: on CPU the fused op's causal form (chunks of
+    positions, memory flat in N)."""
+    where = "causal_linear_attention_separable"
+    check_qkv(where, phi_q, phi_k, v)
+    _check_eps(where, eps)
+    _check_causal(where, phi_q, phi_k)
+    _check_separable(where, phi_q, phi_k, coefficients_q, coefficients_k)
+    keys = mask_keys(where, phi_k, key_padding)
+    numerator = _separable_numerator(phi_q, keys, v, coefficients_q, coefficients_k, True)
+    denominator = (phi_q * keys.cumsum(1)).sum(-1)  # (B, N, H)
     return numerator / denominator.clamp_min(eps).unsqueeze(-1)
 
 

@@ -168,6 +168,24 @@ at::Tensor separable_linear_attention(const at::Tensor& phi_q, const at::Tensor&
                               keys, eps);
 }
 
+at::Tensor causal_separable_linear_attention(const at::Tensor& phi_q, const at::Tensor& phi_k, const at::Tensor& v,
+                                             const SeparableFeatures& separable, const at::Tensor& key_padding,
+                                             double eps) {
+  const char* where = "causal_separable_linear_attention";
+  check_qkv(where, phi_q, phi_k, v);
+  check_eps(where, eps);
+  check_separable(where, phi_q, phi_k, separable);
+  TORCH_CHECK(phi_q.size(1) == phi_k.size(1), where, ": queries (", phi_q.size(1), ") and keys (", phi_k.size(1),
+              ") must have the same length");
+  if (!fused_kernel_takes(phi_q))
+    return causal_linear_attention(phi_q, phi_k, v, positioned_features(phi_q, phi_k, separable), key_padding, eps);
+  const at::Tensor keys = mask_keys(phi_k, key_padding);
+  const at::Tensor numerator =
+      ops::separable_linear_numerator(phi_q, keys, v, separable.query, separable.key, /*causal=*/true);
+  const at::Tensor denominator = (phi_q * keys.cumsum(1)).sum(-1);  // (B, N, H)
+  return numerator / denominator.clamp_min(eps).unsqueeze(-1);
+}
+
 at::Tensor causal_product(const at::Tensor& a, const at::Tensor& b, const at::Tensor& v, int64_t chunk) {
   check_qkv("causal_product", a, b, v);
   TORCH_CHECK(a.size(1) == b.size(1), "causal_product: a (", a.size(1), ") and b (", b.size(1),

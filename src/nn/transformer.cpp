@@ -287,8 +287,7 @@ at::Tensor SelfAttentionImpl::attend(const AttentionInputs& in, const AttentionM
   if (toeplitz)
     return clipped_toeplitz_linear_attention(in.q, in.k, in.v, toeplitz->bias, mask.causal, mask.key_padding);
   if (in.separable.query.defined())
-    return mask.causal ? causal_linear_attention(in.q, in.k, in.v, positioned_features(in.q, in.k, in.separable),
-                                                 mask.key_padding)
+    return mask.causal ? causal_separable_linear_attention(in.q, in.k, in.v, in.separable, mask.key_padding)
                        : separable_linear_attention(in.q, in.k, in.v, in.separable, mask.key_padding);
   if (in.numerator.query.defined())
     return mask.causal ? causal_linear_attention(in.q, in.k, in.v, in.numerator, mask.key_padding)

@@ -39,8 +39,8 @@ TORCH_LIBRARY(spe, m) {
           .c_str(),
       &decayed_causal_linear_attention_op);
   m.def(
-      "separable_linear_numerator(Tensor phi_q, Tensor phi_k, Tensor v, Tensor coefficients_q, Tensor coefficients_k) "
-      "-> Tensor",
+      "separable_linear_numerator(Tensor phi_q, Tensor phi_k, Tensor v, Tensor coefficients_q, Tensor coefficients_k, "
+      "bool causal=False) -> Tensor",
       &spe::ops::separable_linear_numerator);
   m.def(
       "sine_spe_filter(Tensor x, Tensor frequencies, Tensor phases, Tensor weights, Tensor? gate_scale=None, "

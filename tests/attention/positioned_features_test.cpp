@@ -138,6 +138,10 @@ TEST(PositionedLinearAttention, SeparableFeaturesMatchTheirMaterialisedFeatures)
     const at::Tensor expected = positioned_loops(in.phi_q, in.phi_k, psi_q, psi_k, in.v, padding, false);
     EXPECT_TRUE(at::allclose(separable_linear_attention(in.phi_q, in.phi_k, in.v, separable, padding), expected, 1e-10, 1e-12))
         << "padded " << padded;
+    const at::Tensor causal = positioned_loops(in.phi_q, in.phi_k, psi_q, psi_k, in.v, padding, true);
+    EXPECT_TRUE(at::allclose(causal_separable_linear_attention(in.phi_q, in.phi_k, in.v, separable, padding), causal,
+                             1e-10, 1e-12))
+        << "causal, padded " << padded;
   }
   const at::Tensor f32 = separable_linear_attention(in.phi_q.to(at::kFloat), in.phi_k.to(at::kFloat), in.v.to(at::kFloat),
                                           {separable.query.to(at::kFloat), separable.key.to(at::kFloat)}, in.padding);

@@ -1,7 +1,7 @@
 // The fused numerator of linear attention with separable features (psi = phi times per-position
-// coefficients) against explicit float64 loops over the pairs, over lengths that split into full
-// and partial tiles; its backward against finite differences and against autograd of psi
-// materialised; its errors.
+// coefficients), non-causal and causal, against explicit float64 loops over the pairs, over
+// lengths that split into full and partial tiles and chunks; its backward against finite
+// differences and against autograd of psi materialised; its errors.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
@@ -25,8 +25,8 @@ Inputs make_inputs(int64_t B, int64_t Nq, int64_t Nk, int64_t H, int64_t M, int6
           at::randn({Nq, H, M, J}, g, dtype), at::randn({Nk, H, M, J}, g, dtype)};
 }
 
-// The definition, one pair (n, m) and one (d, j) at a time.
-at::Tensor numerator_loops(const Inputs& x) {
+// The definition, one pair (n, m) and one (d, j) at a time; causal: m <= n only.
+at::Tensor numerator_loops(const Inputs& x, bool causal = false) {
   const int64_t B = x.phi_q.size(0), Nq = x.phi_q.size(1), Nk = x.phi_k.size(1), H = x.phi_q.size(2);
   const int64_t M = x.phi_q.size(3), J = x.c_q.size(3), Dv = x.v.size(3);
   auto pq = x.phi_q.accessor<double, 4>(), pk = x.phi_k.accessor<double, 4>(), v = x.v.accessor<double, 4>();
@@ -36,7 +36,7 @@ at::Tensor numerator_loops(const Inputs& x) {
   for (int64_t b = 0; b < B; ++b)
     for (int64_t h = 0; h < H; ++h)
       for (int64_t n = 0; n < Nq; ++n)
-        for (int64_t m = 0; m < Nk; ++m) {
+        for (int64_t m = 0; m < (causal ? n + 1 : Nk); ++m) {
           double score = 0;
           for (int64_t d = 0; d < M; ++d)
             for (int64_t j = 0; j < J; ++j) score += pq[b][n][h][d] * cq[n][h][d][j] * pk[b][m][h][d] * ck[m][h][d][j];
@@ -47,9 +47,11 @@ at::Tensor numerator_loops(const Inputs& x) {
 
 // The same sums through psi materialised, with ATen ops (autograd's reference for the backward).
 at::Tensor numerator_materialised(const at::Tensor& phi_q, const at::Tensor& phi_k, const at::Tensor& v,
-                                  const at::Tensor& c_q, const at::Tensor& c_k) {
+                                  const at::Tensor& c_q, const at::Tensor& c_k, bool causal = false) {
   const at::Tensor psi_q = (phi_q.unsqueeze(-1) * c_q).flatten(3), psi_k = (phi_k.unsqueeze(-1) * c_k).flatten(3);
-  return at::einsum("bnhp,bmhp,bmhd->bnhd", {psi_q, psi_k, v});
+  at::Tensor scores = at::einsum("bnhp,bmhp->bhnm", {psi_q, psi_k});
+  if (causal) scores = scores.tril();
+  return at::einsum("bhnm,bmhd->bnhd", {scores, v});
 }
 
 TEST(FusedSeparableLinearAttention, MatchesThePairLoopsAcrossTiles) {
@@ -69,33 +71,58 @@ TEST(FusedSeparableLinearAttention, MatchesThePairLoopsAcrossTiles) {
   EXPECT_LT((got - want).abs().max().item<double>(), 1e-4 * want.abs().max().item<double>());
 }
 
+TEST(FusedSeparableLinearAttention, CausalMatchesThePairLoopsAcrossChunks) {
+  // chunks of 32 positions: one partial, one full, a full and one position, three with a partial
+  for (int64_t n : {1, 7, 32, 33, 70}) {
+    const Inputs x = make_inputs(2, n, n, 2, 3, 4, 5);
+    const at::Tensor got = ops::separable_linear_numerator(x.phi_q, x.phi_k, x.v, x.c_q, x.c_k, /*causal=*/true);
+    const at::Tensor expected = numerator_loops(x, /*causal=*/true);
+    EXPECT_LT((got - expected).abs().max().item<double>(), 1e-10 * std::max(1.0, expected.abs().max().item<double>()))
+        << "N " << n;
+  }
+  const Inputs f = make_inputs(2, 100, 100, 2, 16, 11, 16, at::kFloat);
+  const at::Tensor got = ops::separable_linear_numerator(f.phi_q, f.phi_k, f.v, f.c_q, f.c_k, true).to(at::kDouble);
+  const at::Tensor want = numerator_materialised(f.phi_q.to(at::kDouble), f.phi_k.to(at::kDouble), f.v.to(at::kDouble),
+                                                 f.c_q.to(at::kDouble), f.c_k.to(at::kDouble), true);
+  EXPECT_LT((got - want).abs().max().item<double>(), 1e-4 * want.abs().max().item<double>());
+}
+
 TEST(FusedSeparableLinearAttention, BackwardMatchesFiniteDifferences) {
-  const Inputs x = make_inputs(2, 5, 4, 2, 2, 3, 2);
-  std::vector<at::Tensor> leaves;
-  for (const at::Tensor& t : {x.phi_q, x.phi_k, x.v, x.c_q, x.c_k}) leaves.push_back(t.clone().requires_grad_());
-  const at::Tensor weights = at::randn({2, 5, 2, 2}, make_generator(6), at::kDouble);
-  testing::expect_gradients_match(
-      [&] { return (ops::separable_linear_numerator(leaves[0], leaves[1], leaves[2], leaves[3], leaves[4]) * weights).sum(); },
-      {{"phi_q", leaves[0]}, {"phi_k", leaves[1]}, {"v", leaves[2]}, {"coefficients_q", leaves[3]},
-       {"coefficients_k", leaves[4]}});
+  for (bool causal : {false, true}) {
+    SCOPED_TRACE(causal ? "causal" : "non-causal");
+    const Inputs x = make_inputs(2, 5, causal ? 5 : 4, 2, 2, 3, 2);
+    std::vector<at::Tensor> leaves;
+    for (const at::Tensor& t : {x.phi_q, x.phi_k, x.v, x.c_q, x.c_k}) leaves.push_back(t.clone().requires_grad_());
+    const at::Tensor weights = at::randn({2, 5, 2, 2}, make_generator(6), at::kDouble);
+    testing::expect_gradients_match(
+        [&] {
+          return (ops::separable_linear_numerator(leaves[0], leaves[1], leaves[2], leaves[3], leaves[4], causal) *
+                  weights)
+              .sum();
+        },
+        {{"phi_q", leaves[0]}, {"phi_k", leaves[1]}, {"v", leaves[2]}, {"coefficients_q", leaves[3]},
+         {"coefficients_k", leaves[4]}});
+  }
 }
 
 TEST(FusedSeparableLinearAttention, BackwardMatchesAutogradOfMaterialisedFeaturesAcrossTiles) {
-  const Inputs x = make_inputs(3, 70, 131, 2, 3, 4, 5);
-  const at::Tensor weights = at::randn({3, 70, 2, 5}, make_generator(7), at::kDouble);
-  std::vector<at::Tensor> fused, reference;
-  for (auto* grads : {&fused, &reference}) {
-    std::vector<at::Tensor> in;
-    for (const at::Tensor& t : {x.phi_q, x.phi_k, x.v, x.c_q, x.c_k}) in.push_back(t.clone().requires_grad_());
-    const at::Tensor out = grads == &fused ? ops::separable_linear_numerator(in[0], in[1], in[2], in[3], in[4])
-                                           : numerator_materialised(in[0], in[1], in[2], in[3], in[4]);
-    (out * weights).sum().backward();
-    for (const at::Tensor& t : in) grads->push_back(t.grad());
+  for (bool causal : {false, true}) {
+    const Inputs x = make_inputs(3, 70, causal ? 70 : 131, 2, 3, 4, 5);
+    const at::Tensor weights = at::randn({3, 70, 2, 5}, make_generator(7), at::kDouble);
+    std::vector<at::Tensor> fused, reference;
+    for (auto* grads : {&fused, &reference}) {
+      std::vector<at::Tensor> in;
+      for (const at::Tensor& t : {x.phi_q, x.phi_k, x.v, x.c_q, x.c_k}) in.push_back(t.clone().requires_grad_());
+      const at::Tensor out = grads == &fused ? ops::separable_linear_numerator(in[0], in[1], in[2], in[3], in[4], causal)
+                                             : numerator_materialised(in[0], in[1], in[2], in[3], in[4], causal);
+      (out * weights).sum().backward();
+      for (const at::Tensor& t : in) grads->push_back(t.grad());
+    }
+    for (size_t i = 0; i < fused.size(); ++i)
+      EXPECT_LT((fused[i] - reference[i]).abs().max().item<double>(),
+                1e-10 * std::max(1.0, reference[i].abs().max().item<double>()))
+          << "input " << i << (causal ? ", causal" : "");
   }
-  for (size_t i = 0; i < fused.size(); ++i)
-    EXPECT_LT((fused[i] - reference[i]).abs().max().item<double>(),
-              1e-10 * std::max(1.0, reference[i].abs().max().item<double>()))
-        << "input " << i;
 }
 
 TEST(FusedSeparableLinearAttention, BadInputsAreClearErrors) {
@@ -106,6 +133,9 @@ TEST(FusedSeparableLinearAttention, BadInputsAreClearErrors) {
                         "coefficients_q");
   EXPECT_ERROR_CONTAINS(ops::separable_linear_numerator(x.phi_q, x.phi_k, x.v.narrow(1, 0, 5), x.c_q, x.c_k),
                         "must agree with phi_k");
+  const Inputs cross = make_inputs(2, 6, 5, 2, 3, 4, 5);
+  EXPECT_ERROR_CONTAINS(ops::separable_linear_numerator(cross.phi_q, cross.phi_k, cross.v, cross.c_q, cross.c_k, true),
+                        "causal attention needs as many keys as queries, got 5 and 6");
   EXPECT_ERROR_CONTAINS(ops::separable_linear_numerator(x.phi_q, x.phi_k.to(at::kFloat), x.v, x.c_q, x.c_k),
                         "share a dtype");
   EXPECT_ERROR_CONTAINS(ops::separable_linear_numerator(x.phi_q.flatten(2), x.phi_k, x.v, x.c_q, x.c_k), "expected phi_q");

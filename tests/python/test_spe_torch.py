@@ -572,8 +572,12 @@ class LinearAttentionTest(unittest.TestCase):
         self.assertLess(max_error(spe_torch.linear_attention_separable(q, k, v, c_q, c_k, padding), want), 1e-12)
         got32 = spe_torch.linear_attention_separable(q.float(), k.float(), v.float(), c_q.float(), c_k.float(), padding)
         self.assertLess(max_error(got32.double(), want), 1e-4)
+        want = linear_reference(q, k, v, 1e-6, True, padding, psi_q, psi_k)
+        self.assertLess(max_error(spe_torch.causal_linear_attention_separable(q, k, v, c_q, c_k, padding), want), 1e-12)
         leaves = [t.clone().requires_grad_() for t in (q[:, :4], k[:, :4], v[:, :4], c_q[:4], c_k[:4])]
-        self.assertTrue(torch.autograd.gradcheck(torch.ops.spe.separable_linear_numerator, tuple(leaves)))
+        for causal in (False, True):
+            self.assertTrue(torch.autograd.gradcheck(
+                lambda *x: torch.ops.spe.separable_linear_numerator(*x, causal), tuple(leaves)))
         with self.assertRaisesRegex(ValueError, r"coefficients_k must be \(N, H, M, J\)"):
             spe_torch.linear_attention_separable(q, k, v, c_q, c_k[..., :3])
 

@@ -63,6 +63,12 @@ at::Tensor separable_linear_attention(const at::Tensor& phi_q, const at::Tensor&
                                       const SeparableFeatures& separable, const at::Tensor& key_padding = {},
                                       double eps = 1e-6);
 
+// The same, causal (Nq == Nk): the fused op's causal form on CPU (chunks of positions, memory flat
+// in N), causal_linear_attention over psi materialised elsewhere.
+at::Tensor causal_separable_linear_attention(const at::Tensor& phi_q, const at::Tensor& phi_k, const at::Tensor& v,
+                                             const SeparableFeatures& separable, const at::Tensor& key_padding = {},
+                                             double eps = 1e-6);
+
 // The unnormalised causal product sum_{n <= m} (a_m . b_n) v_n of a: (B, N, H, P), b: (B, N, H, P),
 // v: (B, N, H, Dv) -> (B, N, H, Dv), in chunks of `chunk` positions: a masked C x C product
 // inside each chunk and prefix sums of b_n v_n^T across chunks (ATen ops, any device, autograd).

@@ -13,6 +13,9 @@ namespace {
 // Positions per tile: a tile of psi and its gradient (64 x M J, 45 KB each at M J = 176 in
 // float32) stay in L2 while their products run.
 constexpr int64_t kTile = 64;
+// Positions per chunk of the causal form: its masked C x C scores cost C M J per position on top
+// of the 2 M J Dv of the carried state, so the chunk is kept smaller.
+constexpr int64_t kCausalChunk = 32;
 
 // One side (queries or keys) of one (batch, head) pair: position n's rows of phi and c.
 template <typename T>
@@ -68,18 +71,115 @@ SPE_INLINE void scatter_tile_gradient(const Side<T>& x, int64_t M, int64_t J, in
   }
 }
 
+// Zeroes the entries of a t x t block (row stride ld) above its diagonal: key m after query n.
+template <typename T>
+SPE_INLINE void keep_lower_triangle(T* a, int64_t t, int64_t ld) {
+  for (int64_t i = 0; i < t; ++i) std::fill(a + i * ld + i + 1, a + i * ld + t, T(0));
+}
+
 template <typename T>
 struct ForwardArgs {
   const SeparableShape& s;
+  bool causal;
   const T *phi_q, *phi_k, *v, *c_q, *c_k;
-  T *out, *kv;
+  T *out, *kv;  // kv: non-causal only
 };
 template <typename T>
 struct BackwardArgs {
   const SeparableShape& s;
+  bool causal;
   const T *phi_q, *phi_k, *v, *c_q, *c_k, *kv, *grad_out;
   T *grad_phi_q, *grad_phi_k, *grad_v, *grad_c_q, *grad_c_k;
 };
+
+// One (batch, head) pair's rows in every tensor.
+template <typename T>
+struct PairRows {
+  Side<T> q, k;
+  int64_t q_rows, k_rows;  // the first row of phi_q, phi_k (and their gradients)
+  int64_t q_values, k_values;  // the first row of out and grad_out, of v and grad_v
+};
+template <typename T>
+PairRows<T> pair_rows(const SeparableShape& s, const T* phi_q, const T* phi_k, const T* c_q, const T* c_k, int64_t b,
+                      int64_t h) {
+  return {side_of(s, phi_q, c_q, s.queries, b, h), side_of(s, phi_k, c_k, s.keys, b, h),
+          pair_offset(s, s.queries, b, h, s.features), pair_offset(s, s.keys, b, h, s.features),
+          pair_offset(s, s.queries, b, h, s.value_dim), pair_offset(s, s.keys, b, h, s.value_dim)};
+}
+
+// Causal (Nq = Nk = N), by chunks of C positions: out_c = psi_q_c S + tril(psi_q_c psi_k_c^T) v_c,
+// S = sum of psi_k_m v_m^T over the chunks before (M J x Dv, carried).
+template <class Tile, typename T>
+SPE_INLINE void causal_forward_pair(const ForwardArgs<T>& a, int64_t b, int64_t h, std::vector<T>& work,
+                                    std::vector<T>& scratch) {
+  const SeparableShape& s = a.s;
+  const int64_t M = s.features, J = s.coefficients, F = M * J, Dv = s.value_dim, ld_v = s.heads * Dv;
+  constexpr int64_t C = kCausalChunk;
+  const PairRows<T> p = pair_rows(s, a.phi_q, a.phi_k, a.c_q, a.c_k, b, h);
+  const T* v = a.v + p.k_values;
+  T* out = a.out + p.q_values;
+  work.assign(static_cast<size_t>(2 * C * F + C * C + F * Dv), T(0));
+  T *psi_q = work.data(), *psi_k = psi_q + C * F, *scores = psi_k + C * F, *state = scores + C * C;
+  for (int64_t start = 0; start < s.queries; start += C) {
+    const int64_t t = std::min(C, s.queries - start);
+    build_tile(p.q, M, J, start, t, psi_q);
+    build_tile(p.k, M, J, start, t, psi_k);
+    const T* vc = v + start * ld_v;
+    T* oc = out + start * ld_v;
+    small_gemm<Tile>(false, false, t, Dv, F, psi_q, F, state, Dv, false, oc, ld_v, scratch);
+    small_gemm<Tile>(false, true, t, t, F, psi_q, F, psi_k, F, false, scores, C, scratch);
+    keep_lower_triangle(scores, t, C);
+    small_gemm<Tile>(false, false, t, Dv, t, scores, C, vc, ld_v, true, oc, ld_v, scratch);
+    small_gemm<Tile>(true, false, F, Dv, t, psi_k, F, vc, ld_v, true, state, Dv, scratch);
+  }
+}
+
+// Given g = d loss / d out, causal. A first sweep carries S forward for the queries' gradients,
+// d psi_q_c = g_c S^T + tril(g_c v_c^T) psi_k_c; a second, from the last chunk back, carries
+// R = sum of psi_q_n g_n^T over the chunks after, for d psi_k_c = tril(g_c v_c^T)^T psi_q_c + v_c R^T
+// and d v_c = tril(psi_q_c psi_k_c^T)^T g_c + psi_k_c R.
+template <class Tile, typename T>
+SPE_INLINE void causal_backward_pair(const BackwardArgs<T>& a, int64_t b, int64_t h, std::vector<T>& work,
+                                     std::vector<T>& scratch) {
+  const SeparableShape& s = a.s;
+  const int64_t M = s.features, J = s.coefficients, F = M * J, Dv = s.value_dim, ld_v = s.heads * Dv;
+  constexpr int64_t C = kCausalChunk;
+  const PairRows<T> p = pair_rows(s, a.phi_q, a.phi_k, a.c_q, a.c_k, b, h);
+  const T *v = a.v + p.k_values, *g = a.grad_out + p.q_values;
+  T* grad_v = a.grad_v + p.k_values;
+  work.assign(static_cast<size_t>(3 * C * F + 2 * C * C + F * Dv), T(0));
+  T *psi_q = work.data(), *psi_k = psi_q + C * F, *grad_psi = psi_k + C * F;
+  T *grad_scores = grad_psi + C * F, *scores = grad_scores + C * C, *state = scores + C * C;
+  auto chunk_at = [&](int64_t start) {  // builds the chunk's psi and tril(g_c v_c^T); returns its length
+    const int64_t t = std::min(C, s.queries - start);
+    build_tile(p.q, M, J, start, t, psi_q);
+    build_tile(p.k, M, J, start, t, psi_k);
+    small_gemm<Tile>(false, true, t, t, Dv, g + start * ld_v, ld_v, v + start * ld_v, ld_v, false, grad_scores, C,
+                     scratch);
+    keep_lower_triangle(grad_scores, t, C);
+    return t;
+  };
+  for (int64_t start = 0; start < s.queries; start += C) {
+    const int64_t t = chunk_at(start);
+    small_gemm<Tile>(false, true, t, F, Dv, g + start * ld_v, ld_v, state, Dv, false, grad_psi, F, scratch);
+    small_gemm<Tile>(false, false, t, F, t, grad_scores, C, psi_k, F, true, grad_psi, F, scratch);
+    scatter_tile_gradient(p.q, M, J, start, t, grad_psi, a.grad_phi_q + p.q_rows, a.grad_c_q + h * F);
+    small_gemm<Tile>(true, false, F, Dv, t, psi_k, F, v + start * ld_v, ld_v, true, state, Dv, scratch);
+  }
+  std::fill(state, state + F * Dv, T(0));  // now R
+  for (int64_t start = (s.queries - 1) / C * C; start >= 0; start -= C) {
+    const int64_t t = chunk_at(start);
+    const T *vc = v + start * ld_v, *gc = g + start * ld_v;
+    small_gemm<Tile>(true, false, t, F, t, grad_scores, C, psi_q, F, false, grad_psi, F, scratch);
+    small_gemm<Tile>(false, true, t, F, Dv, vc, ld_v, state, Dv, true, grad_psi, F, scratch);
+    small_gemm<Tile>(false, true, t, t, F, psi_q, F, psi_k, F, false, scores, C, scratch);
+    keep_lower_triangle(scores, t, C);
+    small_gemm<Tile>(true, false, t, Dv, t, scores, C, gc, ld_v, false, grad_v + start * ld_v, ld_v, scratch);
+    small_gemm<Tile>(false, false, t, Dv, F, psi_k, F, state, Dv, true, grad_v + start * ld_v, ld_v, scratch);
+    scatter_tile_gradient(p.k, M, J, start, t, grad_psi, a.grad_phi_k + p.k_rows, a.grad_c_k + h * F);
+    small_gemm<Tile>(true, false, F, Dv, t, psi_q, F, gc, ld_v, true, state, Dv, scratch);
+  }
+}
 
 // kv = sum_m psi_k_m v_m^T, then out_n = kv^T psi_q_n, one tile of psi at a time.
 template <class Tile, typename T>
@@ -87,9 +187,10 @@ SPE_INLINE void forward_pair(const ForwardArgs<T>& a, int64_t b, int64_t h, std:
                              std::vector<T>& scratch) {
   const SeparableShape& s = a.s;
   const int64_t M = s.features, J = s.coefficients, F = M * J, Dv = s.value_dim, ld_v = s.heads * Dv;
-  const Side<T> q = side_of(s, a.phi_q, a.c_q, s.queries, b, h), k = side_of(s, a.phi_k, a.c_k, s.keys, b, h);
-  const T* v = a.v + pair_offset(s, s.keys, b, h, Dv);
-  T* out = a.out + pair_offset(s, s.queries, b, h, Dv);
+  const PairRows<T> p = pair_rows(s, a.phi_q, a.phi_k, a.c_q, a.c_k, b, h);
+  const Side<T> &q = p.q, &k = p.k;
+  const T* v = a.v + p.k_values;
+  T* out = a.out + p.q_values;
   T* kv = a.kv + (b * s.heads + h) * F * Dv;
   std::fill(kv, kv + F * Dv, T(0));
   for (int64_t start = 0; start < k.length; start += kTile) {
@@ -111,11 +212,10 @@ SPE_INLINE void backward_pair(const BackwardArgs<T>& a, int64_t b, int64_t h, st
                               std::vector<T>& scratch) {
   const SeparableShape& s = a.s;
   const int64_t M = s.features, J = s.coefficients, F = M * J, Dv = s.value_dim, ld_v = s.heads * Dv;
-  const Side<T> q = side_of(s, a.phi_q, a.c_q, s.queries, b, h), k = side_of(s, a.phi_k, a.c_k, s.keys, b, h);
-  const int64_t q_rows = pair_offset(s, s.queries, b, h, M), k_rows = pair_offset(s, s.keys, b, h, M);
-  const T* g = a.grad_out + pair_offset(s, s.queries, b, h, Dv);
-  const T* v = a.v + pair_offset(s, s.keys, b, h, Dv);
-  T* grad_v = a.grad_v + pair_offset(s, s.keys, b, h, Dv);
+  const PairRows<T> p = pair_rows(s, a.phi_q, a.phi_k, a.c_q, a.c_k, b, h);
+  const Side<T> &q = p.q, &k = p.k;
+  const T *g = a.grad_out + p.q_values, *v = a.v + p.k_values;
+  T* grad_v = a.grad_v + p.k_values;
   T* grad_c_q = a.grad_c_q + h * F;
   T* grad_c_k = a.grad_c_k + h * F;
   work.resize(static_cast<size_t>(2 * kTile * F + 3 * F * Dv));
@@ -132,7 +232,7 @@ SPE_INLINE void backward_pair(const BackwardArgs<T>& a, int64_t b, int64_t h, st
     build_tile(q, M, J, start, t, psi);
     small_gemm<Tile>(true, false, F, Dv, t, psi, F, g + start * ld_v, ld_v, true, grad_kv, Dv, scratch);
     small_gemm<Tile>(false, false, t, F, Dv, g + start * ld_v, ld_v, kv_t, F, false, grad_psi, F, scratch);
-    scatter_tile_gradient(q, M, J, start, t, grad_psi, a.grad_phi_q + q_rows, grad_c_q);
+    scatter_tile_gradient(q, M, J, start, t, grad_psi, a.grad_phi_q + p.q_rows, grad_c_q);
   }
   transpose<Bytes>(F, Dv, grad_kv, Dv, grad_kv_t, F);
   for (int64_t start = 0; start < k.length; start += kTile) {
@@ -140,7 +240,7 @@ SPE_INLINE void backward_pair(const BackwardArgs<T>& a, int64_t b, int64_t h, st
     build_tile(k, M, J, start, t, psi);
     small_gemm<Tile>(false, false, t, F, Dv, v + start * ld_v, ld_v, grad_kv_t, F, false, grad_psi, F, scratch);
     small_gemm<Tile>(false, false, t, Dv, F, psi, F, grad_kv, Dv, false, grad_v + start * ld_v, ld_v, scratch);
-    scatter_tile_gradient(k, M, J, start, t, grad_psi, a.grad_phi_k + k_rows, grad_c_k);
+    scatter_tile_gradient(k, M, J, start, t, grad_psi, a.grad_phi_k + p.k_rows, grad_c_k);
   }
 }
 
@@ -149,9 +249,14 @@ SPE_INLINE void backward_pair(const BackwardArgs<T>& a, int64_t b, int64_t h, st
 struct ForwardPairs {
   template <class Tile, typename T>
   static SPE_INLINE void run(const ForwardArgs<T>& a, int64_t begin, int64_t end) {
-    std::vector<T> psi(static_cast<size_t>(kTile * a.s.features * a.s.coefficients)), scratch;
-    for (int64_t pair = begin; pair < end; ++pair)
-      forward_pair<Tile>(a, pair / a.s.heads, pair % a.s.heads, psi, scratch);
+    std::vector<T> work(static_cast<size_t>(kTile * a.s.features * a.s.coefficients)), scratch;
+    for (int64_t pair = begin; pair < end; ++pair) {
+      const int64_t b = pair / a.s.heads, h = pair % a.s.heads;
+      if (a.causal)
+        causal_forward_pair<Tile>(a, b, h, work, scratch);
+      else
+        forward_pair<Tile>(a, b, h, work, scratch);
+    }
   }
 };
 struct BackwardHeads {
@@ -159,36 +264,41 @@ struct BackwardHeads {
   static SPE_INLINE void run(const BackwardArgs<T>& a, int64_t begin, int64_t end) {
     std::vector<T> work, scratch;
     for (int64_t h = begin; h < end; ++h)
-      for (int64_t b = 0; b < a.s.batch; ++b) backward_pair<Tile>(a, b, h, work, scratch);
+      for (int64_t b = 0; b < a.s.batch; ++b) {
+        if (a.causal)
+          causal_backward_pair<Tile>(a, b, h, work, scratch);
+        else
+          backward_pair<Tile>(a, b, h, work, scratch);
+      }
   }
 };
 
 }  // namespace
 
 template <typename T>
-void separable_linear_numerator_forward(const SeparableShape& s, const T* phi_q, const T* phi_k, const T* v,
-                                        const T* c_q, const T* c_k, T* out, T* kv) {
-  const ForwardArgs<T> args{s, phi_q, phi_k, v, c_q, c_k, out, kv};
+void separable_linear_numerator_forward(const SeparableShape& s, bool causal, const T* phi_q, const T* phi_k,
+                                        const T* v, const T* c_q, const T* c_k, T* out, T* kv) {
+  const ForwardArgs<T> args{s, causal, phi_q, phi_k, v, c_q, c_k, out, kv};
   const Isa isa = best_isa();  // (outside the threads: it may throw, on a bad SPE_KERNEL_ISA)
   at::parallel_for(0, s.batch * s.heads, 1,
                    [&](int64_t begin, int64_t end) { run_for_isa<ForwardPairs>(isa, args, begin, end); });
 }
 
 template <typename T>
-void separable_linear_numerator_backward(const SeparableShape& s, const T* phi_q, const T* phi_k, const T* v,
-                                         const T* c_q, const T* c_k, const T* kv, const T* grad_out, T* grad_phi_q,
-                                         T* grad_phi_k, T* grad_v, T* grad_c_q, T* grad_c_k) {
-  const BackwardArgs<T> args{s, phi_q, phi_k, v, c_q, c_k, kv, grad_out, grad_phi_q, grad_phi_k, grad_v, grad_c_q,
-                             grad_c_k};
+void separable_linear_numerator_backward(const SeparableShape& s, bool causal, const T* phi_q, const T* phi_k,
+                                         const T* v, const T* c_q, const T* c_k, const T* kv, const T* grad_out,
+                                         T* grad_phi_q, T* grad_phi_k, T* grad_v, T* grad_c_q, T* grad_c_k) {
+  const BackwardArgs<T> args{s,        causal,     phi_q,      phi_k,  v,        c_q,     c_k,
+                             kv,       grad_out,   grad_phi_q, grad_phi_k, grad_v, grad_c_q, grad_c_k};
   const Isa isa = best_isa();
   at::parallel_for(0, s.heads, 1,
                    [&](int64_t begin, int64_t end) { run_for_isa<BackwardHeads>(isa, args, begin, end); });
 }
 
 #define SPE_INSTANTIATE(T)                                                                                        \
-  template void separable_linear_numerator_forward<T>(const SeparableShape&, const T*, const T*, const T*,        \
+  template void separable_linear_numerator_forward<T>(const SeparableShape&, bool, const T*, const T*, const T*,  \
                                                       const T*, const T*, T*, T*);                                \
-  template void separable_linear_numerator_backward<T>(const SeparableShape&, const T*, const T*, const T*,       \
+  template void separable_linear_numerator_backward<T>(const SeparableShape&, bool, const T*, const T*, const T*, \
                                                        const T*, const T*, const T*, const T*, T*, T*, T*, T*, T*);
 SPE_INSTANTIATE(float)
 SPE_INSTANTIATE(double)
