@@ -3,16 +3,19 @@
 # linear attention in the LRA setup of configs/TASK/compare.yaml (ReLU features, [CLS] token,
 # lr 3e-3, positions on the features, sineSPE's exact code; retrieval: mean pooling and lr 1e-3,
 # with which alone a model leaves chance there) with every positional kind, and softmax
-# with Shaw and with rotary as quadratic references. Seeds run in passes (seed 1 of every cell of
-# every task first), so a stopped grid has whole seeds; resumable: finished runs are skipped,
-# interrupted ones resume from their checkpoint. One thread per run.
-#   scripts/lra_grids.sh SEEDS OUT [TASKS]      TASKS default: "listops retrieval text image"
-# Environment: SPE (the spe binary, default build/spe).
+# with Shaw and with rotary as quadratic references. Seeds run in passes (seed S of every cell of
+# every task before seed S + 1), so a stopped grid has whole seeds; resumable: finished runs are
+# skipped, interrupted ones resume from their checkpoint. One thread per run, JOBS runs at a time
+# (each cell its own `spe compare` process, the slowest kinds started first).
+#   scripts/lra_grids.sh SEEDS OUT [TASKS] [FIRST_SEED]   TASKS default: "listops retrieval text image"
+# Environment: SPE (the spe binary, default build/spe), JOBS (runs at a time, default 1).
 # Then each OUT/TASK/{linear,softmax}/results.md holds the grid's table (mean +- sd over seeds).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-seeds=${1:?seeds}; out=${2:?output folder}; tasks=${3:-listops retrieval text image}
-spe=${SPE:-build/spe}
+seeds=${1:?seeds}; out=${2:?output folder}; tasks=${3:-listops retrieval text image}; first=${4:-1}
+spe=${SPE:-build/spe}; jobs=${JOBS:-1}
+linear_kinds=(conv_spe sine_spe decay rotary sinusoidal none)  # slowest first, for the runs at a time
+softmax_kinds=(shaw rotary)
 
 # Data, made once (data/ is not in git).
 prepare() {
@@ -33,14 +36,29 @@ steps() {
   esac
 }
 
+# One task's seeds FIRST..S with attention ATTENTION and the kinds given: `spe compare` over them
+# (with all finished it only writes the table of seeds FIRST..S).
+compare() {
+  local task=$1 s=$2 attention=$3 kinds=$4 n
+  n=$(steps "$task")
+  "$spe" --threads 1 compare --task "$task" --seeds "$s" --first-seed "$first" \
+    --set "data.dir=data/$task" "train.steps=$n" "train.eval_every=$((n / 10))" \
+    "train.checkpoint_every=$((n / 10))" train.log_every=50 --out "$out/$task/$attention" \
+    --attention "$attention" --pe "$kinds"
+}
+export -f compare steps
+export spe out first
+
 for task in $tasks; do prepare "$task"; done
-for s in $(seq 1 "$seeds"); do
+for s in $(seq "$first" "$seeds"); do
   for task in $tasks; do
-    n=$(steps "$task")
-    common=(--task "$task" --seeds "$s" --set "data.dir=data/$task" "train.steps=$n"
-            "train.eval_every=$((n / 10))" "train.checkpoint_every=$((n / 10))" train.log_every=50)
-    "$spe" --threads 1 compare "${common[@]}" --out "$out/$task/linear" --attention linear \
-      --pe none,sinusoidal,rotary,sine_spe,conv_spe,decay
-    "$spe" --threads 1 compare "${common[@]}" --out "$out/$task/softmax" --attention softmax --pe shaw,rotary
+    mkdir -p "$out/$task"
+    # one line per cell, "TASK SEED ATTENTION KIND", run JOBS at a time, each with its own log
+    { for pe in "${linear_kinds[@]}"; do echo "$task $s linear $pe"; done
+      for pe in "${softmax_kinds[@]}"; do echo "$task $s softmax $pe"; done; } |
+      xargs -P "$jobs" -L 1 bash -c 'compare "$0" "$1" "$2" "$3" > "$out/$0/$2-$3-seed$1.log" 2>&1'
+    # the tables of every cell together
+    compare "$task" "$s" linear "$(IFS=,; echo "${linear_kinds[*]}")"
+    compare "$task" "$s" softmax "$(IFS=,; echo "${softmax_kinds[*]}")"
   done
 done
