@@ -3,6 +3,7 @@
 #include <malloc.h>
 
 #include <fstream>
+#include <limits>
 #include <string>
 
 namespace spe {
@@ -26,8 +27,8 @@ void reset_resident_peak() { std::ofstream("/proc/self/clear_refs") << "5"; }
 
 void retain_freed_memory() {
   constexpr int kMiB = 1 << 20;
-  mallopt(M_MMAP_THRESHOLD, 256 * kMiB);  // also turns off the threshold's own adjustment
-  mallopt(M_TRIM_THRESHOLD, 1024 * kMiB);
+  mallopt(M_MMAP_THRESHOLD, std::numeric_limits<int>::max());  // also turns off the threshold's own adjustment
+  mallopt(M_TRIM_THRESHOLD, -1);                                // never hand the heap's top back
   mallopt(M_TOP_PAD, 64 * kMiB);
 }
 
