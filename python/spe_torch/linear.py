@@ -81,12 +81,19 @@ def mask_keys(where: str, phi_k: Tensor, key_padding: Optional[Tensor]) -> Tenso
     return phi_k * key_padding.to(phi_k.dtype)[:, :, None, None]
 
 
+def _divide_by_normaliser(numerator: Tensor, phi_q: Tensor, keys: Tensor, eps: float, causal: bool) -> Tensor:
+    """numerator (B, Nq, H, Dv) / max(phi_q_m . sum_n phi_k_n, eps), keys already masked; n <= m when causal."""
+    if causal:
+        denominator = (phi_q * keys.cumsum(1)).sum(-1)                    # (B, N, H)
+    else:
+        denominator = torch.einsum("bnhm,bhm->bnh", phi_q, keys.sum(1))   # (B, Nq, H)
+    return numerator / denominator.clamp_min(eps).unsqueeze(-1)
+
+
 def _normalised_sums(psi_q: Tensor, psi_k: Tensor, phi_q: Tensor, phi_k: Tensor, v: Tensor, eps: float) -> Tensor:
     """Non-causal, keys already masked (psi = phi without positioned features) -> (B, Nq, H, Dv)."""
     kv = torch.einsum("bnhp,bnhd->bhpd", psi_k, v)                        # (B, H, P, Dv)
-    numerator = torch.einsum("bnhp,bhpd->bnhd", psi_q, kv)                # (B, Nq, H, Dv)
-    denominator = torch.einsum("bnhm,bhm->bnh", phi_q, phi_k.sum(1))      # (B, Nq, H)
-    return numerator / denominator.clamp_min(eps).unsqueeze(-1)
+    return _divide_by_normaliser(torch.einsum("bnhp,bhpd->bnhd", psi_q, kv), phi_q, phi_k, eps, False)
 
 
 def linear_attention(phi_q: Tensor, phi_k: Tensor, v: Tensor, key_padding: Optional[Tensor] = None,
@@ -198,9 +205,8 @@ def linear_attention_separable(phi_q: Tensor, phi_k: Tensor, v: Tensor, coeffici
     _check_eps(where, eps)
     _check_separable(where, phi_q, phi_k, coefficients_q, coefficients_k)
     keys = mask_keys(where, phi_k, key_padding)
-    numerator = _separable_numerator(phi_q, keys, v, coefficients_q, coefficients_k, False)
-    denominator = torch.einsum("bnhm,bhm->bnh", phi_q, keys.sum(1))  # (B, Nq, H)
-    return numerator / denominator.clamp_min(eps).unsqueeze(-1)
+    return _divide_by_normaliser(_separable_numerator(phi_q, keys, v, coefficients_q, coefficients_k, False), phi_q,
+                                 keys, eps, False)
 
 
 def causal_linear_attention_separable(phi_q: Tensor, phi_k: Tensor, v: Tensor, coefficients_q: Tensor,
@@ -214,9 +220,8 @@ def causal_linear_attention_separable(phi_q: Tensor, phi_k: Tensor, v: Tensor, c
     _check_causal(where, phi_q, phi_k)
     _check_separable(where, phi_q, phi_k, coefficients_q, coefficients_k)
     keys = mask_keys(where, phi_k, key_padding)
-    numerator = _separable_numerator(phi_q, keys, v, coefficients_q, coefficients_k, True)
-    denominator = (phi_q * keys.cumsum(1)).sum(-1)  # (B, N, H)
-    return numerator / denominator.clamp_min(eps).unsqueeze(-1)
+    return _divide_by_normaliser(_separable_numerator(phi_q, keys, v, coefficients_q, coefficients_k, True), phi_q,
+                                 keys, eps, True)
 
 
 def causal_linear_attention_positioned(phi_q: Tensor, phi_k: Tensor, v: Tensor, psi_q: Tensor, psi_k: Tensor,
@@ -230,8 +235,7 @@ def causal_linear_attention_positioned(phi_q: Tensor, phi_k: Tensor, v: Tensor, 
     _check_causal(where, phi_q, phi_k)
     _check_positioned(where, phi_q, phi_k, psi_q, psi_k)
     numerator = causal_product(psi_q, mask_keys(where, psi_k, key_padding), v, chunk)  # (B, N, H, Dv)
-    denominator = (phi_q * mask_keys(where, phi_k, key_padding).cumsum(1)).sum(-1)  # (B, N, H)
-    return numerator / denominator.clamp_min(eps).unsqueeze(-1)
+    return _divide_by_normaliser(numerator, phi_q, mask_keys(where, phi_k, key_padding), eps, True)
 
 
 def _check_log_decay(where: str, log_decay: Tensor, x: Tensor) -> None:

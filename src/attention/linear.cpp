@@ -74,10 +74,12 @@ void check_numerator(const char* where, const at::Tensor& phi_q, const at::Tenso
               phi_q.device(), ")");
 }
 
-// Non-causal: numerator (B, Nq, H, Dv) / max(phi_q_m^T sum_n phi_k_n, eps), keys already masked.
+// numerator (B, Nq, H, Dv) / max(phi_q_m^T sum_n phi_k_n, eps), keys already masked; the sum over
+// n <= m when causal.
 at::Tensor divide_by_normaliser(const at::Tensor& numerator, const at::Tensor& phi_q, const at::Tensor& keys,
-                                double eps) {
-  at::Tensor denominator = at::einsum("bnhm,bhm->bnh", {phi_q, keys.sum(1)});  // (B, Nq, H)
+                                double eps, bool causal = false) {
+  const at::Tensor denominator = causal ? (phi_q * keys.cumsum(1)).sum(-1)                        // (B, N, H)
+                                        : at::einsum("bnhm,bhm->bnh", {phi_q, keys.sum(1)});  // (B, Nq, H)
   return numerator / denominator.clamp_min(eps).unsqueeze(-1);
 }
 
@@ -127,9 +129,7 @@ at::Tensor causal_linear_attention(const at::Tensor& phi_q, const at::Tensor& ph
   TORCH_CHECK(phi_q.size(1) == phi_k.size(1), "causal_linear_attention: queries (", phi_q.size(1),
               ") and keys (", phi_k.size(1), ") must have the same length");
   at::Tensor keys = mask_keys(phi_k, key_padding), positioned_keys = mask_keys(numerator.key, key_padding);
-  at::Tensor numerator_out = causal_product(numerator.query, positioned_keys, v);      // (B, N, H, Dv)
-  at::Tensor denominator = (phi_q * keys.cumsum(1)).sum(-1);                           // (B, N, H)
-  return numerator_out / denominator.clamp_min(eps).unsqueeze(-1);
+  return divide_by_normaliser(causal_product(numerator.query, positioned_keys, v), phi_q, keys, eps, /*causal=*/true);
 }
 
 // The coefficients must pair with phi_q, phi_k: (N, H, M, J) at their N, H, M, with one J, dtype and device.
@@ -180,10 +180,9 @@ at::Tensor causal_separable_linear_attention(const at::Tensor& phi_q, const at::
   if (!fused_kernel_takes(phi_q))
     return causal_linear_attention(phi_q, phi_k, v, positioned_features(phi_q, phi_k, separable), key_padding, eps);
   const at::Tensor keys = mask_keys(phi_k, key_padding);
-  const at::Tensor numerator =
-      ops::separable_linear_numerator(phi_q, keys, v, separable.query, separable.key, /*causal=*/true);
-  const at::Tensor denominator = (phi_q * keys.cumsum(1)).sum(-1);  // (B, N, H)
-  return numerator / denominator.clamp_min(eps).unsqueeze(-1);
+  return divide_by_normaliser(
+      ops::separable_linear_numerator(phi_q, keys, v, separable.query, separable.key, /*causal=*/true), phi_q, keys,
+      eps, /*causal=*/true);
 }
 
 at::Tensor causal_product(const at::Tensor& a, const at::Tensor& b, const at::Tensor& v, int64_t chunk) {
