@@ -2,7 +2,8 @@
 // every core:
 //   build/bench/spe_benchmarks --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
 // Sizes are (N) with B = 4, H = 8, D = M = R = 64, K = 5 (the separable numerator: J = 2K + 1
-// coefficients per feature, sineSPE's exact gated code); counters give GFLOP/s of the fused
+// coefficients per feature, sineSPE's exact gated code), except convSPE's correlation, at the text
+// task's code (N = 2048: H D = 64 channels, R = 32, S = 128); counters give GFLOP/s of the fused
 // algorithm's own flop count, so reference rows read as "the same work done this fast".
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -15,6 +16,7 @@
 #include "spe/encoding/sine_spe.h"
 #include "spe/encoding/spe_filter.h"
 #include "spe/ops/causal_linear_attention.h"
+#include "spe/ops/depthwise_correlation.h"
 #include "spe/ops/separable_linear_attention.h"
 
 namespace {
@@ -76,6 +78,29 @@ void separable(benchmark::State& state, bool fused, bool causal) {
   state.counters["GFLOP/s"] = benchmark::Counter(per_position * B * H * n * state.iterations() / 1e9, benchmark::Counter::kIsRate);
 }
 
+// convSPE's filters on its noise, forward and the filters' gradient (the noise needs none): the fused
+// op on the (X, C, R) rows against LibTorch's grouped conv1d on the (R, C, X) layout it needs,
+// with the permutes that layout costs.
+void correlation(benchmark::State& state, bool fused) {
+  constexpr int64_t C = 64, Rc = 32, S = 128;
+  const int64_t n = state.range(0);
+  const at::Tensor x = at::randn({n + S - 1, C, Rc});
+  at::Tensor w = (at::rand({C, S}) / 8).requires_grad_();
+  const at::Tensor no_bias;
+  for (auto _ : state) {
+    w.mutable_grad().reset();
+    const at::Tensor out =
+        fused ? spe::ops::depthwise_correlation(x, w)
+              : at::conv1d(x.permute({2, 1, 0}), w.unsqueeze(1), no_bias, at::IntArrayRef{1}, at::IntArrayRef{0},
+                           at::IntArrayRef{1}, C)
+                    .permute({2, 1, 0})
+                    .contiguous();
+    out.sum().backward();
+  }
+  const double per_position = 4.0 * C * Rc * S;  // forward and the filters' gradient, 2 S flops each
+  state.counters["GFLOP/s"] = benchmark::Counter(per_position * n * state.iterations() / 1e9, benchmark::Counter::kIsRate);
+}
+
 BENCHMARK_CAPTURE(causal, fused, true)->Arg(1024)->Arg(4096)->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(causal, quadratic, false)->Arg(1024)->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(sine, fused, true)->Arg(1024)->Arg(4096)->Unit(benchmark::kMillisecond);
@@ -84,6 +109,8 @@ BENCHMARK_CAPTURE(separable, fused, true, false)->Arg(1024)->Arg(4096)->Unit(ben
 BENCHMARK_CAPTURE(separable, materialised, false, false)->Arg(1024)->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(separable, causal_fused, true, true)->Arg(1024)->Arg(4096)->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(separable, causal_materialised, false, true)->Arg(1024)->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(correlation, fused, true)->Arg(2048)->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(correlation, conv1d, false)->Arg(2048)->Unit(benchmark::kMillisecond);
 
 }  // namespace
 

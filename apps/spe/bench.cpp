@@ -216,21 +216,37 @@ void bench_sine(const BenchArgs& a) {
 
 }  // namespace
 
-// convSPE code generation, direct depthwise convolution against FFTs, over filter sizes: the
-// measurements behind ConvAlgorithm::automatic. Forward only (drawing a code).
+// convSPE code generation, direct correlation (1-D: the fused op) against FFTs, over filter sizes:
+// the measurements behind ConvAlgorithm::automatic. Drawing a code (forward) and, as training does,
+// a code and its filters' gradients (forward + backward), interleaved.
 void bench_conv(const BenchArgs& a, int64_t ndim, const std::vector<int64_t>& kernel_sizes) {
-  at::NoGradGuard no_grad;
-  for (int64_t size : kernel_sizes)
-    for (ConvAlgorithm algorithm : {ConvAlgorithm::direct, ConvAlgorithm::fft}) {
-      ConvSPE spe(ConvSPEOptions(a.heads, a.dim).ndim(ndim).kernel_size(size).realizations(a.realizations).algorithm(algorithm));
-      const std::vector<int64_t> shape(ndim, a.lengths.front());
-      const Timing t = time_median([&] { spe->forward(shape); }, a.repeats);
+  const std::vector<int64_t> shape(ndim, a.lengths.front());
+  for (int64_t size : kernel_sizes) {
+    std::vector<ConvSPE> modules;
+    std::vector<std::function<void()>> forwards, trainings;
+    for (ConvAlgorithm algorithm : {ConvAlgorithm::direct, ConvAlgorithm::fft})
+      modules.emplace_back(
+          ConvSPEOptions(a.heads, a.dim).ndim(ndim).kernel_size(size).realizations(a.realizations).algorithm(algorithm));
+    for (ConvSPE& spe : modules) {
+      forwards.push_back([spe, &shape]() mutable {
+        at::NoGradGuard no_grad;
+        spe->forward(shape);
+      });
+      trainings.push_back([spe, &shape]() mutable {
+        for (auto& p : spe->parameters()) p.mutable_grad().reset();
+        const SPECode code = spe->forward(shape);
+        (code.qbar.sum() + code.kbar.sum()).backward();
+      });
+    }
+    const std::vector<Timing> forward = time_medians_interleaved(forwards, a.repeats);
+    const std::vector<Timing> training = time_medians_interleaved(trainings, a.repeats);
+    for (size_t i = 0; i < modules.size(); ++i)
       std::cout << fmt::format(
           "{{\"scenario\": \"conv_spe_code\", \"algorithm\": \"{}\", \"ndim\": {}, \"extent\": {}, \"S\": {}, "
-          "\"H\": {}, \"D\": {}, \"R\": {}, \"threads\": {}, \"forward_s\": {:.6g}}}\n",
-          algorithm == ConvAlgorithm::direct ? "direct" : "fft", ndim, a.lengths.front(), size, a.heads, a.dim,
-          a.realizations, at::get_num_threads(), t.median_s);
-    }
+          "\"H\": {}, \"D\": {}, \"R\": {}, \"threads\": {}, \"forward_s\": {:.6g}, \"forward_backward_s\": {:.6g}}}\n",
+          i == 0 ? "direct" : "fft", ndim, a.lengths.front(), size, a.heads, a.dim, a.realizations,
+          at::get_num_threads(), forward[i].median_s, training[i].median_s);
+  }
 }
 
 // The options every kernel scenario has: sizes, repeats, dtype and the reference switch.

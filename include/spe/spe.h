@@ -17,6 +17,7 @@
 #include "spe/attention/softmax.h"
 #include "spe/attention/linear.h"
 #include "spe/ops/causal_linear_attention.h"
+#include "spe/ops/depthwise_correlation.h"
 #include "spe/ops/separable_linear_attention.h"
 #include "spe/ops/sine_spe_filter.h"
 #include "spe/nn/model.h"

@@ -1,7 +1,7 @@
 """Convolutional Stochastic Positional Encoding (convSPE), as spe's C++ spe::ConvSPE
 (include/spe/encoding/conv_spe.h), over sequences (ndim 1) or images (ndim 2). White noise
 Z ~ N(0, 1) of extent L + 4S per axis for every (r, h, d) is cross-correlated with each filter
-without padding and cropped to [S, S + L):
+without padding and cropped to [S, S + L) (1-D on CPU: torch.ops.spe.depthwise_correlation, fused):
   Qbar = (Z * weight_q) / (R D)^(1/4),   Kbar = (Z * weight_k) / (R D)^(1/4)
 so E[sum_r Qbar(m) Kbar(n)] = sqrt(R / D) sum_j weight_q[j] weight_k[j + (m - n)] (per axis).
 weight_q produces Qbar; the authors' code names it conv_k."""
@@ -12,9 +12,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import _library
 from ._checks import check_positive, shape_of
 
 CONV_ALGORITHMS = ("automatic", "direct", "fft")
+FFT_MIN_TAPS_1D = 2048  # "automatic" takes FFTs for 1-D filters from this many taps (C++ kFftMinTaps1d)
 
 
 def _direct_correlate(x: Tensor, w: Tensor) -> Tensor:
@@ -37,13 +39,24 @@ def _fft_correlate(x: Tensor, w: Tensor) -> Tensor:
     return out
 
 
-def depthwise_correlate(x: Tensor, w: Tensor, algorithm: str, fft_min_taps_1d: int = 512) -> Tensor:
+def _uses_fft(w: Tensor, algorithm: str, fft_min_taps_1d: int = FFT_MIN_TAPS_1D) -> bool:
+    large_1d = w.dim() == 3 and w.size(2) >= fft_min_taps_1d
+    return algorithm == "fft" or (algorithm == "automatic" and large_1d)
+
+
+def depthwise_correlate(x: Tensor, w: Tensor, algorithm: str, fft_min_taps_1d: int = FFT_MIN_TAPS_1D) -> Tensor:
     """x (batch, H*D, extent...) against w (H, D, S...) -> (batch, H*D, extent - S + 1 ...). "automatic"
     takes FFTs for 1-D filters of fft_min_taps_1d taps or more (the crossover spe measured), else direct."""
-    large_1d = w.dim() == 3 and w.size(2) >= fft_min_taps_1d
-    if algorithm == "fft" or (algorithm == "automatic" and large_1d):
+    if _uses_fft(w, algorithm, fft_min_taps_1d):
         return _fft_correlate(x, w)
     return _direct_correlate(x, w)
+
+
+def _fused_sequence_correlation(w: Tensor, algorithm: str) -> bool:
+    """Whether a 1-D code's direct correlation runs on torch.ops.spe.depthwise_correlation (CPU, float32 or
+    float64), which reads the noise rows (positions, H*D, R) as drawn and writes the code in its order."""
+    return w.dim() == 3 and not _uses_fft(w, algorithm) and w.device.type == "cpu" and \
+        (w.dtype == torch.float32 or w.dtype == torch.float64)
 
 
 class ConvSPE(nn.Module):
@@ -85,6 +98,15 @@ class ConvSPE(nn.Module):
         for extent in shape:
             check_positive(where, "every extent of shape", extent)
 
+    def _sequence_code_of(self, rows: Tensor, w: Tensor, length: int, scale: float) -> Tensor:
+        """The noise rows (L + 4S, H*D, R) filtered by w, positions [0, L) -> (L, H, D, R): the rows under
+        their filters, [S, L + 2S - 1), through the fused op."""
+        if not torch.jit.is_scripting():
+            _library.load_library()
+        under = rows.narrow(0, self.kernel_size, length + self.kernel_size - 1)
+        code = torch.ops.spe.depthwise_correlation(under, (w * scale).flatten(0, 1))
+        return code.view(length, self.heads, self.dim, rows.size(2))
+
     def _code_of(self, z: Tensor, w: Tensor, shape: List[int], scale: float) -> Tensor:
         """The noise z (R, H*D, extents...) filtered by w, cropped to shape -> (N, H, D, R)."""
         c = depthwise_correlate(z, w, self.algorithm)
@@ -100,8 +122,17 @@ class ConvSPE(nn.Module):
         self._check_shape("ConvSPE.forward", shape)
         check_positive("ConvSPE.forward", "realizations (R)", r)
         extents = [extent + 4 * self.kernel_size for extent in shape]
-        z = torch.randn([r, self.heads * self.dim] + extents, dtype=self.weight_q.dtype, device=self.weight_q.device)
         scale = float(r * self.dim) ** -0.25
+        if self.ndim == 1:  # noise rows by position, as C++ draws them: (L + 4S, H*D, R)
+            rows = torch.randn([extents[0], self.heads * self.dim, r], dtype=self.weight_q.dtype,
+                               device=self.weight_q.device)
+            if _fused_sequence_correlation(self.weight_q, self.algorithm):
+                return (self._sequence_code_of(rows, self.weight_q, shape[0], scale),
+                        self._sequence_code_of(rows, self.weight_k, shape[0], scale))
+            z = rows.permute(2, 1, 0)
+        else:
+            z = torch.randn([r, self.heads * self.dim] + extents, dtype=self.weight_q.dtype,
+                            device=self.weight_q.device)
         return self._code_of(z, self.weight_q, shape, scale), self._code_of(z, self.weight_k, shape, scale)
 
     def expected_kernel(self, shape: List[int], realizations: Optional[int] = None) -> Tensor:

@@ -10,14 +10,16 @@
 #include <vector>
 
 #include "check.h"
+#include "spe/ops/depthwise_correlation.h"
 
 namespace spe {
 namespace {
 
 // With the automatic algorithm, 1-D filters of at least this many taps go through FFTs: the
-// crossover measured on this project's machine (docs/BENCHMARKS.md). In 2-D the direct
-// depthwise convolution won at every size measured (up to 24 x 24), so it is always used.
-constexpr int64_t kFftMinTaps1d = 512;
+// crossover measured on this project's machine for a code and its gradient, since the direct
+// correlation is the fused op (docs/BENCHMARKS.md, "convSPE codes"). In 2-D the direct depthwise
+// convolution is always used (it won every forward measured, up to 24 x 24).
+constexpr int64_t kFftMinTaps1d = 2048;
 
 // Depthwise cross-correlation of x (batch, H*D, extent...) with w (H, D, S...), no padding:
 // out[t] = sum_j w[j] x[t + j], t in [0, extent - S].
@@ -52,10 +54,21 @@ at::Tensor fft_correlate(const at::Tensor& x, const at::Tensor& w) {
   return out;
 }
 
-at::Tensor depthwise_correlate(const at::Tensor& x, const at::Tensor& w, ConvAlgorithm algorithm) {
+bool uses_fft(const at::Tensor& w, ConvAlgorithm algorithm) {
   const bool large_1d = w.dim() == 3 && w.size(2) >= kFftMinTaps1d;
-  const bool fft = algorithm == ConvAlgorithm::fft || (algorithm == ConvAlgorithm::automatic && large_1d);
-  return fft ? fft_correlate(x, w) : direct_correlate(x, w);
+  return algorithm == ConvAlgorithm::fft || (algorithm == ConvAlgorithm::automatic && large_1d);
+}
+
+at::Tensor depthwise_correlate(const at::Tensor& x, const at::Tensor& w, ConvAlgorithm algorithm) {
+  return uses_fft(w, algorithm) ? fft_correlate(x, w) : direct_correlate(x, w);
+}
+
+// Whether a code's direct correlation runs on the fused CPU op (ops/depthwise_correlation.h), which
+// reads the noise rows where they are and writes the code in its (N, H, D, R) order: 1-D filters
+// on CPU in float32 or float64.
+bool fused_sequence_correlation(const at::Tensor& w, ConvAlgorithm algorithm) {
+  return w.dim() == 3 && !uses_fft(w, algorithm) && w.device().is_cpu() &&
+         (w.scalar_type() == at::kFloat || w.scalar_type() == at::kDouble);
 }
 
 }  // namespace
@@ -123,6 +136,15 @@ SPECode ConvSPEImpl::code_for_key(at::IntArrayRef shape, uint64_t key, c10::opti
     rows *= extents.back();
   }
   const at::Tensor rows_noise = keyed_normal_rows(key, 0, rows, h * d * r, weight_q.options());
+  const double scale = code_scale(r, d);
+  if (fused_sequence_correlation(weight_q, options.algorithm())) {
+    // The noise rows under the filters of positions [0, L): [S, L + 2S - 1), (L + S - 1, H*D, R).
+    const at::Tensor z = rows_noise.view({rows, h * d, r}).narrow(0, first_noise_row(0, s), shape[0] + s - 1);
+    auto code_of = [&](const at::Tensor& w) {
+      return ops::depthwise_correlation(z, (w * scale).reshape({h * d, s})).view({shape[0], h, d, r});
+    };
+    return {code_of(weight_q), code_of(weight_k)};
+  }
   // (extents..., H*D, R) -> (R, H*D, extents...)
   std::vector<int64_t> noise_shape = extents, order{static_cast<int64_t>(extents.size()) + 1,
                                                     static_cast<int64_t>(extents.size())};
@@ -130,7 +152,6 @@ SPECode ConvSPEImpl::code_for_key(at::IntArrayRef shape, uint64_t key, c10::opti
   for (size_t axis = 0; axis < extents.size(); ++axis) order.push_back(static_cast<int64_t>(axis));
   const at::Tensor z = rows_noise.view(noise_shape).permute(order);
 
-  const double scale = code_scale(r, d);
   auto code_of = [&](const at::Tensor& w) {
     at::Tensor c = depthwise_correlate(z, w, options.algorithm());  // (R, H*D, extent + 3S + 1 ...)
     for (size_t axis = 0; axis < shape.size(); ++axis) c = c.narrow(2 + axis, first_noise_row(0, s), shape[axis]);

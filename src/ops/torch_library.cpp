@@ -4,6 +4,7 @@
 #include <torch/library.h>
 
 #include "spe/ops/causal_linear_attention.h"
+#include "spe/ops/depthwise_correlation.h"
 #include "spe/ops/separable_linear_attention.h"
 #include "spe/ops/sine_spe_filter.h"
 
@@ -38,6 +39,7 @@ TORCH_LIBRARY(spe, m) {
        "int chunk=" + chunk + ") -> Tensor")
           .c_str(),
       &decayed_causal_linear_attention_op);
+  m.def("depthwise_correlation(Tensor x, Tensor filters) -> Tensor", &spe::ops::depthwise_correlation);
   m.def(
       "separable_linear_numerator(Tensor phi_q, Tensor phi_k, Tensor v, Tensor coefficients_q, Tensor coefficients_k, "
       "bool causal=False) -> Tensor",

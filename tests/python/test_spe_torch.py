@@ -464,12 +464,12 @@ class ConvSPETest(unittest.TestCase):
             torch.manual_seed(14)
             qbar, kbar = conv([L])
             torch.manual_seed(14)
-            z = torch.randn(R, H * D, L + 4 * S, dtype=F64).view(R, H, D, -1)
+            z = torch.randn(L + 4 * S, H, D, R, dtype=F64)  # noise rows by position, as C++ draws them
             for w, code in ((conv.weight_q, qbar), (conv.weight_k, kbar)):
                 want = torch.zeros(L, H, D, R, dtype=F64)
                 for t in range(L):
                     for j in range(S):
-                        want[t] += w.data[..., j, None] * z[..., t + S + j].permute(1, 2, 0)
+                        want[t] += w.data[..., j, None] * z[t + S + j]
                 self.assertLess(max_error(code, want / (R * D) ** 0.25), 1e-12)
 
     def test_2d_code_is_flattened_row_major(self):

@@ -126,5 +126,30 @@ class SineSPEFilter(unittest.TestCase):
             torch.ops.spe.sine_spe_filter(x, f.float(), theta, w)
 
 
+class DepthwiseCorrelation(unittest.TestCase):
+    def inputs(self, requires_grad=False):
+        g = torch.Generator().manual_seed(2)
+        x = torch.randn(20, 3, 5, generator=g, dtype=torch.float64)     # (X, C, R)
+        w = torch.randn(3, 7, generator=g, dtype=torch.float64)         # (C, S)
+        return [t.requires_grad_(requires_grad) for t in (x, w)]
+
+    def test_matches_the_formula(self):
+        x, w = self.inputs()
+        out = torch.ops.spe.depthwise_correlation(x, w)
+        want = torch.zeros(14, 3, 5, dtype=torch.float64)
+        for t in range(14):
+            for j in range(7):
+                want[t] += w[:, j, None] * x[t + j]
+        self.assertLess((out - want).abs().max().item(), 1e-12)
+
+    def test_gradcheck(self):
+        self.assertTrue(torch.autograd.gradcheck(torch.ops.spe.depthwise_correlation, tuple(self.inputs(True))))
+
+    def test_bad_input_is_named(self):
+        x, w = self.inputs()
+        with self.assertRaisesRegex(RuntimeError, "one row per channel"):
+            torch.ops.spe.depthwise_correlation(x, w[:2])
+
+
 if __name__ == "__main__":
     unittest.main()

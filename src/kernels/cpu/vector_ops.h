@@ -268,6 +268,10 @@ SPE_INLINE void small_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int
   for (; l + Tile::vecs * W <= n; l += Tile::vecs * W)
     gemm_columns<Tile::rows, Tile::vecs, Bytes>(m, k, a, a_row, a_col, b + l, ldb, accumulate,
                                                 row_init ? row_init + l : nullptr, c + l, ldc);
+  if constexpr (Tile::vecs > 2)  // two vectors of columns: twice the accumulators of one
+    for (; l + 2 * W <= n; l += 2 * W)
+      gemm_columns<Tile::rows, 2, Bytes>(m, k, a, a_row, a_col, b + l, ldb, accumulate,
+                                         row_init ? row_init + l : nullptr, c + l, ldc);
   for (; l + W <= n; l += W)
     gemm_columns<Tile::rows, 1, Bytes>(m, k, a, a_row, a_col, b + l, ldb, accumulate,
                                        row_init ? row_init + l : nullptr, c + l, ldc);
