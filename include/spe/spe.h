@@ -16,6 +16,7 @@
 #include "spe/attention/feature_maps.h"
 #include "spe/attention/softmax.h"
 #include "spe/attention/linear.h"
+#include "spe/ops/apply_spe_code.h"
 #include "spe/ops/causal_linear_attention.h"
 #include "spe/ops/depthwise_correlation.h"
 #include "spe/ops/separable_linear_attention.h"

@@ -10,8 +10,19 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor, nn
 
+from . import _library
 from ._checks import check_heads, check_positive, check_same_dtype, check_same_shape, shape_of
 from .sine_spe import SINE_NOISES, SineCode, filter_with_code, orthogonal_rows
+
+
+def _apply_code(x: Tensor, code: Tensor) -> Tensor:
+    """x (B, N, H, D) filtered by the first N rows of code (N' >= N, H, D, R) -> (B, N, H, R): on CPU (float32,
+    float64) torch.ops.spe.apply_spe_code, one small product per (position, head); an einsum elsewhere."""
+    if x.device.type == "cpu" and (x.dtype == torch.float32 or x.dtype == torch.float64):
+        if not torch.jit.is_scripting():
+            _library.load_library()
+        return torch.ops.spe.apply_spe_code(x, code)
+    return torch.einsum("bnhd,nhdr->bnhr", x, code[:x.size(1)])
 
 
 def _scaled_gate_noise(eps: Tensor) -> Tensor:
@@ -134,8 +145,7 @@ class SPEFilter(nn.Module):
             raise ValueError(f"{where}: qbar must be (N', H, D, R) with N' >= N = {q.size(1)}, "
                              f"got shape {shape_of(qbar)}")
         qbar, kbar = self.gated_materialised(qbar, kbar, self.sample_gate_noise(qbar.size(3), qbar.dtype))
-        n = q.size(1)
-        return torch.einsum("bnhd,nhdr->bnhr", q, qbar[:n]), torch.einsum("bnhd,nhdr->bnhr", k, kbar[:n])
+        return _apply_code(q, qbar), _apply_code(k, kbar)
 
     def gate_features(self, x: Tensor, features: Tensor) -> Tensor:
         """The gate on exact features: x (B, N, H, D), features (B, N, H, D, J) (SineSPE.exact_features)

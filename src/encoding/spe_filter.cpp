@@ -6,6 +6,7 @@
 
 #include "check.h"
 #include "orthogonal_rows.h"
+#include "spe/ops/apply_spe_code.h"
 
 namespace spe {
 
@@ -136,7 +137,9 @@ void check_against_code(const at::Tensor& x, int64_t length, int64_t heads, int6
 at::Tensor spe_apply_code(const at::Tensor& x, const at::Tensor& code) {
   TORCH_CHECK(code.dim() == 4, "SPE filter: code must be (N, H, D, R), got shape ", code.sizes());
   check_against_code(x, code.size(0), code.size(1), code.size(2), code.scalar_type(), code.device());
-  // (B, N, H, D) x (N, H, D, R) -> (B, N, H, R)
+  // (B, N, H, D) x (N, H, D, R) -> (B, N, H, R): on CPU the fused op, one small product per (n, h)
+  if (x.device().is_cpu() && (x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble))
+    return ops::apply_spe_code(x, code);
   return at::einsum("bnhd,nhdr->bnhr", {x, code.narrow(0, 0, x.size(1))});
 }
 

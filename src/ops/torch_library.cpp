@@ -3,6 +3,7 @@
 // the C++ implementations record their own backward with autograd.
 #include <torch/library.h>
 
+#include "spe/ops/apply_spe_code.h"
 #include "spe/ops/causal_linear_attention.h"
 #include "spe/ops/depthwise_correlation.h"
 #include "spe/ops/separable_linear_attention.h"
@@ -39,6 +40,7 @@ TORCH_LIBRARY(spe, m) {
        "int chunk=" + chunk + ") -> Tensor")
           .c_str(),
       &decayed_causal_linear_attention_op);
+  m.def("apply_spe_code(Tensor x, Tensor code) -> Tensor", &spe::ops::apply_spe_code);
   m.def("depthwise_correlation(Tensor x, Tensor filters) -> Tensor", &spe::ops::depthwise_correlation);
   m.def(
       "separable_linear_numerator(Tensor phi_q, Tensor phi_k, Tensor v, Tensor coefficients_q, Tensor coefficients_k, "

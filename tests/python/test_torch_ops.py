@@ -151,5 +151,27 @@ class DepthwiseCorrelation(unittest.TestCase):
             torch.ops.spe.depthwise_correlation(x, w[:2])
 
 
+class ApplySPECode(unittest.TestCase):
+    def inputs(self, requires_grad=False):
+        g = torch.Generator().manual_seed(3)
+        x = torch.randn(3, 4, 2, 5, generator=g, dtype=torch.float64)     # (B, N, H, D)
+        code = torch.randn(6, 2, 5, 7, generator=g, dtype=torch.float64)  # (N' >= N, H, D, R)
+        return [t.requires_grad_(requires_grad) for t in (x, code)]
+
+    def test_matches_the_formula(self):
+        x, code = self.inputs()
+        out = torch.ops.spe.apply_spe_code(x, code)
+        want = (x[..., None] * code[None, :4]).sum(3)
+        self.assertLess((out - want).abs().max().item(), 1e-12)
+
+    def test_gradcheck(self):
+        self.assertTrue(torch.autograd.gradcheck(torch.ops.spe.apply_spe_code, tuple(self.inputs(True))))
+
+    def test_bad_input_is_named(self):
+        x, code = self.inputs()
+        with self.assertRaisesRegex(RuntimeError, "positions exceed the code"):
+            torch.ops.spe.apply_spe_code(x, code[:3])
+
+
 if __name__ == "__main__":
     unittest.main()
