@@ -5,6 +5,7 @@
 
 #include "kernels/cpu/apply_spe_code.h"
 #include "ops/fresh_tensor.h"
+#include "ops/input_checks.h"
 
 namespace spe::ops {
 namespace {
@@ -53,13 +54,7 @@ void check_inputs(const at::Tensor& x, const at::Tensor& code) {
   TORCH_CHECK(code.size(1) == x.size(2) && code.size(2) == x.size(3), where, ": the code has (H, D) = (",
               code.size(1), ", ", code.size(2), ") but x has (", x.size(2), ", ", x.size(3), ")");
   TORCH_CHECK(x.size(1) <= code.size(0), where, ": ", x.size(1), " positions exceed the code's ", code.size(0));
-  for (const at::Tensor* t : {&x, &code}) {
-    TORCH_CHECK(t->device().is_cpu(), where, ": the fused kernel runs on CPU, got ", t->device());
-    TORCH_CHECK(t->scalar_type() == x.scalar_type(), where, ": inputs must share a dtype, got ", x.scalar_type(),
-                " and ", t->scalar_type());
-  }
-  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble, where,
-              ": float32 or float64 expected, got ", x.scalar_type());
+  check_cpu_floating(where, {&x, &code});
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 
 #include "kernels/cpu/depthwise_correlation.h"
 #include "ops/fresh_tensor.h"
+#include "ops/input_checks.h"
 
 namespace spe::ops {
 namespace {
@@ -60,13 +61,7 @@ void check_inputs(const at::Tensor& x, const at::Tensor& filters) {
               x.sizes(), " (C = ", x.size(1), ")");
   TORCH_CHECK(filters.size(1) >= 1 && filters.size(1) <= x.size(0), where, ": the filters' length S = ", filters.size(1),
               " must be between 1 and the extent of x, ", x.size(0));
-  for (const at::Tensor* t : {&x, &filters}) {
-    TORCH_CHECK(t->device().is_cpu(), where, ": the fused kernel runs on CPU, got ", t->device());
-    TORCH_CHECK(t->scalar_type() == x.scalar_type(), where, ": inputs must share a dtype, got ", x.scalar_type(),
-                " and ", t->scalar_type());
-  }
-  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble, where,
-              ": float32 or float64 expected, got ", x.scalar_type());
+  check_cpu_floating(where, {&x, &filters});
 }
 
 }  // namespace

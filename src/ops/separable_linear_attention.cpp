@@ -5,6 +5,7 @@
 
 #include "kernels/cpu/separable_linear_attention.h"
 #include "ops/fresh_tensor.h"
+#include "ops/input_checks.h"
 
 namespace spe::ops {
 namespace {
@@ -77,13 +78,7 @@ void check_inputs(const at::Tensor& phi_q, const at::Tensor& phi_k, const at::Te
   TORCH_CHECK(c_k.size(0) == Nk && c_k.size(1) == H && c_k.size(2) == M && c_k.size(3) == c_q.size(3), where,
               ": coefficients_k ", c_k.sizes(), " must be (Nk, H, M, J) = (", Nk, ", ", H, ", ", M, ", ", c_q.size(3),
               ")");
-  for (const at::Tensor* t : {&phi_q, &phi_k, &v, &c_q, &c_k}) {
-    TORCH_CHECK(t->device().is_cpu(), where, ": the fused kernel runs on CPU, got ", t->device());
-    TORCH_CHECK(t->scalar_type() == phi_q.scalar_type(), where, ": inputs must share a dtype, got ",
-                phi_q.scalar_type(), " and ", t->scalar_type());
-  }
-  TORCH_CHECK(phi_q.scalar_type() == at::kFloat || phi_q.scalar_type() == at::kDouble, where,
-              ": float32 or float64 expected, got ", phi_q.scalar_type());
+  check_cpu_floating(where, {&phi_q, &phi_k, &v, &c_q, &c_k});
 }
 
 }  // namespace
