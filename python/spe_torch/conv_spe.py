@@ -52,10 +52,10 @@ def depthwise_correlate(x: Tensor, w: Tensor, algorithm: str, fft_min_taps_1d: i
     return _direct_correlate(x, w)
 
 
-def _fused_sequence_correlation(w: Tensor, algorithm: str) -> bool:
-    """Whether a 1-D code's direct correlation runs on torch.ops.spe.depthwise_correlation (CPU, float32 or
-    float64), which reads the noise rows (positions, H*D, R) as drawn and writes the code in its order."""
-    return w.dim() == 3 and not _uses_fft(w, algorithm) and w.device.type == "cpu" and \
+def _fused_correlation(w: Tensor, algorithm: str) -> bool:
+    """Whether a code's direct correlation runs on torch.ops.spe.depthwise_correlation (CPU, float32 or
+    float64), which reads the noise rows (positions..., H*D, R) as drawn and writes the code in its order."""
+    return not _uses_fft(w, algorithm) and w.device.type == "cpu" and \
         (w.dtype == torch.float32 or w.dtype == torch.float64)
 
 
@@ -98,14 +98,16 @@ class ConvSPE(nn.Module):
         for extent in shape:
             check_positive(where, "every extent of shape", extent)
 
-    def _sequence_code_of(self, rows: Tensor, w: Tensor, length: int, scale: float) -> Tensor:
-        """The noise rows (L + 4S, H*D, R) filtered by w, positions [0, L) -> (L, H, D, R): the rows under
-        their filters, [S, L + 2S - 1), through the fused op."""
+    def _fused_code_of(self, rows: Tensor, w: Tensor, shape: List[int], scale: float) -> Tensor:
+        """The noise rows (extents..., H*D, R) filtered by w, positions [0, L) per axis -> (N, H, D, R):
+        the noise under their filters, [S, L + 2S - 1) per axis, through the fused op."""
         if not torch.jit.is_scripting():
             _library.load_library()
-        under = rows.narrow(0, self.kernel_size, length + self.kernel_size - 1)
+        under = rows
+        for axis, extent in enumerate(shape):
+            under = under.narrow(axis, self.kernel_size, extent + self.kernel_size - 1)
         code = torch.ops.spe.depthwise_correlation(under, (w * scale).flatten(0, 1))
-        return code.view(length, self.heads, self.dim, rows.size(2))
+        return code.reshape(-1, self.heads, self.dim, rows.size(-1))
 
     def _code_of(self, z: Tensor, w: Tensor, shape: List[int], scale: float) -> Tensor:
         """The noise z (R, H*D, extents...) filtered by w, cropped to shape -> (N, H, D, R)."""
@@ -123,16 +125,12 @@ class ConvSPE(nn.Module):
         check_positive("ConvSPE.forward", "realizations (R)", r)
         extents = [extent + 4 * self.kernel_size for extent in shape]
         scale = float(r * self.dim) ** -0.25
-        if self.ndim == 1:  # noise rows by position, as C++ draws them: (L + 4S, H*D, R)
-            rows = torch.randn([extents[0], self.heads * self.dim, r], dtype=self.weight_q.dtype,
-                               device=self.weight_q.device)
-            if _fused_sequence_correlation(self.weight_q, self.algorithm):
-                return (self._sequence_code_of(rows, self.weight_q, shape[0], scale),
-                        self._sequence_code_of(rows, self.weight_k, shape[0], scale))
-            z = rows.permute(2, 1, 0)
-        else:
-            z = torch.randn([r, self.heads * self.dim] + extents, dtype=self.weight_q.dtype,
-                            device=self.weight_q.device)
+        # noise rows by position, as C++ draws them: (extents..., H*D, R)
+        rows = torch.randn(extents + [self.heads * self.dim, r], dtype=self.weight_q.dtype, device=self.weight_q.device)
+        if _fused_correlation(self.weight_q, self.algorithm):
+            return (self._fused_code_of(rows, self.weight_q, shape, scale),
+                    self._fused_code_of(rows, self.weight_k, shape, scale))
+        z = rows.permute([self.ndim + 1, self.ndim] + list(range(self.ndim)))  # (R, H*D, extents...)
         return self._code_of(z, self.weight_q, shape, scale), self._code_of(z, self.weight_k, shape, scale)
 
     def expected_kernel(self, shape: List[int], realizations: Optional[int] = None) -> Tensor:

@@ -17,8 +17,8 @@ namespace {
 
 // With the automatic algorithm, 1-D filters of at least this many taps go through FFTs: the
 // crossover measured on this project's machine for a code and its gradient, since the direct
-// correlation is the fused op (docs/BENCHMARKS.md, "convSPE codes"). In 2-D the direct depthwise
-// convolution is always used (it won every forward measured, up to 24 x 24).
+// correlation is the fused op (docs/BENCHMARKS.md, "convSPE codes"). In 2-D the direct correlation
+// is always used.
 constexpr int64_t kFftMinTaps1d = 2048;
 
 // Depthwise cross-correlation of x (batch, H*D, extent...) with w (H, D, S...), no padding:
@@ -64,10 +64,10 @@ at::Tensor depthwise_correlate(const at::Tensor& x, const at::Tensor& w, ConvAlg
 }
 
 // Whether a code's direct correlation runs on the fused CPU op (ops/depthwise_correlation.h), which
-// reads the noise rows where they are and writes the code in its (N, H, D, R) order: 1-D filters
-// on CPU in float32 or float64.
-bool fused_sequence_correlation(const at::Tensor& w, ConvAlgorithm algorithm) {
-  return w.dim() == 3 && !uses_fft(w, algorithm) && w.device().is_cpu() &&
+// reads the noise rows as they are drawn and writes the code in its (N, H, D, R) order: on CPU in
+// float32 or float64.
+bool fused_correlation(const at::Tensor& w, ConvAlgorithm algorithm) {
+  return !uses_fft(w, algorithm) && w.device().is_cpu() &&
          (w.scalar_type() == at::kFloat || w.scalar_type() == at::kDouble);
 }
 
@@ -137,11 +137,16 @@ SPECode ConvSPEImpl::code_for_key(at::IntArrayRef shape, uint64_t key, c10::opti
   }
   const at::Tensor rows_noise = keyed_normal_rows(key, 0, rows, h * d * r, weight_q.options());
   const double scale = code_scale(r, d);
-  if (fused_sequence_correlation(weight_q, options.algorithm())) {
-    // The noise rows under the filters of positions [0, L): [S, L + 2S - 1), (L + S - 1, H*D, R).
-    const at::Tensor z = rows_noise.view({rows, h * d, r}).narrow(0, first_noise_row(0, s), shape[0] + s - 1);
+  if (fused_correlation(weight_q, options.algorithm())) {
+    // The noise under the filters of positions [0, L) along each axis, [S, L + 2S - 1):
+    // (L + S - 1, H*D, R) or (L1 + S - 1, L2 + S - 1, H*D, R).
+    std::vector<int64_t> grid = extents;
+    grid.insert(grid.end(), {h * d, r});
+    at::Tensor z = rows_noise.view(grid);
+    for (size_t axis = 0; axis < shape.size(); ++axis)
+      z = z.narrow(static_cast<int64_t>(axis), first_noise_row(0, s), shape[axis] + s - 1);
     auto code_of = [&](const at::Tensor& w) {
-      return ops::depthwise_correlation(z, (w * scale).reshape({h * d, s})).view({shape[0], h, d, r});
+      return ops::depthwise_correlation(z, (w * scale).flatten(0, 1)).view({-1, h, d, r});
     };
     return {code_of(weight_q), code_of(weight_k)};
   }

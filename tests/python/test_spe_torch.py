@@ -478,10 +478,10 @@ class ConvSPETest(unittest.TestCase):
         torch.manual_seed(15)
         qbar, _ = conv([3, 2])
         torch.manual_seed(15)
-        z = torch.randn(R, H * D, 3 + 4 * S, 2 + 4 * S, dtype=F64).view(R, H, D, 3 + 4 * S, 2 + 4 * S)
+        z = torch.randn(3 + 4 * S, 2 + 4 * S, H, D, R, dtype=F64)  # noise rows by position, as C++ draws them
         for t1 in range(3):
             for t2 in range(2):
-                want = sum(conv.weight_q.data[..., a, b, None] * z[..., t1 + S + a, t2 + S + b].permute(1, 2, 0)
+                want = sum(conv.weight_q.data[..., a, b, None] * z[t1 + S + a, t2 + S + b]
                            for a in range(S) for b in range(S))
                 self.assertLess(max_error(qbar[t1 * 2 + t2], want / (R * D) ** 0.25), 1e-12)
 

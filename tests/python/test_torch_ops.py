@@ -147,7 +147,7 @@ class DepthwiseCorrelation(unittest.TestCase):
 
     def test_bad_input_is_named(self):
         x, w = self.inputs()
-        with self.assertRaisesRegex(RuntimeError, "one row per channel"):
+        with self.assertRaisesRegex(RuntimeError, "one filter per channel"):
             torch.ops.spe.depthwise_correlation(x, w[:2])
 
 

@@ -16,7 +16,7 @@ namespace spe {
 // How the filters are applied to the noise: directly (cost proportional to S per output) or
 // through FFTs (cost proportional to the log of the extent); automatic picks FFTs for 1-D
 // filters of 2048 taps or more, where they were measured faster for a code and its gradient
-// (docs/BENCHMARKS.md); the direct 1-D correlation on CPU is a fused op (ops/depthwise_correlation.h).
+// (docs/BENCHMARKS.md); on CPU the direct correlation is a fused op (ops/depthwise_correlation.h).
 enum class ConvAlgorithm { automatic, direct, fft };
 
 struct ConvSPEOptions {
