@@ -5,6 +5,8 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <tuple>
+
 #include "spe/ops/separable_linear_attention.h"
 #include "spe/random.h"
 #include "support/errors.h"
@@ -106,8 +108,11 @@ TEST(FusedSeparableLinearAttention, BackwardMatchesFiniteDifferences) {
 }
 
 TEST(FusedSeparableLinearAttention, BackwardMatchesAutogradOfMaterialisedFeaturesAcrossTiles) {
-  for (bool causal : {false, true}) {
-    const Inputs x = make_inputs(3, 70, causal ? 70 : 131, 2, 3, 4, 5);
+  // M 3, J 4; then the models' M 16, J 11 (2K + 1), whose features span whole and partial vectors
+  // on every instruction set
+  for (auto [causal, M, J] : {std::tuple<bool, int64_t, int64_t>{false, 3, 4}, {true, 3, 4}, {false, 16, 11},
+                              {true, 16, 11}}) {
+    const Inputs x = make_inputs(3, 70, causal ? 70 : 131, 2, M, J, 5);
     const at::Tensor weights = at::randn({3, 70, 2, 5}, make_generator(7), at::kDouble);
     std::vector<at::Tensor> fused, reference;
     for (auto* grads : {&fused, &reference}) {
@@ -121,7 +126,7 @@ TEST(FusedSeparableLinearAttention, BackwardMatchesAutogradOfMaterialisedFeature
     for (size_t i = 0; i < fused.size(); ++i)
       EXPECT_LT((fused[i] - reference[i]).abs().max().item<double>(),
                 1e-10 * std::max(1.0, reference[i].abs().max().item<double>()))
-          << "input " << i << (causal ? ", causal" : "");
+          << "input " << i << (causal ? ", causal" : "") << ", M " << M << ", J " << J;
   }
 }
 

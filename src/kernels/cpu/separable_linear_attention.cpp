@@ -3,6 +3,8 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "kernels/cpu/dispatch.h"
@@ -36,14 +38,28 @@ inline int64_t pair_offset(const SeparableShape& s, int64_t length, int64_t b, i
   return (b * length * s.heads + h) * width;
 }
 
-// psi (t x M J) at positions [start, start + t): psi[i, d J + j] = phi[i, d] c[i, d, j].
-template <typename T>
+// Feature d's J values in a row of M J are handled as the vectors of W lanes at d J + o, o = 0, W,
+// ... < J, the last one partial (its lanes past J belong to feature d + 1), for the features whose
+// vectors stay inside the row: 0 .. (this count) - 1; the others value by value.
+inline int64_t vector_features(int64_t M, int64_t J, int64_t W) {
+  const int64_t span = (J + W - 1) / W * W;
+  return M * J >= span ? (M * J - span) / J + 1 : 0;
+}
+
+// psi (t x M J) at positions [start, start + t): psi[i, d J + j] = phi[i, d] c[i, d, j]. A vector
+// feature's lanes past d J + J are overwritten by feature d + 1 (ascending d).
+template <class Tile, typename T>
 SPE_INLINE void build_tile(const Side<T>& x, int64_t M, int64_t J, int64_t start, int64_t t, T* psi) {
+  constexpr int Bytes = Tile::bytes;
+  constexpr int64_t W = kLanes<T, Bytes>;
+  const int64_t F = M * J, vector_features = cpu::vector_features(M, J, W);
   for (int64_t i = 0; i < t; ++i) {
     const T* phi = x.phi + (start + i) * x.ld_phi;
     const T* c = x.coef + (start + i) * x.ld_coef;
-    T* row = psi + i * M * J;
-    for (int64_t d = 0; d < M; ++d)
+    T* row = psi + i * F;
+    for (int64_t d = 0; d < vector_features; ++d)
+      for (int64_t o = 0; o < J; o += W) store(row + d * J + o, load<Bytes>(c + d * J + o) * phi[d]);
+    for (int64_t d = vector_features; d < M; ++d)
       for (int64_t j = 0; j < J; ++j) row[d * J + j] = phi[d] * c[d * J + j];
   }
 }
@@ -51,16 +67,47 @@ SPE_INLINE void build_tile(const Side<T>& x, int64_t M, int64_t J, int64_t start
 // From d loss / d psi of a tile (t x M J): d phi[i, d] = sum_j d psi[i, d J + j] c[i, d, j] (written;
 // grad_phi laid out as phi) and d c[i, d, j] += phi[i, d] d psi[i, d J + j] (added: every batch
 // entry adds to it; grad_coef laid out as coef).
-template <typename T>
+// The lanes of a vector feature's partial vector past J are selected out (to 0, whatever they
+// hold): they add 0 to d c and d phi, and the values they load from d c (feature d + 1's) are
+// stored back unchanged before feature d + 1 reads them.
+template <class Tile, typename T>
 SPE_INLINE void scatter_tile_gradient(const Side<T>& x, int64_t M, int64_t J, int64_t start, int64_t t,
                                       const T* grad_psi, T* grad_phi, T* grad_coef) {
+  constexpr int Bytes = Tile::bytes;
+  constexpr int64_t W = kLanes<T, Bytes>;
+  const int64_t vector_features = cpu::vector_features(M, J, W);
+  using Bits = Vec<std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>, Bytes>;
+  Bits full{}, last{};  // all bits set in every lane, in the lanes of the last vector below J
+  for (int64_t l = 0; l < W; ++l) {
+    full[l] = ~full[l];
+    if (l < J - (J - 1) / W * W) last[l] = ~last[l];
+  }
+  auto lanes_of = [](const T* p, const Bits& keep) {  // the vector at p, the lanes outside keep zeroed
+    Bits bits;
+    const Vec<T, Bytes> v = load<Bytes>(p);
+    std::memcpy(&bits, &v, sizeof bits);
+    bits &= keep;
+    Vec<T, Bytes> kept;
+    std::memcpy(&kept, &bits, sizeof kept);
+    return kept;
+  };
   for (int64_t i = 0; i < t; ++i) {
     const int64_t n = start + i;
     const T* phi = x.phi + n * x.ld_phi;
     const T* c = x.coef + n * x.ld_coef;
     const T* g = grad_psi + i * M * J;
     T* gc = grad_coef + n * x.ld_coef;
-    for (int64_t d = 0; d < M; ++d) {
+    for (int64_t d = 0; d < vector_features; ++d) {
+      Vec<T, Bytes> sums{};
+      for (int64_t o = 0; o < J; o += W) {
+        const int64_t at = d * J + o;
+        const Vec<T, Bytes> gd = lanes_of(g + at, o + W <= J ? full : last);
+        sums += gd * load<Bytes>(c + at);
+        store(gc + at, load<Bytes>(gc + at) + gd * phi[d]);
+      }
+      grad_phi[n * x.ld_phi + d] = lane_sum(sums);
+    }
+    for (int64_t d = vector_features; d < M; ++d) {
       T sum = 0;
       for (int64_t j = 0; j < J; ++j) {
         sum += g[d * J + j] * c[d * J + j];
@@ -122,8 +169,8 @@ SPE_INLINE void causal_forward_pair(const ForwardArgs<T>& a, int64_t b, int64_t 
   T *psi_q = work.data(), *psi_k = psi_q + C * F, *scores = psi_k + C * F, *state = scores + C * C;
   for (int64_t start = 0; start < s.queries; start += C) {
     const int64_t t = std::min(C, s.queries - start);
-    build_tile(p.q, M, J, start, t, psi_q);
-    build_tile(p.k, M, J, start, t, psi_k);
+    build_tile<Tile>(p.q, M, J, start, t, psi_q);
+    build_tile<Tile>(p.k, M, J, start, t, psi_k);
     const T* vc = v + start * ld_v;
     T* oc = out + start * ld_v;
     small_gemm<Tile>(false, false, t, Dv, F, psi_q, F, state, Dv, false, oc, ld_v, scratch);
@@ -152,8 +199,8 @@ SPE_INLINE void causal_backward_pair(const BackwardArgs<T>& a, int64_t b, int64_
   T *grad_scores = grad_psi + C * F, *scores = grad_scores + C * C, *state = scores + C * C;
   auto chunk_at = [&](int64_t start) {  // builds the chunk's psi and tril(g_c v_c^T); returns its length
     const int64_t t = std::min(C, s.queries - start);
-    build_tile(p.q, M, J, start, t, psi_q);
-    build_tile(p.k, M, J, start, t, psi_k);
+    build_tile<Tile>(p.q, M, J, start, t, psi_q);
+    build_tile<Tile>(p.k, M, J, start, t, psi_k);
     small_gemm<Tile>(false, true, t, t, Dv, g + start * ld_v, ld_v, v + start * ld_v, ld_v, false, grad_scores, C,
                      scratch);
     keep_lower_triangle(grad_scores, t, C);
@@ -163,7 +210,7 @@ SPE_INLINE void causal_backward_pair(const BackwardArgs<T>& a, int64_t b, int64_
     const int64_t t = chunk_at(start);
     small_gemm<Tile>(false, true, t, F, Dv, g + start * ld_v, ld_v, state, Dv, false, grad_psi, F, scratch);
     small_gemm<Tile>(false, false, t, F, t, grad_scores, C, psi_k, F, true, grad_psi, F, scratch);
-    scatter_tile_gradient(p.q, M, J, start, t, grad_psi, a.grad_phi_q + p.q_rows, a.grad_c_q + h * F);
+    scatter_tile_gradient<Tile>(p.q, M, J, start, t, grad_psi, a.grad_phi_q + p.q_rows, a.grad_c_q + h * F);
     small_gemm<Tile>(true, false, F, Dv, t, psi_k, F, v + start * ld_v, ld_v, true, state, Dv, scratch);
   }
   std::fill(state, state + F * Dv, T(0));  // now R
@@ -176,7 +223,7 @@ SPE_INLINE void causal_backward_pair(const BackwardArgs<T>& a, int64_t b, int64_
     keep_lower_triangle(scores, t, C);
     small_gemm<Tile>(true, false, t, Dv, t, scores, C, gc, ld_v, false, grad_v + start * ld_v, ld_v, scratch);
     small_gemm<Tile>(false, false, t, Dv, F, psi_k, F, state, Dv, true, grad_v + start * ld_v, ld_v, scratch);
-    scatter_tile_gradient(p.k, M, J, start, t, grad_psi, a.grad_phi_k + p.k_rows, a.grad_c_k + h * F);
+    scatter_tile_gradient<Tile>(p.k, M, J, start, t, grad_psi, a.grad_phi_k + p.k_rows, a.grad_c_k + h * F);
     small_gemm<Tile>(true, false, F, Dv, t, psi_q, F, gc, ld_v, true, state, Dv, scratch);
   }
 }
@@ -195,12 +242,12 @@ SPE_INLINE void forward_pair(const ForwardArgs<T>& a, int64_t b, int64_t h, std:
   std::fill(kv, kv + F * Dv, T(0));
   for (int64_t start = 0; start < k.length; start += kTile) {
     const int64_t t = std::min(kTile, k.length - start);
-    build_tile(k, M, J, start, t, psi.data());
+    build_tile<Tile>(k, M, J, start, t, psi.data());
     small_gemm<Tile>(true, false, F, Dv, t, psi.data(), F, v + start * ld_v, ld_v, true, kv, Dv, scratch);
   }
   for (int64_t start = 0; start < q.length; start += kTile) {
     const int64_t t = std::min(kTile, q.length - start);
-    build_tile(q, M, J, start, t, psi.data());
+    build_tile<Tile>(q, M, J, start, t, psi.data());
     small_gemm<Tile>(false, false, t, Dv, F, psi.data(), F, kv, Dv, false, out + start * ld_v, ld_v, scratch);
   }
 }
@@ -229,18 +276,18 @@ SPE_INLINE void backward_pair(const BackwardArgs<T>& a, int64_t b, int64_t h, st
   std::fill(grad_kv, grad_kv + F * Dv, T(0));
   for (int64_t start = 0; start < q.length; start += kTile) {
     const int64_t t = std::min(kTile, q.length - start);
-    build_tile(q, M, J, start, t, psi);
+    build_tile<Tile>(q, M, J, start, t, psi);
     small_gemm<Tile>(true, false, F, Dv, t, psi, F, g + start * ld_v, ld_v, true, grad_kv, Dv, scratch);
     small_gemm<Tile>(false, false, t, F, Dv, g + start * ld_v, ld_v, kv_t, F, false, grad_psi, F, scratch);
-    scatter_tile_gradient(q, M, J, start, t, grad_psi, a.grad_phi_q + p.q_rows, grad_c_q);
+    scatter_tile_gradient<Tile>(q, M, J, start, t, grad_psi, a.grad_phi_q + p.q_rows, grad_c_q);
   }
   transpose<Bytes>(F, Dv, grad_kv, Dv, grad_kv_t, F);
   for (int64_t start = 0; start < k.length; start += kTile) {
     const int64_t t = std::min(kTile, k.length - start);
-    build_tile(k, M, J, start, t, psi);
+    build_tile<Tile>(k, M, J, start, t, psi);
     small_gemm<Tile>(false, false, t, F, Dv, v + start * ld_v, ld_v, grad_kv_t, F, false, grad_psi, F, scratch);
     small_gemm<Tile>(false, false, t, Dv, F, psi, F, grad_kv, Dv, false, grad_v + start * ld_v, ld_v, scratch);
-    scatter_tile_gradient(k, M, J, start, t, grad_psi, a.grad_phi_k + p.k_rows, grad_c_k);
+    scatter_tile_gradient<Tile>(k, M, J, start, t, grad_psi, a.grad_phi_k + p.k_rows, grad_c_k);
   }
 }
 
