@@ -83,6 +83,15 @@ TEST(FusedApplySPECode, BackwardMatchesAutogradOfEinsum) {
   EXPECT_LT(relative_error(code.grad(), grads[1][1]), 1e-12);
 }
 
+TEST(FusedApplySPECode, EmptyInputsGiveEmptyOrZeroOutputs) {
+  const at::Tensor code = at::randn({4, 2, 3, 5}, at::kDouble);
+  EXPECT_EQ(ops::apply_spe_code(at::randn({0, 4, 2, 3}, at::kDouble), code).sizes(), at::IntArrayRef({0, 4, 2, 5}));
+  EXPECT_EQ(ops::apply_spe_code(at::randn({2, 0, 2, 3}, at::kDouble), code).sizes(), at::IntArrayRef({2, 0, 2, 5}));
+  const at::Tensor no_features = ops::apply_spe_code(at::randn({2, 4, 2, 0}, at::kDouble), code.narrow(2, 0, 0));
+  EXPECT_EQ(no_features.sizes(), at::IntArrayRef({2, 4, 2, 5}));
+  EXPECT_EQ(no_features.abs().sum().item<double>(), 0.0);
+}
+
 TEST(FusedApplySPECode, BadInputsAreClearErrors) {
   const at::Tensor x = at::randn({2, 5, 3, 4}, at::kDouble), code = at::randn({6, 3, 4, 7}, at::kDouble);
   EXPECT_ERROR_CONTAINS(ops::apply_spe_code(x.flatten(2), code), "expected x (B, N, H, D) and code (N, H, D, R)");

@@ -151,6 +151,13 @@ TEST(FusedDepthwiseCorrelation, GridBackwardMatchesAutogradOfConv2d) {
   EXPECT_LT(relative_error(grads[0][1], grads[1][1]), 1e-12) << "filters";
 }
 
+TEST(FusedDepthwiseCorrelation, EmptyChannelsOrRealizationsGiveEmptyOutputs) {
+  EXPECT_EQ(ops::depthwise_correlation(at::randn({10, 0, 4}, at::kDouble), at::randn({0, 5}, at::kDouble)).sizes(),
+            at::IntArrayRef({6, 0, 4}));
+  EXPECT_EQ(ops::depthwise_correlation(at::randn({6, 7, 3, 0}, at::kDouble), at::randn({3, 2, 4}, at::kDouble)).sizes(),
+            at::IntArrayRef({5, 4, 3, 0}));
+}
+
 TEST(FusedDepthwiseCorrelation, BadInputsAreClearErrors) {
   const at::Tensor x = at::randn({10, 3, 4}, at::kDouble), w = at::randn({3, 5}, at::kDouble);
   EXPECT_ERROR_CONTAINS(ops::depthwise_correlation(x.flatten(1), w), "expected x (X, C, R) and filters (C, S)");
