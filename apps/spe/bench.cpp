@@ -278,7 +278,7 @@ void add_bench_command(CLI::App& app) {
   sine->add_flag("!--ungated", a->gated, "without the gate");
   sine->callback([a] { bench_sine(*a); });
 
-  auto* conv = sub->add_subcommand("conv", "convSPE code generation: direct convolution vs FFT over filter sizes");
+  auto* conv = sub->add_subcommand("conv", "convSPE codes, forward and with their gradients: direct correlation vs FFT over filter sizes");
   auto conv_ndim = std::make_shared<int64_t>(1);
   auto conv_sizes = std::make_shared<std::vector<int64_t>>(std::vector<int64_t>{32, 128, 512, 1024});
   conv->add_option("--length", a->lengths, "extent of each axis")->check(positive_integer())->capture_default_str();

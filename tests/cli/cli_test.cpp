@@ -313,6 +313,7 @@ TEST(CliBench, EveryScenarioReportsItsMeasurements) {
   ASSERT_EQ(lines.size(), 4u) << conv.output;  // (direct, fft) for each size
   EXPECT_EQ(lines[3]["algorithm"], "fft");
   EXPECT_EQ(lines[3]["S"], 3);
+  EXPECT_GT(lines[3]["forward_backward_s"].get<double>(), 0.0);  // a code and its filters' gradients
   CliRun generate = run_cli("bench generate --config " SPE_SOURCE_DIR "/configs/music/lm.yaml --vocab 16 --positions 20 "
                              "--window 10 --prefix-positions 5 --repeats 1");
   ASSERT_EQ(generate.status, 0) << generate.output;
