@@ -2,6 +2,7 @@
 function, the argument and what was expected."""
 from typing import List
 
+import torch
 from torch import Tensor
 
 
@@ -39,3 +40,8 @@ def check_same_shape(where: str, name: str, x: Tensor, other_name: str, other: T
     if x.shape != other.shape:
         raise ValueError(f"{where}: {name} {shape_of(x)} and {other_name} {shape_of(other)} "
                          f"must have the same shape")
+
+
+def fused_kernel_takes(x: Tensor) -> bool:
+    """Whether spe's fused CPU ops (torch.ops.spe.*) take x: on CPU, float32 or float64."""
+    return x.device.type == "cpu" and (x.dtype == torch.float32 or x.dtype == torch.float64)

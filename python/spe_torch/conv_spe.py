@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import _library
-from ._checks import check_positive, shape_of
+from ._checks import check_positive, fused_kernel_takes, shape_of
 
 CONV_ALGORITHMS = ("automatic", "direct", "fft")
 FFT_MIN_TAPS_1D = 2048  # "automatic" takes FFTs for 1-D filters from this many taps (C++ kFftMinTaps1d)
@@ -55,8 +55,7 @@ def depthwise_correlate(x: Tensor, w: Tensor, algorithm: str, fft_min_taps_1d: i
 def _fused_correlation(w: Tensor, algorithm: str) -> bool:
     """Whether a code's direct correlation runs on torch.ops.spe.depthwise_correlation (CPU, float32 or
     float64), which reads the noise rows (positions..., H*D, R) as drawn and writes the code in its order."""
-    return not _uses_fft(w, algorithm) and w.device.type == "cpu" and \
-        (w.dtype == torch.float32 or w.dtype == torch.float64)
+    return not _uses_fft(w, algorithm) and fused_kernel_takes(w)
 
 
 class ConvSPE(nn.Module):

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from . import _library
-from ._checks import check_floating, shape_of
+from ._checks import check_floating, fused_kernel_takes, shape_of
 
 # Positions per chunk of the fused causal kernels (the C++ ops' kCausalChunk, measured in
 # docs/BENCHMARKS.md, "Chunk of the causal kernels").
@@ -124,8 +124,7 @@ def causal_linear_attention(phi_q: Tensor, phi_k: Tensor, v: Tensor, key_padding
     if chunk <= 0:
         raise ValueError(f"causal_linear_attention: chunk must be positive, got {chunk}")
     keys = mask_keys("causal_linear_attention", phi_k, key_padding)
-    fused = phi_q.device.type == "cpu" and (phi_q.dtype == torch.float32 or phi_q.dtype == torch.float64)
-    if not fused:
+    if not fused_kernel_takes(phi_q):
         return causal_linear_attention_quadratic(phi_q, keys, v, eps)
     if not torch.jit.is_scripting():
         _library.load_library()
@@ -181,7 +180,7 @@ def _check_separable(where: str, phi_q: Tensor, phi_k: Tensor, coefficients_q: T
 def _separable_numerator(phi_q: Tensor, keys: Tensor, v: Tensor, coefficients_q: Tensor, coefficients_k: Tensor,
                          causal: bool) -> Tensor:
     """sum over (m <= n when causal) of (psi_q_n . psi_k_m) v_m: the fused op on CPU, psi materialised elsewhere."""
-    if phi_q.device.type == "cpu" and (phi_q.dtype == torch.float32 or phi_q.dtype == torch.float64):
+    if fused_kernel_takes(phi_q):
         if not torch.jit.is_scripting():
             _library.load_library()
         return torch.ops.spe.separable_linear_numerator(phi_q, keys, v, coefficients_q, coefficients_k, causal)
@@ -310,7 +309,7 @@ def decayed_linear_attention(phi_q: Tensor, phi_k: Tensor, v: Tensor, log_decay:
     _check_causal(where, phi_q, phi_k)
     _check_log_decay(where, log_decay, phi_q)
     keys = mask_keys(where, phi_k, key_padding)
-    if causal and phi_q.device.type == "cpu" and phi_q.dtype in (torch.float32, torch.float64):
+    if causal and fused_kernel_takes(phi_q):
         if not torch.jit.is_scripting():
             _library.load_library()
         return torch.ops.spe.decayed_causal_linear_attention(phi_q, keys, v, log_decay, eps)  # its default chunk

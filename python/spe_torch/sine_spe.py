@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import _library
-from ._checks import check_heads, check_positive, check_same_dtype
+from ._checks import check_heads, check_positive, check_same_dtype, fused_kernel_takes
 
 SINE_INITS = ("reference", "spread")
 SINE_NOISES = ("gaussian", "orthogonal")
@@ -58,10 +58,6 @@ def sine_code_at(code: SineCode, positions: Tensor) -> Tuple[Tensor, Tensor]:
     return code_side(code, positions, True), code_side(code, positions, False)
 
 
-def _fused(x: Tensor) -> bool:
-    return x.device.type == "cpu" and (x.dtype == torch.float32 or x.dtype == torch.float64)
-
-
 def filter_with_code(x: Tensor, code: SineCode, query_side: bool, start: int = 0) -> Tensor:
     """x: (B, N, H, D) at positions start .. start + N - 1 -> (B, N, H, R):
     out[b, n, h, :] = sum_d x[b, n, h, d] code[start + n, h, d, :], with Qbar when query_side,
@@ -73,7 +69,7 @@ def filter_with_code(x: Tensor, code: SineCode, query_side: bool, start: int = 0
     check_same_dtype(where, "x", x, "the code's weights", code.weights)
     if start < 0:
         raise ValueError(f"{where}: start must be >= 0, got {start}")
-    if not _fused(x):
+    if not fused_kernel_takes(x):
         positions = torch.arange(start, start + x.size(1), device=x.device)
         return torch.einsum("bnhd,nhdr->bnhr", x, code_side(code, positions, query_side))
     if not torch.jit.is_scripting():

@@ -11,14 +11,14 @@ import torch
 from torch import Tensor, nn
 
 from . import _library
-from ._checks import check_heads, check_positive, check_same_dtype, check_same_shape, shape_of
+from ._checks import check_heads, check_positive, check_same_dtype, check_same_shape, fused_kernel_takes, shape_of
 from .sine_spe import SINE_NOISES, SineCode, filter_with_code, orthogonal_rows
 
 
 def _apply_code(x: Tensor, code: Tensor) -> Tensor:
     """x (B, N, H, D) filtered by the first N rows of code (N' >= N, H, D, R) -> (B, N, H, R): on CPU (float32,
     float64) torch.ops.spe.apply_spe_code, one small product per (position, head); an einsum elsewhere."""
-    if x.device.type == "cpu" and (x.dtype == torch.float32 or x.dtype == torch.float64):
+    if fused_kernel_takes(x):
         if not torch.jit.is_scripting():
             _library.load_library()
         return torch.ops.spe.apply_spe_code(x, code)

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "ops/input_checks.h"
 #include "spe/attention/masks.h"
 #include "spe/attention/softmax.h"
 #include "spe/ops/causal_linear_attention.h"
@@ -25,11 +26,6 @@ at::Tensor chunk_blocks(const at::Tensor& x, int64_t chunk) {
   const int64_t n = x.size(1), chunks = (n + chunk - 1) / chunk, padded = chunks * chunk;
   at::Tensor t = padded == n ? x : at::constant_pad_nd(x, {0, 0, 0, 0, 0, padded - n});
   return t.unflatten(1, {chunks, chunk}).permute({0, 3, 1, 2, 4});
-}
-
-// The fused causal kernel (ops/causal_linear_attention.h) runs on CPU, float32 and float64.
-bool fused_kernel_takes(const at::Tensor& x) {
-  return x.device().is_cpu() && (x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble);
 }
 
 void check_eps(const char* where, double eps) {
@@ -108,7 +104,7 @@ at::Tensor causal_linear_attention(const at::Tensor& phi_q, const at::Tensor& ph
   TORCH_CHECK(phi_q.size(1) == phi_k.size(1), "causal_linear_attention: queries (", phi_q.size(1),
               ") and keys (", phi_k.size(1), ") must have the same length");
   at::Tensor keys = mask_keys(phi_k, key_padding);
-  return fused_kernel_takes(phi_q) ? ops::causal_linear_attention(phi_q, keys, v, eps)
+  return ops::fused_kernel_takes(phi_q) ? ops::causal_linear_attention(phi_q, keys, v, eps)
                                    : causal_linear_attention_quadratic(phi_q, keys, v, eps);
 }
 
@@ -161,8 +157,8 @@ at::Tensor separable_linear_attention(const at::Tensor& phi_q, const at::Tensor&
   check_qkv("separable_linear_attention", phi_q, phi_k, v);
   check_eps("separable_linear_attention", eps);
   check_separable("separable_linear_attention", phi_q, phi_k, separable);
-  if (!fused_kernel_takes(phi_q)) return linear_attention(phi_q, phi_k, v, positioned_features(phi_q, phi_k, separable),
-                                                          key_padding, eps);
+  if (!ops::fused_kernel_takes(phi_q))
+    return linear_attention(phi_q, phi_k, v, positioned_features(phi_q, phi_k, separable), key_padding, eps);
   const at::Tensor keys = mask_keys(phi_k, key_padding);  // psi_k of a padded key is zero with its phi_k
   return divide_by_normaliser(ops::separable_linear_numerator(phi_q, keys, v, separable.query, separable.key), phi_q,
                               keys, eps);
@@ -177,7 +173,7 @@ at::Tensor causal_separable_linear_attention(const at::Tensor& phi_q, const at::
   check_separable(where, phi_q, phi_k, separable);
   TORCH_CHECK(phi_q.size(1) == phi_k.size(1), where, ": queries (", phi_q.size(1), ") and keys (", phi_k.size(1),
               ") must have the same length");
-  if (!fused_kernel_takes(phi_q))
+  if (!ops::fused_kernel_takes(phi_q))
     return causal_linear_attention(phi_q, phi_k, v, positioned_features(phi_q, phi_k, separable), key_padding, eps);
   const at::Tensor keys = mask_keys(phi_k, key_padding);
   return divide_by_normaliser(
@@ -318,7 +314,7 @@ at::Tensor decayed_linear_attention(const at::Tensor& phi_q, const at::Tensor& p
   check_log_decay("decayed_linear_attention", log_decay, phi_q);
   const at::Tensor keys = mask_keys(phi_k, key_padding);
   // On CPU the causal form is the fused kernel with the decay (ops/causal_linear_attention.h).
-  if (causal && fused_kernel_takes(phi_q))
+  if (causal && ops::fused_kernel_takes(phi_q))
     return ops::decayed_causal_linear_attention(phi_q, keys, v, log_decay, eps);
   const at::Tensor values = with_ones_column(v);  // (B, N, H, Dv + 1)
   at::Tensor sums = decayed_causal_product(phi_q, keys, values, log_decay);

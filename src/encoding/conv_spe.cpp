@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "check.h"
+#include "ops/input_checks.h"
 #include "spe/ops/depthwise_correlation.h"
 
 namespace spe {
@@ -67,8 +68,7 @@ at::Tensor depthwise_correlate(const at::Tensor& x, const at::Tensor& w, ConvAlg
 // reads the noise rows as they are drawn and writes the code in its (N, H, D, R) order: on CPU in
 // float32 or float64.
 bool fused_correlation(const at::Tensor& w, ConvAlgorithm algorithm) {
-  return !uses_fft(w, algorithm) && w.device().is_cpu() &&
-         (w.scalar_type() == at::kFloat || w.scalar_type() == at::kDouble);
+  return !uses_fft(w, algorithm) && ops::fused_kernel_takes(w);
 }
 
 }  // namespace
@@ -135,21 +135,24 @@ SPECode ConvSPEImpl::code_for_key(at::IntArrayRef shape, uint64_t key, c10::opti
     extents.push_back(extent + 4 * s);
     rows *= extents.back();
   }
-  const at::Tensor rows_noise = keyed_normal_rows(key, 0, rows, h * d * r, weight_q.options());
   const double scale = code_scale(r, d);
   if (fused_correlation(weight_q, options.algorithm())) {
-    // The noise under the filters of positions [0, L) along each axis, [S, L + 2S - 1):
-    // (L + S - 1, H*D, R) or (L1 + S - 1, L2 + S - 1, H*D, R).
+    // Only the noise under the filters of positions [0, L) along each axis, [S, L + 2S - 1) (the rows
+    // are keyed by position, so drawing a range gives the same values): the padded grid's rows from
+    // S (whole, for an image), then their columns from S. (L + S - 1, H*D, R) or
+    // (L1 + S - 1, L2 + S - 1, H*D, R).
+    const int64_t first = first_noise_row(0, s), row_width = rows / extents[0];  // row_width: 1 for a sequence
     std::vector<int64_t> grid = extents;
+    grid[0] = shape[0] + s - 1;
     grid.insert(grid.end(), {h * d, r});
-    at::Tensor z = rows_noise.view(grid);
-    for (size_t axis = 0; axis < shape.size(); ++axis)
-      z = z.narrow(static_cast<int64_t>(axis), first_noise_row(0, s), shape[axis] + s - 1);
+    at::Tensor z = keyed_normal_rows(key, first * row_width, grid[0] * row_width, h * d * r, weight_q.options()).view(grid);
+    if (shape.size() == 2) z = z.narrow(1, first, shape[1] + s - 1);
     auto code_of = [&](const at::Tensor& w) {
       return ops::depthwise_correlation(z, (w * scale).flatten(0, 1)).view({-1, h, d, r});
     };
     return {code_of(weight_q), code_of(weight_k)};
   }
+  const at::Tensor rows_noise = keyed_normal_rows(key, 0, rows, h * d * r, weight_q.options());
   // (extents..., H*D, R) -> (R, H*D, extents...)
   std::vector<int64_t> noise_shape = extents, order{static_cast<int64_t>(extents.size()) + 1,
                                                     static_cast<int64_t>(extents.size())};

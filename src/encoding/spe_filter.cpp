@@ -6,6 +6,7 @@
 
 #include "check.h"
 #include "orthogonal_rows.h"
+#include "ops/input_checks.h"
 #include "spe/ops/apply_spe_code.h"
 
 namespace spe {
@@ -138,8 +139,7 @@ at::Tensor spe_apply_code(const at::Tensor& x, const at::Tensor& code) {
   TORCH_CHECK(code.dim() == 4, "SPE filter: code must be (N, H, D, R), got shape ", code.sizes());
   check_against_code(x, code.size(0), code.size(1), code.size(2), code.scalar_type(), code.device());
   // (B, N, H, D) x (N, H, D, R) -> (B, N, H, R): on CPU the fused op, one small product per (n, h)
-  if (x.device().is_cpu() && (x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble))
-    return ops::apply_spe_code(x, code);
+  if (ops::fused_kernel_takes(x)) return ops::apply_spe_code(x, code);
   return at::einsum("bnhd,nhdr->bnhr", {x, code.narrow(0, 0, x.size(1))});
 }
 
@@ -159,8 +159,7 @@ std::pair<at::Tensor, at::Tensor> SPEFilterImpl::filter(const at::Tensor& q, con
   TORCH_CHECK(first_row >= 0, "SPEFilter: first_row must be >= 0, got ", first_row);
   TORCH_CHECK(q.dim() != 4 || q.size(1) <= gated.length() - first_row, "SPEFilter: ", q.size(1),
               " positions from row ", first_row, " exceed the code length ", gated.length());
-  const bool fused = !gated.materialised() && q.device().is_cpu() && gated.sine->weights.device().is_cpu() &&
-                     (q.scalar_type() == at::kFloat || q.scalar_type() == at::kDouble);
+  const bool fused = !gated.materialised() && ops::fused_kernel_takes(q) && gated.sine->weights.device().is_cpu();
   if (fused) {
     check_against_code(q, gated.length() - first_row, gated.heads(), gated.dim(), gated.scalar_type(),
                        gated.sine->weights.device());

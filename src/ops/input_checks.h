@@ -1,11 +1,17 @@
 #pragma once
-// The checks every fused op makes of its tensor inputs.
+// The checks every fused op makes of its tensor inputs, and whether the fused kernels take a tensor.
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
 
 #include <initializer_list>
 
 namespace spe::ops {
+
+// The fused CPU kernels take tensors on CPU in float32 or float64 (other devices and dtypes go
+// through ATen's operations).
+inline bool fused_kernel_takes(const at::Tensor& x) {
+  return x.device().is_cpu() && (x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble);
+}
 
 // Every input on CPU and of the first one's dtype, float32 or float64.
 inline void check_cpu_floating(const char* where, std::initializer_list<const at::Tensor*> inputs) {
