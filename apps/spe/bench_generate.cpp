@@ -1,6 +1,7 @@
 // `spe bench generate`: generating with a whole language model, token by token: the recurrent
-// decoder (prefix sums per layer, SPE code of each new position on the fly) against recomputing
-// the model over the whole prefix for every token, as the authors' code generates.
+// decoder (prefix sums per layer, SPE code of each new position on the fly) and its fused step on
+// raw buffers (where it covers the model) against recomputing the model over the whole prefix for
+// every token, as the authors' code generates.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <fmt/format.h>
@@ -46,24 +47,46 @@ std::string describe(const nn::Model& model) {
                      choice_name(t.positional().kind(), nn::kPositionalKinds));
 }
 
-// Per-token times of the recurrent decoder over `positions` tokens: the median of each window.
-std::vector<std::pair<int64_t, double>> recurrent_times(const nn::Model& model, const GenerateBenchArgs& a) {
+// Per-token times of one decoder with a constant cost per token over `positions` tokens: the
+// median of each window, as (last position of the window's middle, seconds).
+using WindowMedians = std::vector<std::pair<int64_t, double>>;
+
+// The recurrent decoder and, where it covers the model, the fused one, stepped in alternation (so
+// that both see the same load on the machine), each on the tokens it chose itself.
+std::vector<std::pair<nn::DecoderKind, WindowMedians>> stepwise_times(const nn::Model& model, const GenerateBenchArgs& a) {
   choose_decoding_threads(static_cast<double>(nn::parameter_bytes(*model)));  // as spe generate
-  auto decoder = nn::make_decoder(nn::DecoderKind::recurrent, model, 1, make_generator(1));
-  at::Tensor token = at::ones({1}, at::kLong);
-  std::vector<std::pair<int64_t, double>> medians;
-  std::vector<double> window;
-  for (int64_t t = 0; t < a.positions; ++t) {
-    const double start = now_s();
-    token = decoder->step(token).argmax(-1);
-    window.push_back(now_s() - start);
-    if (static_cast<int64_t>(window.size()) == a.window || t + 1 == a.positions) {
-      std::sort(window.begin(), window.end());
-      medians.emplace_back(t + 1 - static_cast<int64_t>(window.size() / 2), window[window.size() / 2]);
-      window.clear();
-    }
+  std::vector<nn::DecoderKind> kinds{nn::DecoderKind::recurrent};
+  if (nn::fastest_decoder(model) == nn::DecoderKind::fused) kinds.push_back(nn::DecoderKind::fused);
+  std::vector<std::unique_ptr<nn::Decoder>> decoders;
+  std::vector<at::Tensor> tokens;
+  for (nn::DecoderKind kind : kinds) {
+    decoders.push_back(nn::make_decoder(kind, model, 1, make_generator(1)));
+    tokens.push_back(at::ones({1}, at::kLong));
   }
+  std::vector<std::pair<nn::DecoderKind, WindowMedians>> medians;
+  for (nn::DecoderKind kind : kinds) medians.push_back({kind, {}});
+  std::vector<std::vector<double>> windows(kinds.size());
+  for (int64_t t = 0; t < a.positions; ++t)
+    for (size_t i = 0; i < kinds.size(); ++i) {
+      const double start = now_s();
+      tokens[i] = decoders[i]->step(tokens[i]).argmax(-1);
+      std::vector<double>& window = windows[i];
+      window.push_back(now_s() - start);
+      if (static_cast<int64_t>(window.size()) == a.window || t + 1 == a.positions) {
+        std::sort(window.begin(), window.end());
+        medians[i].second.emplace_back(t + 1 - static_cast<int64_t>(window.size() / 2), window[window.size() / 2]);
+        window.clear();
+      }
+    }
   return medians;
+}
+
+// The median of the windows that start at or before position t (the last window otherwise).
+double time_at(const WindowMedians& medians, int64_t t) {
+  double at = medians.back().second;
+  for (const auto& [position, seconds] : medians)
+    if (position <= t) at = seconds;
+  return at;
 }
 
 // The time of the prefix decoder's step at position t: the model over t + 1 tokens (median).
@@ -100,39 +123,56 @@ double gemv_bound_s(const nn::Model& model, int repeats) {
 void bench_generate(const GenerateBenchArgs& a) {
   const nn::Model model = bench_model(a);
   const std::string what = describe(model);
-  const auto recurrent = recurrent_times(model, a);
-  std::string recurrent_data, prefix_data;
-  double total = 0.0;
-  for (const auto& [position, seconds] : recurrent) {
-    std::cout << fmt::format("{{\"scenario\": \"generate\", \"decoder\": \"recurrent\", \"model\": \"{}\", \"position\": {}, "
-                             "\"median_ms_per_token\": {:.4g}, \"threads\": {}}}\n",
-                             what, position, seconds * 1e3, at::get_num_threads());
-    recurrent_data += fmt::format("{} {:.6g}\n", position, seconds * 1e3);
-    total += seconds * static_cast<double>(a.window);
+  const auto stepwise = stepwise_times(model, a);
+  std::vector<std::string> curves;  // gnuplot's data, one curve per decoder
+  std::vector<double> totals;
+  for (const auto& [kind, medians] : stepwise) {
+    std::string data;
+    double total = 0.0;
+    for (const auto& [position, seconds] : medians) {
+      std::cout << fmt::format("{{\"scenario\": \"generate\", \"decoder\": \"{}\", \"model\": \"{}\", "
+                               "\"position\": {}, \"median_ms_per_token\": {:.4g}, \"threads\": {}}}\n",
+                               choice_name(kind, nn::kDecoderKinds), what, position, seconds * 1e3, at::get_num_threads());
+      data += fmt::format("{} {:.6g}\n", position, seconds * 1e3);
+      total += seconds * static_cast<double>(a.window);
+    }
+    curves.push_back(data);
+    totals.push_back(total);
   }
+  std::string prefix_data;
   for (int64_t t : a.prefix_positions) {
     if (t >= a.positions) continue;
     const double seconds = prefix_time(model, t, a.repeats);
-    double recurrent_at = recurrent.back().second;
-    for (const auto& [position, s] : recurrent)
-      if (position <= t) recurrent_at = s;
+    std::string speedups;
+    for (const auto& [kind, medians] : stepwise)
+      speedups += fmt::format(", \"{}_speedup\": {:.1f}", choice_name(kind, nn::kDecoderKinds),
+                              seconds / time_at(medians, t));
     std::cout << fmt::format("{{\"scenario\": \"generate\", \"decoder\": \"prefix\", \"model\": \"{}\", \"position\": {}, "
-                             "\"median_ms_per_token\": {:.4g}, \"recurrent_speedup\": {:.1f}, \"threads\": {}}}\n",
-                             what, t, seconds * 1e3, seconds / recurrent_at, at::get_num_threads());
+                             "\"median_ms_per_token\": {:.4g}{}, \"threads\": {}}}\n",
+                             what, t, seconds * 1e3, speedups, at::get_num_threads());
     prefix_data += fmt::format("{} {:.6g}\n", t, seconds * 1e3);
   }
   const double bound = gemv_bound_s(model, a.repeats);
-  std::cout << fmt::format("{{\"scenario\": \"generate\", \"decoder\": \"recurrent\", \"tokens\": {}, \"tokens_per_s\": {:.1f}, "
-                           "\"gemv_bound_ms_per_token\": {:.4g}, \"median_over_bound\": {:.1f}}}\n",
-                           a.positions, static_cast<double>(a.positions) / std::max(total, 1e-9), bound * 1e3,
-                           recurrent[recurrent.size() / 2].second / std::max(bound, 1e-12));
+  for (size_t i = 0; i < stepwise.size(); ++i) {
+    const WindowMedians& medians = stepwise[i].second;
+    std::cout << fmt::format("{{\"scenario\": \"generate\", \"decoder\": \"{}\", \"tokens\": {}, \"tokens_per_s\": {:.1f}, "
+                             "\"gemv_bound_ms_per_token\": {:.4g}, \"median_over_bound\": {:.1f}}}\n",
+                             choice_name(stepwise[i].first, nn::kDecoderKinds), a.positions,
+                             static_cast<double>(a.positions) / std::max(totals[i], 1e-9), bound * 1e3,
+                             medians[medians.size() / 2].second / std::max(bound, 1e-12));
+  }
   if (!a.png.empty()) {
+    std::string plots, data;
+    for (size_t i = 0; i < stepwise.size(); ++i) {
+      plots += fmt::format("'-' using 1:2 with linespoints pt 7 lw 2 title '{} step (median per {} tokens)', ",
+                           choice_name(stepwise[i].first, nn::kDecoderKinds), a.window);
+      data += curves[i] + "e\n";
+    }
     plot_png(a.png,
              fmt::format("set termoption noenhanced\nset title {}\nset xlabel 'position'\nset ylabel 'ms per token'\n"
                          "set logscale xy 2\nset grid\nset key top left\n"
-                         "plot '-' using 1:2 with linespoints pt 7 lw 2 title 'recurrent state (median per {} tokens)', "
-                         "'-' using 1:2 with linespoints pt 5 lw 2 title 'recompute the prefix'\n{}e\n{}e\n",
-                         gnuplot_quote("generation, one sequence: " + what), a.window, recurrent_data, prefix_data),
+                         "plot {}'-' using 1:2 with linespoints pt 5 lw 2 title 'recompute the prefix'\n{}{}e\n",
+                         gnuplot_quote("generation, one sequence: " + what), plots, data, prefix_data),
              1000, 600);
     std::cerr << "wrote " << a.png << "\n";
   }
@@ -142,13 +182,13 @@ void bench_generate(const GenerateBenchArgs& a) {
 
 void add_bench_generate_scenario(CLI::App& bench) {
   auto a = std::make_shared<GenerateBenchArgs>();
-  auto* sub = bench.add_subcommand("generate", "per-token generation time of a language model: recurrent vs prefix");
+  auto* sub = bench.add_subcommand("generate", "per-token generation time of a language model: the recurrent and fused steps vs recomputing the prefix");
   sub->add_option("--config", a->config, "model of this configuration, untrained")->capture_default_str();
   auto* set = sub->add_option("--set", a->overrides, "override one key of the config, e.g. --set model.dim=512 (repeatable)")
                   ->take_all();
   sub->add_option("--checkpoint", a->checkpoint, "or a trained model")->check(CLI::ExistingFile)->excludes(set);
   sub->add_option("--vocab", a->vocab, "vocabulary of the untrained model")->check(positive_integer())->capture_default_str();
-  sub->add_option("--positions", a->positions, "tokens generated by the recurrent decoder")
+  sub->add_option("--positions", a->positions, "tokens generated by each decoder with a constant cost per token")
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 22))
       ->capture_default_str();
   sub->add_option("--window", a->window, "tokens per reported median")->check(positive_integer())->capture_default_str();

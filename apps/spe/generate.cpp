@@ -30,7 +30,7 @@ struct GenerateArgs {
   std::string soundfont = "/usr/share/sounds/sf2/TimGM6mb.sf2";
   int64_t tokens = 512, seed = 1;
   double temperature = 1.0, top_p = 0.95;
-  std::string decoder = "recurrent";
+  std::string decoder = "fastest";
   bool no_grammar = false;
 };
 
@@ -112,10 +112,12 @@ void run(const GenerateArgs& a) {
 
   const std::vector<int64_t> prompt = prompt_tokens(a, vocabulary);
   at::Generator generator = make_generator(static_cast<uint64_t>(a.seed));
-  const nn::DecoderKind kind = parse_choice("--decoder", a.decoder, nn::kDecoderKinds);
-  // The recurrent decoder's step reads every weight once for one position (spe::threads_for_decoding);
-  // the prefix decoder's is a forward pass over the whole prefix (the rule of training's steps).
-  if (kind == nn::DecoderKind::recurrent)
+  const nn::DecoderKind kind = a.decoder == "fastest" ? nn::fastest_decoder(saved.model)
+                                                      : parse_choice("--decoder", a.decoder, nn::kDecoderKinds);
+  // The recurrent decoders' steps read every weight once for one position (spe::threads_for_decoding;
+  // the fused step runs on one thread); the prefix decoder's is a forward pass over the whole prefix
+  // (the rule of training's steps).
+  if (kind != nn::DecoderKind::prefix)
     choose_decoding_threads(static_cast<double>(nn::parameter_bytes(*saved.model)));
   else
     choose_step_threads(step_flops(nn::parameter_count(*saved.model), static_cast<double>(prompt.size() + a.tokens), false),
@@ -128,10 +130,10 @@ void run(const GenerateArgs& a) {
   const midi::RemiDecoding decoded = vocabulary.decode(ids);
   midi::save_midi(a.out, midi::midi_from_score(decoded.score));
   std::cout << fmt::format(
-      "{{\"checkpoint\": \"{}\", \"prompt_tokens\": {}, \"generated_tokens\": {}, \"stopped_at_eos\": {}, "
+      "{{\"checkpoint\": \"{}\", \"decoder\": \"{}\", \"prompt_tokens\": {}, \"generated_tokens\": {}, \"stopped_at_eos\": {}, "
       "\"grammar\": {}, \"notes\": {}, \"skipped_tokens\": {}, \"seconds\": {:.2f}, \"tokens_per_s\": {:.1f}, "
       "\"out\": \"{}\"}}\n",
-      a.checkpoint, generation.prompt_tokens, generation.generated, generation.stopped ? "true" : "false",
+      a.checkpoint, choice_name(kind, nn::kDecoderKinds), generation.prompt_tokens, generation.generated, generation.stopped ? "true" : "false",
       a.no_grammar ? "false" : "true", decoded.score.notes.size(), decoded.skipped, seconds,
       static_cast<double>(generation.tokens.size()) / seconds, a.out);
   if (!a.png.empty()) {
@@ -163,7 +165,9 @@ void add_generate_command(CLI::App& app) {
   sub->add_option("--png", a->png, "also draw a piano roll (gnuplot)");
   sub->add_option("--wav", a->wav, "also render audio with fluidsynth");
   sub->add_option("--soundfont", a->soundfont, "General MIDI soundfont for --wav")->capture_default_str();
-  sub->add_option("--decoder", a->decoder, "recurrent (constant cost per token) or prefix (recomputes, the reference)")
+  sub->add_option("--decoder", a->decoder,
+                  "fastest (fused where it covers the model, else recurrent), fused or recurrent (constant cost per "
+                  "token), or prefix (recomputes the prefix, the reference)")
       ->capture_default_str();
   sub->add_flag("--no-grammar", a->no_grammar,
                 "draw any token, not only those the REMI grammar allows where they stand (decoding then skips the "

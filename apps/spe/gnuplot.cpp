@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstdio>
@@ -19,7 +20,8 @@ std::string gnuplot_quote(const std::string& s) {
 }
 
 void plot_png(const std::string& png_path, const std::string& commands, int width, int height) {
-  const std::string temporary = png_path + ".tmp.png";
+  // One temporary per process: two runs that plot into one folder at once must not share it.
+  const std::string temporary = fmt::format("{}.tmp.{}.png", png_path, ::getpid());
   if (!std::ofstream(temporary)) {  // a clear error before gnuplot writes the image anywhere else
     throw std::runtime_error(fmt::format("cannot write '{}': {}", png_path, std::strerror(errno)));
   }
@@ -35,7 +37,11 @@ void plot_png(const std::string& png_path, const std::string& commands, int widt
       throw std::runtime_error("gnuplot is not installed: install gnuplot-nox (scripts/setup.sh does)");
     throw std::runtime_error(fmt::format("gnuplot failed (exit status {}) writing '{}'", status, png_path));
   }
-  if (std::rename(temporary.c_str(), png_path.c_str()) != 0) throw std::runtime_error("cannot write " + png_path);
+  if (std::rename(temporary.c_str(), png_path.c_str()) != 0) {
+    const std::string reason = std::strerror(errno);
+    std::remove(temporary.c_str());
+    throw std::runtime_error(fmt::format("cannot write '{}': {}", png_path, reason));
+  }
 }
 
 }  // namespace spe::cli

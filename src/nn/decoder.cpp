@@ -5,6 +5,8 @@
 
 #include <stdexcept>
 
+#include "fused_decoder.h"
+
 namespace spe::nn {
 
 void Decoder::check_tokens(const at::Tensor& tokens, int64_t vocab_size) const {
@@ -70,9 +72,14 @@ class PrefixDecoder final : public Decoder {
 
 }  // namespace
 
+DecoderKind fastest_decoder(const Model& model) {
+  return fused_decoding_gap(model).empty() ? DecoderKind::fused : DecoderKind::recurrent;
+}
+
 std::unique_ptr<Decoder> make_decoder(DecoderKind kind, Model model, int64_t batch, OptionalGenerator generator) {
   check_decodable(model, batch);
   if (kind == DecoderKind::prefix) return std::make_unique<PrefixDecoder>(std::move(model), batch, generator);
+  if (kind == DecoderKind::fused) return make_fused_decoder(std::move(model), batch, generator);
   return std::make_unique<RecurrentDecoder>(std::move(model), batch, generator);
 }
 

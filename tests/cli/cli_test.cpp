@@ -318,10 +318,15 @@ TEST(CliBench, EveryScenarioReportsItsMeasurements) {
                              "--window 10 --prefix-positions 5 --repeats 1");
   ASSERT_EQ(generate.status, 0) << generate.output;
   lines = json_lines(generate.output);
-  ASSERT_EQ(lines.size(), 4u) << generate.output;  // two windows, one prefix step, the summary
-  EXPECT_EQ(lines[2]["decoder"], "prefix");
-  EXPECT_GT(lines[3]["gemv_bound_ms_per_token"].get<double>(), 0.0);
-  EXPECT_GT(lines[3]["median_over_bound"].get<double>(), 0.0);
+  // two windows of each decoder (the music model is covered by the fused one), one prefix step, the summaries
+  ASSERT_EQ(lines.size(), 7u) << generate.output;
+  EXPECT_EQ(lines[0]["decoder"], "recurrent");
+  EXPECT_EQ(lines[2]["decoder"], "fused");
+  EXPECT_EQ(lines[4]["decoder"], "prefix");
+  EXPECT_GT(lines[4]["fused_speedup"].get<double>(), 0.0);
+  EXPECT_EQ(lines[6]["decoder"], "fused");
+  EXPECT_GT(lines[6]["gemv_bound_ms_per_token"].get<double>(), 0.0);
+  EXPECT_GT(lines[6]["median_over_bound"].get<double>(), 0.0);
   CliRun bad = run_cli("bench causal --chunk 0");
   EXPECT_NE(bad.status, 0);
   EXPECT_NE(bad.output.find("--chunk"), std::string::npos) << bad.output;

@@ -48,6 +48,19 @@ std::string describe(const Case& c) {
                      choice_name(c.code, kSPECodeKinds), choice_name(c.noise, kSPENoises));
 }
 
+// What the fused decoder is documented to cover (decoder.h).
+bool fused_covers(const Case& c) {
+  if (c.attention != AttentionKind::linear) return false;
+  switch (c.pe) {
+    case PositionalKind::none: case PositionalKind::sinusoidal: case PositionalKind::learned:
+    case PositionalKind::decay:
+      return true;
+    case PositionalKind::rotary: return c.place == PositionalPlace::inputs;
+    case PositionalKind::sine_spe: return c.place == PositionalPlace::inputs && c.code == SPECodeKind::sampled;
+    default: return false;
+  }
+}
+
 // The logits of each position, one step at a time: (B, N, V).
 at::Tensor decode_all(Decoder& decoder, const at::Tensor& tokens) {
   std::vector<at::Tensor> steps;
@@ -91,14 +104,58 @@ TEST(Decoder, EveryKindMatchesTheFullForwardWithTheSameDraw) {
     SCOPED_TRACE(describe(c));
     Model model = float64_language_model(c);
     const at::Tensor full = model->forward(tokens, {}, {}, {}, make_generator(21));
+    EXPECT_EQ(fastest_decoder(model) == DecoderKind::fused, fused_covers(c));
     for (const auto& kind : kDecoderKinds) {
       SCOPED_TRACE(kind.name);
+      if (kind.value == DecoderKind::fused && !fused_covers(c)) {
+        EXPECT_ERROR_CONTAINS(make_decoder(kind.value, model, kBatch);, "the fused decoder needs");
+        continue;
+      }
       auto decoder = make_decoder(kind.value, model, kBatch, make_generator(21));
       const at::Tensor stepped = decode_all(*decoder, tokens);
       EXPECT_EQ(decoder->position(), kLength);
       EXPECT_LT((stepped - full).abs().max().item<double>(), 1e-10);
     }
   }
+}
+
+// The fused step beyond the cases above: relu features, tied embeddings, float32 (against the
+// recurrent step in float32, to its rounding), and a batch whose rows differ.
+TEST(FusedDecoder, MatchesWithReluFeaturesTiedEmbeddingsAndFloat32) {
+  at::manual_seed(4);
+  const at::Tensor tokens = at::randint(0, kVocab, {3, kLength}, at::kLong);
+  for (PositionalKind pe : {PositionalKind::sine_spe, PositionalKind::rotary, PositionalKind::sinusoidal})
+    for (bool tied : {false, true}) {
+      SCOPED_TRACE(fmt::format("{}, tied {}", choice_name(pe, kPositionalKinds), tied));
+      TransformerOptions o(kVocab);
+      o.dim(16).heads(2).layers(2).ffn_dim(12).dropout(0.0);  // ffn_dim < dim: buffers of both widths
+      o.positional().kind(pe).realizations(6).sines(2);
+      o.attention().feature_map(FeatureMapKind::relu);
+      at::manual_seed(3);
+      Model model(ModelOptions(ModelKind::language_model, o).tie_embeddings(tied));
+      model->eval();
+      auto recurrent = make_decoder(DecoderKind::recurrent, model, 3, make_generator(8));
+      auto fused = make_decoder(DecoderKind::fused, model, 3, make_generator(8));
+      const at::Tensor expected = decode_all(*recurrent, tokens), got = decode_all(*fused, tokens);
+      EXPECT_EQ(got.scalar_type(), at::kFloat);
+      EXPECT_LT((got - expected).abs().max().item<double>(), 1e-4 * (1.0 + expected.abs().max().item<double>()));
+      model->to(at::kDouble);
+      const at::Tensor full = model->forward(tokens, {}, {}, {}, make_generator(8));
+      auto fused64 = make_decoder(DecoderKind::fused, model, 3, make_generator(8));
+      EXPECT_LT((decode_all(*fused64, tokens) - full).abs().max().item<double>(), 1e-10);
+    }
+}
+
+TEST(FusedDecoder, RefusesBadTokensAndPositionsPastTheLearnedTable) {
+  Model model = float64_language_model({PositionalKind::learned, AttentionKind::linear});  // max_length 32
+  auto decoder = make_decoder(DecoderKind::fused, model, kBatch);
+  decoder->step(at::zeros({kBatch}, at::kLong));  // position 0: the recurrent step's checks
+  EXPECT_ERROR_CONTAINS(decoder->step(at::zeros({3}, at::kLong));, "(B) int64 on the CPU with B = 2");
+  EXPECT_ERROR_CONTAINS(decoder->step(at::zeros({kBatch}, at::kInt));, "(B) int64");
+  EXPECT_ERROR_CONTAINS(decoder->step(at::full({kBatch}, kVocab, at::kLong));, "[0, 11), got 11");
+  EXPECT_ERROR_CONTAINS(decoder->step(at::full({kBatch}, -1, at::kLong));, "got -1");
+  for (int64_t t = 1; t < 32; ++t) decoder->step(at::zeros({kBatch}, at::kLong));
+  EXPECT_ERROR_CONTAINS(decoder->step(at::zeros({kBatch}, at::kLong));, "max_length = 32");
 }
 
 // Without the same draw the SPE logits differ: the equality above is not an accident of a code

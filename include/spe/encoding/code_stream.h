@@ -42,6 +42,8 @@ class SPECodeStream {
   // next call.
   PositionCode next();
   int64_t position() const { return position_; }
+  // sineSPE: the drawn code's factors, for every position (null for convSPE).
+  const SineCodeFactors* sine_factors() const { return code_.sine ? &*code_.sine : nullptr; }
 
  private:
   SPECode code_;  // sineSPE: the factors for all positions; convSPE: the last position's code

@@ -7,6 +7,12 @@
 //              the sequence's fixed draw: sineSPE's fused filter reads row t of the code's
 //              factors, convSPE slides its filters over noise keyed by position. With linear
 //              attention the cost of a token does not depend on its position.
+//   fused:     the recurrent step written on raw buffers (weights transposed once, the state
+//              and every intermediate kept from token to token): one product per weight matrix
+//              and nothing allocated per token. It covers linear attention (elu or relu
+//              features) with no positional encoding, sinusoidal, learned, rotary, decay or
+//              sampled sineSPE (place inputs), float32 or float64 on the CPU; position 0 runs the
+//              recurrent step, which makes what the sequence keeps.
 //   prefix:    recomputes the model over the whole prefix for every token, as the authors'
 //              code generates: the reference, O(t) per token.
 #include <ATen/core/Tensor.h>
@@ -33,14 +39,19 @@ class Decoder {
   int64_t batch_;
 };
 
-enum class DecoderKind { recurrent, prefix };
-inline constexpr Choice<DecoderKind> kDecoderKinds[] = {{"recurrent", DecoderKind::recurrent},
-                                                        {"prefix", DecoderKind::prefix}};
+enum class DecoderKind { recurrent, fused, prefix };
+inline constexpr Choice<DecoderKind> kDecoderKinds[] = {
+    {"recurrent", DecoderKind::recurrent}, {"fused", DecoderKind::fused}, {"prefix", DecoderKind::prefix}};
+
+// The fastest decoder with a constant cost per token for this model: fused where it covers the
+// model, recurrent otherwise.
+DecoderKind fastest_decoder(const Model& model);
 
 // `batch` sequences decoded together with a language model in eval mode (dropout off). The SPE
 // code and gate noise are drawn here from `generator`, in the order the model's forward draws
 // them. The recurrent kind covers every attention and encoding of a language model except
-// 2-D convSPE (no order of positions to extend). The model must not change while decoding.
+// 2-D convSPE (no order of positions to extend); the fused kind throws std::invalid_argument,
+// naming what it lacks, for a model it does not cover. The model must not change while decoding.
 std::unique_ptr<Decoder> make_decoder(DecoderKind kind, Model model, int64_t batch,
                                       OptionalGenerator generator = c10::nullopt);
 

@@ -1,0 +1,145 @@
+#include "kernels/cpu/decoding_step.h"
+
+#include <cmath>
+
+#include "kernels/cpu/dispatch.h"
+
+namespace spe::kernels::cpu {
+namespace {
+
+// Four outputs at a time: four rows of the weight, each read once from memory in order, for every
+// row of x (few: the sequences decoded together) while they are in cache; one vector accumulator
+// per output, its lanes summed at the end.
+struct RowsByWeight {
+  template <class Tile, typename T>
+  static SPE_INLINE void run(int64_t m, int64_t k, int64_t n, const T* x, const T* w, const T* bias, T* y) {
+    constexpr int Bytes = Tile::bytes, Outputs = 8;
+    int64_t o = 0;
+    for (; o + Outputs <= n; o += Outputs)
+      for (int64_t b = 0; b < m; ++b) outputs<Outputs, Bytes>(k, x + b * k, w + o * k, bias ? bias + o : nullptr, y + b * n + o);
+    for (; o < n; ++o)
+      for (int64_t b = 0; b < m; ++b) outputs<1, Bytes>(k, x + b * k, w + o * k, bias ? bias + o : nullptr, y + b * n + o);
+  }
+
+  // y[r] = x . w[r k ..] + bias[r] for r < Outputs.
+  template <int Outputs, int Bytes, typename T>
+  static SPE_INLINE void outputs(int64_t k, const T* x, const T* w, const T* bias, T* y) {
+    constexpr int64_t W = kLanes<T, Bytes>;
+    Vec<T, Bytes> sums[Outputs] = {};
+    int64_t i = 0;
+    for (; i + W <= k; i += W) {
+      const Vec<T, Bytes> xs = load<Bytes>(x + i);
+      for (int r = 0; r < Outputs; ++r) sums[r] += xs * load<Bytes>(w + r * k + i);
+    }
+    for (int r = 0; r < Outputs; ++r) {
+      T total = lane_sum(sums[r]);
+      for (int64_t j = i; j < k; ++j) total += x[j] * w[r * k + j];
+      y[r] = total + (bias ? bias[r] : T(0));
+    }
+  }
+};
+
+}  // namespace
+
+template <typename T>
+void rows_by_weight(int64_t m, int64_t k, int64_t n, const T* x, const T* w, const T* bias, T* y) {
+  run_for_isa<RowsByWeight>(best_isa(), m, k, n, x, w, bias, y);
+}
+
+template <typename T>
+void layer_norm_rows(int64_t m, int64_t n, const T* x, const T* gamma, const T* beta, double eps, T* y) {
+  for (int64_t i = 0; i < m; ++i) {
+    const T* row = x + i * n;
+    double mean = 0.0, square = 0.0;
+    for (int64_t j = 0; j < n; ++j) mean += static_cast<double>(row[j]);
+    mean /= static_cast<double>(n);
+    for (int64_t j = 0; j < n; ++j) {
+      const double centred = static_cast<double>(row[j]) - mean;
+      square += centred * centred;
+    }
+    const double inverse_sd = 1.0 / std::sqrt(square / static_cast<double>(n) + eps);
+    for (int64_t j = 0; j < n; ++j)
+      y[i * n + j] = static_cast<T>((static_cast<double>(row[j]) - mean) * inverse_sd) * gamma[j] + beta[j];
+  }
+}
+
+template <typename T>
+void gelu_in_place(int64_t n, T* x) {
+  constexpr T kInverseRoot2 = static_cast<T>(0.70710678118654752440);
+  for (int64_t i = 0; i < n; ++i) x[i] = T(0.5) * x[i] * (T(1) + std::erf(x[i] * kInverseRoot2));
+}
+
+template <typename T>
+void feature_map_in_place(bool elu_plus_one, int64_t n, T* x) {
+  if (elu_plus_one)
+    for (int64_t i = 0; i < n; ++i) x[i] = x[i] > T(0) ? x[i] + T(1) : std::exp(x[i]);  // elu(x) + 1
+  else
+    for (int64_t i = 0; i < n; ++i) x[i] = x[i] > T(0) ? x[i] : T(0);
+}
+
+template <typename T>
+void rotate_pairs(int64_t rows, int64_t dim, const T* cos, const T* sin, T* x) {
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t i = 0; i < dim / 2; ++i) {
+      T* pair = x + r * dim + 2 * i;
+      const T even = pair[0], odd = pair[1];
+      pair[0] = even * cos[i] - odd * sin[i];
+      pair[1] = even * sin[i] + odd * cos[i];
+    }
+}
+
+template <typename T>
+void sine_coefficients(int64_t features, int64_t sines, const double* frequencies, const double* offsets,
+                       int64_t position, T* coefficients) {
+  const int64_t row = 2 * sines + 1;
+  for (int side = 0; side < 2; ++side)  // the queries' code (with the offsets), then the keys'
+    for (int64_t f = 0; f < features; ++f) {
+      T* out = coefficients + (side * features + f) * row;
+      for (int64_t s = 0; s < sines; ++s) {
+        const double phase = 2.0 * M_PI * frequencies[f * sines + s] * static_cast<double>(position) +
+                             (side == 0 ? offsets[f * sines + s] : 0.0);
+        out[2 * s] = static_cast<T>(std::cos(phase));
+        out[2 * s + 1] = static_cast<T>(std::sin(phase));
+      }
+      out[2 * sines] = T(1);
+    }
+}
+
+template <typename T>
+void linear_attention_step(int64_t batch, int64_t heads, int64_t features, int64_t value_dim, const T* phi_q,
+                           const T* phi_k, const T* v, const T* decay, double eps, T* kv, T* z, T* out) {
+  const int64_t M = features, Dv = value_dim;
+  for (int64_t b = 0; b < batch; ++b)
+    for (int64_t h = 0; h < heads; ++h) {
+      const int64_t bh = b * heads + h;
+      const T g = decay ? decay[h] : T(1);
+      const T *q = phi_q + bh * M, *k = phi_k + bh * M, *vh = v + bh * Dv;
+      T *state = kv + bh * M * Dv, *norm = z + bh * M, *o = out + bh * Dv;
+      T denominator = 0;
+      for (int64_t i = 0; i < Dv; ++i) o[i] = T(0);
+      for (int64_t m = 0; m < M; ++m) {
+        T* row = state + m * Dv;
+        for (int64_t i = 0; i < Dv; ++i) row[i] = g * row[i] + k[m] * vh[i];
+        norm[m] = g * norm[m] + k[m];
+        denominator += q[m] * norm[m];
+        for (int64_t i = 0; i < Dv; ++i) o[i] += q[m] * row[i];
+      }
+      const T scale = T(1) / std::max(denominator, static_cast<T>(eps));
+      for (int64_t i = 0; i < Dv; ++i) o[i] *= scale;
+    }
+}
+
+#define SPE_INSTANTIATE(T)                                                                                          \
+  template void rows_by_weight<T>(int64_t, int64_t, int64_t, const T*, const T*, const T*, T*);                     \
+  template void layer_norm_rows<T>(int64_t, int64_t, const T*, const T*, const T*, double, T*);                      \
+  template void gelu_in_place<T>(int64_t, T*);                                                                       \
+  template void feature_map_in_place<T>(bool, int64_t, T*);                                                          \
+  template void rotate_pairs<T>(int64_t, int64_t, const T*, const T*, T*);                                           \
+  template void sine_coefficients<T>(int64_t, int64_t, const double*, const double*, int64_t, T*);                   \
+  template void linear_attention_step<T>(int64_t, int64_t, int64_t, int64_t, const T*, const T*, const T*, const T*, \
+                                         double, T*, T*, T*);
+SPE_INSTANTIATE(float)
+SPE_INSTANTIATE(double)
+#undef SPE_INSTANTIATE
+
+}  // namespace spe::kernels::cpu

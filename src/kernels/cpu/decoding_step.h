@@ -1,0 +1,49 @@
+#pragma once
+// The pieces of one decoding step of a causal linear-attention language model (nn/fused_decoder),
+// on raw row-major buffers (no LibTorch types): one position of B sequences, nothing allocated.
+// Each equals, in exact arithmetic, the LibTorch operation the op-by-op step runs.
+#include <cstdint>
+
+namespace spe::kernels::cpu {
+
+// y (m, n) = x (m, k) w^T + bias (n; null: none): a linear layer, its weight w (n, k) as LibTorch
+// stores it (out x in), read once in order, in vectors of the CPU's instruction set.
+template <typename T>
+void rows_by_weight(int64_t m, int64_t k, int64_t n, const T* x, const T* w, const T* bias, T* y);
+
+// y (m, n) = LayerNorm of each row of x (biased variance, eps inside the root), scaled by gamma
+// and shifted by beta (n each). y may be x.
+template <typename T>
+void layer_norm_rows(int64_t m, int64_t n, const T* x, const T* gamma, const T* beta, double eps, T* y);
+
+// x <- 0.5 x (1 + erf(x / sqrt 2)) (the exact GELU), n values.
+template <typename T>
+void gelu_in_place(int64_t n, T* x);
+
+// x <- elu(x) + 1 (elu_plus_one) or relu(x), n values.
+template <typename T>
+void feature_map_in_place(bool elu_plus_one, int64_t n, T* x);
+
+// Rotary at one position: each of `rows` rows of `dim` features (pairs (2i, 2i + 1)) rotated by
+// the pair's angle: (x0, x1) <- (x0 cos_i - x1 sin_i, x0 sin_i + x1 cos_i); cos, sin (dim / 2).
+template <typename T>
+void rotate_pairs(int64_t rows, int64_t dim, const T* cos, const T* sin, T* x);
+
+// sineSPE's oscillators at position n for the one-position filter: for `features` = H D features
+// of K sines each, coefficients (2, features, 2K + 1): [cos, sin of 2 pi f n + theta]; 1 for the
+// queries, then the same with theta = 0 for the keys. Phases in float64 (frequencies and offsets
+// (features, K)).
+template <typename T>
+void sine_coefficients(int64_t features, int64_t sines, const double* frequencies, const double* offsets,
+                       int64_t position, T* coefficients);
+
+// One causal linear-attention step for B H heads: the state decays by decay[h] (null: no decay),
+// absorbs (phi_k, v), then is read with phi_q:
+//   kv[b, h] <- g_h kv[b, h] + phi_k[b, h] v[b, h]^T   (M x Dv)      z[b, h] <- g_h z[b, h] + phi_k[b, h]
+//   out[b, h] = phi_q[b, h]^T kv[b, h] / max(phi_q[b, h] . z[b, h], eps)
+// phi_q, phi_k (B, H, M), v and out (B, H, Dv), kv (B, H, M, Dv), z (B, H, M); decay (H).
+template <typename T>
+void linear_attention_step(int64_t batch, int64_t heads, int64_t features, int64_t value_dim, const T* phi_q,
+                           const T* phi_k, const T* v, const T* decay, double eps, T* kv, T* z, T* out);
+
+}  // namespace spe::kernels::cpu
