@@ -33,10 +33,11 @@ struct FusedLayer {
   at::Tensor kv, normalizer;  // the state: (B, H, M, Dv), (B, H, M)
 };
 
-// sineSPE's code factors as the fused step reads them: frequencies and offsets (H D, K) in float64,
-// and this position's coefficients (2, H D, 2K + 1).
+// A sineSPE code as the fused step reads it: its oscillators and this position's coefficients
+// (2, H D, 2K + 1).
 struct FusedCode {
-  at::Tensor frequencies, offsets, coefficients;
+  cpu::SineOscillators oscillators;
+  at::Tensor coefficients;
 };
 
 template <typename T>
@@ -51,11 +52,9 @@ class FusedDecoder final : public Decoder {
   at::Tensor step(const at::Tensor& tokens) override {
     if (position_ == 0) return first_step(tokens);
     check_raw_tokens(tokens);
-    const int64_t B = batch_, E = options_.dim(), H = options_.heads(), D = E / H, F = options_.ffn_dim();
+    const int64_t B = batch_, E = options_.dim(), F = options_.ffn_dim();
     embed(tokens.data_ptr<int64_t>(), tokens.stride(0), position_);
-    for (FusedCode& code : codes_)
-      cpu::sine_coefficients<T>(H * D, sines(), code.frequencies.template data_ptr<double>(),
-                                code.offsets.template data_ptr<double>(), position_, ptr(code.coefficients));
+    for (FusedCode& code : codes_) code.oscillators.coefficients(position_, ptr(code.coefficients));
     if (rotary_frequencies_.defined()) rotary_angles(position_);
     T *x = ptr(x_), *h = ptr(h_), *f = ptr(ffn_);
     for (FusedLayer& layer : layers_) {
@@ -146,8 +145,9 @@ class FusedDecoder final : public Decoder {
     auto add_code = [&](const SPECodeStream& stream) {
       const SineCodeFactors& factors = *stream.sine_factors();
       const int64_t features = options_.dim(), k = sines();
-      codes_.push_back({factors.frequencies.to(at::kDouble).reshape({features, k}).contiguous(),
-                        factors.offsets.to(at::kDouble).reshape({features, k}).contiguous(),
+      const at::Tensor frequencies = factors.frequencies.to(at::kDouble).reshape({features, k}).contiguous();
+      const at::Tensor offsets = factors.offsets.to(at::kDouble).reshape({features, k}).contiguous();
+      codes_.push_back({cpu::SineOscillators(features, k, frequencies.data_ptr<double>(), offsets.data_ptr<double>()),
                         at::empty({2, features, 2 * k + 1}, embedding_.options())});
       return static_cast<int>(codes_.size()) - 1;
     };

@@ -88,21 +88,42 @@ void rotate_pairs(int64_t rows, int64_t dim, const T* cos, const T* sin, T* x) {
     }
 }
 
+SineOscillators::SineOscillators(int64_t features, int64_t sines, const double* frequencies, const double* offsets)
+    : features_(features), sines_(sines), frequencies_(frequencies, frequencies + features * sines) {
+  const size_t n = frequencies_.size();
+  step_cos_.resize(n), step_sin_.resize(n), offset_cos_.resize(n), offset_sin_.resize(n), cos_.resize(n), sin_.resize(n);
+  for (size_t i = 0; i < n; ++i) {
+    step_cos_[i] = std::cos(2.0 * M_PI * frequencies_[i]), step_sin_[i] = std::sin(2.0 * M_PI * frequencies_[i]);
+    offset_cos_[i] = std::cos(offsets[i]), offset_sin_[i] = std::sin(offsets[i]);
+  }
+}
+
 template <typename T>
-void sine_coefficients(int64_t features, int64_t sines, const double* frequencies, const double* offsets,
-                       int64_t position, T* coefficients) {
-  const int64_t row = 2 * sines + 1;
-  for (int side = 0; side < 2; ++side)  // the queries' code (with the offsets), then the keys'
-    for (int64_t f = 0; f < features; ++f) {
-      T* out = coefficients + (side * features + f) * row;
-      for (int64_t s = 0; s < sines; ++s) {
-        const double phase = 2.0 * M_PI * frequencies[f * sines + s] * static_cast<double>(position) +
-                             (side == 0 ? offsets[f * sines + s] : 0.0);
-        out[2 * s] = static_cast<T>(std::cos(phase));
-        out[2 * s + 1] = static_cast<T>(std::sin(phase));
-      }
-      out[2 * sines] = T(1);
+void SineOscillators::coefficients(int64_t position, T* out) {
+  const size_t n = frequencies_.size();
+  if (position != last_ + 1 || position % kExactEvery == 0) {
+    for (size_t i = 0; i < n; ++i) {
+      const double phase = 2.0 * M_PI * frequencies_[i] * static_cast<double>(position);
+      cos_[i] = std::cos(phase), sin_[i] = std::sin(phase);
     }
+  } else {
+    for (size_t i = 0; i < n; ++i) {
+      const double c = cos_[i], s = sin_[i];
+      cos_[i] = c * step_cos_[i] - s * step_sin_[i], sin_[i] = s * step_cos_[i] + c * step_sin_[i];
+    }
+  }
+  last_ = position;
+  const int64_t row = 2 * sines_ + 1;
+  for (int64_t f = 0; f < features_; ++f) {
+    T *query = out + f * row, *key = out + (features_ + f) * row;
+    for (int64_t k = 0; k < sines_; ++k) {
+      const size_t i = static_cast<size_t>(f * sines_ + k);
+      key[2 * k] = static_cast<T>(cos_[i]), key[2 * k + 1] = static_cast<T>(sin_[i]);
+      query[2 * k] = static_cast<T>(cos_[i] * offset_cos_[i] - sin_[i] * offset_sin_[i]);
+      query[2 * k + 1] = static_cast<T>(sin_[i] * offset_cos_[i] + cos_[i] * offset_sin_[i]);
+    }
+    query[2 * sines_] = key[2 * sines_] = T(1);
+  }
 }
 
 template <typename T>
@@ -135,7 +156,7 @@ void linear_attention_step(int64_t batch, int64_t heads, int64_t features, int64
   template void gelu_in_place<T>(int64_t, T*);                                                                       \
   template void feature_map_in_place<T>(bool, int64_t, T*);                                                          \
   template void rotate_pairs<T>(int64_t, int64_t, const T*, const T*, T*);                                           \
-  template void sine_coefficients<T>(int64_t, int64_t, const double*, const double*, int64_t, T*);                   \
+  template void SineOscillators::coefficients<T>(int64_t, T*);                                                       \
   template void linear_attention_step<T>(int64_t, int64_t, int64_t, int64_t, const T*, const T*, const T*, const T*, \
                                          double, T*, T*, T*);
 SPE_INSTANTIATE(float)

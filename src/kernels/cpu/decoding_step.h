@@ -3,6 +3,7 @@
 // on raw row-major buffers (no LibTorch types): one position of B sequences, nothing allocated.
 // Each equals, in exact arithmetic, the LibTorch operation the op-by-op step runs.
 #include <cstdint>
+#include <vector>
 
 namespace spe::kernels::cpu {
 
@@ -29,13 +30,24 @@ void feature_map_in_place(bool elu_plus_one, int64_t n, T* x);
 template <typename T>
 void rotate_pairs(int64_t rows, int64_t dim, const T* cos, const T* sin, T* x);
 
-// sineSPE's oscillators at position n for the one-position filter: for `features` = H D features
-// of K sines each, coefficients (2, features, 2K + 1): [cos, sin of 2 pi f n + theta]; 1 for the
-// queries, then the same with theta = 0 for the keys. Phases in float64 (frequencies and offsets
-// (features, K)).
-template <typename T>
-void sine_coefficients(int64_t features, int64_t sines, const double* frequencies, const double* offsets,
-                       int64_t position, T* coefficients);
+// sineSPE's oscillators position after position, for the one-position filter: for `features` =
+// H D features of K sines each, coefficients (2, features, 2K + 1) of position n: [cos, sin of
+// 2 pi f n + theta]; 1 for the queries, then the same with theta = 0 for the keys. Phases in
+// float64 (frequencies and offsets (features, K)). The next position's oscillators are the last
+// ones turned by 2 pi f (a product by a fixed rotation, no sine or cosine computed), and the
+// queries' are the keys' turned by theta; every kExactEvery positions, and for any position that
+// is not the next, they are computed from the phase itself, so that rounding cannot pile up.
+class SineOscillators {
+ public:
+  static constexpr int64_t kExactEvery = 256;
+  SineOscillators(int64_t features, int64_t sines, const double* frequencies, const double* offsets);
+  template <typename T>
+  void coefficients(int64_t position, T* out);
+
+ private:
+  int64_t features_, sines_, last_ = -2;
+  std::vector<double> frequencies_, step_cos_, step_sin_, offset_cos_, offset_sin_, cos_, sin_;  // (features, K)
+};
 
 // One causal linear-attention step for B H heads: the state decays by decay[h] (null: no decay),
 // absorbs (phi_k, v), then is read with phi_q:
