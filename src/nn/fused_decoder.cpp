@@ -3,12 +3,14 @@
 #include <ATen/ATen.h>
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 #include <stdexcept>
 #include <vector>
 
 #include "kernels/cpu/decoding_step.h"
 #include "kernels/cpu/sine_spe_filter.h"
+#include "spe/util/threads.h"
 
 namespace spe::nn {
 namespace {
@@ -17,6 +19,11 @@ namespace cpu = kernels::cpu;
 
 // causal_linear_attention_step's default, which the op-by-op step uses.
 constexpr double kAttentionEps = 1e-6;
+
+// Weight matrices from this size up are read by several threads (OpenBLAS's count: the decoding
+// thread rule's, spe::choose_decoding_threads): a second core's memory bandwidth helps products
+// over weights larger than the caches, not the small ones (docs/BENCHMARKS.md).
+constexpr double kParallelBytes = 1 << 20;
 
 at::Tensor kept(const at::Tensor& t) { return t.defined() ? t.detach().contiguous() : t; }
 
@@ -47,7 +54,8 @@ class FusedDecoder final : public Decoder {
       : Decoder(batch),
         model_(std::move(model)),
         options_(model_->options.transformer()),
-        state_(model_->transformer->start_decoding(generator)) {}
+        state_(model_->transformer->start_decoding(generator)),
+        threads_(std::max(1, blas_num_threads())) {}
 
   at::Tensor step(const at::Tensor& tokens) override {
     if (position_ == 0) return first_step(tokens);
@@ -62,20 +70,26 @@ class FusedDecoder final : public Decoder {
       attend(layer, h);  // h <- the attention's output, (B, E)
       for (int64_t i = 0; i < B * E; ++i) x[i] += h[i];
       cpu::layer_norm_rows<T>(B, E, x, ptr(layer.norm2_weight), ptr(layer.norm2_bias), layer.norm2_eps, h);
-      cpu::rows_by_weight<T>(B, E, F, h, ptr(layer.expand), ptr(layer.expand_bias), f);
+      product(B, E, F, h, layer.expand, layer.expand_bias, f);
       cpu::gelu_in_place<T>(B * F, f);
-      cpu::rows_by_weight<T>(B, F, E, f, ptr(layer.contract), ptr(layer.contract_bias), h);
+      product(B, F, E, f, layer.contract, layer.contract_bias, h);
       for (int64_t i = 0; i < B * E; ++i) x[i] += h[i];
     }
     cpu::layer_norm_rows<T>(B, E, x, ptr(final_norm_weight_), ptr(final_norm_bias_), final_norm_eps_, h);
     at::Tensor logits = free_logits();
-    cpu::rows_by_weight<T>(B, E, options_.vocab_size(), h, ptr(head_), ptr(head_bias_), ptr(logits));
+    product(B, E, options_.vocab_size(), h, head_, head_bias_, ptr(logits));
     ++position_;
     return logits;
   }
 
  private:
   static T* ptr(const at::Tensor& t) { return t.defined() ? t.data_ptr<T>() : nullptr; }
+
+  // y (m, n) = x (m, k) w^T + bias: weights of kParallelBytes or more on threads_ threads.
+  void product(int64_t m, int64_t k, int64_t n, const T* x, const at::Tensor& w, const at::Tensor& bias, T* y) const {
+    const bool large = static_cast<double>(n * k) * sizeof(T) >= kParallelBytes;
+    cpu::rows_by_weight<T>(m, k, n, x, ptr(w), ptr(bias), y, large ? threads_ : 1);
+  }
   int64_t sines() const { return options_.positional().sines(); }
   bool sampled_sine() const { return options_.positional().kind() == PositionalKind::sine_spe; }
 
@@ -210,9 +224,9 @@ class FusedDecoder final : public Decoder {
   void attend(FusedLayer& layer, T* h) {
     const int64_t B = batch_, E = options_.dim(), H = options_.heads(), D = E / H;
     T *q = ptr(q_), *k = ptr(k_), *v = ptr(v_);
-    cpu::rows_by_weight<T>(B, E, E, h, ptr(layer.query), ptr(layer.query_bias), q);
-    cpu::rows_by_weight<T>(B, E, E, h, ptr(layer.key), ptr(layer.key_bias), k);
-    cpu::rows_by_weight<T>(B, E, E, h, ptr(layer.value), ptr(layer.value_bias), v);
+    product(B, E, E, h, layer.query, layer.query_bias, q);
+    product(B, E, E, h, layer.key, layer.key_bias, k);
+    product(B, E, E, h, layer.value, layer.value_bias, v);
     if (rotary_frequencies_.defined()) {
       cpu::rotate_pairs<T>(B * H, D, ptr(rotary_cos_), ptr(rotary_sin_), q);
       cpu::rotate_pairs<T>(B * H, D, ptr(rotary_cos_), ptr(rotary_sin_), k);
@@ -233,7 +247,7 @@ class FusedDecoder final : public Decoder {
     T* attention = ptr(attention_);  // (B, H, D)
     cpu::linear_attention_step<T>(B, H, features, D, q, k, v, ptr(layer.decay), kAttentionEps, ptr(layer.kv),
                                   ptr(layer.normalizer), attention);
-    cpu::rows_by_weight<T>(B, E, E, attention, ptr(layer.output), ptr(layer.output_bias), h);
+    product(B, E, E, attention, layer.output, layer.output_bias, h);
   }
 
   // One of two logits tensors that the caller no longer holds (a new one when it holds both).
@@ -249,6 +263,7 @@ class FusedDecoder final : public Decoder {
   Model model_;
   TransformerOptions options_;
   DecodingState state_;  // the op-by-op state of position 0
+  int threads_;          // for the large weight products
   std::vector<FusedLayer> layers_;
   std::vector<FusedCode> codes_;
   at::Tensor embedding_, learned_, final_norm_weight_, final_norm_bias_, head_, head_bias_;

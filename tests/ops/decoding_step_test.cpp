@@ -2,7 +2,7 @@
 // (tests/nn/decoder_test.cpp) cannot reach in 13 positions: the sine oscillators turned position
 // after position for thousands of positions (rounding must not pile up), positions that jump, and
 // the weight products at sizes that take every path (blocks of outputs and the last ones, whole
-// vectors and the scalar tail), in float64 against obvious implementations.
+// vectors and the scalar tail, runs of outputs split between threads), in float64 against obvious implementations.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
@@ -65,17 +65,20 @@ TEST(SineOscillators, TurnedPositionAfterPositionStayOnTheExactPhases) {
   for (size_t i = 0; i < got.size(); ++i) EXPECT_NEAR(got[i], at6[i], 1e-13);
 }
 
-TEST(RowsByWeight, EqualsTheLinearLayer) {
+TEST(RowsByWeight, EqualsTheLinearLayerOnOneThreadAndSeveral) {
   auto g = make_generator(3);
-  for (const auto& [m, k, n] : std::vector<std::array<int64_t, 3>>{{1, 128, 512}, {3, 37, 13}, {2, 5, 3}, {1, 16, 9}})
-    for (bool bias : {true, false}) {
-      const at::Tensor x = at::randn({m, k}, g, at::kDouble), w = at::randn({n, k}, g, at::kDouble);
-      const at::Tensor b = bias ? at::randn({n}, g, at::kDouble) : at::Tensor();
-      at::Tensor y = at::empty({m, n}, at::kDouble);
-      rows_by_weight<double>(m, k, n, x.data_ptr<double>(), w.data_ptr<double>(), bias ? b.data_ptr<double>() : nullptr,
-                             y.data_ptr<double>());
-      EXPECT_LT((y - at::linear(x, w, b)).abs().max().item<double>(), 1e-12) << m << " " << k << " " << n;
-    }
+  for (const auto& [m, k, n] :
+       std::vector<std::array<int64_t, 3>>{{1, 128, 512}, {3, 37, 13}, {2, 5, 3}, {1, 16, 9}, {2, 33, 70}})
+    for (bool bias : {true, false})
+      for (int threads : {1, 2, 3}) {
+        const at::Tensor x = at::randn({m, k}, g, at::kDouble), w = at::randn({n, k}, g, at::kDouble);
+        const at::Tensor b = bias ? at::randn({n}, g, at::kDouble) : at::Tensor();
+        at::Tensor y = at::full({m, n}, std::nan(""), at::kDouble);  // every output must be written
+        rows_by_weight<double>(m, k, n, x.data_ptr<double>(), w.data_ptr<double>(),
+                               bias ? b.data_ptr<double>() : nullptr, y.data_ptr<double>(), threads);
+        EXPECT_LT((y - at::linear(x, w, b)).abs().max().item<double>(), 1e-12)
+            << m << " x " << k << " x " << n << ", " << threads << " threads";
+      }
 }
 
 }  // namespace

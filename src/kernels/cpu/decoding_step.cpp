@@ -1,5 +1,8 @@
 #include "kernels/cpu/decoding_step.h"
 
+#include <omp.h>
+
+#include <algorithm>
 #include <cmath>
 
 #include "kernels/cpu/dispatch.h"
@@ -7,17 +10,22 @@
 namespace spe::kernels::cpu {
 namespace {
 
-// Four outputs at a time: four rows of the weight, each read once from memory in order, for every
-// row of x (few: the sequences decoded together) while they are in cache; one vector accumulator
-// per output, its lanes summed at the end.
+// Eight outputs at a time: eight rows of the weight, each read once from memory in order, for
+// every row of x (few: the sequences decoded together) while they are in cache; one vector
+// accumulator per output (eight independent chains of multiply-adds), its lanes summed at the end.
+// Outputs [begin, end) of the n.
 struct RowsByWeight {
+  static constexpr int64_t kOutputs = 8;
+
   template <class Tile, typename T>
-  static SPE_INLINE void run(int64_t m, int64_t k, int64_t n, const T* x, const T* w, const T* bias, T* y) {
-    constexpr int Bytes = Tile::bytes, Outputs = 8;
-    int64_t o = 0;
-    for (; o + Outputs <= n; o += Outputs)
-      for (int64_t b = 0; b < m; ++b) outputs<Outputs, Bytes>(k, x + b * k, w + o * k, bias ? bias + o : nullptr, y + b * n + o);
-    for (; o < n; ++o)
+  static SPE_INLINE void run(int64_t m, int64_t k, int64_t n, const T* x, const T* w, const T* bias, T* y,
+                             int64_t begin, int64_t end) {
+    constexpr int Bytes = Tile::bytes;
+    int64_t o = begin;
+    for (; o + kOutputs <= end; o += kOutputs)
+      for (int64_t b = 0; b < m; ++b)
+        outputs<kOutputs, Bytes>(k, x + b * k, w + o * k, bias ? bias + o : nullptr, y + b * n + o);
+    for (; o < end; ++o)
       for (int64_t b = 0; b < m; ++b) outputs<1, Bytes>(k, x + b * k, w + o * k, bias ? bias + o : nullptr, y + b * n + o);
   }
 
@@ -42,8 +50,18 @@ struct RowsByWeight {
 }  // namespace
 
 template <typename T>
-void rows_by_weight(int64_t m, int64_t k, int64_t n, const T* x, const T* w, const T* bias, T* y) {
-  run_for_isa<RowsByWeight>(best_isa(), m, k, n, x, w, bias, y);
+void rows_by_weight(int64_t m, int64_t k, int64_t n, const T* x, const T* w, const T* bias, T* y, int threads) {
+  const Isa isa = best_isa();
+  if (threads <= 1 || n < 2 * RowsByWeight::kOutputs) return run_for_isa<RowsByWeight>(isa, m, k, n, x, w, bias, y, 0, n);
+  // Each thread a run of whole blocks of outputs: its own rows of the weight.
+  const int64_t blocks = (n + RowsByWeight::kOutputs - 1) / RowsByWeight::kOutputs;
+#pragma omp parallel num_threads(threads)
+  {
+    const int64_t parts = omp_get_num_threads(), part = omp_get_thread_num();
+    const int64_t begin = std::min(n, blocks * part / parts * RowsByWeight::kOutputs);
+    const int64_t end = part + 1 == parts ? n : std::min(n, blocks * (part + 1) / parts * RowsByWeight::kOutputs);
+    run_for_isa<RowsByWeight>(isa, m, k, n, x, w, bias, y, begin, end);
+  }
 }
 
 template <typename T>
@@ -151,7 +169,7 @@ void linear_attention_step(int64_t batch, int64_t heads, int64_t features, int64
 }
 
 #define SPE_INSTANTIATE(T)                                                                                          \
-  template void rows_by_weight<T>(int64_t, int64_t, int64_t, const T*, const T*, const T*, T*);                     \
+  template void rows_by_weight<T>(int64_t, int64_t, int64_t, const T*, const T*, const T*, T*, int);                \
   template void layer_norm_rows<T>(int64_t, int64_t, const T*, const T*, const T*, double, T*);                      \
   template void gelu_in_place<T>(int64_t, T*);                                                                       \
   template void feature_map_in_place<T>(bool, int64_t, T*);                                                          \

@@ -8,9 +8,11 @@
 namespace spe::kernels::cpu {
 
 // y (m, n) = x (m, k) w^T + bias (n; null: none): a linear layer, its weight w (n, k) as LibTorch
-// stores it (out x in), read once in order, in vectors of the CPU's instruction set.
+// stores it (out x in), read once in order, in vectors of the CPU's instruction set; `threads`
+// OpenMP threads each take a run of the outputs (a second core adds memory bandwidth to weights
+// larger than the caches).
 template <typename T>
-void rows_by_weight(int64_t m, int64_t k, int64_t n, const T* x, const T* w, const T* bias, T* y);
+void rows_by_weight(int64_t m, int64_t k, int64_t n, const T* x, const T* w, const T* bias, T* y, int threads = 1);
 
 // y (m, n) = LayerNorm of each row of x (biased variance, eps inside the root), scaled by gamma
 // and shifted by beta (n each). y may be x.
