@@ -24,6 +24,7 @@ struct TrainBenchArgs {
   std::string config = "configs/music/lm.yaml";
   std::vector<std::string> overrides;
   int64_t batch = 1, length = 2048, vocab = 512, classes = 10;
+  std::vector<int64_t> grid;  // (rows, columns) of an image's sequences, for 2-D convSPE
   int repeats = 5;
 };
 
@@ -68,8 +69,13 @@ void bench_train(const TrainBenchArgs& a) {
     throw std::invalid_argument("spe bench train: model.kind dual_encoder is not benchmarked; expected "
                                 "language_model or classifier");
   data::DatasetInfo info;
+  info.task = a.grid.empty() ? "random tokens (--grid ROWS COLUMNS lays them on an image's grid)" : "random tokens";
   info.vocab_size = a.vocab;
   info.num_classes = a.classes;
+  info.grid = a.grid;
+  if (!a.grid.empty() && a.length > a.grid[0] * a.grid[1])
+    throw std::invalid_argument(fmt::format("spe bench train: --length {} does not fit the {} x {} grid", a.length,
+                                            a.grid[0], a.grid[1]));
   nn::Model model = inference::build_model(config, info);
   model->train();
   const int64_t parameters = nn::parameter_count(*model);
@@ -112,6 +118,9 @@ void add_bench_train_scenario(CLI::App& bench) {
   sub->add_option("--length", a->length, "tokens per sequence")->check(positive_integer())->capture_default_str();
   sub->add_option("--vocab", a->vocab, "vocabulary (token ids 1 .. vocab - 1)")->check(CLI::Range(int64_t{2}, int64_t{1} << 24))->capture_default_str();
   sub->add_option("--classes", a->classes, "classes of a classifier")->check(positive_integer())->capture_default_str();
+  sub->add_option("--grid", a->grid, "ROWS COLUMNS: the sequences are images of this grid (2-D convSPE)")
+      ->expected(2)
+      ->check(positive_integer());
   sub->add_option("--repeats", a->repeats, "timed steps (median reported; one more warms up)")->check(positive_integer())->capture_default_str();
   sub->callback([a] { bench_train(*a); });
 }

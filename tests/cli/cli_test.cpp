@@ -362,6 +362,20 @@ TEST(CliBench, TrainStepsOfALanguageModelAndAClassifier) {
   ASSERT_EQ(lines.size(), 1u) << classifier.output;
   EXPECT_EQ(lines[0]["model"], "classifier");
   EXPECT_EQ(lines[0]["causal"], false);
+  // 2-D convSPE needs the sequences' grid: --grid gives random tokens one
+  const std::string image = "--threads 1 bench train --config " SPE_SOURCE_DIR "/configs/image/compare.yaml"
+                            " --set model.dim=16 model.heads=2 model.layers=1 model.ffn_dim=32 "
+                            "model.positional.realizations=8 model.positional.kind=conv_spe model.positional.conv_ndim=2 "
+                            "model.positional.kernel_size=3 model.pooling=mean --batch 2 --length 24 --vocab 20 --repeats 2";
+  CliRun no_grid = run_cli(image);
+  EXPECT_NE(no_grid.status, 0);
+  EXPECT_NE(no_grid.output.find("--grid ROWS COLUMNS"), std::string::npos) << no_grid.output;
+  CliRun grid = run_cli(image + " --grid 4 6");
+  ASSERT_EQ(grid.status, 0) << grid.output;
+  EXPECT_EQ(json_lines(grid.output).at(0)["positional"], "conv_spe");
+  CliRun small_grid = run_cli(image + " --grid 4 5");
+  EXPECT_NE(small_grid.status, 0);
+  EXPECT_NE(small_grid.output.find("does not fit the 4 x 5 grid"), std::string::npos) << small_grid.output;
   CliRun pairs = run_cli("--threads 1 bench train --config " SPE_SOURCE_DIR "/configs/retrieval/compare.yaml" + tiny);
   EXPECT_NE(pairs.status, 0);
   EXPECT_NE(pairs.output.find("dual_encoder"), std::string::npos) << pairs.output;
