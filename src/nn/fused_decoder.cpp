@@ -35,6 +35,8 @@ struct FusedLayer {
   at::Tensor query_bias, key_bias, value_bias, output_bias;  // (E)
   at::Tensor expand, expand_bias, contract, contract_bias;   // (F, E), (F); (E, F), (E)
   at::Tensor decay;      // (H): g_h, undefined without decay
+  at::Tensor favor;      // FAVOR+: the random features' projection (M, F); undefined otherwise
+  double favor_scale = 1.0, favor_key_shift = 0.0;
   at::Tensor sine_rows;  // sampled sineSPE: the layer's gated rows (H, D, 2K + 1, R)
   int code = -1;         // sampled sineSPE: which of the decoder's codes the layer reads
   at::Tensor kv, normalizer;  // the state: (B, H, M, Dv), (B, H, M)
@@ -129,6 +131,14 @@ class FusedDecoder final : public Decoder {
       layer.output = kept(a.output->weight), layer.output_bias = kept(a.output->bias);
       layer.expand = kept(block.expand->weight), layer.expand_bias = kept(block.expand->bias);
       layer.contract = kept(block.contract->weight), layer.contract_bias = kept(block.contract->bias);
+      if (a.feature_map->options.kind() == FeatureMapKind::favor) {
+        const FeatureMapImpl& map = *a.feature_map;
+        layer.favor = map.projection.detach().to(embedding_.scalar_type()).contiguous();
+        layer.favor_scale = map.options.scale_inputs() ? std::pow(static_cast<double>(map.options.dim()), -0.25) : 1.0;
+        layer.favor_key_shift = layer.favor.pow(2).sum(-1).max().item<double>() / 2.0;  // as FeatureMap's keys
+        mapped_q_ = at::empty({B, options_.heads(), map.features()}, embedding_.options());
+        mapped_k_ = at::empty_like(mapped_q_);
+      }
       if (a.decay) layer.decay = at::exp(a.decay->log_decay().detach()).to(embedding_.scalar_type()).contiguous();
       if (a.rotary && !rotary_frequencies_.defined()) {
         rotary_frequencies_ = a.rotary->frequencies().contiguous();  // (D / 2) float64
@@ -241,9 +251,17 @@ class FusedDecoder final : public Decoder {
                                        ptr(filtered_k_));
       q = ptr(filtered_q_), k = ptr(filtered_k_), features = R;
     }
-    const bool elu = options_.attention().feature_map() == FeatureMapKind::elu;
-    cpu::feature_map_in_place<T>(elu, B * H * features, q);
-    cpu::feature_map_in_place<T>(elu, B * H * features, k);
+    if (layer.favor.defined()) {  // (B H, F) -> (B H, M)
+      const int64_t M = layer.favor.size(0);
+      cpu::favor_features<T>(B * H, features, M, q, ptr(layer.favor), layer.favor_scale, true, 0.0, ptr(mapped_q_));
+      cpu::favor_features<T>(B * H, features, M, k, ptr(layer.favor), layer.favor_scale, false, layer.favor_key_shift,
+                             ptr(mapped_k_));
+      q = ptr(mapped_q_), k = ptr(mapped_k_), features = M;
+    } else {
+      const bool elu = options_.attention().feature_map() == FeatureMapKind::elu;
+      cpu::feature_map_in_place<T>(elu, B * H * features, q);
+      cpu::feature_map_in_place<T>(elu, B * H * features, k);
+    }
     T* attention = ptr(attention_);  // (B, H, D)
     cpu::linear_attention_step<T>(B, H, features, D, q, k, v, ptr(layer.decay), kAttentionEps, ptr(layer.kv),
                                   ptr(layer.normalizer), attention);
@@ -269,7 +287,7 @@ class FusedDecoder final : public Decoder {
   at::Tensor embedding_, learned_, final_norm_weight_, final_norm_bias_, head_, head_bias_;
   double final_norm_eps_ = 1e-5, rotary_magnitude_ = 1.0;
   at::Tensor sinusoidal_frequencies_, rotary_frequencies_, rotary_cos_, rotary_sin_;
-  at::Tensor x_, h_, ffn_, q_, k_, v_, attention_, filtered_q_, filtered_k_;  // the step's buffers
+  at::Tensor x_, h_, ffn_, q_, k_, v_, attention_, filtered_q_, filtered_k_, mapped_q_, mapped_k_;  // the step's buffers
   at::Tensor logits_[2];
 };
 
@@ -281,7 +299,7 @@ std::string fused_decoding_gap(const Model& model) {
   const auto dtype = model->transformer->embedding->weight.scalar_type();
   if (!model->transformer->embedding->weight.device().is_cpu()) return "a model on the CPU";
   if (dtype != at::kFloat && dtype != at::kDouble) return "float32 or float64 weights";
-  if (o.attention().kind() != AttentionKind::linear) return "linear attention (elu or relu features)";
+  if (o.attention().kind() == AttentionKind::softmax) return "linear attention (elu, relu or FAVOR+ features)";
   switch (p.kind()) {
     case PositionalKind::none: case PositionalKind::sinusoidal: case PositionalKind::learned:
     case PositionalKind::decay:

@@ -50,7 +50,7 @@ std::string describe(const Case& c) {
 
 // What the fused decoder is documented to cover (decoder.h).
 bool fused_covers(const Case& c) {
-  if (c.attention != AttentionKind::linear) return false;
+  if (c.attention == AttentionKind::softmax) return false;
   switch (c.pe) {
     case PositionalKind::none: case PositionalKind::sinusoidal: case PositionalKind::learned:
     case PositionalKind::decay:

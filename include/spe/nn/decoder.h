@@ -9,8 +9,8 @@
 //              attention the cost of a token does not depend on its position.
 //   fused:     the recurrent step written on raw buffers (weights transposed once, the state
 //              and every intermediate kept from token to token): one product per weight matrix
-//              and nothing allocated per token. It covers linear attention (elu or relu
-//              features) with no positional encoding, sinusoidal, learned, rotary, decay or
+//              and nothing allocated per token. It covers linear attention (elu, relu or
+//              FAVOR+ features) with no positional encoding, sinusoidal, learned, rotary, decay or
 //              sampled sineSPE (place inputs), float32 or float64 on the CPU; position 0 runs the
 //              recurrent step, which makes what the sequence keeps.
 //   prefix:    recomputes the model over the whole prefix for every token, as the authors'

@@ -96,6 +96,24 @@ void feature_map_in_place(bool elu_plus_one, int64_t n, T* x) {
 }
 
 template <typename T>
+void favor_features(int64_t rows, int64_t dim, int64_t features, const T* x, const T* w, double scale, bool query,
+                    double key_shift, T* out) {
+  rows_by_weight<T>(rows, dim, features, x, w, nullptr, out);  // x . w_m
+  const T inverse_root = static_cast<T>(1.0 / std::sqrt(static_cast<double>(features)));
+  for (int64_t r = 0; r < rows; ++r) {
+    const T* row = x + r * dim;
+    T* phi = out + r * features;
+    T square = 0;
+    for (int64_t j = 0; j < dim; ++j) square += row[j] * row[j];
+    const T half_square = static_cast<T>(scale * scale) * square / T(2);
+    T shift = static_cast<T>(key_shift);
+    for (int64_t m = 0; m < features; ++m) phi[m] = static_cast<T>(scale) * phi[m] - half_square;
+    if (query) shift = *std::max_element(phi, phi + features);
+    for (int64_t m = 0; m < features; ++m) phi[m] = std::exp(phi[m] - shift) * inverse_root;
+  }
+}
+
+template <typename T>
 void rotate_pairs(int64_t rows, int64_t dim, const T* cos, const T* sin, T* x) {
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t i = 0; i < dim / 2; ++i) {
@@ -173,6 +191,7 @@ void linear_attention_step(int64_t batch, int64_t heads, int64_t features, int64
   template void layer_norm_rows<T>(int64_t, int64_t, const T*, const T*, const T*, double, T*);                      \
   template void gelu_in_place<T>(int64_t, T*);                                                                       \
   template void feature_map_in_place<T>(bool, int64_t, T*);                                                          \
+  template void favor_features<T>(int64_t, int64_t, int64_t, const T*, const T*, double, bool, double, T*);           \
   template void rotate_pairs<T>(int64_t, int64_t, const T*, const T*, T*);                                           \
   template void SineOscillators::coefficients<T>(int64_t, T*);                                                       \
   template void linear_attention_step<T>(int64_t, int64_t, int64_t, int64_t, const T*, const T*, const T*, const T*, \

@@ -27,6 +27,13 @@ void gelu_in_place(int64_t n, T* x);
 template <typename T>
 void feature_map_in_place(bool elu_plus_one, int64_t n, T* x);
 
+// FAVOR+ features of `rows` rows x (F values each): with logits[m] = scale x . w_m - scale^2 |x|^2 / 2
+// over the M rows of w (M, F), phi[m] = exp(logits[m] - shift) / sqrt(M), where shift is the row's
+// largest logit (queries) or `key_shift` (keys: a constant). out (rows, M).
+template <typename T>
+void favor_features(int64_t rows, int64_t dim, int64_t features, const T* x, const T* w, double scale, bool query,
+                    double key_shift, T* out);
+
 // Rotary at one position: each of `rows` rows of `dim` features (pairs (2i, 2i + 1)) rotated by
 // the pair's angle: (x0, x1) <- (x0 cos_i - x1 sin_i, x0 sin_i + x1 cos_i); cos, sin (dim / 2).
 template <typename T>
