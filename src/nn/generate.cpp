@@ -28,8 +28,8 @@ std::string describe_mask(const at::Tensor& mask) {
   return fmt::format("{} of shape [{}]", c10::toString(mask.scalar_type()), fmt::join(mask.sizes(), ", "));
 }
 
-// The (V) bool mask of the tokens that may be drawn after `tokens`, checked; undefined without a
-// constraint.
+// The (V) bool mask of the tokens that may be drawn after `tokens`, checked, on the CPU; undefined
+// without a constraint.
 at::Tensor allowed_after(const GenerateOptions& options, const std::vector<int64_t>& tokens, int64_t vocab_size) {
   if (!options.allowed) return {};
   const at::Tensor mask = options.allowed(tokens);
@@ -37,13 +37,7 @@ at::Tensor allowed_after(const GenerateOptions& options, const std::vector<int64
     throw std::invalid_argument(fmt::format("generate: the allowed-next mask after {} tokens is {}, expected bool of "
                                             "shape [{}] (the model's vocabulary)",
                                             tokens.size(), describe_mask(mask), vocab_size));
-  at::Tensor drawable = mask.to(at::kCPU, /*non_blocking=*/false, /*copy=*/true);
-  if (!options.sampling.banned.empty()) drawable.index_fill_(0, at::tensor(options.sampling.banned, at::kLong), false);
-  if (!drawable.any().item<bool>())
-    throw std::runtime_error(fmt::format("generate: after {} tokens (the last: {}) the allowed-next mask leaves no "
-                                         "token that is not banned: nothing to draw",
-                                         tokens.size(), tokens.back()));
-  return mask;
+  return mask.device().is_cpu() ? mask : mask.cpu();
 }
 
 }  // namespace
@@ -54,21 +48,33 @@ Generation generate(Decoder& decoder, const std::vector<int64_t>& prompt, const 
   Generation out;
   out.tokens = prompt;
   out.prompt_tokens = static_cast<int64_t>(prompt.size());
+  at::Tensor token = at::empty({1}, at::kLong);  // the next token fed, written in place
+  int64_t* next_id = token.data_ptr<int64_t>();
   at::Tensor logits;  // (1, V)
-  for (int64_t token : prompt) logits = decoder.step(at::full({1}, token, at::kLong));
+  for (int64_t id : prompt) {
+    *next_id = id;
+    logits = decoder.step(token);
+  }
   const int64_t vocab_size = logits.size(1);
   check_sampling_options(options.sampling, vocab_size);
   if (options.stop_token >= vocab_size)
     throw std::invalid_argument(fmt::format("generate: stop_token is {}, expected an id in [0, {})", options.stop_token,
                                             vocab_size));
+  TokenSampler sampler(options.sampling);
   while (true) {
     const at::Tensor allowed = allowed_after(options, out.tokens, vocab_size);
-    const int64_t next = sample_tokens(logits, options.sampling, generator, allowed).item<int64_t>();
+    const at::Tensor row = logits.device().is_cpu() ? logits[0] : logits[0].cpu();
+    const int64_t next = sampler.draw(row, allowed, generator);
+    if (next < 0)
+      throw std::runtime_error(fmt::format("generate: after {} tokens (the last: {}) the allowed-next mask leaves no "
+                                           "token that is not banned: nothing to draw",
+                                           out.tokens.size(), out.tokens.back()));
     out.tokens.push_back(next);
     ++out.generated;
     out.stopped = next == options.stop_token;
     if (out.stopped || out.generated == options.max_tokens) break;
-    logits = decoder.step(at::full({1}, next, at::kLong));
+    *next_id = next;
+    logits = decoder.step(token);
   }
   return out;
 }

@@ -1,8 +1,14 @@
 #include "spe/nn/sampling.h"
 
 #include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <mutex>
+#include <numeric>
 #include <stdexcept>
 
 namespace spe::nn {
@@ -55,7 +61,113 @@ at::Tensor sampling_distribution(const at::Tensor& logits, const SamplingOptions
 
 at::Tensor sample_tokens(const at::Tensor& logits, const SamplingOptions& options, at::Generator& generator,
                          const at::Tensor& allowed) {
-  return at::multinomial(sampling_distribution(logits, options, allowed), 1, false, generator).squeeze(1);
+  TORCH_CHECK(logits.dim() == 2, "sampling: logits must be (B, V), got ", logits.sizes());
+  const int64_t b = logits.size(0), v = logits.size(1);
+  const bool one_row = allowed.defined() && allowed.dim() == 1 && allowed.size(0) == v;
+  if (allowed.defined() && (allowed.scalar_type() != at::kBool || !(one_row || allowed.sizes() == logits.sizes())))
+    throw std::invalid_argument(fmt::format("sampling: the allowed tokens are {} of shape [{}], expected bool of shape "
+                                            "[{}] or [{}, {}]",
+                                            c10::toString(allowed.scalar_type()), fmt::join(allowed.sizes(), ", "), v,
+                                            b, v));
+  const at::Tensor rows = logits.device().is_cpu() ? logits : logits.cpu();
+  const at::Tensor mask = !allowed.defined() || allowed.device().is_cpu() ? allowed : allowed.cpu();
+  TokenSampler sampler(options);
+  at::Tensor tokens = at::empty({b}, at::kLong);
+  for (int64_t i = 0; i < b; ++i) {
+    const int64_t token = sampler.draw(rows[i], !mask.defined() || one_row ? mask : mask[i], generator);
+    if (token < 0)
+      throw std::invalid_argument(fmt::format("sampling: row {} has no token left to draw (every token is banned or "
+                                              "not allowed)",
+                                              i));
+    tokens.data_ptr<int64_t>()[i] = token;
+  }
+  return tokens.to(logits.device());
+}
+
+TokenSampler::TokenSampler(SamplingOptions options) : options_(std::move(options)) {}
+
+namespace {
+
+template <typename T>
+bool scaled_logits(const T* logits, int64_t stride, int64_t vocab, double temperature, double* out) {
+  for (int64_t i = 0; i < vocab; ++i) {
+    const double x = static_cast<double>(logits[i * stride]);
+    if (!std::isfinite(x)) return false;
+    out[i] = x / temperature;
+  }
+  return true;
+}
+
+}  // namespace
+
+int64_t TokenSampler::draw(const at::Tensor& logits, const at::Tensor& allowed, double u) {
+  TORCH_CHECK(logits.dim() == 1 && logits.device().is_cpu() &&
+                  (logits.scalar_type() == at::kFloat || logits.scalar_type() == at::kDouble),
+              "TokenSampler: logits must be (V) float32 or float64 on the CPU, got ", logits.sizes(), " ",
+              logits.scalar_type(), " on ", logits.device());
+  const int64_t vocab = logits.size(0);
+  TORCH_CHECK(!allowed.defined() || (allowed.dim() == 1 && allowed.size(0) == vocab &&
+                                     allowed.scalar_type() == at::kBool && allowed.device().is_cpu()),
+              "TokenSampler: allowed must be (V) bool on the CPU with V = ", vocab);
+  TORCH_CHECK(u >= 0.0 && u < 1.0, "TokenSampler: u must lie in [0, 1), got ", u);
+  if (vocab != checked_vocab_) {
+    check_sampling_options(options_, vocab);
+    checked_vocab_ = vocab;
+    probabilities_.resize(static_cast<size_t>(vocab));
+    order_.resize(static_cast<size_t>(vocab));
+  }
+  double* p = probabilities_.data();
+  const bool finite = logits.scalar_type() == at::kFloat
+                          ? scaled_logits(logits.data_ptr<float>(), logits.stride(0), vocab, options_.temperature, p)
+                          : scaled_logits(logits.data_ptr<double>(), logits.stride(0), vocab, options_.temperature, p);
+  if (!finite) throw std::invalid_argument("sampling: the logits contain NaN or infinity");
+  constexpr double kNever = -std::numeric_limits<double>::infinity();
+  for (int64_t id : options_.banned) p[id] = kNever;
+  if (allowed.defined()) {
+    const bool* ok = allowed.data_ptr<bool>();
+    for (int64_t i = 0; i < vocab; ++i)
+      if (!ok[i * allowed.stride(0)]) p[i] = kNever;
+  }
+  // softmax over what is left
+  const double top = *std::max_element(p, p + vocab);
+  if (top == kNever) return -1;
+  double total = 0.0;
+  for (int64_t i = 0; i < vocab; ++i) total += (p[i] = std::exp(p[i] - top));
+  for (int64_t i = 0; i < vocab; ++i) p[i] /= total;
+  if (options_.top_p < 1.0) {
+    // keep a token when the mass of the tokens before it, by decreasing probability, is below top_p
+    std::iota(order_.begin(), order_.end(), int64_t{0});
+    std::sort(order_.begin(), order_.end(), [p](int64_t a, int64_t b) { return p[a] > p[b] || (p[a] == p[b] && a < b); });
+    double before = 0.0;
+    for (int64_t id : order_) {
+      const double mass = p[id];
+      if (!(before < options_.top_p)) p[id] = 0.0;
+      before += mass;
+    }
+  }
+  total = 0.0;
+  for (int64_t i = 0; i < vocab; ++i) total += p[i];
+  // invert the cumulative distribution over the ids in order
+  const double target = u * total;
+  double cumulative = 0.0;
+  int64_t last = -1;
+  for (int64_t i = 0; i < vocab; ++i) {
+    if (p[i] <= 0.0) continue;
+    cumulative += p[i];
+    last = i;
+    if (cumulative > target) return i;
+  }
+  return last;  // u at the top end of the rounding
+}
+
+int64_t TokenSampler::draw(const at::Tensor& logits, const at::Tensor& allowed, at::Generator& generator) {
+  auto* cpu = at::check_generator<at::CPUGeneratorImpl>(generator);
+  uint64_t bits;
+  {
+    std::lock_guard<std::mutex> lock(generator.mutex());
+    bits = cpu->random64();
+  }
+  return draw(logits, allowed, static_cast<double>(bits >> 11) * 0x1.0p-53);
 }
 
 }  // namespace spe::nn

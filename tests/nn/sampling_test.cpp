@@ -91,6 +91,44 @@ TEST(Sampling, DrawsFollowTheDistribution) {
   }
 }
 
+// TokenSampler (raw buffers, what generate and sample_tokens draw with) inverts exactly the
+// distribution sampling_distribution gives: for uniform numbers u over [0, 1), the id whose
+// cumulative probability first passes u, with temperature, top-p, a banned id and a mask at once;
+// float32 and float64 logits, a strided row; and -1 when nothing is left.
+TEST(TokenSampler, InvertsTheSamplingDistribution) {
+  const int64_t v = 50;
+  at::Generator g = make_generator(4);
+  const at::Tensor logits = at::randn({v}, g, at::kDouble) * 2.0;
+  const at::Tensor allowed = at::rand({v}, g, at::kDouble) > 0.3;
+  SamplingOptions o;
+  o.temperature = 0.7, o.top_p = 0.8, o.banned = {3, 17};
+  const at::Tensor cumulative = sampling_distribution(logits.unsqueeze(0), o, allowed)[0].cumsum(0);
+  const double* c = cumulative.data_ptr<double>();
+  TokenSampler sampler(o);
+  const at::Tensor strided = at::stack({logits, logits}, 1).select(1, 0);  // stride 2
+  int checked = 0;
+  for (double u = 0.0005; u < 1.0; u += 0.001) {
+    int64_t expected = 0;
+    while (c[expected] <= u) ++expected;
+    if (std::abs(c[expected] - u) < 1e-9 || (expected > 0 && std::abs(c[expected - 1] - u) < 1e-9)) continue;
+    ASSERT_EQ(sampler.draw(logits, allowed, u), expected) << "u = " << u;
+    ASSERT_EQ(sampler.draw(strided, allowed, u), expected) << "u = " << u;
+    ++checked;
+  }
+  EXPECT_GT(checked, 990);
+  // float32 logits: the same ids away from the boundaries (float32 rounding of the logits)
+  const at::Tensor single = logits.to(at::kFloat);
+  for (double u : {0.01, 0.3, 0.55, 0.9}) {
+    int64_t expected = 0;
+    while (c[expected] <= u) ++expected;
+    EXPECT_EQ(sampler.draw(single, allowed, u), expected);
+  }
+  EXPECT_EQ(sampler.draw(logits, at::zeros({v}, at::kBool), 0.5), -1);
+  EXPECT_ERROR_CONTAINS(sampler.draw(logits.clone().fill_(std::nan("")), allowed, 0.5), "NaN or infinity");
+  EXPECT_ERROR_CONTAINS(sampler.draw(logits, allowed, 1.0), "u must lie in [0, 1)");
+  EXPECT_ERROR_CONTAINS(sampler.draw(logits.narrow(0, 0, 10), {}, 0.5), "banned token 17 is not in [0, 10)");
+}
+
 TEST(Sampling, RefusesBadOptions) {
   const at::Tensor logits = at::zeros({1, 4}, at::kDouble);
   SamplingOptions o;

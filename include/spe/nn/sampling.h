@@ -5,6 +5,7 @@
 #include <ATen/core/Generator.h>
 #include <ATen/core/Tensor.h>
 
+#include <cstdint>
 #include <vector>
 
 namespace spe::nn {
@@ -24,8 +25,30 @@ void check_sampling_options(const SamplingOptions& options, int64_t vocab_size);
 at::Tensor sampling_distribution(const at::Tensor& logits, const SamplingOptions& options,
                                  const at::Tensor& allowed = {});
 
-// logits: (B, V) -> (B) int64 token ids drawn from sampling_distribution.
+// logits: (B, V) -> (B) int64 token ids drawn from sampling_distribution (by TokenSampler, one
+// uniform number from `generator` per row).
 at::Tensor sample_tokens(const at::Tensor& logits, const SamplingOptions& options, at::Generator& generator,
                          const at::Tensor& allowed = {});
+
+// One token at a time from a row of logits, on raw buffers kept from draw to draw (nothing is
+// allocated after the first draw of a vocabulary size): the distribution of sampling_distribution,
+// inverted at one uniform number u, over the token ids in order.
+class TokenSampler {
+ public:
+  explicit TokenSampler(SamplingOptions options);  // checked against each row's vocabulary
+  // logits: (V) float32 or float64 on the CPU, any stride; allowed: undefined or (V) bool on the
+  // CPU. -> the first id whose cumulative probability passes u in [0, 1), or -1 when no token is
+  // left to draw (every one banned or not allowed). Throws std::invalid_argument for non-finite
+  // logits or a bad option.
+  int64_t draw(const at::Tensor& logits, const at::Tensor& allowed, double u);
+  // u drawn from `generator` (a CPU generator: 53 random bits).
+  int64_t draw(const at::Tensor& logits, const at::Tensor& allowed, at::Generator& generator);
+
+ private:
+  SamplingOptions options_;
+  int64_t checked_vocab_ = -1;        // the vocabulary the options were last checked against
+  std::vector<double> probabilities_;  // (V)
+  std::vector<int64_t> order_;        // (V) ids by decreasing probability, for top-p
+};
 
 }  // namespace spe::nn
