@@ -156,7 +156,7 @@ void bench_generate(const GenerateBenchArgs& a) {
   for (size_t i = 0; i < stepwise.size(); ++i) {
     const WindowMedians& medians = stepwise[i].second;
     std::cout << fmt::format("{{\"scenario\": \"generate\", \"decoder\": \"{}\", \"tokens\": {}, \"tokens_per_s\": {:.1f}, "
-                             "\"gemv_bound_ms_per_token\": {:.4g}, \"median_over_bound\": {:.1f}}}\n",
+                             "\"gemv_bound_ms_per_token\": {:.4g}, \"median_over_bound\": {:.3g}}}\n",
                              choice_name(stepwise[i].first, nn::kDecoderKinds), a.positions,
                              static_cast<double>(a.positions) / std::max(totals[i], 1e-9), bound * 1e3,
                              medians[medians.size() / 2].second / std::max(bound, 1e-12));
