@@ -10,6 +10,7 @@
 
 #include "kernels/cpu/decoding_step.h"
 #include "kernels/cpu/sine_spe_filter.h"
+#include "ops/input_checks.h"
 #include "spe/util/threads.h"
 
 namespace spe::nn {
@@ -205,15 +206,19 @@ class FusedDecoder final : public Decoder {
     const int64_t E = options_.dim();
     T* x = ptr(x_);
     const T* table = ptr(embedding_);
-    if (learned_.defined())
+    const T* learned = nullptr;  // the position's row of the learned table
+    if (learned_.defined()) {
       TORCH_CHECK(position < learned_.size(0), "LearnedEncoding: position ", position,
                   " requested but the table holds max_length = ", learned_.size(0), " positions");
+      learned = ptr(learned_) + position * E;
+    }
+    const double* frequencies = sinusoidal_frequencies_.defined() ? sinusoidal_frequencies_.data_ptr<double>() : nullptr;
     for (int64_t b = 0; b < batch_; ++b)
       for (int64_t j = 0; j < E; ++j) {
         T value = table[ids[b * stride] * E + j];
-        if (learned_.defined()) value += ptr(learned_)[position * E + j];
-        if (sinusoidal_frequencies_.defined()) {  // sin on even columns, cos on odd
-          const double angle = static_cast<double>(position) * sinusoidal_frequencies_.data_ptr<double>()[j];
+        if (learned) value += learned[j];
+        if (frequencies) {  // sin on even columns, cos on odd
+          const double angle = static_cast<double>(position) * frequencies[j];
           value += static_cast<T>(j % 2 == 0 ? std::sin(angle) : std::cos(angle));
         }
         x[b * E + j] = value;
@@ -296,9 +301,7 @@ class FusedDecoder final : public Decoder {
 std::string fused_decoding_gap(const Model& model) {
   const TransformerOptions& o = model->options.transformer();
   const PositionalOptions& p = o.positional();
-  const auto dtype = model->transformer->embedding->weight.scalar_type();
-  if (!model->transformer->embedding->weight.device().is_cpu()) return "a model on the CPU";
-  if (dtype != at::kFloat && dtype != at::kDouble) return "float32 or float64 weights";
+  if (!ops::fused_kernel_takes(model->transformer->embedding->weight)) return "float32 or float64 weights on the CPU";
   if (o.attention().kind() == AttentionKind::softmax) return "linear attention (elu, relu or FAVOR+ features)";
   switch (p.kind()) {
     case PositionalKind::none: case PositionalKind::sinusoidal: case PositionalKind::learned:

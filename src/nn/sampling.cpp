@@ -25,6 +25,23 @@ void check_sampling_options(const SamplingOptions& options, int64_t vocab_size) 
     throw std::invalid_argument("every token is banned: nothing is left to draw");
 }
 
+namespace {
+
+// allowed: (V) or (B, V) bool for logits (B, V), else std::invalid_argument. -> whether it is one
+// row for all.
+bool check_allowed(const at::Tensor& allowed, const at::Tensor& logits) {
+  const int64_t b = logits.size(0), v = logits.size(1);
+  const bool one_row = allowed.dim() == 1 && allowed.size(0) == v;
+  if (allowed.scalar_type() != at::kBool || !(one_row || allowed.sizes() == logits.sizes()))
+    throw std::invalid_argument(fmt::format("sampling: the allowed tokens are {} of shape [{}], expected bool of shape "
+                                            "[{}] or [{}, {}]",
+                                            c10::toString(allowed.scalar_type()), fmt::join(allowed.sizes(), ", "), v,
+                                            b, v));
+  return one_row;
+}
+
+}  // namespace
+
 at::Tensor sampling_distribution(const at::Tensor& logits, const SamplingOptions& options, const at::Tensor& allowed) {
   TORCH_CHECK(logits.dim() == 2, "sampling: logits must be (B, V), got ", logits.sizes());
   check_sampling_options(options, logits.size(1));
@@ -33,13 +50,7 @@ at::Tensor sampling_distribution(const at::Tensor& logits, const SamplingOptions
   at::Tensor scaled = logits.to(at::kDouble) / options.temperature;
   if (!options.banned.empty()) scaled.index_fill_(1, at::tensor(options.banned, at::kLong), kNever);
   if (allowed.defined()) {
-    const int64_t b = logits.size(0), v = logits.size(1);
-    const bool one_row = allowed.dim() == 1 && allowed.size(0) == v;
-    if (allowed.scalar_type() != at::kBool || !(one_row || allowed.sizes() == logits.sizes()))
-      throw std::invalid_argument(fmt::format("sampling: the allowed tokens are {} of shape [{}], expected bool of shape "
-                                              "[{}] or [{}, {}]",
-                                              c10::toString(allowed.scalar_type()), fmt::join(allowed.sizes(), ", "), v,
-                                              b, v));
+    check_allowed(allowed, logits);
     scaled.masked_fill_(allowed.logical_not().to(scaled.device()), kNever);
     const at::Tensor empty_rows = at::isfinite(scaled).any(1).logical_not().nonzero();
     if (empty_rows.numel() > 0)
@@ -62,13 +73,8 @@ at::Tensor sampling_distribution(const at::Tensor& logits, const SamplingOptions
 at::Tensor sample_tokens(const at::Tensor& logits, const SamplingOptions& options, at::Generator& generator,
                          const at::Tensor& allowed) {
   TORCH_CHECK(logits.dim() == 2, "sampling: logits must be (B, V), got ", logits.sizes());
-  const int64_t b = logits.size(0), v = logits.size(1);
-  const bool one_row = allowed.defined() && allowed.dim() == 1 && allowed.size(0) == v;
-  if (allowed.defined() && (allowed.scalar_type() != at::kBool || !(one_row || allowed.sizes() == logits.sizes())))
-    throw std::invalid_argument(fmt::format("sampling: the allowed tokens are {} of shape [{}], expected bool of shape "
-                                            "[{}] or [{}, {}]",
-                                            c10::toString(allowed.scalar_type()), fmt::join(allowed.sizes(), ", "), v,
-                                            b, v));
+  const int64_t b = logits.size(0);
+  const bool one_row = allowed.defined() && check_allowed(allowed, logits);
   const at::Tensor rows = logits.device().is_cpu() ? logits : logits.cpu();
   const at::Tensor mask = !allowed.defined() || allowed.device().is_cpu() ? allowed : allowed.cpu();
   TokenSampler sampler(options);
