@@ -38,13 +38,14 @@ struct FusedLayer {
   at::Tensor decay;      // (H): g_h, undefined without decay
   at::Tensor favor;      // FAVOR+: the random features' projection (M, F); undefined otherwise
   double favor_scale = 1.0, favor_key_shift = 0.0;
-  at::Tensor sine_rows;  // sampled sineSPE: the layer's gated rows (H, D, 2K + 1, R)
-  int code = -1;         // sampled sineSPE: which of the decoder's codes the layer reads
-  at::Tensor kv, normalizer;  // the state: (B, H, M, Dv), (B, H, M)
+  at::Tensor sine_rows;    // sampled sineSPE: the layer's gated rows (H, F, 2K + 1, R)
+  at::Tensor exact_scale;  // exact sineSPE: each coefficient's lambda and gate (H F, J)
+  int code = -1;           // sineSPE: which of the decoder's codes (oscillators) the layer reads
+  at::Tensor kv, normalizer;  // the state: (B, H, P, Dv), (B, H, M)
 };
 
 // A sineSPE code as the fused step reads it: its oscillators and this position's coefficients
-// (2, H D, 2K + 1).
+// (2, H F, 2K + 1) for the F features it positions (D at place inputs, M at place features).
 struct FusedCode {
   cpu::SineOscillators oscillators;
   at::Tensor coefficients;
@@ -94,7 +95,29 @@ class FusedDecoder final : public Decoder {
     cpu::rows_by_weight<T>(m, k, n, x, ptr(w), ptr(bias), y, large ? threads_ : 1);
   }
   int64_t sines() const { return options_.positional().sines(); }
-  bool sampled_sine() const { return options_.positional().kind() == PositionalKind::sine_spe; }
+  bool sine() const { return options_.positional().kind() == PositionalKind::sine_spe; }
+  bool exact_sine() const { return sine() && options_.positional().code() == SPECodeKind::exact; }
+  // Positions on phi(q), phi(k) for the numerator only (as the op-by-op step's on_features).
+  bool on_features() const {
+    const PositionalKind kind = options_.positional().kind();
+    return options_.positional().place() == PositionalPlace::features &&
+           (kind == PositionalKind::rotary || kind == PositionalKind::sine_spe);
+  }
+  int64_t head_dim() const { return options_.dim() / options_.heads(); }
+  // M, the features of phi(q), phi(k).
+  int64_t mapped_dim() const {
+    const AttentionOptions& a = options_.attention();
+    return a.kind() == AttentionKind::favor && a.features() > 0 ? a.features() : head_dim();
+  }
+  // P, the features of the positioned q, k (psi): R after sampled sineSPE, F J after exact sineSPE.
+  int64_t positioned_dim() const {
+    const int64_t positioned = on_features() ? mapped_dim() : head_dim();
+    if (!sine()) return positioned;
+    if (!exact_sine()) return options_.positional().realizations();
+    return positioned * exact_columns();
+  }
+  // J, the exact code's coefficients per feature: 2K cosines and sines, and the gate's constant.
+  int64_t exact_columns() const { return 2 * sines() + (options_.positional().gated() ? 1 : 0); }
 
   // Position 0 runs the op-by-op step, which makes what a sequence keeps (the gated code's rows,
   // the state); the fused step reads them from then on.
@@ -159,32 +182,56 @@ class FusedDecoder final : public Decoder {
     const at::TensorOptions o = embedding_.options();
     x_ = at::empty({B, E}, o), h_ = at::empty({B, E}, o), ffn_ = at::empty({B, options_.ffn_dim()}, o);
     q_ = at::empty({B, E}, o), k_ = at::empty({B, E}, o), v_ = at::empty({B, E}, o), attention_ = at::empty({B, E}, o);
-    if (sampled_sine()) {
-      const int64_t r = options_.positional().realizations(), h = options_.heads();
-      filtered_q_ = at::empty({B, h, r}, o), filtered_k_ = at::empty({B, h, r}, o);
-    }
+    if (sine() || on_features())
+      psi_q_ = at::empty({B, options_.heads(), positioned_dim()}, o), psi_k_ = at::empty_like(psi_q_);
   }
 
-  // The state after position 0, and each layer's gated sine rows and code.
+  // The state after position 0, and each layer's sineSPE: the gated rows of its sampled code or
+  // the scale of its exact coefficients, and the oscillators it reads.
   void take_state() {
-    auto add_code = [&](const SPECodeStream& stream) {
-      const SineCodeFactors& factors = *stream.sine_factors();
-      const int64_t features = options_.dim(), k = sines();
-      const at::Tensor frequencies = factors.frequencies.to(at::kDouble).reshape({features, k}).contiguous();
-      const at::Tensor offsets = factors.offsets.to(at::kDouble).reshape({features, k}).contiguous();
-      codes_.push_back({cpu::SineOscillators(features, k, frequencies.data_ptr<double>(), offsets.data_ptr<double>()),
+    auto add_code = [&](const at::Tensor& frequencies, const at::Tensor& offsets) {  // (H, F, K) float64
+      const int64_t k = sines(), features = frequencies.numel() / k;
+      const at::Tensor f = frequencies.reshape({features, k}).contiguous(), o = offsets.reshape({features, k}).contiguous();
+      codes_.push_back({cpu::SineOscillators(features, k, f.data_ptr<double>(), o.data_ptr<double>()),
                         at::empty({2, features, 2 * k + 1}, embedding_.options())});
       return static_cast<int>(codes_.size()) - 1;
     };
-    const int shared = state_.code ? add_code(*state_.code) : -1;
+    auto add_sampled = [&](const SPECodeStream& stream) {
+      const SineCodeFactors& factors = *stream.sine_factors();
+      return add_code(factors.frequencies.to(at::kDouble), factors.offsets.to(at::kDouble));
+    };
+    auto add_exact = [&](const SineSPEImpl& sine) {  // as SineSPEImpl::exact_coefficients
+      return add_code(at::sigmoid(sine.freqs.detach().to(at::kDouble)) / 2.0, sine.offsets.detach().to(at::kDouble));
+    };
+    const TransformerImpl& t = *model_->transformer;
+    int shared = -1;
+    if (state_.code) shared = add_sampled(*state_.code);
+    if (exact_sine() && t.sine_spe) shared = add_exact(*t.sine_spe);
     for (size_t i = 0; i < layers_.size(); ++i) {
       AttentionState& s = state_.layers[i];
-      layers_[i].kv = s.linear.kv.contiguous(), layers_[i].normalizer = s.linear.normalizer.contiguous();
-      if (sampled_sine()) {
-        layers_[i].sine_rows = s.gated_rows.contiguous();
-        layers_[i].code = s.code ? add_code(*s.code) : shared;
+      FusedLayer& layer = layers_[i];
+      layer.kv = s.linear.kv.contiguous(), layer.normalizer = s.linear.normalizer.contiguous();
+      if (!sine()) continue;
+      const SelfAttentionImpl& a = *t.blocks->ptr(i)->as<TransformerBlock>()->attention;
+      if (exact_sine()) {
+        layer.code = a.sine_spe ? add_exact(*a.sine_spe) : shared;
+        layer.exact_scale = exact_scale(a.sine_spe ? *a.sine_spe : *t.sine_spe, *a.spe_filter);
+      } else {
+        layer.sine_rows = s.gated_rows.contiguous();
+        layer.code = s.code ? add_sampled(*s.code) : shared;
       }
     }
+  }
+
+  // (H F, J): lambda = softplus(gains) / sqrt(2K) for the cosine and the sine of each sine, times
+  // sqrt(1 - s) when gated, then sqrt(s) (SineSPEImpl::exact_coefficients, SPEFilterImpl::gate_coefficients).
+  at::Tensor exact_scale(const SineSPEImpl& sine, const SPEFilterImpl& filter) const {
+    at::Tensor lambda = at::softplus(sine.gains.detach()).repeat_interleave(2, -1) / std::sqrt(2.0 * sines());
+    if (filter.options.gated()) {
+      const at::Tensor s = at::sigmoid(filter.gate.detach()).unsqueeze(-1);  // (H, F, 1)
+      lambda = at::cat({at::sqrt(1.0 - s) * lambda, at::sqrt(s)}, -1);
+    }
+    return lambda.to(embedding_.scalar_type()).flatten(0, 1).contiguous();
   }
 
   void check_raw_tokens(const at::Tensor& tokens) const {
@@ -237,40 +284,86 @@ class FusedDecoder final : public Decoder {
 
   // h (B, E), the block's normed input -> h, the attention's output (B, E).
   void attend(FusedLayer& layer, T* h) {
-    const int64_t B = batch_, E = options_.dim(), H = options_.heads(), D = E / H;
+    const int64_t B = batch_, E = options_.dim(), H = options_.heads();
     T *q = ptr(q_), *k = ptr(k_), *v = ptr(v_);
     product(B, E, E, h, layer.query, layer.query_bias, q);
     product(B, E, E, h, layer.key, layer.key_bias, k);
     product(B, E, E, h, layer.value, layer.value_bias, v);
+    Rows in{q, k, head_dim()};  // (B, H, D)
+    if (!on_features()) in = position(layer, in, /*keep_inputs=*/false);
+    const Rows phi = map_features(layer, in);
+    cpu::NumeratorFeatures<T> numerator;
+    if (on_features()) {
+      const Rows psi = position(layer, phi, /*keep_inputs=*/true);
+      numerator = {psi.features, psi.q, psi.k};
+    }
+    T* attention = ptr(attention_);  // (B, H, Dv)
+    cpu::linear_attention_step<T>(B, H, phi.features, head_dim(), phi.q, phi.k, v, ptr(layer.decay), kAttentionEps,
+                                  ptr(layer.kv), ptr(layer.normalizer), attention, numerator);
+    product(B, E, E, attention, layer.output, layer.output_bias, h);
+  }
+
+  // Queries and keys of the B H heads, `features` each.
+  struct Rows {
+    T *q, *k;
+    int64_t features;
+  };
+
+  // q, k at this position: rotated (in place, or into psi_q_, psi_k_ to keep the inputs), or
+  // sineSPE's psi in psi_q_, psi_k_: filtered by the sampled code, or times the exact coefficients.
+  Rows position(const FusedLayer& layer, Rows x, bool keep_inputs) {
+    const int64_t B = batch_, H = options_.heads(), F = x.features;
+    T *psi_q = ptr(psi_q_), *psi_k = ptr(psi_k_);
     if (rotary_frequencies_.defined()) {
-      cpu::rotate_pairs<T>(B * H, D, ptr(rotary_cos_), ptr(rotary_sin_), q);
-      cpu::rotate_pairs<T>(B * H, D, ptr(rotary_cos_), ptr(rotary_sin_), k);
+      if (keep_inputs) {
+        std::copy(x.q, x.q + B * H * F, psi_q), std::copy(x.k, x.k + B * H * F, psi_k);
+        x = {psi_q, psi_k, F};
+      }
+      cpu::rotate_pairs<T>(B * H, F, ptr(rotary_cos_), ptr(rotary_sin_), x.q);
+      cpu::rotate_pairs<T>(B * H, F, ptr(rotary_cos_), ptr(rotary_sin_), x.k);
+      return x;
     }
-    int64_t features = D;
-    if (layer.sine_rows.defined()) {  // q, k (B, H, D) -> filtered (B, H, R)
-      const int64_t R = options_.positional().realizations();
-      const cpu::SineFilterShape shape{B, 1, H, D, sines(), R, 0};
-      const T* coefficients = ptr(codes_[layer.code].coefficients);
-      cpu::sine_spe_filter_position<T>(shape, q, coefficients, ptr(layer.sine_rows), ptr(filtered_q_));
-      cpu::sine_spe_filter_position<T>(shape, k, coefficients + H * D * (2 * sines() + 1), ptr(layer.sine_rows),
-                                       ptr(filtered_k_));
-      q = ptr(filtered_q_), k = ptr(filtered_k_), features = R;
+    if (!sine()) return x;
+    const T* coefficients = ptr(codes_[layer.code].coefficients);  // (2, H F, 2K + 1)
+    const T* key_coefficients = coefficients + H * F * (2 * sines() + 1);
+    if (exact_sine()) {
+      exact_features(x.q, coefficients, ptr(layer.exact_scale), F, psi_q);
+      exact_features(x.k, key_coefficients, ptr(layer.exact_scale), F, psi_k);
+      return {psi_q, psi_k, F * exact_columns()};
     }
+    const int64_t R = options_.positional().realizations();
+    const cpu::SineFilterShape shape{B, 1, H, F, sines(), R, 0};
+    cpu::sine_spe_filter_position<T>(shape, x.q, coefficients, ptr(layer.sine_rows), psi_q);
+    cpu::sine_spe_filter_position<T>(shape, x.k, key_coefficients, ptr(layer.sine_rows), psi_k);
+    return {psi_q, psi_k, R};
+  }
+
+  // psi (B, H, F J) = x (B, H, F) times this position's exact coefficients: oscillators
+  // (H F, 2K + 1) by scale (H F, J).
+  void exact_features(const T* x, const T* oscillators, const T* scale, int64_t F, T* psi) const {
+    const int64_t H = options_.heads(), J = exact_columns(), row = 2 * sines() + 1;
+    for (int64_t b = 0; b < batch_; ++b)
+      for (int64_t f = 0; f < H * F; ++f) {  // f: head and feature
+        const T value = x[b * H * F + f];
+        T* out = psi + (b * H * F + f) * J;
+        for (int64_t j = 0; j < J; ++j) out[j] = value * oscillators[f * row + j] * scale[f * J + j];
+      }
+  }
+
+  // phi(q), phi(k): FAVOR+ features (into mapped_q_, mapped_k_) or elu + 1 / relu in place.
+  Rows map_features(const FusedLayer& layer, Rows x) {
+    const int64_t rows = batch_ * options_.heads();
     if (layer.favor.defined()) {  // (B H, F) -> (B H, M)
       const int64_t M = layer.favor.size(0);
-      cpu::favor_features<T>(B * H, features, M, q, ptr(layer.favor), layer.favor_scale, true, 0.0, ptr(mapped_q_));
-      cpu::favor_features<T>(B * H, features, M, k, ptr(layer.favor), layer.favor_scale, false, layer.favor_key_shift,
-                             ptr(mapped_k_));
-      q = ptr(mapped_q_), k = ptr(mapped_k_), features = M;
-    } else {
-      const bool elu = options_.attention().feature_map() == FeatureMapKind::elu;
-      cpu::feature_map_in_place<T>(elu, B * H * features, q);
-      cpu::feature_map_in_place<T>(elu, B * H * features, k);
+      cpu::favor_features<T>(rows, x.features, M, x.q, ptr(layer.favor), layer.favor_scale, true, 0.0, ptr(mapped_q_));
+      cpu::favor_features<T>(rows, x.features, M, x.k, ptr(layer.favor), layer.favor_scale, false,
+                             layer.favor_key_shift, ptr(mapped_k_));
+      return {ptr(mapped_q_), ptr(mapped_k_), M};
     }
-    T* attention = ptr(attention_);  // (B, H, D)
-    cpu::linear_attention_step<T>(B, H, features, D, q, k, v, ptr(layer.decay), kAttentionEps, ptr(layer.kv),
-                                  ptr(layer.normalizer), attention);
-    product(B, E, E, attention, layer.output, layer.output_bias, h);
+    const bool elu = options_.attention().feature_map() == FeatureMapKind::elu;
+    cpu::feature_map_in_place<T>(elu, rows * x.features, x.q);
+    cpu::feature_map_in_place<T>(elu, rows * x.features, x.k);
+    return x;
   }
 
   // One of two logits tensors that the caller no longer holds (a new one when it holds both).
@@ -292,7 +385,7 @@ class FusedDecoder final : public Decoder {
   at::Tensor embedding_, learned_, final_norm_weight_, final_norm_bias_, head_, head_bias_;
   double final_norm_eps_ = 1e-5, rotary_magnitude_ = 1.0;
   at::Tensor sinusoidal_frequencies_, rotary_frequencies_, rotary_cos_, rotary_sin_;
-  at::Tensor x_, h_, ffn_, q_, k_, v_, attention_, filtered_q_, filtered_k_, mapped_q_, mapped_k_;  // the step's buffers
+  at::Tensor x_, h_, ffn_, q_, k_, v_, attention_, psi_q_, psi_k_, mapped_q_, mapped_k_;  // the step's buffers
   at::Tensor logits_[2];
 };
 
@@ -305,13 +398,8 @@ std::string fused_decoding_gap(const Model& model) {
   if (o.attention().kind() == AttentionKind::softmax) return "linear attention (elu, relu or FAVOR+ features)";
   switch (p.kind()) {
     case PositionalKind::none: case PositionalKind::sinusoidal: case PositionalKind::learned:
-    case PositionalKind::decay:
+    case PositionalKind::decay: case PositionalKind::rotary: case PositionalKind::sine_spe:
       return "";
-    case PositionalKind::rotary:
-      return p.place() == PositionalPlace::inputs ? "" : "rotary at place inputs";
-    case PositionalKind::sine_spe:
-      if (p.code() != SPECodeKind::sampled) return "sineSPE's sampled code";
-      return p.place() == PositionalPlace::inputs ? "" : "sineSPE at place inputs";
     default:
       return "positional kind none, sinusoidal, learned, rotary, sine_spe or decay";
   }

@@ -53,10 +53,8 @@ bool fused_covers(const Case& c) {
   if (c.attention == AttentionKind::softmax) return false;
   switch (c.pe) {
     case PositionalKind::none: case PositionalKind::sinusoidal: case PositionalKind::learned:
-    case PositionalKind::decay:
+    case PositionalKind::decay: case PositionalKind::rotary: case PositionalKind::sine_spe:
       return true;
-    case PositionalKind::rotary: return c.place == PositionalPlace::inputs;
-    case PositionalKind::sine_spe: return c.place == PositionalPlace::inputs && c.code == SPECodeKind::sampled;
     default: return false;
   }
 }

@@ -164,22 +164,28 @@ void SineOscillators::coefficients(int64_t position, T* out) {
 
 template <typename T>
 void linear_attention_step(int64_t batch, int64_t heads, int64_t features, int64_t value_dim, const T* phi_q,
-                           const T* phi_k, const T* v, const T* decay, double eps, T* kv, T* z, T* out) {
+                           const T* phi_k, const T* v, const T* decay, double eps, T* kv, T* z, T* out,
+                           const NumeratorFeatures<T>& numerator) {
   const int64_t M = features, Dv = value_dim;
+  const bool positioned = numerator.query != nullptr;
+  const int64_t P = positioned ? numerator.features : M;
   for (int64_t b = 0; b < batch; ++b)
     for (int64_t h = 0; h < heads; ++h) {
       const int64_t bh = b * heads + h;
       const T g = decay ? decay[h] : T(1);
       const T *q = phi_q + bh * M, *k = phi_k + bh * M, *vh = v + bh * Dv;
-      T *state = kv + bh * M * Dv, *norm = z + bh * M, *o = out + bh * Dv;
+      const T *psi_q = positioned ? numerator.query + bh * P : q, *psi_k = positioned ? numerator.key + bh * P : k;
+      T *state = kv + bh * P * Dv, *norm = z + bh * M, *o = out + bh * Dv;
       T denominator = 0;
-      for (int64_t i = 0; i < Dv; ++i) o[i] = T(0);
       for (int64_t m = 0; m < M; ++m) {
-        T* row = state + m * Dv;
-        for (int64_t i = 0; i < Dv; ++i) row[i] = g * row[i] + k[m] * vh[i];
         norm[m] = g * norm[m] + k[m];
         denominator += q[m] * norm[m];
-        for (int64_t i = 0; i < Dv; ++i) o[i] += q[m] * row[i];
+      }
+      for (int64_t i = 0; i < Dv; ++i) o[i] = T(0);
+      for (int64_t p = 0; p < P; ++p) {
+        T* row = state + p * Dv;
+        for (int64_t i = 0; i < Dv; ++i) row[i] = g * row[i] + psi_k[p] * vh[i];
+        for (int64_t i = 0; i < Dv; ++i) o[i] += psi_q[p] * row[i];
       }
       const T scale = T(1) / std::max(denominator, static_cast<T>(eps));
       for (int64_t i = 0; i < Dv; ++i) o[i] *= scale;
@@ -195,7 +201,7 @@ void linear_attention_step(int64_t batch, int64_t heads, int64_t features, int64
   template void rotate_pairs<T>(int64_t, int64_t, const T*, const T*, T*);                                           \
   template void SineOscillators::coefficients<T>(int64_t, T*);                                                       \
   template void linear_attention_step<T>(int64_t, int64_t, int64_t, int64_t, const T*, const T*, const T*, const T*, \
-                                         double, T*, T*, T*);
+                                         double, T*, T*, T*, const NumeratorFeatures<T>&);
 SPE_INSTANTIATE(float)
 SPE_INSTANTIATE(double)
 #undef SPE_INSTANTIATE

@@ -58,13 +58,24 @@ class SineOscillators {
   std::vector<double> frequencies_, step_cos_, step_sin_, offset_cos_, offset_sin_, cos_, sin_;  // (features, K)
 };
 
+// The numerator's own features when positions act on phi(q), phi(k) (place features): psi_q,
+// psi_k (B, H, P). Null: the numerator reads phi_q, phi_k (P = M).
+template <typename T>
+struct NumeratorFeatures {
+  int64_t features = 0;
+  const T* query = nullptr;
+  const T* key = nullptr;
+};
+
 // One causal linear-attention step for B H heads: the state decays by decay[h] (null: no decay),
-// absorbs (phi_k, v), then is read with phi_q:
-//   kv[b, h] <- g_h kv[b, h] + phi_k[b, h] v[b, h]^T   (M x Dv)      z[b, h] <- g_h z[b, h] + phi_k[b, h]
-//   out[b, h] = phi_q[b, h]^T kv[b, h] / max(phi_q[b, h] . z[b, h], eps)
-// phi_q, phi_k (B, H, M), v and out (B, H, Dv), kv (B, H, M, Dv), z (B, H, M); decay (H).
+// absorbs (psi_k, v) and phi_k, then is read with psi_q and phi_q:
+//   kv[b, h] <- g_h kv[b, h] + psi_k[b, h] v[b, h]^T   (P x Dv)      z[b, h] <- g_h z[b, h] + phi_k[b, h]
+//   out[b, h] = psi_q[b, h]^T kv[b, h] / max(phi_q[b, h] . z[b, h], eps)
+// phi_q, phi_k (B, H, M), v and out (B, H, Dv), kv (B, H, P, Dv), z (B, H, M); decay (H); psi as
+// `numerator` gives them (phi itself by default).
 template <typename T>
 void linear_attention_step(int64_t batch, int64_t heads, int64_t features, int64_t value_dim, const T* phi_q,
-                           const T* phi_k, const T* v, const T* decay, double eps, T* kv, T* z, T* out);
+                           const T* phi_k, const T* v, const T* decay, double eps, T* kv, T* z, T* out,
+                           const NumeratorFeatures<T>& numerator = {});
 
 }  // namespace spe::kernels::cpu
