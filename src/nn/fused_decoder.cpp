@@ -21,6 +21,9 @@ namespace cpu = kernels::cpu;
 // causal_linear_attention_step's default, which the op-by-op step uses.
 constexpr double kAttentionEps = 1e-6;
 
+// Softmax's caches start with room for this many positions, then double.
+constexpr int64_t kFirstCapacity = 256;
+
 // Weight matrices from this size up are read by several threads (OpenBLAS's count: the decoding
 // thread rule's, spe::choose_decoding_threads): a second core's memory bandwidth helps products
 // over weights larger than the caches, not the small ones (docs/BENCHMARKS.md).
@@ -41,7 +44,10 @@ struct FusedLayer {
   at::Tensor sine_rows;    // sampled sineSPE: the layer's gated rows (H, F, 2K + 1, R)
   at::Tensor exact_scale;  // exact sineSPE: each coefficient's lambda and gate (H F, J)
   int code = -1;           // sineSPE: which of the decoder's codes (oscillators) the layer reads
-  at::Tensor kv, normalizer;  // the state: (B, H, P, Dv), (B, H, M)
+  at::Tensor kv, normalizer;  // linear attention's state: (B, H, P, Dv), (B, H, M)
+  at::Tensor keys, values;    // softmax attention's caches: (B, H, capacity, P), (B, H, capacity, Dv)
+  at::Tensor log_decay, clipped_bias;  // softmax: decay's (H), a Toeplitz bias's lags 0 .. clip (H, clip + 1)
+  int64_t clip = 0;
 };
 
 // A sineSPE code as the fused step reads it: its oscillators and this position's coefficients
@@ -96,11 +102,12 @@ class FusedDecoder final : public Decoder {
   }
   int64_t sines() const { return options_.positional().sines(); }
   bool sine() const { return options_.positional().kind() == PositionalKind::sine_spe; }
+  bool softmax() const { return options_.attention().kind() == AttentionKind::softmax; }
   bool exact_sine() const { return sine() && options_.positional().code() == SPECodeKind::exact; }
   // Positions on phi(q), phi(k) for the numerator only (as the op-by-op step's on_features).
   bool on_features() const {
     const PositionalKind kind = options_.positional().kind();
-    return options_.positional().place() == PositionalPlace::features &&
+    return options_.positional().place() == PositionalPlace::features && !softmax() &&
            (kind == PositionalKind::rotary || kind == PositionalKind::sine_spe);
   }
   int64_t head_dim() const { return options_.dim() / options_.heads(); }
@@ -155,7 +162,7 @@ class FusedDecoder final : public Decoder {
       layer.output = kept(a.output->weight), layer.output_bias = kept(a.output->bias);
       layer.expand = kept(block.expand->weight), layer.expand_bias = kept(block.expand->bias);
       layer.contract = kept(block.contract->weight), layer.contract_bias = kept(block.contract->bias);
-      if (a.feature_map->options.kind() == FeatureMapKind::favor) {
+      if (a.feature_map && a.feature_map->options.kind() == FeatureMapKind::favor) {
         const FeatureMapImpl& map = *a.feature_map;
         layer.favor = map.projection.detach().to(embedding_.scalar_type()).contiguous();
         layer.favor_scale = map.options.scale_inputs() ? std::pow(static_cast<double>(map.options.dim()), -0.25) : 1.0;
@@ -163,7 +170,12 @@ class FusedDecoder final : public Decoder {
         mapped_q_ = at::empty({B, options_.heads(), map.features()}, embedding_.options());
         mapped_k_ = at::empty_like(mapped_q_);
       }
-      if (a.decay) layer.decay = at::exp(a.decay->log_decay().detach()).to(embedding_.scalar_type()).contiguous();
+      if (a.decay && softmax()) layer.log_decay = kept(a.decay->log_decay().to(embedding_.scalar_type()));
+      if (a.decay && !softmax()) layer.decay = at::exp(a.decay->log_decay().detach()).to(embedding_.scalar_type()).contiguous();
+      if (a.toeplitz) {  // softmax only: the lags t - j >= 0 of a causal step
+        layer.clip = a.toeplitz->options.clip();
+        layer.clipped_bias = kept(a.toeplitz->bias.narrow(1, layer.clip, layer.clip + 1));
+      }
       if (a.rotary && !rotary_frequencies_.defined()) {
         rotary_frequencies_ = a.rotary->frequencies().contiguous();  // (D / 2) float64
         const RotaryEncodingOptions& r = a.rotary->options;
@@ -210,7 +222,11 @@ class FusedDecoder final : public Decoder {
     for (size_t i = 0; i < layers_.size(); ++i) {
       AttentionState& s = state_.layers[i];
       FusedLayer& layer = layers_[i];
-      layer.kv = s.linear.kv.contiguous(), layer.normalizer = s.linear.normalizer.contiguous();
+      if (softmax()) {
+        start_caches(layer, s);
+      } else {
+        layer.kv = s.linear.kv.contiguous(), layer.normalizer = s.linear.normalizer.contiguous();
+      }
       if (!sine()) continue;
       const SelfAttentionImpl& a = *t.blocks->ptr(i)->as<TransformerBlock>()->attention;
       if (exact_sine()) {
@@ -221,6 +237,29 @@ class FusedDecoder final : public Decoder {
         layer.code = s.code ? add_sampled(*s.code) : shared;
       }
     }
+  }
+
+  // Softmax: the caches of the keys and values of position 0, (B, 1, H, P) in the op-by-op state,
+  // with room for kFirstCapacity positions.
+  void start_caches(FusedLayer& layer, const AttentionState& s) {
+    const int64_t B = batch_, H = options_.heads();
+    layer.keys = at::empty({B, H, kFirstCapacity, s.keys.size(3)}, embedding_.options());
+    layer.values = at::empty({B, H, kFirstCapacity, s.values.size(3)}, embedding_.options());
+    layer.keys.narrow(2, 0, 1).copy_(s.keys.transpose(1, 2));
+    layer.values.narrow(2, 0, 1).copy_(s.values.transpose(1, 2));
+    scores_.resize(kFirstCapacity);
+  }
+
+  // The caches twice as long when full: log2 of the length allocations in a sequence.
+  void make_room(FusedLayer& layer) {
+    const int64_t capacity = layer.keys.size(2);
+    if (position_ < capacity) return;
+    for (at::Tensor* cache : {&layer.keys, &layer.values}) {
+      at::Tensor longer = at::empty({cache->size(0), cache->size(1), 2 * capacity, cache->size(3)}, cache->options());
+      longer.narrow(2, 0, capacity).copy_(*cache);
+      *cache = longer;
+    }
+    scores_.resize(static_cast<size_t>(2 * capacity));
   }
 
   // (H F, J): lambda = softplus(gains) / sqrt(2K) for the cosine and the sine of each sine, times
@@ -282,6 +321,12 @@ class FusedDecoder final : public Decoder {
     }
   }
 
+  // Queries and keys of the B H heads, `features` each.
+  struct Rows {
+    T *q, *k;
+    int64_t features;
+  };
+
   // h (B, E), the block's normed input -> h, the attention's output (B, E).
   void attend(FusedLayer& layer, T* h) {
     const int64_t B = batch_, E = options_.dim(), H = options_.heads();
@@ -291,23 +336,39 @@ class FusedDecoder final : public Decoder {
     product(B, E, E, h, layer.value, layer.value_bias, v);
     Rows in{q, k, head_dim()};  // (B, H, D)
     if (!on_features()) in = position(layer, in, /*keep_inputs=*/false);
+    T* attention = ptr(attention_);  // (B, H, Dv)
+    if (softmax()) {
+      attend_softmax(layer, in, v, attention);
+      product(B, E, E, attention, layer.output, layer.output_bias, h);
+      return;
+    }
     const Rows phi = map_features(layer, in);
     cpu::NumeratorFeatures<T> numerator;
     if (on_features()) {
       const Rows psi = position(layer, phi, /*keep_inputs=*/true);
       numerator = {psi.features, psi.q, psi.k};
     }
-    T* attention = ptr(attention_);  // (B, H, Dv)
     cpu::linear_attention_step<T>(B, H, phi.features, head_dim(), phi.q, phi.k, v, ptr(layer.decay), kAttentionEps,
                                   ptr(layer.kv), ptr(layer.normalizer), attention, numerator);
     product(B, E, E, attention, layer.output, layer.output_bias, h);
   }
 
-  // Queries and keys of the B H heads, `features` each.
-  struct Rows {
-    T *q, *k;
-    int64_t features;
-  };
+  // Softmax: this position's key and value into the caches, then the step over all of them. The
+  // temperature is sqrt(P), or sqrt(D) over exact sineSPE's P = D J features (SelfAttention::prepare).
+  void attend_softmax(FusedLayer& layer, const Rows& in, const T* v, T* attention) {
+    const int64_t B = batch_, H = options_.heads(), P = in.features, Dv = head_dim();
+    make_room(layer);
+    const int64_t capacity = layer.keys.size(2);
+    T *keys = ptr(layer.keys), *values = ptr(layer.values);
+    for (int64_t bh = 0; bh < B * H; ++bh) {
+      std::copy(in.k + bh * P, in.k + (bh + 1) * P, keys + (bh * capacity + position_) * P);
+      std::copy(v + bh * Dv, v + (bh + 1) * Dv, values + (bh * capacity + position_) * Dv);
+    }
+    const double scale = 1.0 / std::sqrt(static_cast<double>(exact_sine() ? head_dim() : P));
+    const cpu::LagBias<T> bias{ptr(layer.log_decay), ptr(layer.clipped_bias), layer.clip};
+    cpu::softmax_attention_step<T>(B, H, P, Dv, position_ + 1, capacity, in.q, keys, values, scale, bias,
+                                   scores_.data(), attention);
+  }
 
   // q, k at this position: rotated (in place, or into psi_q_, psi_k_ to keep the inputs), or
   // sineSPE's psi in psi_q_, psi_k_: filtered by the sampled code, or times the exact coefficients.
@@ -387,6 +448,7 @@ class FusedDecoder final : public Decoder {
   at::Tensor sinusoidal_frequencies_, rotary_frequencies_, rotary_cos_, rotary_sin_;
   at::Tensor x_, h_, ffn_, q_, k_, v_, attention_, psi_q_, psi_k_, mapped_q_, mapped_k_;  // the step's buffers
   at::Tensor logits_[2];
+  std::vector<T> scores_;  // softmax: one head's scores
 };
 
 }  // namespace
@@ -395,13 +457,15 @@ std::string fused_decoding_gap(const Model& model) {
   const TransformerOptions& o = model->options.transformer();
   const PositionalOptions& p = o.positional();
   if (!ops::fused_kernel_takes(model->transformer->embedding->weight)) return "float32 or float64 weights on the CPU";
-  if (o.attention().kind() == AttentionKind::softmax) return "linear attention (elu, relu or FAVOR+ features)";
+  const bool softmax = o.attention().kind() == AttentionKind::softmax;
   switch (p.kind()) {
     case PositionalKind::none: case PositionalKind::sinusoidal: case PositionalKind::learned:
     case PositionalKind::decay: case PositionalKind::rotary: case PositionalKind::sine_spe:
       return "";
+    case PositionalKind::toeplitz:
+      return softmax ? "" : "softmax attention under a Toeplitz bias (linear attention's clipped window is not fused)";
     default:
-      return "positional kind none, sinusoidal, learned, rotary, sine_spe or decay";
+      return "positional kind none, sinusoidal, learned, rotary, sine_spe, decay or (with softmax) toeplitz";
   }
 }
 

@@ -38,6 +38,10 @@ Model float64_language_model(const Case& c) {
   Model model(ModelOptions(ModelKind::language_model, o));
   model->to(at::kDouble);
   model->eval();
+  if (c.pe == PositionalKind::toeplitz) {  // its bias starts at zero, which every lag would match
+    at::NoGradGuard no_grad;
+    for (const auto& block : *model->transformer->blocks) block->as<TransformerBlock>()->attention->toeplitz->bias.normal_();
+  }
   return model;
 }
 
@@ -50,11 +54,11 @@ std::string describe(const Case& c) {
 
 // What the fused decoder is documented to cover (decoder.h).
 bool fused_covers(const Case& c) {
-  if (c.attention == AttentionKind::softmax) return false;
   switch (c.pe) {
     case PositionalKind::none: case PositionalKind::sinusoidal: case PositionalKind::learned:
     case PositionalKind::decay: case PositionalKind::rotary: case PositionalKind::sine_spe:
       return true;
+    case PositionalKind::toeplitz: return c.attention == AttentionKind::softmax;
     default: return false;
   }
 }
@@ -142,6 +146,20 @@ TEST(FusedDecoder, MatchesWithReluFeaturesTiedEmbeddingsAndFloat32) {
       auto fused64 = make_decoder(DecoderKind::fused, model, 3, make_generator(8));
       EXPECT_LT((decode_all(*fused64, tokens) - full).abs().max().item<double>(), 1e-10);
     }
+}
+
+// Softmax's key and value caches start with room for 256 positions and double when full: 600
+// positions cross two doublings, with decay's and a Toeplitz bias's score terms at every lag.
+TEST(FusedDecoder, SoftmaxCachesGrowPastTheirFirstCapacity) {
+  at::manual_seed(5);
+  const at::Tensor tokens = at::randint(0, kVocab, {kBatch, 600}, at::kLong);
+  for (PositionalKind pe : {PositionalKind::rotary, PositionalKind::decay, PositionalKind::toeplitz}) {
+    SCOPED_TRACE(choice_name(pe, kPositionalKinds));
+    Model model = float64_language_model({pe, AttentionKind::softmax});
+    const at::Tensor full = model->forward(tokens, {}, {}, {});
+    auto fused = make_decoder(DecoderKind::fused, model, kBatch);
+    EXPECT_LT((decode_all(*fused, tokens) - full).abs().max().item<double>(), 1e-10);
+  }
 }
 
 TEST(FusedDecoder, RefusesBadTokensAndPositionsPastTheLearnedTable) {

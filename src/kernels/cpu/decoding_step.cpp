@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 #include "kernels/cpu/dispatch.h"
 
@@ -192,6 +193,36 @@ void linear_attention_step(int64_t batch, int64_t heads, int64_t features, int64
     }
 }
 
+template <typename T>
+void softmax_attention_step(int64_t batch, int64_t heads, int64_t features, int64_t value_dim, int64_t length,
+                            int64_t capacity, const T* q, const T* keys, const T* values, double scale,
+                            const LagBias<T>& bias, T* scores, T* out) {
+  const int64_t P = features, Dv = value_dim, last = length - 1;
+  for (int64_t b = 0; b < batch; ++b)
+    for (int64_t h = 0; h < heads; ++h) {
+      const int64_t bh = b * heads + h;
+      rows_by_weight<T>(1, P, length, q + bh * P, keys + bh * capacity * P, nullptr, scores);  // q . keys[j]
+      T top = -std::numeric_limits<T>::infinity();
+      for (int64_t j = 0; j < length; ++j) {
+        const int64_t lag = last - j;
+        T score = static_cast<T>(scale) * scores[j];
+        if (bias.log_decay) score += bias.log_decay[h] * static_cast<T>(lag);
+        if (bias.clipped) score += bias.clipped[h * (bias.clip + 1) + std::min(lag, bias.clip)];
+        scores[j] = score;
+        top = std::max(top, score);
+      }
+      T total = 0;
+      for (int64_t j = 0; j < length; ++j) total += (scores[j] = std::exp(scores[j] - top));
+      T* o = out + bh * Dv;
+      for (int64_t i = 0; i < Dv; ++i) o[i] = T(0);
+      const T* vh = values + bh * capacity * Dv;
+      for (int64_t j = 0; j < length; ++j) {
+        const T weight = scores[j] / total;
+        for (int64_t i = 0; i < Dv; ++i) o[i] += weight * vh[j * Dv + i];
+      }
+    }
+}
+
 #define SPE_INSTANTIATE(T)                                                                                          \
   template void rows_by_weight<T>(int64_t, int64_t, int64_t, const T*, const T*, const T*, T*, int);                \
   template void layer_norm_rows<T>(int64_t, int64_t, const T*, const T*, const T*, double, T*);                      \
@@ -201,7 +232,9 @@ void linear_attention_step(int64_t batch, int64_t heads, int64_t features, int64
   template void rotate_pairs<T>(int64_t, int64_t, const T*, const T*, T*);                                           \
   template void SineOscillators::coefficients<T>(int64_t, T*);                                                       \
   template void linear_attention_step<T>(int64_t, int64_t, int64_t, int64_t, const T*, const T*, const T*, const T*, \
-                                         double, T*, T*, T*, const NumeratorFeatures<T>&);
+                                         double, T*, T*, T*, const NumeratorFeatures<T>&); \
+  template void softmax_attention_step<T>(int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, const T*, const T*, \
+                                          const T*, double, const LagBias<T>&, T*, T*);
 SPE_INSTANTIATE(float)
 SPE_INSTANTIATE(double)
 #undef SPE_INSTANTIATE

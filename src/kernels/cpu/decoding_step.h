@@ -78,4 +78,23 @@ void linear_attention_step(int64_t batch, int64_t heads, int64_t features, int64
                            const T* phi_k, const T* v, const T* decay, double eps, T* kv, T* z, T* out,
                            const NumeratorFeatures<T>& numerator = {});
 
+// The score terms of lag d = t - j >= 0 a softmax step adds: log_decay[h] d (decay; null: none)
+// and clipped[h, min(d, clip)] (a Toeplitz bias's lags 0 .. clip, (H, clip + 1); null: none).
+template <typename T>
+struct LagBias {
+  const T* log_decay = nullptr;
+  const T* clipped = nullptr;
+  int64_t clip = 0;
+};
+
+// One softmax-attention step for B H heads, the position's key and value already in the caches
+// at row t = length - 1:
+//   s_j = scale q[b, h] . keys[b, h, j] + bias(t - j),   out[b, h] = sum_j softmax(s)_j values[b, h, j]   (j <= t)
+// q (B, H, P), keys (B, H, capacity, P), values (B, H, capacity, Dv), out (B, H, Dv); scores: room
+// for `length` values.
+template <typename T>
+void softmax_attention_step(int64_t batch, int64_t heads, int64_t features, int64_t value_dim, int64_t length,
+                            int64_t capacity, const T* q, const T* keys, const T* values, double scale,
+                            const LagBias<T>& bias, T* scores, T* out);
+
 }  // namespace spe::kernels::cpu
