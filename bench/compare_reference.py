@@ -372,7 +372,7 @@ def main():
     p.add_argument("--dim", type=int, default=64)
     p.add_argument("--realizations", type=int, default=64)
     p.add_argument("--sines", type=int, default=5)
-    p.add_argument("--chunk", type=int, default=64)
+    p.add_argument("--chunk", type=int, default=32, help="causal kernel chunk (the library default, ops::kCausalChunk)")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--impl", choices=["ours", "reference"], help=argparse.SUPPRESS)
