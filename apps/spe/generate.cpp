@@ -79,16 +79,15 @@ void render_audio(const GenerateArgs& a) {
 }
 
 // The REMI grammar as generate's constraint: it reads the tokens it has not seen yet, then gives
-// the (V) mask of the tokens decoding would read next.
+// the (V) mask of the tokens decoding would read next, refilled in one tensor.
 nn::AllowedNext remi_grammar_mask() {
   auto grammar = std::make_shared<midi::RemiGrammar>();
   auto read = std::make_shared<size_t>(0);
-  return [grammar, read](const std::vector<int64_t>& tokens) {
+  const at::Tensor mask = at::empty({static_cast<int64_t>(grammar->allowed().size())}, at::kBool);
+  return [grammar, read, mask](const std::vector<int64_t>& tokens) {
     for (; *read < tokens.size(); ++*read) grammar->push(tokens[*read]);
-    const std::vector<bool> allowed = grammar->allowed();
-    at::Tensor mask = at::empty({static_cast<int64_t>(allowed.size())}, at::kBool);
     bool* out = mask.data_ptr<bool>();
-    for (size_t id = 0; id < allowed.size(); ++id) out[id] = allowed[id];
+    for (int64_t id = 0; id < mask.size(0); ++id) out[id] = grammar->allows(id);
     return mask;
   };
 }

@@ -63,7 +63,7 @@ Generation generate(Decoder& decoder, const std::vector<int64_t>& prompt, const 
   TokenSampler sampler(options.sampling);
   while (true) {
     const at::Tensor allowed = allowed_after(options, out.tokens, vocab_size);
-    const at::Tensor row = logits.device().is_cpu() ? logits[0] : logits[0].cpu();
+    const at::Tensor row = logits.device().is_cpu() ? logits : logits.cpu();  // (1, V): no view made per token
     const int64_t next = sampler.draw(row, allowed, generator);
     if (next < 0)
       throw std::runtime_error(fmt::format("generate: after {} tokens (the last: {}) the allowed-next mask leaves no "

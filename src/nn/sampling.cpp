@@ -107,11 +107,11 @@ bool scaled_logits(const T* logits, int64_t stride, int64_t vocab, double temper
 }  // namespace
 
 int64_t TokenSampler::draw(const at::Tensor& logits, const at::Tensor& allowed, double u) {
-  TORCH_CHECK(logits.dim() == 1 && logits.device().is_cpu() &&
+  TORCH_CHECK((logits.dim() == 1 || (logits.dim() == 2 && logits.size(0) == 1)) && logits.device().is_cpu() &&
                   (logits.scalar_type() == at::kFloat || logits.scalar_type() == at::kDouble),
-              "TokenSampler: logits must be (V) float32 or float64 on the CPU, got ", logits.sizes(), " ",
+              "TokenSampler: logits must be (V) or (1, V) float32 or float64 on the CPU, got ", logits.sizes(), " ",
               logits.scalar_type(), " on ", logits.device());
-  const int64_t vocab = logits.size(0);
+  const int64_t vocab = logits.size(-1);
   TORCH_CHECK(!allowed.defined() || (allowed.dim() == 1 && allowed.size(0) == vocab &&
                                      allowed.scalar_type() == at::kBool && allowed.device().is_cpu()),
               "TokenSampler: allowed must be (V) bool on the CPU with V = ", vocab);
@@ -124,8 +124,8 @@ int64_t TokenSampler::draw(const at::Tensor& logits, const at::Tensor& allowed, 
   }
   double* p = probabilities_.data();
   const bool finite = logits.scalar_type() == at::kFloat
-                          ? scaled_logits(logits.data_ptr<float>(), logits.stride(0), vocab, options_.temperature, p)
-                          : scaled_logits(logits.data_ptr<double>(), logits.stride(0), vocab, options_.temperature, p);
+                          ? scaled_logits(logits.data_ptr<float>(), logits.stride(-1), vocab, options_.temperature, p)
+                          : scaled_logits(logits.data_ptr<double>(), logits.stride(-1), vocab, options_.temperature, p);
   if (!finite) throw std::invalid_argument("sampling: the logits contain NaN or infinity");
   constexpr double kNever = -std::numeric_limits<double>::infinity();
   for (int64_t id : options_.banned) p[id] = kNever;

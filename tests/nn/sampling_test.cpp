@@ -113,6 +113,7 @@ TEST(TokenSampler, InvertsTheSamplingDistribution) {
     if (std::abs(c[expected] - u) < 1e-9 || (expected > 0 && std::abs(c[expected - 1] - u) < 1e-9)) continue;
     ASSERT_EQ(sampler.draw(logits, allowed, u), expected) << "u = " << u;
     ASSERT_EQ(sampler.draw(strided, allowed, u), expected) << "u = " << u;
+    ASSERT_EQ(sampler.draw(strided.unsqueeze(0), allowed, u), expected) << "u = " << u;  // a (1, V) row
     ++checked;
   }
   EXPECT_GT(checked, 990);
@@ -126,6 +127,7 @@ TEST(TokenSampler, InvertsTheSamplingDistribution) {
   EXPECT_EQ(sampler.draw(logits, at::zeros({v}, at::kBool), 0.5), -1);
   EXPECT_ERROR_CONTAINS(sampler.draw(logits.clone().fill_(std::nan("")), allowed, 0.5), "NaN or infinity");
   EXPECT_ERROR_CONTAINS(sampler.draw(logits, allowed, 1.0), "u must lie in [0, 1)");
+  EXPECT_ERROR_CONTAINS(sampler.draw(at::stack({logits, logits}), allowed, 0.5), "(V) or (1, V)");
   EXPECT_ERROR_CONTAINS(sampler.draw(logits.narrow(0, 0, 10), {}, 0.5), "banned token 17 is not in [0, 10)");
 }
 

@@ -16,7 +16,8 @@ namespace spe::nn {
 
 // tokens so far (the prompt, then the tokens drawn) -> (V) bool, true where the next token may
 // be drawn. Called once before each draw, with one token more each time, so that a grammar can
-// keep its state and read only the new tokens.
+// keep its state and read only the new tokens. The mask is read before the next call, so a
+// constraint may refill one tensor of its own each time (nothing allocated per token).
 using AllowedNext = std::function<at::Tensor(const std::vector<int64_t>& tokens)>;
 
 struct GenerateOptions {

@@ -36,7 +36,7 @@ at::Tensor sample_tokens(const at::Tensor& logits, const SamplingOptions& option
 class TokenSampler {
  public:
   explicit TokenSampler(SamplingOptions options);  // checked against each row's vocabulary
-  // logits: (V) float32 or float64 on the CPU, any stride; allowed: undefined or (V) bool on the
+  // logits: (V) or (1, V) float32 or float64 on the CPU, any stride; allowed: undefined or (V) bool on the
   // CPU. -> the first id whose cumulative probability passes u in [0, 1), or -1 when no token is
   // left to draw (every one banned or not allowed). Throws std::invalid_argument for non-finite
   // logits or a bad option.
