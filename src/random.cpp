@@ -18,6 +18,9 @@ uint64_t mix64(uint64_t x) {
   return x ^ (x >> 31);
 }
 
+// The seed of row `row` of the noise keyed by `key`: rows are independent streams.
+uint64_t row_seed(uint64_t key, int64_t row) { return mix64(key ^ mix64(static_cast<uint64_t>(row))); }
+
 }  // namespace
 
 at::Generator make_generator(uint64_t seed) { return at::detail::createCPUGenerator(seed); }
@@ -41,14 +44,22 @@ at::Tensor keyed_normal_rows(uint64_t key, int64_t first_row, int64_t rows, int6
   TORCH_CHECK(first_row >= 0 && rows >= 0 && width >= 0, "keyed_normal_rows: first_row, rows and width must be >= 0, got ",
               first_row, ", ", rows, ", ", width);
   at::Tensor out = at::empty({rows, width}, options.device(at::kCPU).requires_grad(false));
-  // Each row has its own generator seeded from (key, row): rows are independent streams.
+  // Each row has its own generator seeded from (key, row).
   at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      const uint64_t seed = mix64(key ^ mix64(static_cast<uint64_t>(first_row + i)));
-      out.select(0, i).normal_(0.0, 1.0, make_generator(seed));
-    }
+    for (int64_t i = begin; i < end; ++i) out.select(0, i).normal_(0.0, 1.0, make_generator(row_seed(key, first_row + i)));
   });
   return out.to(options.device());
+}
+
+void keyed_normal_row_into(uint64_t key, int64_t row, at::Tensor& out, at::Generator& scratch) {
+  TORCH_CHECK(row >= 0, "keyed_normal_row_into: row must be >= 0, got ", row);
+  TORCH_CHECK(out.device().is_cpu() && out.is_contiguous() && scratch.device().is_cpu(),
+              "keyed_normal_row_into: out must be contiguous on the CPU and scratch a CPU generator");
+  {
+    std::lock_guard<std::mutex> lock(scratch.mutex());
+    scratch.set_current_seed(row_seed(key, row));  // the state of make_generator(seed)
+  }
+  out.normal_(0.0, 1.0, scratch);
 }
 
 }  // namespace spe

@@ -30,4 +30,8 @@ uint64_t draw_key(OptionalGenerator generator = c10::nullopt);
 at::Tensor keyed_normal_rows(uint64_t key, int64_t first_row, int64_t rows, int64_t width,
                              const at::TensorOptions& options);
 
+// Row `row` of keyed_normal_rows(key, ...) written into `out` (its `width` values: contiguous, on
+// the CPU), drawn by `scratch`, a CPU generator reseeded for the row: nothing is allocated.
+void keyed_normal_row_into(uint64_t key, int64_t row, at::Tensor& out, at::Generator& scratch);
+
 }  // namespace spe

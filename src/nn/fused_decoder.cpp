@@ -43,7 +43,8 @@ struct FusedLayer {
   double favor_scale = 1.0, favor_key_shift = 0.0;
   at::Tensor sine_rows;    // sampled sineSPE: the layer's gated rows (H, F, 2K + 1, R)
   at::Tensor exact_scale;  // exact sineSPE: each coefficient's lambda and gate (H F, J)
-  int code = -1;           // sineSPE: which of the decoder's codes (oscillators) the layer reads
+  int code = -1;           // sineSPE, convSPE: which of the decoder's codes the layer reads
+  at::Tensor gate_keep, gate_noise;  // convSPE, gated: sqrt(1 - s) (H F), sqrt(s) eps (H F, R)
   at::Tensor kv, normalizer;  // linear attention's state: (B, H, P, Dv), (B, H, M)
   at::Tensor keys, values;    // softmax attention's caches: (B, H, capacity, P), (B, H, capacity, Dv)
   at::Tensor log_decay, clipped_bias;  // softmax: decay's (H), a Toeplitz bias's lags 0 .. clip (H, clip + 1)
@@ -55,6 +56,72 @@ struct FusedLayer {
 struct FusedCode {
   cpu::SineOscillators oscillators;
   at::Tensor coefficients;
+};
+
+// A 1-D convSPE code made position after position (ConvCodeStream's values, nothing allocated):
+// the noise under the filters kept in a ring of S rows, row t + S + j of the keyed noise in slot
+// (t + j) mod S, each new row drawn in place; the code of position t is
+//   code[f, r] = scale sum_j w[f, j] Z[t + S + j][f, r]   for the H F features f, both filters.
+template <typename T>
+class FusedConvCode {
+ public:
+  // Ready for position `start`; weights (H, F, S), the module's.
+  FusedConvCode(const ConvSPEImpl& conv, uint64_t key, int64_t realizations, int64_t start)
+      : key_(key),
+        S_(conv.options.kernel_size()),
+        features_(conv.options.heads() * conv.options.dim()),
+        R_(realizations),
+        scale_(std::pow(static_cast<double>(R_ * conv.options.dim()), -0.25)),  // as ConvSPEImpl's
+        weight_q_(kept(conv.weight_q.reshape({features_, S_}))),
+        weight_k_(kept(conv.weight_k.reshape({features_, S_}))),
+        ring_(at::empty({S_, features_ * R_}, weight_q_.options())),
+        scratch_(make_generator(0)),
+        qbar_(at::empty({features_, R_}, weight_q_.options())),
+        kbar_(at::empty_like(qbar_)) {
+    for (int64_t i = 0; i < S_; ++i) slots_.push_back(ring_.select(0, i));
+    for (int64_t j = 0; j < S_; ++j) keyed_normal_row_into(key_, start + S_ + j, slots_[(start + j) % S_], scratch_);
+    next_ = start;
+  }
+
+  // The code of `position` (the one after the last) into qbar(), kbar() (H F, R).
+  void advance(int64_t position) {
+    TORCH_CHECK(position == next_, "FusedConvCode: position ", position, " after ", next_ - 1);
+    code(ptr(weight_q_), ptr(qbar_));
+    code(ptr(weight_k_), ptr(kbar_));
+    at::Tensor& spent = slots_[position % S_];  // Z[t + S]: the next position needs Z[t + 2S] instead
+    keyed_normal_row_into(key_, position + 2 * S_, spent, scratch_);
+    ++next_;
+  }
+  const T* qbar() const { return ptr(qbar_); }
+  const T* kbar() const { return ptr(kbar_); }
+
+ private:
+  static T* ptr(const at::Tensor& t) { return t.data_ptr<T>(); }
+
+  void code(const T* w, T* out) const {
+    const T* ring = ptr(ring_);
+    const T scale = static_cast<T>(scale_);
+    for (int64_t i = 0; i < features_ * R_; ++i) out[i] = T(0);
+    for (int64_t j = 0; j < S_; ++j) {
+      const T* z = ring + ((next_ + j) % S_) * features_ * R_;
+      for (int64_t f = 0; f < features_; ++f) {
+        const T weight = scale * w[f * S_ + j];
+        T* row = out + f * R_;
+        const T* noise = z + f * R_;
+        for (int64_t r = 0; r < R_; ++r) row[r] += weight * noise[r];
+      }
+    }
+  }
+
+  uint64_t key_;
+  int64_t S_, features_, R_;
+  double scale_;
+  at::Tensor weight_q_, weight_k_;  // (H F, S)
+  at::Tensor ring_;                 // (S, H F R)
+  std::vector<at::Tensor> slots_;   // the ring's rows, views made once
+  at::Generator scratch_;
+  at::Tensor qbar_, kbar_;          // (H F, R)
+  int64_t next_ = 0;
 };
 
 template <typename T>
@@ -73,6 +140,7 @@ class FusedDecoder final : public Decoder {
     const int64_t B = batch_, E = options_.dim(), F = options_.ffn_dim();
     embed(tokens.data_ptr<int64_t>(), tokens.stride(0), position_);
     for (FusedCode& code : codes_) code.oscillators.coefficients(position_, ptr(code.coefficients));
+    for (FusedConvCode<T>& code : conv_codes_) code.advance(position_);
     if (rotary_frequencies_.defined()) rotary_angles(position_);
     T *x = ptr(x_), *h = ptr(h_), *f = ptr(ffn_);
     for (FusedLayer& layer : layers_) {
@@ -103,12 +171,13 @@ class FusedDecoder final : public Decoder {
   int64_t sines() const { return options_.positional().sines(); }
   bool sine() const { return options_.positional().kind() == PositionalKind::sine_spe; }
   bool softmax() const { return options_.attention().kind() == AttentionKind::softmax; }
+  bool conv() const { return options_.positional().kind() == PositionalKind::conv_spe; }
   bool exact_sine() const { return sine() && options_.positional().code() == SPECodeKind::exact; }
   // Positions on phi(q), phi(k) for the numerator only (as the op-by-op step's on_features).
   bool on_features() const {
     const PositionalKind kind = options_.positional().kind();
     return options_.positional().place() == PositionalPlace::features && !softmax() &&
-           (kind == PositionalKind::rotary || kind == PositionalKind::sine_spe);
+           (kind == PositionalKind::rotary || kind == PositionalKind::sine_spe || kind == PositionalKind::conv_spe);
   }
   int64_t head_dim() const { return options_.dim() / options_.heads(); }
   // M, the features of phi(q), phi(k).
@@ -119,7 +188,7 @@ class FusedDecoder final : public Decoder {
   // P, the features of the positioned q, k (psi): R after sampled sineSPE, F J after exact sineSPE.
   int64_t positioned_dim() const {
     const int64_t positioned = on_features() ? mapped_dim() : head_dim();
-    if (!sine()) return positioned;
+    if (!sine() && !conv()) return positioned;
     if (!exact_sine()) return options_.positional().realizations();
     return positioned * exact_columns();
   }
@@ -194,7 +263,7 @@ class FusedDecoder final : public Decoder {
     const at::TensorOptions o = embedding_.options();
     x_ = at::empty({B, E}, o), h_ = at::empty({B, E}, o), ffn_ = at::empty({B, options_.ffn_dim()}, o);
     q_ = at::empty({B, E}, o), k_ = at::empty({B, E}, o), v_ = at::empty({B, E}, o), attention_ = at::empty({B, E}, o);
-    if (sine() || on_features())
+    if (sine() || conv() || on_features())
       psi_q_ = at::empty({B, options_.heads(), positioned_dim()}, o), psi_k_ = at::empty_like(psi_q_);
   }
 
@@ -216,6 +285,7 @@ class FusedDecoder final : public Decoder {
       return add_code(at::sigmoid(sine.freqs.detach().to(at::kDouble)) / 2.0, sine.offsets.detach().to(at::kDouble));
     };
     const TransformerImpl& t = *model_->transformer;
+    if (conv()) return take_conv_state();
     int shared = -1;
     if (state_.code) shared = add_sampled(*state_.code);
     if (exact_sine() && t.sine_spe) shared = add_exact(*t.sine_spe);
@@ -235,6 +305,31 @@ class FusedDecoder final : public Decoder {
       } else {
         layer.sine_rows = s.gated_rows.contiguous();
         layer.code = s.code ? add_sampled(*s.code) : shared;
+      }
+    }
+  }
+
+  // convSPE: each code's noise ring from position 1 on, and each layer's gate.
+  void take_conv_state() {
+    const TransformerImpl& t = *model_->transformer;
+    const int64_t R = options_.positional().realizations();
+    auto add_code = [&](const ConvSPEImpl& conv, const SPECodeStream& stream) {
+      conv_codes_.emplace_back(conv, stream.conv_stream()->key(), R, /*start=*/1);
+      return static_cast<int>(conv_codes_.size()) - 1;
+    };
+    const int shared = state_.code ? add_code(*t.conv_spe, *state_.code) : -1;
+    for (size_t i = 0; i < layers_.size(); ++i) {
+      AttentionState& s = state_.layers[i];
+      FusedLayer& layer = layers_[i];
+      if (softmax()) start_caches(layer, s);
+      else layer.kv = s.linear.kv.contiguous(), layer.normalizer = s.linear.normalizer.contiguous();
+      const SelfAttentionImpl& a = *t.blocks->ptr(i)->as<TransformerBlock>()->attention;
+      layer.code = s.code ? add_code(*a.conv_spe, *s.code) : shared;
+      if (a.spe_filter->options.gated()) {  // SPEFilterImpl::gated_code: keep code + sqrt(s) eps
+        TORCH_CHECK(s.gate_noise.defined(), "FusedDecoder: a gated convSPE layer without its gate noise");
+        const at::Tensor gate = at::sigmoid(a.spe_filter->gate.detach()).to(embedding_.scalar_type());  // (H, F)
+        layer.gate_keep = at::sqrt(1.0 - gate).flatten().contiguous();
+        layer.gate_noise = (at::sqrt(gate).unsqueeze(-1) * s.gate_noise).flatten(0, 1).contiguous();
       }
     }
   }
@@ -384,6 +479,12 @@ class FusedDecoder final : public Decoder {
       cpu::rotate_pairs<T>(B * H, F, ptr(rotary_cos_), ptr(rotary_sin_), x.k);
       return x;
     }
+    if (conv()) {
+      const FusedConvCode<T>& code = conv_codes_[layer.code];
+      conv_filter(layer, x.q, x.features, code.qbar(), psi_q);
+      conv_filter(layer, x.k, x.features, code.kbar(), psi_k);
+      return {psi_q, psi_k, options_.positional().realizations()};
+    }
     if (!sine()) return x;
     const T* coefficients = ptr(codes_[layer.code].coefficients);  // (2, H F, 2K + 1)
     const T* key_coefficients = coefficients + H * F * (2 * sines() + 1);
@@ -397,6 +498,28 @@ class FusedDecoder final : public Decoder {
     cpu::sine_spe_filter_position<T>(shape, x.q, coefficients, ptr(layer.sine_rows), psi_q);
     cpu::sine_spe_filter_position<T>(shape, x.k, key_coefficients, ptr(layer.sine_rows), psi_k);
     return {psi_q, psi_k, R};
+  }
+
+  // psi (B, H, R) = x (B, H, F) by the gated code (H F, R): per head, sum_f x_f (keep_f code_f + noise_f).
+  void conv_filter(const FusedLayer& layer, const T* x, int64_t F, const T* code, T* psi) const {
+    const int64_t H = options_.heads(), R = options_.positional().realizations();
+    const T *keep = ptr(layer.gate_keep), *noise = ptr(layer.gate_noise);
+    for (int64_t b = 0; b < batch_; ++b)
+      for (int64_t h = 0; h < H; ++h) {
+        T* out = psi + (b * H + h) * R;
+        for (int64_t r = 0; r < R; ++r) out[r] = T(0);
+        for (int64_t f = h * F; f < (h + 1) * F; ++f) {
+          const T value = x[b * H * F + f];
+          const T* row = code + f * R;
+          if (!keep) {
+            for (int64_t r = 0; r < R; ++r) out[r] += value * row[r];
+            continue;
+          }
+          const T kept = value * keep[f];
+          const T* eps = noise + f * R;
+          for (int64_t r = 0; r < R; ++r) out[r] += kept * row[r] + value * eps[r];
+        }
+      }
   }
 
   // psi (B, H, F J) = x (B, H, F) times this position's exact coefficients: oscillators
@@ -443,6 +566,7 @@ class FusedDecoder final : public Decoder {
   int threads_;          // for the large weight products
   std::vector<FusedLayer> layers_;
   std::vector<FusedCode> codes_;
+  std::vector<FusedConvCode<T>> conv_codes_;
   at::Tensor embedding_, learned_, final_norm_weight_, final_norm_bias_, head_, head_bias_;
   double final_norm_eps_ = 1e-5, rotary_magnitude_ = 1.0;
   at::Tensor sinusoidal_frequencies_, rotary_frequencies_, rotary_cos_, rotary_sin_;
@@ -462,6 +586,8 @@ std::string fused_decoding_gap(const Model& model) {
     case PositionalKind::none: case PositionalKind::sinusoidal: case PositionalKind::learned:
     case PositionalKind::decay: case PositionalKind::rotary: case PositionalKind::sine_spe:
       return "";
+    case PositionalKind::conv_spe:
+      return p.conv_ndim() == 1 ? "" : "a 1-D convSPE";
     case PositionalKind::toeplitz:
       return softmax ? "" : "softmax attention under a Toeplitz bias (linear attention's clipped window is not fused)";
     default:

@@ -57,6 +57,7 @@ bool fused_covers(const Case& c) {
   switch (c.pe) {
     case PositionalKind::none: case PositionalKind::sinusoidal: case PositionalKind::learned:
     case PositionalKind::decay: case PositionalKind::rotary: case PositionalKind::sine_spe:
+    case PositionalKind::conv_spe:
       return true;
     case PositionalKind::toeplitz: return c.attention == AttentionKind::softmax;
     default: return false;
@@ -220,6 +221,18 @@ TEST(KeyedNoise, RowsAreTheSameWhicheverRangeDrawsThem) {
   const at::Tensor middle = keyed_normal_rows(77, 13, 5, 9, at::kDouble);
   EXPECT_TRUE(at::equal(whole.narrow(0, 13, 5), middle));
   EXPECT_FALSE(at::equal(whole, keyed_normal_rows(78, 0, 40, 9, at::kDouble)));
+  // One row in place, by a generator reseeded row after row (widths 9 and 33: LibTorch's normal_
+  // fills 16 values or more another way), in any order, after the generator drew something else.
+  at::Generator scratch = make_generator(5);
+  at::empty({3}).normal_(0, 1, scratch);
+  for (int64_t width : {9, 33}) {
+    const at::Tensor rows = keyed_normal_rows(77, 0, 40, width, at::kDouble);
+    at::Tensor row = at::empty({width}, at::kDouble);
+    for (int64_t r : {17, 3, 39, 17}) {
+      keyed_normal_row_into(77, r, row, scratch);
+      EXPECT_TRUE(at::equal(row, rows[r])) << "width " << width << ", row " << r;
+    }
+  }
 }
 
 // n = 400 x 500 = 2e5 draws: the sample mean has sd 1/sqrt(n), the sample variance sd

@@ -44,6 +44,8 @@ class SPECodeStream {
   int64_t position() const { return position_; }
   // sineSPE: the drawn code's factors, for every position (null for convSPE).
   const SineCodeFactors* sine_factors() const { return code_.sine ? &*code_.sine : nullptr; }
+  // convSPE: the stream of its code (null for sineSPE).
+  const ConvCodeStream* conv_stream() const { return conv_.get(); }
 
  private:
   SPECode code_;  // sineSPE: the factors for all positions; convSPE: the last position's code

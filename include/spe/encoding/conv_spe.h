@@ -65,6 +65,7 @@ class ConvCodeStream {
   ConvCodeStream(const ConvSPEImpl& spe, uint64_t key, c10::optional<int64_t> realizations = c10::nullopt);
   SPECode next();  // qbar, kbar: (1, H, D, R)
   int64_t position() const { return position_; }
+  uint64_t key() const { return key_; }
 
  private:
   uint64_t key_;

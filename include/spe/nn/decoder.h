@@ -11,7 +11,8 @@
 //              and every intermediate kept from token to token): one product per weight matrix
 //              and nothing allocated per token. It covers linear attention (elu, relu or
 //              FAVOR+ features) with no positional encoding, sinusoidal, learned, decay, rotary or
-//              sineSPE (sampled or exact code; place inputs or features), and softmax attention
+//              sineSPE (sampled or exact code; place inputs or features) or 1-D convSPE (its
+//              keyed noise drawn row by row into a ring under the filters), and softmax attention
 //              with those or a Toeplitz bias (keys and values cached, the cache doubled when full:
 //              log2 of the length allocations), float32 or float64 on the CPU; position 0 runs
 //              the recurrent step, which makes what the sequence keeps.
