@@ -47,8 +47,10 @@ struct FusedLayer {
   at::Tensor gate_keep, gate_noise;  // convSPE, gated: sqrt(1 - s) (H F), sqrt(s) eps (H F, R)
   at::Tensor kv, normalizer;  // linear attention's state: (B, H, P, Dv), (B, H, M)
   at::Tensor keys, values;    // softmax attention's caches: (B, H, capacity, P), (B, H, capacity, Dv)
-  at::Tensor log_decay, clipped_bias;  // softmax: decay's (H), a Toeplitz bias's lags 0 .. clip (H, clip + 1)
-  int64_t clip = 0;
+  at::Tensor log_decay;     // softmax + decay: (H)
+  at::Tensor clipped_bias;  // softmax + Toeplitz: its lags 0 .. clip (B, H, clip + 1); + Shaw: q . a^K, scaled
+  at::Tensor shaw_keys, shaw_values;  // softmax + Shaw: a^K, a^V of lags 0 .. clip (clip + 1, D), a^V undefined
+  int64_t clip = 0;                   //   without its value table
 };
 
 // A sineSPE code as the fused step reads it: its oscillators and this position's coefficients
@@ -241,9 +243,19 @@ class FusedDecoder final : public Decoder {
       }
       if (a.decay && softmax()) layer.log_decay = kept(a.decay->log_decay().to(embedding_.scalar_type()));
       if (a.decay && !softmax()) layer.decay = at::exp(a.decay->log_decay().detach()).to(embedding_.scalar_type()).contiguous();
-      if (a.toeplitz) {  // softmax only: the lags t - j >= 0 of a causal step
+      if (a.toeplitz) {  // softmax only: the lags t - j >= 0 of a causal step, for each sequence
         layer.clip = a.toeplitz->options.clip();
-        layer.clipped_bias = kept(a.toeplitz->bias.narrow(1, layer.clip, layer.clip + 1));
+        layer.clipped_bias =
+            kept(a.toeplitz->bias.narrow(1, layer.clip, layer.clip + 1).unsqueeze(0).expand({B, -1, -1}));
+      }
+      if (a.relative) {  // bucket clip - d holds lag d = t - j (RelativePositionImpl::bucket_index)
+        const RelativePositionImpl& shaw = *a.relative;
+        layer.clip = shaw.options.clip();
+        auto by_lag = [&](const at::Tensor& table) { return kept(table.narrow(0, 0, layer.clip + 1).flip(0)); };
+        layer.shaw_keys = by_lag(shaw.key_table);
+        if (shaw.options.on_values()) layer.shaw_values = by_lag(shaw.value_table);
+        layer.clipped_bias = at::empty({B, options_.heads(), layer.clip + 1}, embedding_.options());
+        lag_weights_ = at::empty_like(layer.clipped_bias);
       }
       if (a.rotary && !rotary_frequencies_.defined()) {
         rotary_frequencies_ = a.rotary->frequencies().contiguous();  // (D / 2) float64
@@ -460,9 +472,30 @@ class FusedDecoder final : public Decoder {
       std::copy(v + bh * Dv, v + (bh + 1) * Dv, values + (bh * capacity + position_) * Dv);
     }
     const double scale = 1.0 / std::sqrt(static_cast<double>(exact_sine() ? head_dim() : P));
-    const cpu::LagBias<T> bias{ptr(layer.log_decay), ptr(layer.clipped_bias), layer.clip};
+    if (layer.shaw_keys.defined()) shaw_key_logits(layer, in.q, P, scale);
+    const bool shaw_values = layer.shaw_values.defined();
+    const cpu::LagBias<T> bias{ptr(layer.log_decay), ptr(layer.clipped_bias), layer.clip,
+                               shaw_values ? ptr(lag_weights_) : nullptr};
     cpu::softmax_attention_step<T>(B, H, P, Dv, position_ + 1, capacity, in.q, keys, values, scale, bias,
                                    scores_.data(), attention);
+    if (shaw_values) shaw_value_term(layer, attention);
+  }
+
+  // Shaw: clipped_bias[b, h, d] = scale q[b, h] . a^K(d) for the lags d = 0 .. clip.
+  void shaw_key_logits(FusedLayer& layer, const T* q, int64_t P, double scale) {
+    const int64_t rows = batch_ * options_.heads(), lags = layer.clip + 1;
+    T* logits = ptr(layer.clipped_bias);
+    cpu::rows_by_weight<T>(rows, P, lags, q, ptr(layer.shaw_keys), nullptr, logits);
+    for (int64_t i = 0; i < rows * lags; ++i) logits[i] *= static_cast<T>(scale);
+  }
+
+  // Shaw: out[b, h] += sum_d (the weights of lag d) a^V(d).
+  void shaw_value_term(const FusedLayer& layer, T* out) const {
+    const int64_t rows = batch_ * options_.heads(), lags = layer.clip + 1, Dv = head_dim();
+    const T *weights = ptr(lag_weights_), *table = ptr(layer.shaw_values);
+    for (int64_t row = 0; row < rows; ++row)
+      for (int64_t d = 0; d < lags; ++d)
+        for (int64_t i = 0; i < Dv; ++i) out[row * Dv + i] += weights[row * lags + d] * table[d * Dv + i];
   }
 
   // q, k at this position: rotated (in place, or into psi_q_, psi_k_ to keep the inputs), or
@@ -573,6 +606,7 @@ class FusedDecoder final : public Decoder {
   at::Tensor x_, h_, ffn_, q_, k_, v_, attention_, psi_q_, psi_k_, mapped_q_, mapped_k_;  // the step's buffers
   at::Tensor logits_[2];
   std::vector<T> scores_;  // softmax: one head's scores
+  at::Tensor lag_weights_;  // softmax + Shaw: the weights of each clipped lag (B, H, clip + 1)
 };
 
 }  // namespace
@@ -585,6 +619,7 @@ std::string fused_decoding_gap(const Model& model) {
   switch (p.kind()) {
     case PositionalKind::none: case PositionalKind::sinusoidal: case PositionalKind::learned:
     case PositionalKind::decay: case PositionalKind::rotary: case PositionalKind::sine_spe:
+    case PositionalKind::shaw:
       return "";
     case PositionalKind::conv_spe:
       return p.conv_ndim() == 1 ? "" : "a 1-D convSPE";

@@ -57,7 +57,7 @@ bool fused_covers(const Case& c) {
   switch (c.pe) {
     case PositionalKind::none: case PositionalKind::sinusoidal: case PositionalKind::learned:
     case PositionalKind::decay: case PositionalKind::rotary: case PositionalKind::sine_spe:
-    case PositionalKind::conv_spe:
+    case PositionalKind::conv_spe: case PositionalKind::shaw:
       return true;
     case PositionalKind::toeplitz: return c.attention == AttentionKind::softmax;
     default: return false;
@@ -150,11 +150,12 @@ TEST(FusedDecoder, MatchesWithReluFeaturesTiedEmbeddingsAndFloat32) {
 }
 
 // Softmax's key and value caches start with room for 256 positions and double when full: 600
-// positions cross two doublings, with decay's and a Toeplitz bias's score terms at every lag.
+// positions cross two doublings, with decay's, a Toeplitz bias's and Shaw's terms at every lag.
 TEST(FusedDecoder, SoftmaxCachesGrowPastTheirFirstCapacity) {
   at::manual_seed(5);
   const at::Tensor tokens = at::randint(0, kVocab, {kBatch, 600}, at::kLong);
-  for (PositionalKind pe : {PositionalKind::rotary, PositionalKind::decay, PositionalKind::toeplitz}) {
+  for (PositionalKind pe :
+       {PositionalKind::rotary, PositionalKind::decay, PositionalKind::toeplitz, PositionalKind::shaw}) {
     SCOPED_TRACE(choice_name(pe, kPositionalKinds));
     Model model = float64_language_model({pe, AttentionKind::softmax});
     const at::Tensor full = model->forward(tokens, {}, {}, {});

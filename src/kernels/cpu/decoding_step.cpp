@@ -207,7 +207,7 @@ void softmax_attention_step(int64_t batch, int64_t heads, int64_t features, int6
         const int64_t lag = last - j;
         T score = static_cast<T>(scale) * scores[j];
         if (bias.log_decay) score += bias.log_decay[h] * static_cast<T>(lag);
-        if (bias.clipped) score += bias.clipped[h * (bias.clip + 1) + std::min(lag, bias.clip)];
+        if (bias.clipped) score += bias.clipped[bh * (bias.clip + 1) + std::min(lag, bias.clip)];
         scores[j] = score;
         top = std::max(top, score);
       }
@@ -216,9 +216,12 @@ void softmax_attention_step(int64_t batch, int64_t heads, int64_t features, int6
       T* o = out + bh * Dv;
       for (int64_t i = 0; i < Dv; ++i) o[i] = T(0);
       const T* vh = values + bh * capacity * Dv;
+      T* lag_weights = bias.lag_weights ? bias.lag_weights + bh * (bias.clip + 1) : nullptr;
+      if (lag_weights) std::fill(lag_weights, lag_weights + bias.clip + 1, T(0));
       for (int64_t j = 0; j < length; ++j) {
         const T weight = scores[j] / total;
         for (int64_t i = 0; i < Dv; ++i) o[i] += weight * vh[j * Dv + i];
+        if (lag_weights) lag_weights[std::min(last - j, bias.clip)] += weight;
       }
     }
 }

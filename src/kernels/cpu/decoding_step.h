@@ -79,12 +79,15 @@ void linear_attention_step(int64_t batch, int64_t heads, int64_t features, int64
                            const NumeratorFeatures<T>& numerator = {});
 
 // The score terms of lag d = t - j >= 0 a softmax step adds: log_decay[h] d (decay; null: none)
-// and clipped[h, min(d, clip)] (a Toeplitz bias's lags 0 .. clip, (H, clip + 1); null: none).
+// and clipped[b, h, min(d, clip)] (a Toeplitz bias's lags 0 .. clip, or Shaw's q . a^K of each
+// lag, scaled; (B, H, clip + 1); null: none). With lag_weights (B, H, clip + 1), the step also
+// writes the softmax weights summed over the keys of each clipped lag (Shaw's value term).
 template <typename T>
 struct LagBias {
   const T* log_decay = nullptr;
   const T* clipped = nullptr;
   int64_t clip = 0;
+  T* lag_weights = nullptr;
 };
 
 // One softmax-attention step for B H heads, the position's key and value already in the caches
