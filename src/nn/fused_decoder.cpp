@@ -49,6 +49,8 @@ struct FusedLayer {
   at::Tensor keys, values;    // softmax attention's caches: (B, H, capacity, P), (B, H, capacity, Dv)
   at::Tensor log_decay;     // softmax + decay: (H)
   at::Tensor clipped_bias;  // softmax + Toeplitz: its lags 0 .. clip (B, H, clip + 1); + Shaw: q . a^K, scaled
+  at::Tensor toeplitz_weights;        // linear + Toeplitz: e^(bias) of lags 0 .. clip (H, clip + 1)
+  at::Tensor key_ring, value_ring;    //   the last clip positions' phi_k and v: (B, H, clip, M), (B, H, clip, Dv)
   at::Tensor shaw_keys, shaw_values;  // softmax + Shaw: a^K, a^V of lags 0 .. clip (clip + 1, D), a^V undefined
   int64_t clip = 0;                   //   without its value table
 };
@@ -243,10 +245,11 @@ class FusedDecoder final : public Decoder {
       }
       if (a.decay && softmax()) layer.log_decay = kept(a.decay->log_decay().to(embedding_.scalar_type()));
       if (a.decay && !softmax()) layer.decay = at::exp(a.decay->log_decay().detach()).to(embedding_.scalar_type()).contiguous();
-      if (a.toeplitz) {  // softmax only: the lags t - j >= 0 of a causal step, for each sequence
+      if (a.toeplitz) {  // the lags t - j = 0 .. clip of a causal step (clip: every farther one)
         layer.clip = a.toeplitz->options.clip();
-        layer.clipped_bias =
-            kept(a.toeplitz->bias.narrow(1, layer.clip, layer.clip + 1).unsqueeze(0).expand({B, -1, -1}));
+        const at::Tensor lags = a.toeplitz->bias.narrow(1, layer.clip, layer.clip + 1).to(embedding_.scalar_type());
+        if (softmax()) layer.clipped_bias = kept(lags.unsqueeze(0).expand({B, -1, -1}));
+        else layer.toeplitz_weights = kept(at::exp(lags));
       }
       if (a.relative) {  // bucket clip - d holds lag d = t - j (RelativePositionImpl::bucket_index)
         const RelativePositionImpl& shaw = *a.relative;
@@ -306,6 +309,8 @@ class FusedDecoder final : public Decoder {
       FusedLayer& layer = layers_[i];
       if (softmax()) {
         start_caches(layer, s);
+      } else if (layer.toeplitz_weights.defined()) {
+        start_rings(layer, s.toeplitz);
       } else {
         layer.kv = s.linear.kv.contiguous(), layer.normalizer = s.linear.normalizer.contiguous();
       }
@@ -319,6 +324,17 @@ class FusedDecoder final : public Decoder {
         layer.code = s.code ? add_sampled(*s.code) : shared;
       }
     }
+  }
+
+  // Linear + Toeplitz: the rings of the last clip keys and values, position 0's in slot 0, and
+  // the far sums (zero until position clip).
+  void start_rings(FusedLayer& layer, const ToeplitzState& s) {
+    const int64_t B = batch_, H = options_.heads();
+    layer.key_ring = at::empty({B, H, layer.clip, s.keys.size(3)}, embedding_.options());
+    layer.value_ring = at::empty({B, H, layer.clip, s.values.size(3)}, embedding_.options());
+    layer.key_ring.narrow(2, 0, 1).copy_(s.keys);
+    layer.value_ring.narrow(2, 0, 1).copy_(s.values);
+    layer.kv = s.far.kv.contiguous(), layer.normalizer = s.far.normalizer.contiguous();
   }
 
   // convSPE: each code's noise ring from position 1 on, and each layer's gate.
@@ -444,6 +460,14 @@ class FusedDecoder final : public Decoder {
     Rows in{q, k, head_dim()};  // (B, H, D)
     if (!on_features()) in = position(layer, in, /*keep_inputs=*/false);
     T* attention = ptr(attention_);  // (B, H, Dv)
+    if (layer.toeplitz_weights.defined()) {
+      const Rows phi = map_features(layer, in);
+      cpu::toeplitz_linear_attention_step<T>(B, H, phi.features, head_dim(), layer.clip, position_, phi.q, phi.k, v,
+                                             ptr(layer.toeplitz_weights), kAttentionEps, ptr(layer.key_ring),
+                                             ptr(layer.value_ring), ptr(layer.kv), ptr(layer.normalizer), attention);
+      product(B, E, E, attention, layer.output, layer.output_bias, h);
+      return;
+    }
     if (softmax()) {
       attend_softmax(layer, in, v, attention);
       product(B, E, E, attention, layer.output, layer.output_bias, h);
@@ -612,22 +636,10 @@ class FusedDecoder final : public Decoder {
 }  // namespace
 
 std::string fused_decoding_gap(const Model& model) {
-  const TransformerOptions& o = model->options.transformer();
-  const PositionalOptions& p = o.positional();
+  const PositionalOptions& p = model->options.transformer().positional();
   if (!ops::fused_kernel_takes(model->transformer->embedding->weight)) return "float32 or float64 weights on the CPU";
-  const bool softmax = o.attention().kind() == AttentionKind::softmax;
-  switch (p.kind()) {
-    case PositionalKind::none: case PositionalKind::sinusoidal: case PositionalKind::learned:
-    case PositionalKind::decay: case PositionalKind::rotary: case PositionalKind::sine_spe:
-    case PositionalKind::shaw:
-      return "";
-    case PositionalKind::conv_spe:
-      return p.conv_ndim() == 1 ? "" : "a 1-D convSPE";
-    case PositionalKind::toeplitz:
-      return softmax ? "" : "softmax attention under a Toeplitz bias (linear attention's clipped window is not fused)";
-    default:
-      return "positional kind none, sinusoidal, learned, rotary, sine_spe, decay or (with softmax) toeplitz";
-  }
+  if (p.kind() == PositionalKind::conv_spe && p.conv_ndim() != 1) return "a 1-D convSPE";
+  return "";
 }
 
 std::unique_ptr<Decoder> make_fused_decoder(Model model, int64_t batch, OptionalGenerator generator) {

@@ -52,18 +52,6 @@ std::string describe(const Case& c) {
                      choice_name(c.code, kSPECodeKinds), choice_name(c.noise, kSPENoises));
 }
 
-// What the fused decoder is documented to cover (decoder.h).
-bool fused_covers(const Case& c) {
-  switch (c.pe) {
-    case PositionalKind::none: case PositionalKind::sinusoidal: case PositionalKind::learned:
-    case PositionalKind::decay: case PositionalKind::rotary: case PositionalKind::sine_spe:
-    case PositionalKind::conv_spe: case PositionalKind::shaw:
-      return true;
-    case PositionalKind::toeplitz: return c.attention == AttentionKind::softmax;
-    default: return false;
-  }
-}
-
 // The logits of each position, one step at a time: (B, N, V).
 at::Tensor decode_all(Decoder& decoder, const at::Tensor& tokens) {
   std::vector<at::Tensor> steps;
@@ -107,13 +95,9 @@ TEST(Decoder, EveryKindMatchesTheFullForwardWithTheSameDraw) {
     SCOPED_TRACE(describe(c));
     Model model = float64_language_model(c);
     const at::Tensor full = model->forward(tokens, {}, {}, {}, make_generator(21));
-    EXPECT_EQ(fastest_decoder(model) == DecoderKind::fused, fused_covers(c));
+    EXPECT_EQ(fastest_decoder(model), DecoderKind::fused);  // every decodable model of float32 or float64
     for (const auto& kind : kDecoderKinds) {
       SCOPED_TRACE(kind.name);
-      if (kind.value == DecoderKind::fused && !fused_covers(c)) {
-        EXPECT_ERROR_CONTAINS(make_decoder(kind.value, model, kBatch);, "the fused decoder needs");
-        continue;
-      }
       auto decoder = make_decoder(kind.value, model, kBatch, make_generator(21));
       const at::Tensor stepped = decode_all(*decoder, tokens);
       EXPECT_EQ(decoder->position(), kLength);
@@ -201,6 +185,12 @@ TEST(Decoder, RefusesWhatItCannotDecode) {
   Model classifier(ModelOptions(ModelKind::classifier, o));
   classifier->eval();
   EXPECT_ERROR_CONTAINS(make_decoder(DecoderKind::prefix, classifier, 1);, "needs a language model");
+  // The fused step reads float32 or float64 weights; another dtype keeps the op-by-op step.
+  model->eval();
+  model->to(at::kBFloat16);
+  EXPECT_EQ(fastest_decoder(model), DecoderKind::recurrent);
+  EXPECT_ERROR_CONTAINS(make_decoder(DecoderKind::fused, model, 1);,
+                        "the fused decoder needs float32 or float64 weights on the CPU");
 }
 
 // The copy continues the original's stream, and each then moves on its own. (That the copies are

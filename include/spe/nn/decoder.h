@@ -12,8 +12,9 @@
 //              and nothing allocated per token. It covers linear attention (elu, relu or
 //              FAVOR+ features) with no positional encoding, sinusoidal, learned, decay, rotary or
 //              sineSPE (sampled or exact code; place inputs or features) or 1-D convSPE (its
-//              keyed noise drawn row by row into a ring under the filters), and softmax attention
-//              with those, a Toeplitz bias or Shaw (keys and values cached, the cache doubled when full:
+//              keyed noise drawn row by row into a ring under the filters) or a clipped Toeplitz
+//              bias (the last clip keys and values in rings), and softmax attention with those or
+//              Shaw (keys and values cached, the cache doubled when full:
 //              log2 of the length allocations), float32 or float64 on the CPU; position 0 runs
 //              the recurrent step, which makes what the sequence keeps.
 //   prefix:    recomputes the model over the whole prefix for every token, as the authors'

@@ -194,6 +194,48 @@ void linear_attention_step(int64_t batch, int64_t heads, int64_t features, int64
 }
 
 template <typename T>
+void toeplitz_linear_attention_step(int64_t batch, int64_t heads, int64_t features, int64_t value_dim, int64_t clip,
+                                    int64_t t, const T* phi_q, const T* phi_k, const T* v, const T* lag_weights,
+                                    double eps, T* key_ring, T* value_ring, T* kv, T* z, T* out) {
+  const int64_t M = features, Dv = value_dim, slot = t % clip, window = std::min(t + 1, clip);
+  for (int64_t b = 0; b < batch; ++b)
+    for (int64_t h = 0; h < heads; ++h) {
+      const int64_t bh = b * heads + h;
+      const T *q = phi_q + bh * M, *w = lag_weights + h * (clip + 1);
+      T *keys = key_ring + bh * clip * M, *values = value_ring + bh * clip * Dv;
+      T *state = kv + bh * M * Dv, *norm = z + bh * M, *o = out + bh * Dv;
+      if (t >= clip) {  // position t - clip, in this slot, reaches lag clip
+        const T *k_old = keys + slot * M, *v_old = values + slot * Dv;
+        for (int64_t m = 0; m < M; ++m) {
+          norm[m] += k_old[m];
+          for (int64_t i = 0; i < Dv; ++i) state[m * Dv + i] += k_old[m] * v_old[i];
+        }
+      }
+      std::copy(phi_k + bh * M, phi_k + (bh + 1) * M, keys + slot * M);
+      std::copy(v + bh * Dv, v + (bh + 1) * Dv, values + slot * Dv);
+      // the far sums, weighted by lag clip's weight
+      T denominator = 0;
+      for (int64_t i = 0; i < Dv; ++i) o[i] = T(0);
+      for (int64_t m = 0; m < M; ++m) {
+        denominator += q[m] * norm[m];
+        for (int64_t i = 0; i < Dv; ++i) o[i] += q[m] * state[m * Dv + i];
+      }
+      denominator *= w[clip];
+      for (int64_t i = 0; i < Dv; ++i) o[i] *= w[clip];
+      for (int64_t d = 0; d < window; ++d) {  // the window, lag by lag
+        const int64_t s = (t - d) % clip;
+        T score = 0;
+        for (int64_t m = 0; m < M; ++m) score += q[m] * keys[s * M + m];
+        score *= w[d];
+        denominator += score;
+        for (int64_t i = 0; i < Dv; ++i) o[i] += score * values[s * Dv + i];
+      }
+      const T scale = T(1) / std::max(denominator, static_cast<T>(eps));
+      for (int64_t i = 0; i < Dv; ++i) o[i] *= scale;
+    }
+}
+
+template <typename T>
 void softmax_attention_step(int64_t batch, int64_t heads, int64_t features, int64_t value_dim, int64_t length,
                             int64_t capacity, const T* q, const T* keys, const T* values, double scale,
                             const LagBias<T>& bias, T* scores, T* out) {
@@ -236,6 +278,8 @@ void softmax_attention_step(int64_t batch, int64_t heads, int64_t features, int6
   template void SineOscillators::coefficients<T>(int64_t, T*);                                                       \
   template void linear_attention_step<T>(int64_t, int64_t, int64_t, int64_t, const T*, const T*, const T*, const T*, \
                                          double, T*, T*, T*, const NumeratorFeatures<T>&); \
+  template void toeplitz_linear_attention_step<T>(int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, const T*,    \
+                                                  const T*, const T*, const T*, double, T*, T*, T*, T*, T*);          \
   template void softmax_attention_step<T>(int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, const T*, const T*, \
                                           const T*, double, const LagBias<T>&, T*, T*);
 SPE_INSTANTIATE(float)

@@ -78,6 +78,19 @@ void linear_attention_step(int64_t batch, int64_t heads, int64_t features, int64
                            const T* phi_k, const T* v, const T* decay, double eps, T* kv, T* z, T* out,
                            const NumeratorFeatures<T>& numerator = {});
 
+// One step of causal linear attention under a clipped Toeplitz bias at position t: the keys and
+// values of the last `clip` positions sit in rings (position p in slot p mod clip), older ones in
+// the far sums (kv, z as linear_attention_step's). The step moves position t - clip's key and
+// value into the far sums (t >= clip), writes its own into the rings, then reads
+//   out = (sum_{d < min(t + 1, clip)} w_d (phi_q . k_{t-d}) v_{t-d} + w_clip phi_q^T kv)
+//         / max(sum_d w_d phi_q . k_{t-d} + w_clip phi_q . z, eps)
+// with w_d = lag_weights[h, d] (H, clip + 1): e^(bias of lag d), lag clip for everything farther.
+// phi_q, phi_k (B, H, M), v and out (B, H, Dv); rings (B, H, clip, M) and (B, H, clip, Dv).
+template <typename T>
+void toeplitz_linear_attention_step(int64_t batch, int64_t heads, int64_t features, int64_t value_dim, int64_t clip,
+                                    int64_t t, const T* phi_q, const T* phi_k, const T* v, const T* lag_weights,
+                                    double eps, T* key_ring, T* value_ring, T* kv, T* z, T* out);
+
 // The score terms of lag d = t - j >= 0 a softmax step adds: log_decay[h] d (decay; null: none)
 // and clipped[b, h, min(d, clip)] (a Toeplitz bias's lags 0 .. clip, or Shaw's q . a^K of each
 // lag, scaled; (B, H, clip + 1); null: none). With lag_weights (B, H, clip + 1), the step also
