@@ -28,6 +28,7 @@ struct TileOscillators {
   std::vector<double> cos_first, sin_first;  // (count): at the tile's first position
   std::vector<double> cos_jump, sin_jump;    // (count): of the rotation by kTile positions
   std::vector<double> cos_lane, sin_lane;    // (count, kTile): of the rotations by 0 .. kTile - 1
+  std::vector<float> cos_lane32, sin_lane32;  // the same in float32, for float32 tiles
 
   // n oscillators for a block of `positions` positions: the lanes and the jump that the block
   // can use are computed, the others stay 0 (a one-position block, decoding, needs neither).
@@ -46,6 +47,18 @@ struct TileOscillators {
         sin_lane[i * kTile + t] = std::sin(kTwoPi * f[i] * static_cast<double>(t));
       }
     }
+    cos_lane32.assign(cos_lane.begin(), cos_lane.end());
+    sin_lane32.assign(sin_lane.begin(), sin_lane.end());
+  }
+  template <typename T>
+  const T* cos_lanes() const {
+    if constexpr (std::is_same_v<T, float>) return cos_lane32.data();
+    else return cos_lane.data();
+  }
+  template <typename T>
+  const T* sin_lanes() const {
+    if constexpr (std::is_same_v<T, float>) return sin_lane32.data();
+    else return sin_lane.data();
   }
   // Moves to the tile starting at `position`, kTile positions after the previous one unless
   // steps_since_exact is a multiple of kResync.
@@ -99,40 +112,42 @@ struct HeadCode {
 // The coefficients of one tile of `count` positions from first (the block began at blk.begin):
 // coeffs (D, rows, kTile), positions in lanes, for each d the rows Omega_j (cos, sin of each
 // sine: 2K), then, when rows > 2K, a row of ones and the rows n Omega_j. Absent positions
-// (lanes from count on) are zero.
+// (lanes from count on) are zero. The tile's first position is turned in float64; its lanes in
+// T (float32 tiles: twice the lanes per vector, the rounding of the stored values).
 template <class Tile, typename T>
 SPE_INLINE void fill_coefficients(TileOscillators& osc, const SineFilterShape& s, const Block& blk, int64_t first,
                                   int64_t count, int64_t rows, T* coeffs) {
-  using Doubles = Vec<double, Tile::bytes>;
-  constexpr int64_t W = kLanes<double, Tile::bytes>, V = kTile / W;  // V vectors of W positions
+  using Reals = Vec<T, Tile::bytes>;
+  constexpr int64_t W = kLanes<T, Tile::bytes>, V = kTile / W;  // V vectors of W positions
   const int64_t K = s.sines, J = 2 * K;
   osc.move_to(s.first_position + first, first - blk.begin);
-  Doubles present[V] = {}, position[V] = {};  // 1 or 0; n, or 0 when absent
+  Reals present[V] = {}, position[V] = {};  // 1 or 0; n, or 0 when absent
   for (int64_t v = 0; v < V; ++v)
     for (int64_t l = 0; l < W; ++l) {
       const int64_t t = v * W + l;
-      present[v][l] = t < count ? 1.0 : 0.0;
-      position[v][l] = t < count ? static_cast<double>(s.first_position + first + t) : 0.0;
+      present[v][l] = t < count ? T(1) : T(0);
+      position[v][l] = t < count ? static_cast<T>(s.first_position + first + t) : T(0);
     }
+  const T *cos_lanes = osc.cos_lanes<T>(), *sin_lanes = osc.sin_lanes<T>();
   for (int64_t d = 0; d < s.dim; ++d) {
     T* out = coeffs + d * rows * kTile;
     for (int64_t k = 0; k < K; ++k) {
       const int64_t i = d * K + k;
-      const double c0 = osc.cos_first[i], s0 = osc.sin_first[i];
+      const T c0 = static_cast<T>(osc.cos_first[i]), s0 = static_cast<T>(osc.sin_first[i]);
       for (int64_t v = 0; v < V; ++v) {
-        const Doubles cl = load<Tile::bytes>(osc.cos_lane.data() + i * kTile + v * W);
-        const Doubles sl = load<Tile::bytes>(osc.sin_lane.data() + i * kTile + v * W);
-        const Doubles cos = (c0 * cl - s0 * sl) * present[v], sin = (s0 * cl + c0 * sl) * present[v];
-        store_as(out + 2 * k * kTile + v * W, cos);
-        store_as(out + (2 * k + 1) * kTile + v * W, sin);
+        const Reals cl = load<Tile::bytes>(cos_lanes + i * kTile + v * W);
+        const Reals sl = load<Tile::bytes>(sin_lanes + i * kTile + v * W);
+        const Reals cos = (c0 * cl - s0 * sl) * present[v], sin = (s0 * cl + c0 * sl) * present[v];
+        store(out + 2 * k * kTile + v * W, cos);
+        store(out + (2 * k + 1) * kTile + v * W, sin);
         if (rows > J) {
-          store_as(out + (J + 1 + 2 * k) * kTile + v * W, position[v] * cos);
-          store_as(out + (J + 2 + 2 * k) * kTile + v * W, position[v] * sin);
+          store(out + (J + 1 + 2 * k) * kTile + v * W, position[v] * cos);
+          store(out + (J + 2 + 2 * k) * kTile + v * W, position[v] * sin);
         }
       }
     }
     if (rows > J)
-      for (int64_t v = 0; v < V; ++v) store_as(out + J * kTile + v * W, present[v]);
+      for (int64_t v = 0; v < V; ++v) store(out + J * kTile + v * W, present[v]);
   }
 }
 

@@ -34,15 +34,6 @@ SPE_INLINE void store(T* p, const V& v) {
   std::memcpy(p, &v, sizeof v);
 }
 
-// Stores a vector of float64 as T: converted to float32 (half as many bytes) when T is float.
-template <typename T, typename Doubles>
-SPE_INLINE void store_as(T* p, const Doubles& v) {
-  if constexpr (std::is_same_v<T, double>)
-    store(p, v);
-  else
-    store(p, __builtin_convertvector(v, Vec<float, sizeof(Doubles) / 2>));
-}
-
 // The sum of a vector's lanes.
 template <typename V>
 SPE_INLINE auto lane_sum(const V& v) {
