@@ -282,9 +282,26 @@ class FusedDecoder final : public Decoder {
       psi_q_ = at::empty({B, options_.heads(), positioned_dim()}, o), psi_k_ = at::empty_like(psi_q_);
   }
 
-  // The state after position 0, and each layer's sineSPE: the gated rows of its sampled code or
-  // the scale of its exact coefficients, and the oscillators it reads.
+  // The state after position 0 (each layer's prefix sums, rings or caches), and the codes.
   void take_state() {
+    for (size_t i = 0; i < layers_.size(); ++i) {
+      FusedLayer& layer = layers_[i];
+      const AttentionState& s = state_.layers[i];
+      if (softmax()) {
+        start_caches(layer, s);
+      } else if (layer.toeplitz_weights.defined()) {
+        start_rings(layer, s.toeplitz);
+      } else {
+        layer.kv = s.linear.kv.contiguous(), layer.normalizer = s.linear.normalizer.contiguous();
+      }
+    }
+    if (sine()) take_sine_codes();
+    if (conv()) take_conv_codes();
+  }
+
+  // sineSPE: the oscillators of each code, and each layer's gated rows of its sampled code or the
+  // scale of its exact coefficients.
+  void take_sine_codes() {
     auto add_code = [&](const at::Tensor& frequencies, const at::Tensor& offsets) {  // (H, F, K) float64
       const int64_t k = sines(), features = frequencies.numel() / k;
       const at::Tensor f = frequencies.reshape({features, k}).contiguous(), o = offsets.reshape({features, k}).contiguous();
@@ -300,21 +317,12 @@ class FusedDecoder final : public Decoder {
       return add_code(at::sigmoid(sine.freqs.detach().to(at::kDouble)) / 2.0, sine.offsets.detach().to(at::kDouble));
     };
     const TransformerImpl& t = *model_->transformer;
-    if (conv()) return take_conv_state();
     int shared = -1;
     if (state_.code) shared = add_sampled(*state_.code);
     if (exact_sine() && t.sine_spe) shared = add_exact(*t.sine_spe);
     for (size_t i = 0; i < layers_.size(); ++i) {
-      AttentionState& s = state_.layers[i];
+      const AttentionState& s = state_.layers[i];
       FusedLayer& layer = layers_[i];
-      if (softmax()) {
-        start_caches(layer, s);
-      } else if (layer.toeplitz_weights.defined()) {
-        start_rings(layer, s.toeplitz);
-      } else {
-        layer.kv = s.linear.kv.contiguous(), layer.normalizer = s.linear.normalizer.contiguous();
-      }
-      if (!sine()) continue;
       const SelfAttentionImpl& a = *t.blocks->ptr(i)->as<TransformerBlock>()->attention;
       if (exact_sine()) {
         layer.code = a.sine_spe ? add_exact(*a.sine_spe) : shared;
@@ -338,7 +346,7 @@ class FusedDecoder final : public Decoder {
   }
 
   // convSPE: each code's noise ring from position 1 on, and each layer's gate.
-  void take_conv_state() {
+  void take_conv_codes() {
     const TransformerImpl& t = *model_->transformer;
     const int64_t R = options_.positional().realizations();
     auto add_code = [&](const ConvSPEImpl& conv, const SPECodeStream& stream) {
@@ -347,10 +355,8 @@ class FusedDecoder final : public Decoder {
     };
     const int shared = state_.code ? add_code(*t.conv_spe, *state_.code) : -1;
     for (size_t i = 0; i < layers_.size(); ++i) {
-      AttentionState& s = state_.layers[i];
+      const AttentionState& s = state_.layers[i];
       FusedLayer& layer = layers_[i];
-      if (softmax()) start_caches(layer, s);
-      else layer.kv = s.linear.kv.contiguous(), layer.normalizer = s.linear.normalizer.contiguous();
       const SelfAttentionImpl& a = *t.blocks->ptr(i)->as<TransformerBlock>()->attention;
       layer.code = s.code ? add_code(*a.conv_spe, *s.code) : shared;
       if (a.spe_filter->options.gated()) {  // SPEFilterImpl::gated_code: keep code + sqrt(s) eps
@@ -452,7 +458,7 @@ class FusedDecoder final : public Decoder {
 
   // h (B, E), the block's normed input -> h, the attention's output (B, E).
   void attend(FusedLayer& layer, T* h) {
-    const int64_t B = batch_, E = options_.dim(), H = options_.heads();
+    const int64_t B = batch_, E = options_.dim();
     T *q = ptr(q_), *k = ptr(k_), *v = ptr(v_);
     product(B, E, E, h, layer.query, layer.query_bias, q);
     product(B, E, E, h, layer.key, layer.key_bias, k);
@@ -460,20 +466,25 @@ class FusedDecoder final : public Decoder {
     Rows in{q, k, head_dim()};  // (B, H, D)
     if (!on_features()) in = position(layer, in, /*keep_inputs=*/false);
     T* attention = ptr(attention_);  // (B, H, Dv)
+    if (softmax()) {
+      attend_softmax(layer, in, v, attention);
+    } else {
+      attend_linear(layer, in, v, attention);
+    }
+    product(B, E, E, attention, layer.output, layer.output_bias, h);
+  }
+
+  // Linear attention: phi(q), phi(k), positioned for the numerator at place features, then the
+  // step on the layer's prefix sums (or its Toeplitz rings and far sums).
+  void attend_linear(FusedLayer& layer, const Rows& in, const T* v, T* attention) {
+    const int64_t B = batch_, H = options_.heads();
+    const Rows phi = map_features(layer, in);
     if (layer.toeplitz_weights.defined()) {
-      const Rows phi = map_features(layer, in);
       cpu::toeplitz_linear_attention_step<T>(B, H, phi.features, head_dim(), layer.clip, position_, phi.q, phi.k, v,
                                              ptr(layer.toeplitz_weights), kAttentionEps, ptr(layer.key_ring),
                                              ptr(layer.value_ring), ptr(layer.kv), ptr(layer.normalizer), attention);
-      product(B, E, E, attention, layer.output, layer.output_bias, h);
       return;
     }
-    if (softmax()) {
-      attend_softmax(layer, in, v, attention);
-      product(B, E, E, attention, layer.output, layer.output_bias, h);
-      return;
-    }
-    const Rows phi = map_features(layer, in);
     cpu::NumeratorFeatures<T> numerator;
     if (on_features()) {
       const Rows psi = position(layer, phi, /*keep_inputs=*/true);
@@ -481,7 +492,6 @@ class FusedDecoder final : public Decoder {
     }
     cpu::linear_attention_step<T>(B, H, phi.features, head_dim(), phi.q, phi.k, v, ptr(layer.decay), kAttentionEps,
                                   ptr(layer.kv), ptr(layer.normalizer), attention, numerator);
-    product(B, E, E, attention, layer.output, layer.output_bias, h);
   }
 
   // Softmax: this position's key and value into the caches, then the step over all of them. The
