@@ -9,7 +9,8 @@
 // dropped: memory O(16 D R) per thread instead of O(N H D R). The backward rebuilds them.
 //
 // Layout (contiguous): x (B, N, H, D), out (B, N, H, R), frequencies and phases (H, D, K) in
-// float64 (phases are computed in float64 whatever T is), weights W (H, D, 2K, R),
+// float64 (each tile's first phase is computed and turned in float64 whatever T is; its
+// positions' cos and sin follow in T, one product by fixed rotations), weights W (H, D, 2K, R),
 // gate_scale a (H, D) and gate_shift c (H, D, R) (a = 1, c = 0 without a gate).
 #include <cstdint>
 
