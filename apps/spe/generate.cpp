@@ -83,7 +83,7 @@ void render_audio(const GenerateArgs& a) {
 nn::AllowedNext remi_grammar_mask() {
   auto grammar = std::make_shared<midi::RemiGrammar>();
   auto read = std::make_shared<size_t>(0);
-  const at::Tensor mask = at::empty({static_cast<int64_t>(grammar->allowed().size())}, at::kBool);
+  const at::Tensor mask = at::empty({midi::RemiVocabulary().size()}, at::kBool);
   return [grammar, read, mask](const std::vector<int64_t>& tokens) {
     for (; *read < tokens.size(); ++*read) grammar->push(tokens[*read]);
     bool* out = mask.data_ptr<bool>();

@@ -124,16 +124,17 @@ SPECode SineSPEImpl::forward(int64_t length, c10::optional<int64_t> realizations
 at::Tensor SineSPEImpl::exact_coefficients(int64_t length, bool query_side, int64_t start, at::ScalarType dtype) const {
   TORCH_CHECK(length >= 0, "SineSPE: length must be >= 0, got ", length);
   TORCH_CHECK(start >= 0, "SineSPE: start must be >= 0, got ", start);
-  const int64_t two_k = 2 * options.sines();
   auto f64 = freqs.options().dtype(at::kDouble);
   at::Tensor positions = at::arange(start, start + length, f64).view({-1, 1, 1, 1});  // (N, 1, 1, 1)
   // (N, H, D, K) phases in float64, as for the sampled code
   at::Tensor phases = kTwoPi * (at::sigmoid(freqs.to(at::kDouble)) / 2.0) * positions;
   if (query_side) phases = phases + offsets.to(at::kDouble);
   at::Tensor omega = at::stack({at::cos(phases), at::sin(phases)}, -1).flatten(-2).to(dtype);
-  at::Tensor lambda = at::softplus(gains).repeat_interleave(2, -1).to(dtype) /
-                      std::sqrt(static_cast<double>(two_k));   // (H, D, 2K)
-  return omega * lambda;                                        // (N, H, D, 2K)
+  return omega * exact_scales(dtype);  // (N, H, D, 2K)
+}
+
+at::Tensor SineSPEImpl::exact_scales(at::ScalarType dtype) const {
+  return at::softplus(gains).repeat_interleave(2, -1).to(dtype) / std::sqrt(2.0 * static_cast<double>(options.sines()));
 }
 
 at::Tensor SineSPEImpl::exact_features(const at::Tensor& x, bool query_side, int64_t start) const {

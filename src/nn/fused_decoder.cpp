@@ -8,6 +8,7 @@
 #include <stdexcept>
 #include <vector>
 
+#include "attention_layout.h"
 #include "kernels/cpu/decoding_step.h"
 #include "kernels/cpu/sine_spe_filter.h"
 #include "ops/input_checks.h"
@@ -176,29 +177,6 @@ class FusedDecoder final : public Decoder {
   bool sine() const { return options_.positional().kind() == PositionalKind::sine_spe; }
   bool softmax() const { return options_.attention().kind() == AttentionKind::softmax; }
   bool conv() const { return options_.positional().kind() == PositionalKind::conv_spe; }
-  bool exact_sine() const { return sine() && options_.positional().code() == SPECodeKind::exact; }
-  // Positions on phi(q), phi(k) for the numerator only (as the op-by-op step's on_features).
-  bool on_features() const {
-    const PositionalKind kind = options_.positional().kind();
-    return options_.positional().place() == PositionalPlace::features && !softmax() &&
-           (kind == PositionalKind::rotary || kind == PositionalKind::sine_spe || kind == PositionalKind::conv_spe);
-  }
-  int64_t head_dim() const { return options_.dim() / options_.heads(); }
-  // M, the features of phi(q), phi(k).
-  int64_t mapped_dim() const {
-    const AttentionOptions& a = options_.attention();
-    return a.kind() == AttentionKind::favor && a.features() > 0 ? a.features() : head_dim();
-  }
-  // P, the features of the positioned q, k (psi): R after sampled sineSPE, F J after exact sineSPE.
-  int64_t positioned_dim() const {
-    const int64_t positioned = on_features() ? mapped_dim() : head_dim();
-    if (!sine() && !conv()) return positioned;
-    if (!exact_sine()) return options_.positional().realizations();
-    return positioned * exact_columns();
-  }
-  // J, the exact code's coefficients per feature: 2K cosines and sines, and the gate's constant.
-  int64_t exact_columns() const { return 2 * sines() + (options_.positional().gated() ? 1 : 0); }
-
   // Position 0 runs the op-by-op step, which makes what a sequence keeps (the gated code's rows,
   // the state); the fused step reads them from then on.
   at::Tensor first_step(const at::Tensor& tokens) {
@@ -278,8 +256,8 @@ class FusedDecoder final : public Decoder {
     const at::TensorOptions o = embedding_.options();
     x_ = at::empty({B, E}, o), h_ = at::empty({B, E}, o), ffn_ = at::empty({B, options_.ffn_dim()}, o);
     q_ = at::empty({B, E}, o), k_ = at::empty({B, E}, o), v_ = at::empty({B, E}, o), attention_ = at::empty({B, E}, o);
-    if (sine() || conv() || on_features())
-      psi_q_ = at::empty({B, options_.heads(), positioned_dim()}, o), psi_k_ = at::empty_like(psi_q_);
+    if (sine() || conv() || on_features(options_))
+      psi_q_ = at::empty({B, options_.heads(), position_step_dim(options_)}, o), psi_k_ = at::empty_like(psi_q_);
   }
 
   // The state after position 0 (each layer's prefix sums, rings or caches), and the codes.
@@ -319,12 +297,12 @@ class FusedDecoder final : public Decoder {
     const TransformerImpl& t = *model_->transformer;
     int shared = -1;
     if (state_.code) shared = add_sampled(*state_.code);
-    if (exact_sine() && t.sine_spe) shared = add_exact(*t.sine_spe);
+    if (exact_code(options_) && t.sine_spe) shared = add_exact(*t.sine_spe);
     for (size_t i = 0; i < layers_.size(); ++i) {
       const AttentionState& s = state_.layers[i];
       FusedLayer& layer = layers_[i];
       const SelfAttentionImpl& a = *t.blocks->ptr(i)->as<TransformerBlock>()->attention;
-      if (exact_sine()) {
+      if (exact_code(options_)) {
         layer.code = a.sine_spe ? add_exact(*a.sine_spe) : shared;
         layer.exact_scale = exact_scale(a.sine_spe ? *a.sine_spe : *t.sine_spe, *a.spe_filter);
       } else {
@@ -391,15 +369,11 @@ class FusedDecoder final : public Decoder {
     scores_.resize(static_cast<size_t>(2 * capacity));
   }
 
-  // (H F, J): lambda = softplus(gains) / sqrt(2K) for the cosine and the sine of each sine, times
-  // sqrt(1 - s) when gated, then sqrt(s) (SineSPEImpl::exact_coefficients, SPEFilterImpl::gate_coefficients).
+  // (H F, J): what multiplies the oscillators in the exact coefficients, gated as the layer's
+  // filter gates them (SineSPEImpl::exact_scales, SPEFilterImpl::gate_coefficients).
   at::Tensor exact_scale(const SineSPEImpl& sine, const SPEFilterImpl& filter) const {
-    at::Tensor lambda = at::softplus(sine.gains.detach()).repeat_interleave(2, -1) / std::sqrt(2.0 * sines());
-    if (filter.options.gated()) {
-      const at::Tensor s = at::sigmoid(filter.gate.detach()).unsqueeze(-1);  // (H, F, 1)
-      lambda = at::cat({at::sqrt(1.0 - s) * lambda, at::sqrt(s)}, -1);
-    }
-    return lambda.to(embedding_.scalar_type()).flatten(0, 1).contiguous();
+    const at::Tensor scales = sine.exact_scales(embedding_.scalar_type()).unsqueeze(0);  // (1, H, F, 2K)
+    return filter.gate_coefficients(scales).squeeze(0).flatten(0, 1).contiguous();
   }
 
   void check_raw_tokens(const at::Tensor& tokens) const {
@@ -463,8 +437,8 @@ class FusedDecoder final : public Decoder {
     product(B, E, E, h, layer.query, layer.query_bias, q);
     product(B, E, E, h, layer.key, layer.key_bias, k);
     product(B, E, E, h, layer.value, layer.value_bias, v);
-    Rows in{q, k, head_dim()};  // (B, H, D)
-    if (!on_features()) in = position(layer, in, /*keep_inputs=*/false);
+    Rows in{q, k, head_dim(options_)};  // (B, H, D)
+    if (!on_features(options_)) in = position(layer, in, /*keep_inputs=*/false);
     T* attention = ptr(attention_);  // (B, H, Dv)
     if (softmax()) {
       attend_softmax(layer, in, v, attention);
@@ -480,24 +454,24 @@ class FusedDecoder final : public Decoder {
     const int64_t B = batch_, H = options_.heads();
     const Rows phi = map_features(layer, in);
     if (layer.toeplitz_weights.defined()) {
-      cpu::toeplitz_linear_attention_step<T>(B, H, phi.features, head_dim(), layer.clip, position_, phi.q, phi.k, v,
+      cpu::toeplitz_linear_attention_step<T>(B, H, phi.features, head_dim(options_), layer.clip, position_, phi.q, phi.k, v,
                                              ptr(layer.toeplitz_weights), kAttentionEps, ptr(layer.key_ring),
                                              ptr(layer.value_ring), ptr(layer.kv), ptr(layer.normalizer), attention);
       return;
     }
     cpu::NumeratorFeatures<T> numerator;
-    if (on_features()) {
+    if (on_features(options_)) {
       const Rows psi = position(layer, phi, /*keep_inputs=*/true);
       numerator = {psi.features, psi.q, psi.k};
     }
-    cpu::linear_attention_step<T>(B, H, phi.features, head_dim(), phi.q, phi.k, v, ptr(layer.decay), kAttentionEps,
+    cpu::linear_attention_step<T>(B, H, phi.features, head_dim(options_), phi.q, phi.k, v, ptr(layer.decay), kAttentionEps,
                                   ptr(layer.kv), ptr(layer.normalizer), attention, numerator);
   }
 
   // Softmax: this position's key and value into the caches, then the step over all of them. The
   // temperature is sqrt(P), or sqrt(D) over exact sineSPE's P = D J features (SelfAttention::prepare).
   void attend_softmax(FusedLayer& layer, const Rows& in, const T* v, T* attention) {
-    const int64_t B = batch_, H = options_.heads(), P = in.features, Dv = head_dim();
+    const int64_t B = batch_, H = options_.heads(), P = in.features, Dv = head_dim(options_);
     make_room(layer);
     const int64_t capacity = layer.keys.size(2);
     T *keys = ptr(layer.keys), *values = ptr(layer.values);
@@ -505,7 +479,7 @@ class FusedDecoder final : public Decoder {
       std::copy(in.k + bh * P, in.k + (bh + 1) * P, keys + (bh * capacity + position_) * P);
       std::copy(v + bh * Dv, v + (bh + 1) * Dv, values + (bh * capacity + position_) * Dv);
     }
-    const double scale = 1.0 / std::sqrt(static_cast<double>(exact_sine() ? head_dim() : P));
+    const double scale = 1.0 / std::sqrt(static_cast<double>(exact_code(options_) ? head_dim(options_) : P));
     if (layer.shaw_keys.defined()) shaw_key_logits(layer, in.q, P, scale);
     const bool shaw_values = layer.shaw_values.defined();
     const cpu::LagBias<T> bias{ptr(layer.log_decay), ptr(layer.clipped_bias), layer.clip,
@@ -525,7 +499,7 @@ class FusedDecoder final : public Decoder {
 
   // Shaw: out[b, h] += sum_d (the weights of lag d) a^V(d).
   void shaw_value_term(const FusedLayer& layer, T* out) const {
-    const int64_t rows = batch_ * options_.heads(), lags = layer.clip + 1, Dv = head_dim();
+    const int64_t rows = batch_ * options_.heads(), lags = layer.clip + 1, Dv = head_dim(options_);
     const T *weights = ptr(lag_weights_), *table = ptr(layer.shaw_values);
     for (int64_t row = 0; row < rows; ++row)
       for (int64_t d = 0; d < lags; ++d)
@@ -555,10 +529,10 @@ class FusedDecoder final : public Decoder {
     if (!sine()) return x;
     const T* coefficients = ptr(codes_[layer.code].coefficients);  // (2, H F, 2K + 1)
     const T* key_coefficients = coefficients + H * F * (2 * sines() + 1);
-    if (exact_sine()) {
+    if (exact_code(options_)) {
       exact_features(x.q, coefficients, ptr(layer.exact_scale), F, psi_q);
       exact_features(x.k, key_coefficients, ptr(layer.exact_scale), F, psi_k);
-      return {psi_q, psi_k, F * exact_columns()};
+      return {psi_q, psi_k, F * exact_columns(options_)};
     }
     const int64_t R = options_.positional().realizations();
     const cpu::SineFilterShape shape{B, 1, H, F, sines(), R, 0};
@@ -592,7 +566,7 @@ class FusedDecoder final : public Decoder {
   // psi (B, H, F J) = x (B, H, F) times this position's exact coefficients: oscillators
   // (H F, 2K + 1) by scale (H F, J).
   void exact_features(const T* x, const T* oscillators, const T* scale, int64_t F, T* psi) const {
-    const int64_t H = options_.heads(), J = exact_columns(), row = 2 * sines() + 1;
+    const int64_t H = options_.heads(), J = exact_columns(options_), row = 2 * sines() + 1;
     for (int64_t b = 0; b < batch_; ++b)
       for (int64_t f = 0; f < H * F; ++f) {  // f: head and feature
         const T value = x[b * H * F + f];

@@ -9,45 +9,11 @@
 
 #include "spe/attention/linear.h"
 #include "spe/attention/softmax.h"
+#include "attention_layout.h"
 #include "row_products.h"
 
 namespace spe::nn {
 namespace {
-
-bool is_spe(PositionalKind kind) { return kind == PositionalKind::sine_spe || kind == PositionalKind::conv_spe; }
-
-int64_t head_dim(const TransformerOptions& o) { return o.dim() / o.heads(); }
-
-// place features applies to rotary and SPE under a feature map; the other kinds act elsewhere (on x,
-// inside softmax attention) and softmax attention has no feature map, so they ignore it.
-bool on_features(const TransformerOptions& o) {
-  const PositionalKind kind = o.positional().kind();
-  return o.positional().place() == PositionalPlace::features && o.attention().kind() != AttentionKind::softmax &&
-         (kind == PositionalKind::rotary || is_spe(kind));
-}
-
-bool exact_code(const TransformerOptions& o) {
-  return o.positional().kind() == PositionalKind::sine_spe && o.positional().code() == SPECodeKind::exact;
-}
-
-// The features of phi(q), phi(k) for the feature map's input of `dim` features.
-int64_t mapped_dim(const AttentionOptions& a, int64_t dim) {
-  return a.kind() == AttentionKind::favor && a.features() > 0 ? a.features() : dim;
-}
-
-// The features the positional step acts on: those of q, k (place inputs) or of phi(q), phi(k).
-int64_t positioned_dim(const TransformerOptions& o) {
-  return on_features(o) ? mapped_dim(o.attention(), head_dim(o)) : head_dim(o);
-}
-
-// The features of q and k after a positional step at place inputs: R after sampled SPE,
-// D (2K + 1) (or D 2K ungated) after exact sineSPE, D otherwise.
-int64_t filtered_dim(const TransformerOptions& o) {
-  const PositionalOptions& p = o.positional();
-  if (on_features(o) || !is_spe(p.kind())) return head_dim(o);
-  if (exact_code(o)) return head_dim(o) * (2 * p.sines() + (p.gated() ? 1 : 0));
-  return p.realizations();
-}
 
 // Orthogonal draws of a gated sineSPE code hold the gate's noise rows in the code's own blocks, so
 // that the gate's noise is orthogonal to the code too (spe_code.h).

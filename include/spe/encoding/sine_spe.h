@@ -69,6 +69,8 @@ class SineSPEImpl : public torch::nn::Cloneable<SineSPEImpl> {
   // What multiplies x there: (N, H, D, 2K) = lambda_{j/2} Omega_j(n) / sqrt(2K) at positions
   // start .. start + length - 1, in dtype; exact_features is x.unsqueeze(-1) times it.
   at::Tensor exact_coefficients(int64_t length, bool query_side, int64_t start, at::ScalarType dtype) const;
+  // Their part that does not depend on the position: (H, D, 2K) = lambda_{j/2} / sqrt(2K), in dtype.
+  at::Tensor exact_scales(at::ScalarType dtype) const;
 
   // Exact E[sum_r Qbar[m,h,d,r] Kbar[m-lag,h,d,r]] for lag in [-(length-1), length-1]:
   // (H, D, 2 length - 1), all scaling constants included.
