@@ -4,7 +4,7 @@
 # lr 3e-3, positions on the features, sineSPE's exact code; retrieval: mean pooling and lr 1e-3,
 # with which alone a model leaves chance there) with every positional kind, and softmax
 # with Shaw and with rotary as quadratic references. Seeds run in passes (seed S of every cell of
-# every task before seed S + 1), so a stopped grid has whole seeds; resumable: finished runs are
+# every task is started before seed S + 1), so a stopped grid has whole seeds; resumable: finished runs are
 # skipped, interrupted ones resume from their checkpoint. One thread per run, JOBS runs at a time
 # (each cell its own `spe compare` process, the slowest kinds started first).
 #   scripts/lra_grids.sh SEEDS OUT [TASKS] [FIRST_SEED]   TASKS default: "listops retrieval text image"
@@ -51,16 +51,18 @@ compare() {
 export -f compare steps
 export spe out first
 
-for task in $tasks; do prepare "$task"; done
+for task in $tasks; do prepare "$task"; mkdir -p "$out/$task"; done
+# One line per cell, "TASK SEED ATTENTION KIND", seed by seed, all in one queue run JOBS at a
+# time, each cell with its own log: a core that one task's last cell frees starts the next
+# task's first (a queue per task left it idle until the task's slowest cell ended).
 for s in $(seq "$first" "$seeds"); do
   for task in $tasks; do
-    mkdir -p "$out/$task"
-    # one line per cell, "TASK SEED ATTENTION KIND", run JOBS at a time, each with its own log
-    { for pe in "${linear_kinds[@]}"; do echo "$task $s linear $pe"; done
-      for pe in "${softmax_kinds[@]}"; do echo "$task $s softmax $pe"; done; } |
-      xargs -P "$jobs" -L 1 bash -c 'compare "$0" "$1" "$2" "$3" > "$out/$0/$2-$3-seed$1.log" 2>&1'
-    # the tables of every cell together
-    compare "$task" "$s" linear "$(IFS=,; echo "${linear_kinds[*]}")"
-    [ ${#softmax_kinds[@]} -eq 0 ] || compare "$task" "$s" softmax "$(IFS=,; echo "${softmax_kinds[*]}")"
+    for pe in "${linear_kinds[@]}"; do echo "$task $s linear $pe"; done
+    for pe in "${softmax_kinds[@]}"; do echo "$task $s softmax $pe"; done
   done
+done | xargs -P "$jobs" -L 1 bash -c 'compare "$0" "$1" "$2" "$3" > "$out/$0/$2-$3-seed$1.log" 2>&1'
+# the tables of every cell together, seeds FIRST..SEEDS
+for task in $tasks; do
+  compare "$task" "$seeds" linear "$(IFS=,; echo "${linear_kinds[*]}")"
+  [ ${#softmax_kinds[@]} -eq 0 ] || compare "$task" "$seeds" softmax "$(IFS=,; echo "${softmax_kinds[*]}")"
 done
