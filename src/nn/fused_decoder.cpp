@@ -47,7 +47,7 @@ struct FusedLayer {
   int code = -1;           // sineSPE, convSPE: which of the decoder's codes the layer reads
   at::Tensor gate_keep, gate_noise;  // convSPE, gated: sqrt(1 - s) (H F), sqrt(s) eps (H F, R)
   at::Tensor kv, normalizer;  // linear attention's state: (B, H, P, Dv), (B, H, M)
-  at::Tensor keys, values;    // softmax attention's caches: (B, H, capacity, P), (B, H, capacity, Dv)
+  at::Tensor keys, values;    // softmax attention's caches: (B, H, capacity / kKeyTile, P, kKeyTile), (B, H, capacity, Dv)
   at::Tensor log_decay;     // softmax + decay: (H)
   at::Tensor clipped_bias;  // softmax + Toeplitz: its lags 0 .. clip (B, H, clip + 1); + Shaw: q . a^K, scaled
   at::Tensor toeplitz_weights;        // linear + Toeplitz: e^(bias) of lags 0 .. clip (H, clip + 1)
@@ -348,22 +348,26 @@ class FusedDecoder final : public Decoder {
 
   // Softmax: the caches of the keys and values of position 0, (B, 1, H, P) in the op-by-op state,
   // with room for kFirstCapacity positions.
+  // The keys in tiles of cpu::kKeyTile positions (decoding_step.h), zeros past the last position.
   void start_caches(FusedLayer& layer, const AttentionState& s) {
     const int64_t B = batch_, H = options_.heads();
-    layer.keys = at::empty({B, H, kFirstCapacity, s.keys.size(3)}, embedding_.options());
+    layer.keys = at::zeros({B, H, kFirstCapacity / cpu::kKeyTile, s.keys.size(3), cpu::kKeyTile}, embedding_.options());
     layer.values = at::empty({B, H, kFirstCapacity, s.values.size(3)}, embedding_.options());
-    layer.keys.narrow(2, 0, 1).copy_(s.keys.transpose(1, 2));
+    layer.keys.select(2, 0).select(-1, 0).copy_(s.keys.select(1, 0));
     layer.values.narrow(2, 0, 1).copy_(s.values.transpose(1, 2));
     scores_.resize(kFirstCapacity);
   }
 
-  // The caches twice as long when full: log2 of the length allocations in a sequence.
+  // The caches twice as long when full (dimension 2: the tiles of keys, the positions of values):
+  // log2 of the length allocations in a sequence.
   void make_room(FusedLayer& layer) {
-    const int64_t capacity = layer.keys.size(2);
+    const int64_t capacity = layer.values.size(2);
     if (position_ < capacity) return;
     for (at::Tensor* cache : {&layer.keys, &layer.values}) {
-      at::Tensor longer = at::empty({cache->size(0), cache->size(1), 2 * capacity, cache->size(3)}, cache->options());
-      longer.narrow(2, 0, capacity).copy_(*cache);
+      std::vector<int64_t> shape = cache->sizes().vec();
+      shape[2] *= 2;
+      at::Tensor longer = at::zeros(shape, cache->options());
+      longer.narrow(2, 0, cache->size(2)).copy_(*cache);
       *cache = longer;
     }
     scores_.resize(static_cast<size_t>(2 * capacity));
@@ -473,10 +477,10 @@ class FusedDecoder final : public Decoder {
   void attend_softmax(FusedLayer& layer, const Rows& in, const T* v, T* attention) {
     const int64_t B = batch_, H = options_.heads(), P = in.features, Dv = head_dim(options_);
     make_room(layer);
-    const int64_t capacity = layer.keys.size(2);
+    const int64_t capacity = layer.values.size(2);
     T *keys = ptr(layer.keys), *values = ptr(layer.values);
     for (int64_t bh = 0; bh < B * H; ++bh) {
-      std::copy(in.k + bh * P, in.k + (bh + 1) * P, keys + (bh * capacity + position_) * P);
+      for (int64_t p = 0; p < P; ++p) keys[bh * capacity * P + cpu::key_offset(position_, p, P)] = in.k[bh * P + p];
       std::copy(v + bh * Dv, v + (bh + 1) * Dv, values + (bh * capacity + position_) * Dv);
     }
     const double scale = 1.0 / std::sqrt(static_cast<double>(exact_code(options_) ? head_dim(options_) : P));

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <string>
 #include <vector>
 
 #include "kernels/cpu/decoding_step.h"
@@ -80,6 +81,70 @@ TEST(RowsByWeight, EqualsTheLinearLayerOnOneThreadAndSeveral) {
             << m << " x " << k << " x " << n << ", " << threads << " threads";
       }
 }
+
+// softmax_attention_step against the sum written out (float64, then float32): lengths that end
+// on and inside a tile and a vector, keys and values of a capacity larger than the length, value
+// widths with and without a scalar tail and with blocks of 1 to 4 vectors on every instruction set, every bias (none, decay, a clipped one with clips
+// shorter and longer than the length) and the weights summed per lag.
+template <typename T>
+void expect_softmax_step_matches(at::ScalarType dtype, double tolerance) {
+  auto g = make_generator(11);
+  const int64_t B = 2, H = 3, P = 5, capacity = 64;
+  for (int64_t Dv : {7, 32, 56})
+    for (int64_t length : {1, 2, 15, 16, 17, 33, 64})
+      for (const char* kind : {"none", "decay", "clipped", "decay+clipped"})
+        for (int64_t clip : {3, 40}) {
+          const bool decay = std::string(kind).find("decay") != std::string::npos;
+          const bool clipped = std::string(kind).find("clipped") != std::string::npos;
+          const at::Tensor q = at::randn({B, H, P}, g, at::kDouble), keys = at::randn({B, H, length, P}, g, at::kDouble);
+          const at::Tensor values = at::randn({B, H, capacity, Dv}, g, at::kDouble);
+          const at::Tensor log_decay = -at::rand({H}, g, at::kDouble), bias = at::randn({B, H, clip + 1}, g, at::kDouble);
+          const double scale = 0.7;
+          // the obvious sums, in float64
+          at::Tensor expected = at::zeros({B, H, Dv}, at::kDouble), expected_lags = at::zeros({B, H, clip + 1}, at::kDouble);
+          for (int64_t b = 0; b < B; ++b)
+            for (int64_t h = 0; h < H; ++h) {
+              std::vector<double> s;
+              for (int64_t j = 0; j < length; ++j) {
+                const int64_t lag = length - 1 - j;
+                double score = scale * (q[b][h] * keys[b][h][j]).sum().item<double>();
+                if (decay) score += log_decay[h].item<double>() * static_cast<double>(lag);
+                if (clipped) score += bias[b][h][std::min(lag, clip)].item<double>();
+                s.push_back(score);
+              }
+              const double top = *std::max_element(s.begin(), s.end());
+              double total = 0;
+              for (double& x : s) total += (x = std::exp(x - top));
+              for (int64_t j = 0; j < length; ++j) {
+                expected[b][h] += s[j] / total * values[b][h][j];
+                expected_lags[b][h][std::min(length - 1 - j, clip)] += s[j] / total;
+              }
+            }
+          // keys into their tiles, zeros past the length
+          at::Tensor tiles = at::zeros({B, H, capacity * P}, dtype);
+          const at::Tensor keys_t = keys.to(dtype);
+          for (int64_t bh = 0; bh < B * H; ++bh)
+            for (int64_t j = 0; j < length; ++j)
+              for (int64_t p = 0; p < P; ++p)
+                tiles.view({B * H, capacity * P})[bh][key_offset(j, p, P)] = keys_t.view({B * H, length, P})[bh][j][p];
+          const at::Tensor q_t = q.to(dtype), values_t = values.to(dtype), decay_t = log_decay.to(dtype),
+                           bias_t = bias.to(dtype);
+          at::Tensor out = at::full({B, H, Dv}, std::nan(""), dtype), lags = at::full({B, H, clip + 1}, std::nan(""), dtype);
+          std::vector<T> scores(capacity);
+          const LagBias<T> lag_bias{decay ? decay_t.data_ptr<T>() : nullptr, clipped ? bias_t.data_ptr<T>() : nullptr,
+                                    clip, lags.data_ptr<T>()};
+          softmax_attention_step<T>(B, H, P, Dv, length, capacity, q_t.data_ptr<T>(), tiles.data_ptr<T>(),
+                                    values_t.data_ptr<T>(), scale, lag_bias, scores.data(), out.data_ptr<T>());
+          const std::string where = std::string(kind) + ", length " + std::to_string(length) + ", Dv " +
+                                    std::to_string(Dv) + ", clip " + std::to_string(clip);
+          EXPECT_LT((out.to(at::kDouble) - expected).abs().max().item<double>(), tolerance) << where;
+          EXPECT_LT((lags.to(at::kDouble) - expected_lags).abs().max().item<double>(), tolerance) << where;
+        }
+}
+
+TEST(SoftmaxAttentionStep, MatchesTheSumWrittenOutInFloat64) { expect_softmax_step_matches<double>(at::kDouble, 1e-12); }
+
+TEST(SoftmaxAttentionStep, MatchesTheSumWrittenOutInFloat32) { expect_softmax_step_matches<float>(at::kFloat, 2e-5); }
 
 }  // namespace
 }  // namespace spe::kernels::cpu

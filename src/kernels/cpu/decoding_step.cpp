@@ -48,6 +48,156 @@ struct RowsByWeight {
   }
 };
 
+// One head of softmax_attention_step.
+template <typename T>
+struct SoftmaxHead {
+  int64_t features, value_dim, length;
+  const T *q, *key_tiles, *values;  // (P), (capacity / kKeyTile, P, kKeyTile), (capacity, Dv)
+  T scale, log_decay;               // log_decay 0: no decay
+  const T* clipped;                 // (clip + 1) or null
+  int64_t clip;
+  T* lag_weights;  // (clip + 1) or null
+  T *scores, *out;
+};
+
+// The step in passes over the scores (L1-resident: 4 bytes per cached position): the scores of
+// whole tiles, their bias and maximum, their exponentials and sums, then the value sums.
+struct SoftmaxHeadStep {
+  template <class Tile, typename T>
+  static SPE_INLINE void run(const SoftmaxHead<T>& head) {
+    constexpr int Bytes = Tile::bytes;
+    const int64_t t = head.length - 1;
+    // the positions whose lag is clipped (lag >= clip) end at far_end
+    const bool lags = head.clipped || head.lag_weights;
+    const int64_t far_end = lags ? std::max<int64_t>(0, head.length - head.clip) : head.length;
+    score_tiles<Bytes>(head);
+    const T top = bias_and_max<Bytes>(head, far_end);
+    const T far = exp_and_sum<Bytes>(head.scores, 0, far_end, top);
+    const T total = far + exp_and_sum<Bytes>(head.scores, far_end, head.length, top);
+    const T inverse = T(1) / total;
+    value_sums<Bytes>(head, inverse);
+    if (head.lag_weights) {
+      for (int64_t d = 0; d < head.clip; ++d) head.lag_weights[d] = d <= t ? head.scores[t - d] * inverse : T(0);
+      head.lag_weights[head.clip] = far * inverse;
+    }
+  }
+
+  // scores[j] = q . key j for every position of the tiles holding 0 .. t: Group tiles at a time,
+  // so that at least four chains of multiply-adds are in flight.
+  template <int Bytes, typename T>
+  static SPE_INLINE void score_tiles(const SoftmaxHead<T>& head) {
+    constexpr int64_t W = kLanes<T, Bytes>, Vecs = kKeyTile / W, Group = Vecs >= 4 ? 1 : 4 / Vecs;
+    const int64_t tiles = (head.length + kKeyTile - 1) / kKeyTile, tile_size = head.features * kKeyTile;
+    int64_t i = 0;
+    for (; i + Group <= tiles; i += Group) score_group<Group, Vecs, Bytes>(head, i * tile_size, i * kKeyTile);
+    for (; i < tiles; ++i) score_group<1, Vecs, Bytes>(head, i * tile_size, i * kKeyTile);
+  }
+
+  template <int Group, int Vecs, int Bytes, typename T>
+  static SPE_INLINE void score_group(const SoftmaxHead<T>& head, int64_t tile_start, int64_t position) {
+    constexpr int64_t W = kLanes<T, Bytes>;
+    const int64_t tile_size = head.features * kKeyTile;
+    const T* keys = head.key_tiles + tile_start;
+    Vec<T, Bytes> sums[Group][Vecs] = {};
+    for (int64_t p = 0; p < head.features; ++p) {
+      const T qp = head.q[p];
+      for (int g = 0; g < Group; ++g)
+        for (int v = 0; v < Vecs; ++v) sums[g][v] += qp * load<Bytes>(keys + g * tile_size + p * kKeyTile + v * W);
+    }
+    for (int g = 0; g < Group; ++g)
+      for (int v = 0; v < Vecs; ++v) store(head.scores + position + g * kKeyTile + v * W, sums[g][v]);
+  }
+
+  // scores[j] <- scale scores[j] + log_decay (t - j) + clipped[min(t - j, clip)] for j <= t; the
+  // largest of them. Vectors up to far_end (one clipped term for all), the rest one by one.
+  template <int Bytes, typename T>
+  static SPE_INLINE T bias_and_max(const SoftmaxHead<T>& head, int64_t far_end) {
+    constexpr int64_t W = kLanes<T, Bytes>;
+    const int64_t t = head.length - 1;
+    const T far_bias = head.clipped ? head.clipped[head.clip] : T(0);
+    Vec<T, Bytes> lanes{}, tops = splat<Bytes>(-std::numeric_limits<T>::infinity());
+    for (int64_t l = 0; l < W; ++l) lanes[l] = static_cast<T>(l);
+    int64_t j = 0;
+    for (; j + W <= far_end; j += W) {
+      const Vec<T, Bytes> lag = static_cast<T>(t - j) - lanes;
+      const Vec<T, Bytes> s = head.scale * load<Bytes>(head.scores + j) + head.log_decay * lag + far_bias;
+      store(head.scores + j, s);
+      tops = s > tops ? s : tops;
+    }
+    T top = lane_max(tops);
+    for (; j <= t; ++j) {
+      const int64_t lag = t - j;
+      T s = head.scale * head.scores[j] + head.log_decay * static_cast<T>(lag);
+      if (head.clipped) s += head.clipped[std::min(lag, head.clip)];
+      head.scores[j] = s;
+      top = std::max(top, s);
+    }
+    return top;
+  }
+
+  // scores[j] <- exp(scores[j] - top) for begin <= j < end; their sum. The last partial vector
+  // through a padded copy (exp(-inf) = 0).
+  template <int Bytes, typename T>
+  static SPE_INLINE T exp_and_sum(T* scores, int64_t begin, int64_t end, T top) {
+    constexpr int64_t W = kLanes<T, Bytes>;
+    Vec<T, Bytes> sums{};
+    int64_t j = begin;
+    for (; j + W <= end; j += W) {
+      const Vec<T, Bytes> e = exp_lanes<Bytes>(load<Bytes>(scores + j) - top);
+      store(scores + j, e);
+      sums += e;
+    }
+    if (j < end) {
+      T padded[W];
+      std::fill(padded, padded + W, -std::numeric_limits<T>::infinity());
+      std::copy(scores + j, scores + end, padded);
+      const Vec<T, Bytes> e = exp_lanes<Bytes>(load<Bytes>(padded) - top);
+      store(padded, e);
+      std::copy(padded, padded + (end - j), scores + j);
+      sums += e;
+    }
+    return lane_sum(sums);
+  }
+
+  // out = inverse sum_j scores[j] values[j]: blocks of four vectors of the Dv columns, then one
+  // block of the 1-3 whole vectors left (each block one pass over the values), two positions at a
+  // time (independent chains); the columns left one by one.
+  template <int Bytes, typename T>
+  static SPE_INLINE void value_sums(const SoftmaxHead<T>& head, T inverse) {
+    constexpr int64_t W = kLanes<T, Bytes>;
+    const int64_t Dv = head.value_dim;
+    int64_t column = 0;
+    for (; column + 4 * W <= Dv; column += 4 * W) value_block<4, Bytes>(head, column, inverse);
+    const int64_t vectors_left = (Dv - column) / W;
+    if (vectors_left == 3) value_block<3, Bytes>(head, column, inverse);
+    if (vectors_left == 2) value_block<2, Bytes>(head, column, inverse);
+    if (vectors_left == 1) value_block<1, Bytes>(head, column, inverse);
+    column += vectors_left * W;
+    for (; column < Dv; ++column) {
+      T sum = 0;
+      for (int64_t j = 0; j < head.length; ++j) sum += head.scores[j] * head.values[j * Dv + column];
+      head.out[column] = sum * inverse;
+    }
+  }
+
+  template <int Vecs, int Bytes, typename T>
+  static SPE_INLINE void value_block(const SoftmaxHead<T>& head, int64_t column, T inverse) {
+    constexpr int64_t W = kLanes<T, Bytes>;
+    const int64_t Dv = head.value_dim;
+    const T* values = head.values + column;
+    Vec<T, Bytes> even[Vecs] = {}, odd[Vecs] = {};
+    int64_t j = 0;
+    for (; j + 2 <= head.length; j += 2)
+      for (int v = 0; v < Vecs; ++v) {
+        even[v] += head.scores[j] * load<Bytes>(values + j * Dv + v * W);
+        odd[v] += head.scores[j + 1] * load<Bytes>(values + (j + 1) * Dv + v * W);
+      }
+    if (j < head.length)
+      for (int v = 0; v < Vecs; ++v) even[v] += head.scores[j] * load<Bytes>(values + j * Dv + v * W);
+    for (int v = 0; v < Vecs; ++v) store(head.out + column + v * W, (even[v] + odd[v]) * inverse);
+  }
+};
+
 }  // namespace
 
 template <typename T>
@@ -239,32 +389,24 @@ template <typename T>
 void softmax_attention_step(int64_t batch, int64_t heads, int64_t features, int64_t value_dim, int64_t length,
                             int64_t capacity, const T* q, const T* keys, const T* values, double scale,
                             const LagBias<T>& bias, T* scores, T* out) {
-  const int64_t P = features, Dv = value_dim, last = length - 1;
+  const Isa isa = best_isa();
   for (int64_t b = 0; b < batch; ++b)
     for (int64_t h = 0; h < heads; ++h) {
       const int64_t bh = b * heads + h;
-      rows_by_weight<T>(1, P, length, q + bh * P, keys + bh * capacity * P, nullptr, scores);  // q . keys[j]
-      T top = -std::numeric_limits<T>::infinity();
-      for (int64_t j = 0; j < length; ++j) {
-        const int64_t lag = last - j;
-        T score = static_cast<T>(scale) * scores[j];
-        if (bias.log_decay) score += bias.log_decay[h] * static_cast<T>(lag);
-        if (bias.clipped) score += bias.clipped[bh * (bias.clip + 1) + std::min(lag, bias.clip)];
-        scores[j] = score;
-        top = std::max(top, score);
-      }
-      T total = 0;
-      for (int64_t j = 0; j < length; ++j) total += (scores[j] = std::exp(scores[j] - top));
-      T* o = out + bh * Dv;
-      for (int64_t i = 0; i < Dv; ++i) o[i] = T(0);
-      const T* vh = values + bh * capacity * Dv;
-      T* lag_weights = bias.lag_weights ? bias.lag_weights + bh * (bias.clip + 1) : nullptr;
-      if (lag_weights) std::fill(lag_weights, lag_weights + bias.clip + 1, T(0));
-      for (int64_t j = 0; j < length; ++j) {
-        const T weight = scores[j] / total;
-        for (int64_t i = 0; i < Dv; ++i) o[i] += weight * vh[j * Dv + i];
-        if (lag_weights) lag_weights[std::min(last - j, bias.clip)] += weight;
-      }
+      const SoftmaxHead<T> head{features,
+                                value_dim,
+                                length,
+                                q + bh * features,
+                                keys + bh * capacity * features,
+                                values + bh * capacity * value_dim,
+                                static_cast<T>(scale),
+                                bias.log_decay ? bias.log_decay[h] : T(0),
+                                bias.clipped ? bias.clipped + bh * (bias.clip + 1) : nullptr,
+                                bias.clip,
+                                bias.lag_weights ? bias.lag_weights + bh * (bias.clip + 1) : nullptr,
+                                scores,
+                                out + bh * value_dim};
+      run_for_isa<SoftmaxHeadStep>(isa, head);
     }
 }
 

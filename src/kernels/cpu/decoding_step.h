@@ -103,11 +103,22 @@ struct LagBias {
   T* lag_weights = nullptr;
 };
 
+// Softmax's key cache holds each head's keys in tiles of kKeyTile positions, feature-major inside
+// a tile: (capacity / kKeyTile, P, kKeyTile) per head, so that the scores of a tile's positions
+// are vector multiply-adds (one feature of kKeyTile keys per vector load) with no sums across
+// lanes. key_offset: where feature p of position j sits in one head's cache.
+constexpr int64_t kKeyTile = 16;
+inline int64_t key_offset(int64_t position, int64_t feature, int64_t features) {
+  return (position / kKeyTile * features + feature) * kKeyTile + position % kKeyTile;
+}
+
 // One softmax-attention step for B H heads, the position's key and value already in the caches
 // at row t = length - 1:
 //   s_j = scale q[b, h] . keys[b, h, j] + bias(t - j),   out[b, h] = sum_j softmax(s)_j values[b, h, j]   (j <= t)
-// q (B, H, P), keys (B, H, capacity, P), values (B, H, capacity, Dv), out (B, H, Dv); scores: room
-// for `length` values.
+// q (B, H, P), keys (B, H, capacity / kKeyTile, P, kKeyTile) as key_offset places them (the
+// positions of the last tile past t must hold finite values: zeros), values (B, H, capacity, Dv),
+// out (B, H, Dv); capacity a multiple of kKeyTile; scores: room for `capacity` values. Vectors of
+// the CPU's instruction set throughout (scores, exp, value sums).
 template <typename T>
 void softmax_attention_step(int64_t batch, int64_t heads, int64_t features, int64_t value_dim, int64_t length,
                             int64_t capacity, const T* q, const T* keys, const T* values, double scale,

@@ -7,6 +7,7 @@
 #include <array>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <type_traits>
 #include <vector>
 
@@ -57,6 +58,64 @@ SPE_INLINE T dot(const T* a, const T* b, int64_t n) {
   T total = lane_sum((sums[0] + sums[1]) + (sums[2] + sums[3]));
   for (; i < n; ++i) total += b ? a[i] * b[i] : a[i];
   return total;
+}
+
+// A vector of W copies of value.
+template <int Bytes, typename T>
+SPE_INLINE Vec<T, Bytes> splat(T value) {
+  return Vec<T, Bytes>{} + value;
+}
+
+// e^x in every lane (no vector exp is reachable from here: ATen's is behind its own headers).
+// x = n ln 2 + r with n = round(x / ln 2) and |r| <= ln(2) / 2 (ln 2 in two parts, so that n ln 2
+// is exact to the last bits of r), e^r by its Taylor series to degree 13 (float64; the first term
+// left out is below 4e-18 of the sum) or 7 (float32: 5e-9), times 2^n built in the exponent's bits:
+// within a few ulps of std::exp. n is read from the bits of x / ln 2 + 1.5 2^52 (or 2^23), the
+// sum that also rounds it. Below -708 (float32: -87), where 2^n is no longer a normal number,
+// the result is 0 (the true value is below 3e-308, 2e-38); above 709 (88) it is infinite; NaN
+// stays NaN.
+template <int Bytes, typename V>
+SPE_INLINE V exp_lanes(V x) {
+  using T = std::decay_t<decltype(x[0])>;
+  static_assert(std::is_same_v<V, Vec<T, Bytes>>, "exp_lanes: a vector of Bytes bytes");
+  constexpr bool kDouble = sizeof(T) == 8;
+  using Bits = std::conditional_t<kDouble, int64_t, int32_t>;
+  using I = Vec<Bits, Bytes>;
+  constexpr int kMantissaBits = kDouble ? 52 : 23, kDegree = kDouble ? 13 : 7;
+  constexpr Bits kExponentBias = kDouble ? 1023 : 127;
+  constexpr T kLowest = kDouble ? T(-708) : T(-87), kHighest = kDouble ? T(709) : T(88);
+  constexpr T kRounder = T(1.5) * T(Bits(1) << kMantissaBits);
+  constexpr T kLog2e = T(1.44269504088896340736), kLn2High = kDouble ? T(0.693147180369123816490) : T(0.693359375),
+              kLn2Low = kDouble ? T(1.90821492927058770002e-10) : T(-2.12194440e-4);
+  const V clamped = x < kLowest ? splat<Bytes>(kLowest) : x > kHighest ? splat<Bytes>(kHighest) : x;
+  const V shifted = clamped * kLog2e + kRounder;  // n in the low bits of its mantissa
+  const V n = shifted - kRounder;
+  const V r = (clamped - n * kLn2High) - n * kLn2Low;
+  constexpr std::array<T, kDegree + 1> kInverseFactorials = [] {
+    std::array<T, kDegree + 1> c{};
+    double term = 1.0;
+    for (int k = 0; k <= kDegree; ++k) c[k] = static_cast<T>(term), term /= k + 1;
+    return c;
+  }();
+  V series = splat<Bytes>(kInverseFactorials[kDegree]);
+  for (int k = kDegree - 1; k >= 0; --k) series = series * r + kInverseFactorials[k];
+  const V rounder = splat<Bytes>(kRounder);
+  I shifted_bits, rounder_bits;
+  std::memcpy(&shifted_bits, &shifted, sizeof shifted);
+  std::memcpy(&rounder_bits, &rounder, sizeof rounder);
+  const I power_bits = (shifted_bits - rounder_bits + kExponentBias) << kMantissaBits;  // 2^n
+  V power;
+  std::memcpy(&power, &power_bits, sizeof power);
+  const V result = series * power;
+  return x < kLowest ? V{} : x > kHighest ? splat<Bytes>(std::numeric_limits<T>::infinity()) : result;
+}
+
+// The largest lane.
+template <typename V>
+SPE_INLINE auto lane_max(const V& v) {
+  auto top = v[0];
+  for (size_t l = 1; l < sizeof(V) / sizeof(top); ++l) top = v[l] > top ? v[l] : top;
+  return top;
 }
 
 // Brings `rows` rows of `len` values (row i at p + i * stride) towards the cache ahead of their
