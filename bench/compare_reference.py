@@ -39,8 +39,9 @@ def rss_mib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def median_time(step, repeats):
-    step()  # warm-up
+def median_time(step, repeats, warmups=1):
+    for _ in range(warmups):  # first steps pay for allocation, page faults, thread start-up
+        step()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -305,7 +306,7 @@ def run_one(a):
     torch.manual_seed(0)
     step = IMPLEMENTATIONS[(a.scenario, a.impl)](torch, a)
     baseline = rss_mib()
-    seconds, times = median_time(step, a.repeats)
+    seconds, times = median_time(step, a.repeats, a.warmups)
     print(json.dumps({
         "scenario": a.scenario, "impl": a.impl, "median_s": seconds, "times_s": times,
         "peak_rss_increase_mib": rss_mib() - baseline, "gemm_gflops": gemm_gflops(torch),
@@ -374,6 +375,8 @@ def main():
     p.add_argument("--sines", type=int, default=5)
     p.add_argument("--chunk", type=int, default=32, help="causal kernel chunk (the library default, ops::kCausalChunk)")
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--warmups", type=int, default=3,
+                   help="untimed steps first (one was too few: the spe side's next steps still ran twice as long)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--impl", choices=["ours", "reference"], help=argparse.SUPPRESS)
     a = p.parse_args()
