@@ -3,14 +3,15 @@
 # linear attention in the LRA setup of configs/TASK/compare.yaml (ReLU features, [CLS] token,
 # lr 3e-3, positions on the features, sineSPE's exact code; retrieval: mean pooling and lr 1e-3,
 # with which alone a model leaves chance there) with every positional kind, and softmax
-# with Shaw and with rotary as quadratic references. Seeds run in passes (seed S of every cell of
-# every task is started before seed S + 1), so a stopped grid has whole seeds; resumable: finished runs are
+# with Shaw and with rotary as quadratic references. Seeds run in passes (seed S of every linear
+# cell of every task is started before seed S + 1), so a stopped grid has whole seeds; resumable: finished runs are
 # skipped, interrupted ones resume from their checkpoint. One thread per run, JOBS runs at a time
 # (each cell its own `spe compare` process, the slowest kinds started first).
 #   scripts/lra_grids.sh SEEDS OUT [TASKS] [FIRST_SEED]   TASKS default: "listops retrieval text image"
 # Environment: SPE (the spe binary, default build/spe), JOBS (runs at a time, default 1),
-# SOFTMAX_KINDS (the quadratic references, default "shaw rotary"; empty: none, e.g. for retrieval
-# and text, whose 2,048-token softmax runs take hours each).
+# SOFTMAX_KINDS (the quadratic references, default "shaw rotary"; empty: none), SOFTMAX_TASKS (the
+# tasks that get them, default all; e.g. "image": retrieval's and text's 2,048-token softmax runs
+# take hours each). The references are queued after every linear cell.
 # Then each OUT/TASK/{linear,softmax}/results.md holds the grid's table (mean +- sd over seeds).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +19,7 @@ seeds=${1:?seeds}; out=${2:?output folder}; tasks=${3:-listops retrieval text im
 spe=${SPE:-build/spe}; jobs=${JOBS:-1}
 linear_kinds=(conv_spe sine_spe decay rotary sinusoidal none)  # slowest first, for the runs at a time
 read -r -a softmax_kinds <<< "${SOFTMAX_KINDS-shaw rotary}"
+softmax_tasks=${SOFTMAX_TASKS-$tasks}
 
 # Data, made once (data/ is not in git).
 prepare() {
@@ -55,14 +57,15 @@ for task in $tasks; do prepare "$task"; mkdir -p "$out/$task"; done
 # One line per cell, "TASK SEED ATTENTION KIND", seed by seed, all in one queue run JOBS at a
 # time, each cell with its own log: a core that one task's last cell frees starts the next
 # task's first (a queue per task left it idle until the task's slowest cell ended).
-for s in $(seq "$first" "$seeds"); do
-  for task in $tasks; do
-    for pe in "${linear_kinds[@]}"; do echo "$task $s linear $pe"; done
-    for pe in "${softmax_kinds[@]}"; do echo "$task $s softmax $pe"; done
+# The linear cells first, then the quadratic references of the tasks in softmax_tasks.
+{ for s in $(seq "$first" "$seeds"); do
+    for task in $tasks; do for pe in "${linear_kinds[@]}"; do echo "$task $s linear $pe"; done; done
   done
-done | xargs -P "$jobs" -L 1 bash -c 'compare "$0" "$1" "$2" "$3" > "$out/$0/$2-$3-seed$1.log" 2>&1'
+  for s in $(seq "$first" "$seeds"); do
+    for task in $softmax_tasks; do for pe in "${softmax_kinds[@]}"; do echo "$task $s softmax $pe"; done; done
+  done; } | xargs -P "$jobs" -L 1 bash -c 'compare "$0" "$1" "$2" "$3" > "$out/$0/$2-$3-seed$1.log" 2>&1'
 # the tables of every cell together, seeds FIRST..SEEDS
-for task in $tasks; do
-  compare "$task" "$seeds" linear "$(IFS=,; echo "${linear_kinds[*]}")"
-  [ ${#softmax_kinds[@]} -eq 0 ] || compare "$task" "$seeds" softmax "$(IFS=,; echo "${softmax_kinds[*]}")"
-done
+for task in $tasks; do compare "$task" "$seeds" linear "$(IFS=,; echo "${linear_kinds[*]}")"; done
+if [ ${#softmax_kinds[@]} -gt 0 ]; then
+  for task in $softmax_tasks; do compare "$task" "$seeds" softmax "$(IFS=,; echo "${softmax_kinds[*]}")"; done
+fi
