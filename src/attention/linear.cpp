@@ -313,9 +313,17 @@ at::Tensor decayed_linear_attention(const at::Tensor& phi_q, const at::Tensor& p
   check_self_attention("decayed_linear_attention", phi_q, phi_k, v, eps);
   check_log_decay("decayed_linear_attention", log_decay, phi_q);
   const at::Tensor keys = mask_keys(phi_k, key_padding);
-  // On CPU the causal form is the fused kernel with the decay (ops/causal_linear_attention.h).
-  if (causal && ops::fused_kernel_takes(phi_q))
-    return ops::decayed_causal_linear_attention(phi_q, keys, v, log_decay, eps);
+  // On CPU the fused kernel with the decay (ops/causal_linear_attention.h): the causal form, or the
+  // sums of both directions, less the pair (m, m) they both hold.
+  if (ops::fused_kernel_takes(phi_q)) {
+    if (causal) return ops::decayed_causal_linear_attention(phi_q, keys, v, log_decay, eps);
+    auto flip = [](const at::Tensor& t) { return t.flip({1}); };
+    const auto [num, den] = ops::decayed_causal_linear_sums(phi_q, keys, v, log_decay);
+    const auto [num_back, den_back] = ops::decayed_causal_linear_sums(flip(phi_q), flip(keys), flip(v), log_decay);
+    const at::Tensor itself = (phi_q * keys).sum(-1);  // (B, N, H)
+    const at::Tensor numerator = num + flip(num_back) - itself.unsqueeze(-1) * v;
+    return numerator / (den + flip(den_back) - itself).clamp_min(eps).unsqueeze(-1);
+  }
   const at::Tensor values = with_ones_column(v);  // (B, N, H, Dv + 1)
   at::Tensor sums = decayed_causal_product(phi_q, keys, values, log_decay);
   if (!causal) {  // the keys after each query: the same product backwards, less the pair (m, m)

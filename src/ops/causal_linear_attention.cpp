@@ -23,11 +23,11 @@ kernels::cpu::CausalShape shape_of(const at::Tensor& q, const at::Tensor& v) {
 }
 
 // Without log_decay (H,): plain causal linear attention (optional: an undefined tensor cannot be a
-// Function's input).
+// Function's input). Returns {out} normalised, or with `raw` {num, den}: the sums themselves.
 struct CausalLinearAttentionFunction : public torch::autograd::Function<CausalLinearAttentionFunction> {
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& q_in, const at::Tensor& k_in,
-                            const at::Tensor& v_in, const c10::optional<at::Tensor>& log_decay_in, double eps,
-                            int64_t chunk) {
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& q_in, const at::Tensor& k_in,
+                               const at::Tensor& v_in, const c10::optional<at::Tensor>& log_decay_in, double eps,
+                               int64_t chunk, bool raw) {
     at::Tensor q = q_in.contiguous(), k = k_in.contiguous(), v = v_in.contiguous();
     at::Tensor log_decay = log_decay_in.has_value() ? log_decay_in->contiguous() : at::Tensor();
     at::Tensor out = fresh_like(v);
@@ -36,19 +36,26 @@ struct CausalLinearAttentionFunction : public torch::autograd::Function<CausalLi
       kernels::cpu::causal_linear_attention_forward<scalar_t>(
           shape_of(q, v), q.data_ptr<scalar_t>(), k.data_ptr<scalar_t>(), v.data_ptr<scalar_t>(),
           data_or_null<scalar_t>(log_decay), static_cast<scalar_t>(eps), chunk, out.data_ptr<scalar_t>(),
-          den.data_ptr<scalar_t>());
+          den.data_ptr<scalar_t>(), /*normalize=*/!raw);
     });
-    ctx->save_for_backward({q, k, v, out, den, log_decay});
+    // the raw sums' backward needs neither out nor den
+    ctx->save_for_backward(raw ? variable_list{q, k, v, log_decay} : variable_list{q, k, v, log_decay, out, den});
     ctx->saved_data["eps"] = eps;
     ctx->saved_data["chunk"] = chunk;
-    return out;
+    ctx->saved_data["raw"] = raw;
+    if (raw) return {out, den};
+    return {out};
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto saved = ctx->get_saved_variables();
-    const at::Tensor &q = saved[0], &k = saved[1], &v = saved[2], &out = saved[3], &den = saved[4];
-    const at::Tensor& log_decay = saved[5];
-    at::Tensor grad_out = grads[0].contiguous();
+    const at::Tensor &q = saved[0], &k = saved[1], &v = saved[2], &log_decay = saved[3];
+    const bool raw = ctx->saved_data["raw"].toBool();
+    const at::Tensor out = raw ? at::Tensor() : saved[4], den = raw ? at::Tensor() : saved[5];
+    // an output that reached no loss has an undefined gradient: zeros
+    const at::Tensor grad_out = grads[0].defined() ? grads[0].contiguous() : at::zeros_like(v);
+    at::Tensor grad_den;
+    if (raw) grad_den = grads[1].defined() ? grads[1].contiguous() : at::zeros({q.size(0), q.size(1), q.size(2)}, q.options());
     at::Tensor grad_q = fresh_like(q), grad_k = fresh_like(k), grad_v = fresh_like(v);
     // d loss / d log g of each (batch, head) pair, summed over the batch below: (B, H)
     at::Tensor pair_grads;
@@ -58,18 +65,19 @@ struct CausalLinearAttentionFunction : public torch::autograd::Function<CausalLi
     AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "causal_linear_attention_backward", [&] {
       kernels::cpu::causal_linear_attention_backward<scalar_t>(
           shape_of(q, v), q.data_ptr<scalar_t>(), k.data_ptr<scalar_t>(), v.data_ptr<scalar_t>(),
-          data_or_null<scalar_t>(log_decay), out.data_ptr<scalar_t>(), den.data_ptr<scalar_t>(),
+          data_or_null<scalar_t>(log_decay), data_or_null<scalar_t>(out), data_or_null<scalar_t>(den),
           grad_out.data_ptr<scalar_t>(), static_cast<scalar_t>(eps), chunk, grad_q.data_ptr<scalar_t>(),
-          grad_k.data_ptr<scalar_t>(), grad_v.data_ptr<scalar_t>(), data_or_null<scalar_t>(pair_grads));
+          grad_k.data_ptr<scalar_t>(), grad_v.data_ptr<scalar_t>(), data_or_null<scalar_t>(pair_grads),
+          data_or_null<scalar_t>(grad_den));
     });
     at::Tensor grad_log_decay = pair_grads.defined() ? pair_grads.sum(0) : at::Tensor();
-    return {grad_q, grad_k, grad_v, grad_log_decay, at::Tensor(), at::Tensor()};
+    return {grad_q, grad_k, grad_v, grad_log_decay, at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
-// The checks of both ops.
+// The checks of every op.
 void check_inputs(const char* where, const at::Tensor& phi_q, const at::Tensor& phi_k, const at::Tensor& v,
-                  double eps, int64_t chunk) {
+                  int64_t chunk) {
   TORCH_CHECK(phi_q.dim() == 4 && phi_k.dim() == 4 && v.dim() == 4, where,
               ": inputs must be (B, N, H, M), (B, N, H, M), (B, N, H, Dv), got ", phi_q.sizes(), ", ",
               phi_k.sizes(), ", ", v.sizes());
@@ -84,23 +92,10 @@ void check_inputs(const char* where, const at::Tensor& phi_q, const at::Tensor& 
   TORCH_CHECK(phi_k.scalar_type() == phi_q.scalar_type() && v.scalar_type() == phi_q.scalar_type(), where,
               ": inputs must share a dtype, got ", phi_q.scalar_type(), ", ", phi_k.scalar_type(), ", ",
               v.scalar_type());
-  TORCH_CHECK(eps > 0, where, ": eps must be positive, got ", eps);
   TORCH_CHECK(chunk > 0 && chunk <= 4096, where, ": chunk must be in [1, 4096], got ", chunk);
 }
 
-}  // namespace
-
-at::Tensor causal_linear_attention(const at::Tensor& phi_q, const at::Tensor& phi_k, const at::Tensor& v,
-                                   double eps, int64_t chunk) {
-  check_inputs("spe::ops::causal_linear_attention", phi_q, phi_k, v, eps, chunk);
-  if (phi_q.size(1) == 0) return at::empty_like(v);
-  return CausalLinearAttentionFunction::apply(phi_q, phi_k, v, c10::nullopt, eps, chunk);
-}
-
-at::Tensor decayed_causal_linear_attention(const at::Tensor& phi_q, const at::Tensor& phi_k, const at::Tensor& v,
-                                           const at::Tensor& log_decay, double eps, int64_t chunk) {
-  const char* where = "spe::ops::decayed_causal_linear_attention";
-  check_inputs(where, phi_q, phi_k, v, eps, chunk);
+void check_log_decay(const char* where, const at::Tensor& log_decay, const at::Tensor& phi_q) {
   TORCH_CHECK(log_decay.defined() && log_decay.dim() == 1 && log_decay.size(0) == phi_q.size(2), where,
               ": log_decay must be (H,) with H = ", phi_q.size(2), ", got ",
               log_decay.defined() ? log_decay.sizes() : at::IntArrayRef{});
@@ -109,8 +104,41 @@ at::Tensor decayed_causal_linear_attention(const at::Tensor& phi_q, const at::Te
               log_decay.scalar_type(), " on ", log_decay.device());
   TORCH_CHECK(!(log_decay > 0).any().item<bool>(), where, ": log_decay must be <= 0 (decays g <= 1), got ",
               log_decay.max().item<double>());
+}
+
+}  // namespace
+
+at::Tensor causal_linear_attention(const at::Tensor& phi_q, const at::Tensor& phi_k, const at::Tensor& v,
+                                   double eps, int64_t chunk) {
+  const char* where = "spe::ops::causal_linear_attention";
+  check_inputs(where, phi_q, phi_k, v, chunk);
+  TORCH_CHECK(eps > 0, where, ": eps must be positive, got ", eps);
   if (phi_q.size(1) == 0) return at::empty_like(v);
-  return CausalLinearAttentionFunction::apply(phi_q, phi_k, v, c10::optional<at::Tensor>(log_decay), eps, chunk);
+  return CausalLinearAttentionFunction::apply(phi_q, phi_k, v, c10::nullopt, eps, chunk, false)[0];
+}
+
+at::Tensor decayed_causal_linear_attention(const at::Tensor& phi_q, const at::Tensor& phi_k, const at::Tensor& v,
+                                           const at::Tensor& log_decay, double eps, int64_t chunk) {
+  const char* where = "spe::ops::decayed_causal_linear_attention";
+  check_inputs(where, phi_q, phi_k, v, chunk);
+  TORCH_CHECK(eps > 0, where, ": eps must be positive, got ", eps);
+  check_log_decay(where, log_decay, phi_q);
+  if (phi_q.size(1) == 0) return at::empty_like(v);
+  return CausalLinearAttentionFunction::apply(phi_q, phi_k, v, c10::optional<at::Tensor>(log_decay), eps, chunk,
+                                              false)[0];
+}
+
+std::tuple<at::Tensor, at::Tensor> decayed_causal_linear_sums(const at::Tensor& phi_q, const at::Tensor& phi_k,
+                                                              const at::Tensor& v, const at::Tensor& log_decay,
+                                                              int64_t chunk) {
+  const char* where = "spe::ops::decayed_causal_linear_sums";
+  check_inputs(where, phi_q, phi_k, v, chunk);
+  check_log_decay(where, log_decay, phi_q);
+  if (phi_q.size(1) == 0) return {at::empty_like(v), at::empty({phi_q.size(0), 0, phi_q.size(2)}, phi_q.options())};
+  const variable_list sums =
+      CausalLinearAttentionFunction::apply(phi_q, phi_k, v, c10::optional<at::Tensor>(log_decay), /*eps: unused*/ 1.0,
+                                           chunk, true);
+  return {sums[0], sums[1]};
 }
 
 }  // namespace spe::ops

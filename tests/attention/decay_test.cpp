@@ -43,6 +43,24 @@ TEST(DecayedLinearAttention, MatchesExplicitLoopsWithPadding) {
     }
 }
 
+// Non-causal, on the CPU the fused sums run both ways: over several chunks of the kernel (32), with
+// padding, against the loops; and its gradients across chunks.
+TEST(DecayedLinearAttention, NonCausalOverSeveralChunksMatchesTheLoopsAndFiniteDifferences) {
+  const Inputs in = make_inputs(2, 70, 2, 3, 4);
+  for (bool padded : {false, true}) {
+    const at::Tensor padding = padded ? in.padding : at::Tensor();
+    const at::Tensor got = decayed_linear_attention(in.phi_q, in.phi_k, in.v, in.log_decay, false, padding);
+    const at::Tensor expected = decayed_loops(in.phi_q, in.phi_k, in.v, in.log_decay, padding, false);
+    EXPECT_TRUE(at::allclose(got, expected, 1e-10, 1e-12)) << "padded " << padded;
+  }
+  Inputs small = make_inputs(1, 36, 1, 2, 2);
+  for (at::Tensor* t : {&small.phi_q, &small.phi_k, &small.v, &small.log_decay}) t->requires_grad_(true);
+  const at::Tensor w = at::randn({1, 36, 1, 2}, at::kDouble);
+  testing::expect_gradients_match(
+      [&] { return (decayed_linear_attention(small.phi_q, small.phi_k, small.v, small.log_decay, false) * w).sum(); },
+      {{"phi_q", small.phi_q}, {"phi_k", small.phi_k}, {"v", small.v}, {"log_decay", small.log_decay}});
+}
+
 TEST(DecayedLinearAttention, ChunksOfEverySizeGiveTheSameProduct) {
   const Inputs in = make_inputs(1, 13, 2, 3, 2);
   // sum_{n <= m} g^(m - n) (a_m . b_n) v_n with the decay matrix written out

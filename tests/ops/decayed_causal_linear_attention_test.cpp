@@ -1,13 +1,17 @@
 // The fused causal linear attention with a per-head decay g_h^(m - n) (the same chunked kernel as
 // the plain op, given log_decay) against the pair-at-a-time loops, against the ATen chunked
 // product (forward and every gradient, log_decay's included), at g = 1 against the plain op, at
-// long N with a small g, and by finite differences in float64.
+// long N with a small g, and by finite differences in float64; its sums before the division
+// (decayed_causal_linear_sums) likewise.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
 #include <functional>
+#include <string>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 #include "spe/attention/linear.h"
@@ -159,6 +163,49 @@ TEST(FusedDecayedCausalLinearAttention, GradientCheckIncludingTheDecay) {
   }
 }
 
+// The sums before the division against the ATen scan's numerator and normaliser, forward and the
+// gradients through both outputs (the kernel's raw mode: gn, gd given instead of derived), over
+// chunkings with partial last chunks; features of both signs (no normaliser is clamped here).
+TEST(DecayedCausalLinearSums, MatchTheAtenScanForwardAndBackward) {
+  for (int64_t chunk : {4, 32}) {
+    Inputs x = decayed_inputs(2, 75, 3, 16, 40, at::kDouble, 0.6, 0.99);
+    x.q = x.q - 0.4;
+    const at::Tensor g_num = at::randn({2, 75, 3, 40}, at::kDouble), g_den = at::randn({2, 75, 3}, at::kDouble);
+    auto run = [&](bool fused) {
+      at::Tensor q = x.q.clone().requires_grad_(), k = x.k.clone().requires_grad_(), v = x.v.clone().requires_grad_(),
+                 log_decay = x.log_decay.clone().requires_grad_();
+      at::Tensor num, den;
+      if (fused) {
+        std::tie(num, den) = ops::decayed_causal_linear_sums(q, k, v, log_decay, chunk);
+      } else {
+        const at::Tensor sums = decayed_causal_product(q, k, at::cat({v, at::ones_like(v.narrow(3, 0, 1))}, 3), log_decay);
+        num = sums.narrow(3, 0, 40), den = sums.select(3, 40);
+      }
+      ((num * g_num).sum() + (den * g_den).sum()).backward();
+      return std::vector<at::Tensor>{num.detach(), den.detach(), q.grad(), k.grad(), v.grad(), log_decay.grad()};
+    };
+    const auto fused = run(true), reference = run(false);
+    for (int i = 0; i < 6; ++i)
+      EXPECT_LT(relative_error(fused[i], reference[i]), 1e-10)
+          << "num, den, grads q, k, v, log_decay: " << i << ", chunk " << chunk;
+  }
+}
+
+// One output reaching the loss: the other's gradient is undefined and reads as zero.
+TEST(DecayedCausalLinearSums, GradientCheckThroughEitherOutput) {
+  const Inputs x = decayed_inputs(1, 9, 2, 3, 2, at::kDouble, 0.6, 0.9);
+  at::Tensor q = x.q.requires_grad_(), k = x.k.requires_grad_(), v = x.v.requires_grad_();
+  at::Tensor log_decay = x.log_decay.requires_grad_();
+  const at::Tensor w = at::randn({1, 9, 2, 2}, at::kDouble), u = at::randn({1, 9, 2}, at::kDouble);
+  const std::vector<std::pair<std::string, at::Tensor>> inputs{
+      {"phi_q", q}, {"phi_k", k}, {"v", v}, {"log_decay", log_decay}};
+  testing::expect_gradients_match(
+      [&] { return (std::get<0>(ops::decayed_causal_linear_sums(q, k, v, log_decay, 4)) * w).sum(); }, inputs);
+  testing::expect_gradients_match(
+      [&] { return (std::get<1>(ops::decayed_causal_linear_sums(q, k, v, log_decay, 4)) * u).sum(); },
+      {{"phi_q", q}, {"phi_k", k}, {"log_decay", log_decay}});
+}
+
 TEST(FusedDecayedCausalLinearAttention, BadInputIsNamed) {
   const at::Tensor x = at::rand({2, 5, 2, 3});
   const at::Tensor log_decay = at::full({2}, -0.1);
@@ -169,6 +216,8 @@ TEST(FusedDecayedCausalLinearAttention, BadInputIsNamed) {
   EXPECT_ERROR_CONTAINS(ops::decayed_causal_linear_attention(x, x, x, -log_decay), "log_decay must be <= 0");
   EXPECT_ERROR_CONTAINS(ops::decayed_causal_linear_attention(x, x, x, log_decay, 1e-6, 0),
                         "chunk must be in [1, 4096], got 0");
+  EXPECT_ERROR_CONTAINS(ops::decayed_causal_linear_sums(x, x, x, -log_decay), "decayed_causal_linear_sums: log_decay must be <= 0");
+  EXPECT_ERROR_CONTAINS(ops::decayed_causal_linear_sums(x, x.narrow(1, 0, 4), x, log_decay), "must have the same shape");
 }
 
 }  // namespace

@@ -145,8 +145,8 @@ SPE_INLINE void prefetch_chunk(const CausalShape& s, const Head<T>& x, int64_t s
 
 // work: the pair's buffers; scratch: small_gemm's; Tile: its register blocking (vector_ops.h).
 template <class Tile, typename T>
-SPE_INLINE void forward_pair(const CausalShape& s, const Head<T>& x, const Decay<T>& d, T eps, int64_t chunk, T* out,
-                             T* den, std::vector<T>& work, std::vector<T>& scratch) {
+SPE_INLINE void forward_pair(const CausalShape& s, const Head<T>& x, const Decay<T>& d, T eps, bool normalize,
+                             int64_t chunk, T* out, T* den, std::vector<T>& work, std::vector<T>& scratch) {
   const int64_t M = s.features, Dv = s.value_dim, ld_out = s.heads * Dv, ld_den = s.heads;
   work.assign(M * Dv + M + chunk * chunk + chunk * Dv + PackedChunk<T>::size(s, chunk) + (d.powers ? chunk * M : 0),
               T(0));
@@ -175,7 +175,7 @@ SPE_INLINE void forward_pair(const CausalShape& s, const Head<T>& x, const Decay
     for (int i = 0; i < c; ++i) {
       const T dv = dc[i * ld_den] + dot<Tile::bytes>(scores + i * chunk, static_cast<const T*>(nullptr), i + 1);
       dc[i * ld_den] = dv;
-      const T inv = T(1) / std::max(dv, eps);
+      const T inv = normalize ? T(1) / std::max(dv, eps) : T(1);
       for (int64_t e = 0; e < Dv; ++e) oc[i * ld_out + e] = num[i * Dv + e] * inv;
     }
     // state = g^c state + sum_j g^(c - 1 - j) k_j v_j^T, key_sum likewise
@@ -197,11 +197,13 @@ SPE_INLINE void forward_pair(const CausalShape& s, const Head<T>& x, const Decay
 //   grad v_n = sum_{m >= n} w(m, n) (q_m . k_n) gn_m.
 // A forward sweep carries the decayed prefix sums for grad q; a backward sweep the suffix sums
 // sum_m g^(m - e) q_m gn_m^T and sum_m g^(m - e) gd_m q_m (e: the first position after the
-// chunk) for grad k and grad v. Returns d loss / d log g (0 without grad_log_decay).
+// chunk) for grad k and grad v. Returns d loss / d log g (0 without grad_log_decay). With
+// grad_den (the raw sums' backward), grad_out is gn and grad_den gd.
 template <class Tile, typename T>
 SPE_INLINE double backward_pair(const CausalShape& s, const Head<T>& x, const Decay<T>& d, bool grad_log_decay,
-                                const T* out, const T* den, const T* grad_out, T eps, int64_t chunk, T* grad_q,
-                                T* grad_k, T* grad_v, std::vector<T>& work, std::vector<T>& scratch) {
+                                const T* out, const T* den, const T* grad_out, const T* grad_den, T eps,
+                                int64_t chunk, T* grad_q, T* grad_k, T* grad_v, std::vector<T>& work,
+                                std::vector<T>& scratch) {
   const int64_t M = s.features, Dv = s.value_dim, ld_out = s.heads * Dv, ld_den = s.heads;
   work.assign(M * Dv + M + 2 * chunk * chunk + chunk * Dv + chunk + chunk * M + M + PackedChunk<T>::size(s, chunk),
               T(0));
@@ -222,8 +224,13 @@ SPE_INLINE double backward_pair(const CausalShape& s, const Head<T>& x, const De
   // (inlined, so that it is compiled for the instruction set of the function it is in)
   auto chunk_gradients = [&](int64_t start, int c, const T* vc, int64_t ld_v) __attribute__((always_inline)) {
     for (int i = 0; i < c; ++i) {
-      const T dn = den[(start + i) * ld_den], clamped = std::max(dn, eps);
       const T* g = grad_out + (start + i) * ld_out;
+      if (grad_den) {
+        std::copy(g, g + Dv, gn + i * Dv);
+        gd[i] = grad_den[(start + i) * ld_den];
+        continue;
+      }
+      const T dn = den[(start + i) * ld_den], clamped = std::max(dn, eps);
       const T* o = out + (start + i) * ld_out;
       for (int64_t e = 0; e < Dv; ++e) gn[i * Dv + e] = g[e] / clamped;
       gd[i] = dn > eps ? -dot<Tile::bytes>(g, o, Dv) / clamped : T(0);
@@ -297,13 +304,14 @@ struct ForwardArgs {
   const CausalShape& s;
   const T *q, *k, *v, *log_decay;
   T eps;
+  bool normalize;
   int64_t chunk;
   T *out, *den;
 };
 template <typename T>
 struct BackwardArgs {
   const CausalShape& s;
-  const T *q, *k, *v, *log_decay, *out, *den, *grad_out;
+  const T *q, *k, *v, *log_decay, *out, *den, *grad_out, *grad_den;
   T eps;
   int64_t chunk;
   T *grad_q, *grad_k, *grad_v, *grad_log_decay;
@@ -317,7 +325,7 @@ SPE_INLINE void forward_pairs(const ForwardArgs<T>& a, int64_t begin, int64_t en
   for (int64_t pair = begin; pair < end; ++pair) {
     const int64_t b = pair / s.heads, h = pair % s.heads;
     const Decay<T> d = decay_tables(a.log_decay ? a.log_decay + h : nullptr, a.chunk, tables);
-    forward_pair<Tile>(s, head_view(s, a.q, a.k, a.v, pair), d, a.eps, a.chunk,
+    forward_pair<Tile>(s, head_view(s, a.q, a.k, a.v, pair), d, a.eps, a.normalize, a.chunk,
                        a.out + (b * s.length * s.heads + h) * s.value_dim, a.den + b * s.length * s.heads + h, work,
                        scratch);
   }
@@ -333,9 +341,11 @@ SPE_INLINE void backward_pairs(const BackwardArgs<T>& a, int64_t begin, int64_t 
     const int64_t vo = (b * s.length * s.heads + h) * s.value_dim;
     const Decay<T> d = decay_tables(a.log_decay ? a.log_decay + h : nullptr, a.chunk, tables);
     const bool grad_log_decay = a.grad_log_decay != nullptr && d.powers != nullptr;
+    const int64_t den_offset = b * s.length * s.heads + h;
     const double log_decay_grad = backward_pair<Tile>(
-        s, head_view(s, a.q, a.k, a.v, pair), d, grad_log_decay, a.out + vo, a.den + b * s.length * s.heads + h,
-        a.grad_out + vo, a.eps, a.chunk, a.grad_q + qk, a.grad_k + qk, a.grad_v + vo, work, scratch);
+        s, head_view(s, a.q, a.k, a.v, pair), d, grad_log_decay, a.out ? a.out + vo : nullptr,
+        a.den ? a.den + den_offset : nullptr, a.grad_out + vo, a.grad_den ? a.grad_den + den_offset : nullptr, a.eps,
+        a.chunk, a.grad_q + qk, a.grad_k + qk, a.grad_v + vo, work, scratch);
     if (grad_log_decay) a.grad_log_decay[pair] = static_cast<T>(log_decay_grad);
   }
 }
@@ -358,8 +368,8 @@ struct BackwardPairs {
 
 template <typename T>
 void causal_linear_attention_forward(const CausalShape& s, const T* q, const T* k, const T* v, const T* log_decay,
-                                     T eps, int64_t chunk, T* out, T* den) {
-  const ForwardArgs<T> args{s, q, k, v, log_decay, eps, chunk, out, den};
+                                     T eps, int64_t chunk, T* out, T* den, bool normalize) {
+  const ForwardArgs<T> args{s, q, k, v, log_decay, eps, normalize, chunk, out, den};
   const Isa isa = best_isa();  // (outside the threads: it may throw, on a bad SPE_KERNEL_ISA)
   at::parallel_for(0, s.batch * s.heads, 1,
                    [&](int64_t begin, int64_t end) { run_for_isa<ForwardPairs>(isa, args, begin, end); });
@@ -368,9 +378,9 @@ void causal_linear_attention_forward(const CausalShape& s, const T* q, const T* 
 template <typename T>
 void causal_linear_attention_backward(const CausalShape& s, const T* q, const T* k, const T* v, const T* log_decay,
                                       const T* out, const T* den, const T* grad_out, T eps, int64_t chunk, T* grad_q,
-                                      T* grad_k, T* grad_v, T* grad_log_decay) {
-  const BackwardArgs<T> args{s,   q,     k,      v,      log_decay, out, den, grad_out, eps, chunk,
-                             grad_q, grad_k, grad_v, grad_log_decay};
+                                      T* grad_k, T* grad_v, T* grad_log_decay, const T* grad_den) {
+  const BackwardArgs<T> args{s,     q,      k,      v,      log_decay,     out, den, grad_out, grad_den,
+                             eps,   chunk,  grad_q, grad_k, grad_v,        grad_log_decay};
   const Isa isa = best_isa();
   at::parallel_for(0, s.batch * s.heads, 1,
                    [&](int64_t begin, int64_t end) { run_for_isa<BackwardPairs>(isa, args, begin, end); });
@@ -378,10 +388,10 @@ void causal_linear_attention_backward(const CausalShape& s, const T* q, const T*
 
 #define SPE_INSTANTIATE(T)                                                                                   \
   template void causal_linear_attention_forward<T>(const CausalShape&, const T*, const T*, const T*, const T*, \
-                                                   T, int64_t, T*, T*);                                      \
+                                                   T, int64_t, T*, T*, bool);                                \
   template void causal_linear_attention_backward<T>(const CausalShape&, const T*, const T*, const T*,        \
                                                     const T*, const T*, const T*, const T*, T, int64_t, T*,  \
-                                                    T*, T*, T*);
+                                                    T*, T*, T*, const T*);
 SPE_INSTANTIATE(float)
 SPE_INSTANTIATE(double)
 #undef SPE_INSTANTIATE

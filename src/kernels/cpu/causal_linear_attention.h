@@ -18,10 +18,11 @@ struct CausalShape {
   int64_t batch, length, heads, features, value_dim;  // B, N, H, M, Dv
 };
 
-// Fills out and den (den is kept unclamped for the backward).
+// Fills out and den (den is kept unclamped for the backward). Without normalize, out holds num
+// itself (the raw sums; eps unused).
 template <typename T>
 void causal_linear_attention_forward(const CausalShape& shape, const T* q, const T* k, const T* v,
-                                     const T* log_decay, T eps, int64_t chunk, T* out, T* den);
+                                     const T* log_decay, T eps, int64_t chunk, T* out, T* den, bool normalize = true);
 
 // Given out, den from the forward and grad_out, writes grad_q, grad_k, grad_v and, when
 // grad_log_decay is given (with log_decay), d loss / d log g_h of each (batch, head) pair into
@@ -29,9 +30,12 @@ void causal_linear_attention_forward(const CausalShape& shape, const T* q, const
 //   sum_{n <= m} (m - n) X[m, n] = sum_m m (q_m . grad q_m) - sum_n n (k_n . grad k_n),
 // X[m, n] being the gradient of the pair's weight times that weight (rows of X sum to
 // q_m . grad q_m, columns to k_n . grad k_n).
+// The raw sums' backward: with grad_den (B, N, H) given, grad_out is d loss / d num and grad_den
+// d loss / d den (out, den and eps unused; may be null).
 template <typename T>
 void causal_linear_attention_backward(const CausalShape& shape, const T* q, const T* k, const T* v,
                                       const T* log_decay, const T* out, const T* den, const T* grad_out, T eps,
-                                      int64_t chunk, T* grad_q, T* grad_k, T* grad_v, T* grad_log_decay);
+                                      int64_t chunk, T* grad_q, T* grad_k, T* grad_v, T* grad_log_decay,
+                                      const T* grad_den = nullptr);
 
 }  // namespace spe::kernels::cpu
