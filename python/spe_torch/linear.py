@@ -300,19 +300,26 @@ def decayed_linear_attention(phi_q: Tensor, phi_k: Tensor, v: Tensor, log_decay:
     """out_m = sum_n g_h^|m - n| (phi_q_m . phi_k_n) v_n / max(sum_n g_h^|m - n| phi_q_m . phi_k_n, eps)
     over n <= m when causal, every n otherwise. phi_q, phi_k: (B, N, H, M), v: (B, N, H, Dv),
     log_decay: (H,), log g_h <= 0 (Decay.log_decay()) -> (B, N, H, Dv). Linear in N: causal on CPU
-    (float32, float64) torch.ops.spe.decayed_causal_linear_attention, the fused chunked kernel
-    with its own backward (log_decay's gradient included); else the decayed causal product, and
-    when not causal the same backwards less the pair (m, m)."""
+    (float32, float64) the fused chunked kernel with its own backward (log_decay's gradient
+    included): torch.ops.spe.decayed_causal_linear_attention, or when not causal
+    torch.ops.spe.decayed_causal_linear_sums run both ways less the pair (m, m); elsewhere the
+    decayed causal product likewise."""
     where = "decayed_linear_attention"
     check_qkv(where, phi_q, phi_k, v)
     _check_eps(where, eps)
     _check_causal(where, phi_q, phi_k)
     _check_log_decay(where, log_decay, phi_q)
     keys = mask_keys(where, phi_k, key_padding)
-    if causal and fused_kernel_takes(phi_q):
+    if fused_kernel_takes(phi_q):
         if not torch.jit.is_scripting():
             _library.load_library()
-        return torch.ops.spe.decayed_causal_linear_attention(phi_q, keys, v, log_decay, eps)  # its default chunk
+        if causal:
+            return torch.ops.spe.decayed_causal_linear_attention(phi_q, keys, v, log_decay, eps)  # its default chunk
+        num, den = torch.ops.spe.decayed_causal_linear_sums(phi_q, keys, v, log_decay)
+        num_back, den_back = torch.ops.spe.decayed_causal_linear_sums(phi_q.flip(1), keys.flip(1), v.flip(1), log_decay)
+        itself = (phi_q * keys).sum(-1)  # (B, N, H)
+        numerator = num + num_back.flip(1) - itself.unsqueeze(-1) * v
+        return numerator / (den + den_back.flip(1) - itself).clamp_min(eps).unsqueeze(-1)
     values = _with_ones(v)
     sums = _decayed_product(phi_q, keys, values, log_decay, 64)
     if not causal:

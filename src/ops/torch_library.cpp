@@ -28,6 +28,12 @@ at::Tensor decayed_causal_linear_attention_op(const at::Tensor& phi_q, const at:
   return spe::ops::decayed_causal_linear_attention(phi_q, phi_k, v, log_decay, eps, chunk);
 }
 
+std::tuple<at::Tensor, at::Tensor> decayed_causal_linear_sums_op(const at::Tensor& phi_q, const at::Tensor& phi_k,
+                                                                 const at::Tensor& v, const at::Tensor& log_decay,
+                                                                 int64_t chunk) {
+  return spe::ops::decayed_causal_linear_sums(phi_q, phi_k, v, log_decay, chunk);
+}
+
 }  // namespace
 
 TORCH_LIBRARY(spe, m) {
@@ -40,6 +46,10 @@ TORCH_LIBRARY(spe, m) {
        "int chunk=" + chunk + ") -> Tensor")
           .c_str(),
       &decayed_causal_linear_attention_op);
+  m.def(("decayed_causal_linear_sums(Tensor phi_q, Tensor phi_k, Tensor v, Tensor log_decay, int chunk=" + chunk +
+         ") -> (Tensor, Tensor)")
+            .c_str(),
+        &decayed_causal_linear_sums_op);
   m.def("apply_spe_code(Tensor x, Tensor code) -> Tensor", &spe::ops::apply_spe_code);
   m.def("depthwise_correlation(Tensor x, Tensor filters) -> Tensor", &spe::ops::depthwise_correlation);
   m.def(

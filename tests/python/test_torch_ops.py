@@ -96,6 +96,27 @@ class DecayedCausalLinearAttention(unittest.TestCase):
             torch.ops.spe.decayed_causal_linear_attention(q, k, v, -log_decay - 0.1)
 
 
+class DecayedCausalLinearSums(unittest.TestCase):
+    """The same sums before the division: (num, den)."""
+    def test_matches_the_formula(self):
+        q, k, v, log_decay = DecayedCausalLinearAttention.inputs(self, torch.float64)
+        q = q - 0.4  # features of both signs: nothing here is clamped
+        n = torch.arange(q.shape[1], dtype=q.dtype)
+        lags = (n[:, None] - n[None, :]).clamp_min(0)
+        weights = torch.exp(log_decay[:, None, None] * lags) * (n[:, None] >= n[None, :])
+        s = torch.einsum("bmhf,bnhf->bhmn", q, k) * weights
+        for chunk in (1, 4, 64):
+            num, den = torch.ops.spe.decayed_causal_linear_sums(q, k, v, log_decay, chunk)
+            self.assertLess((num - torch.einsum("bhmn,bnhd->bmhd", s, v)).abs().max().item(), 1e-10)
+            self.assertLess((den - s.sum(-1).transpose(1, 2)).abs().max().item(), 1e-10)
+
+    def test_gradcheck_through_both_outputs(self):
+        q, k, v, log_decay = DecayedCausalLinearAttention.inputs(self, torch.float64, requires_grad=True)
+        log_decay = (log_decay.detach() - 0.05).requires_grad_()
+        self.assertTrue(torch.autograd.gradcheck(
+            lambda a, b, c, d: torch.ops.spe.decayed_causal_linear_sums(a, b, c, d, 4), (q, k, v, log_decay)))
+
+
 class SineSPEFilter(unittest.TestCase):
     def inputs(self, requires_grad=False):
         g = torch.Generator().manual_seed(1)
