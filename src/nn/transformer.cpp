@@ -10,10 +10,16 @@
 #include "spe/attention/linear.h"
 #include "spe/attention/softmax.h"
 #include "attention_layout.h"
+#include "dropout.h"
 #include "row_products.h"
 
 namespace spe::nn {
 namespace {
+
+// The module's dropout (its p, its training flag) with masks drawn 16 bits per entry (dropout.h).
+at::Tensor drop(const torch::nn::Dropout& module, const at::Tensor& x) {
+  return apply_dropout(x, module->options.p(), module->is_training());
+}
 
 // Orthogonal draws of a gated sineSPE code hold the gate's noise rows in the code's own blocks, so
 // that the gate's noise is orthogonal to the code too (spe_code.h).
@@ -304,15 +310,15 @@ void TransformerBlockImpl::reset() {
 
 at::Tensor TransformerBlockImpl::forward(const at::Tensor& x, const AttentionMask& mask, const SharedSPE& shared,
                                          OptionalGenerator generator) {
-  return feed_forward(x + dropout(attention(norm1(x), mask, shared, generator)));
+  return feed_forward(x + drop(dropout, attention(norm1(x), mask, shared, generator)));
 }
 
 at::Tensor TransformerBlockImpl::step(const at::Tensor& x, AttentionState& state, const SharedSPE& shared) {
-  return feed_forward(x + dropout(attention->step(norm1(x), state, shared)));
+  return feed_forward(x + drop(dropout, attention->step(norm1(x), state, shared)));
 }
 
 at::Tensor TransformerBlockImpl::feed_forward(const at::Tensor& h) {
-  return h + dropout(linear_rows(contract, dropout(at::gelu(linear_rows(expand, norm2(h))))));
+  return h + drop(dropout, linear_rows(contract, drop(dropout, at::gelu(linear_rows(expand, norm2(h))))));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -395,7 +401,7 @@ at::Tensor TransformerImpl::embed(const at::Tensor& tokens, int64_t start) {
   }
   if (sinusoidal) x = sinusoidal(x, start);
   if (learned) x = learned(x, start);
-  return dropout(x);
+  return drop(dropout, x);
 }
 
 void TransformerImpl::after_training_step(int64_t steps_done) {
