@@ -5,7 +5,9 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <mutex>
+#include <vector>
 
 namespace spe::nn {
 namespace {
@@ -14,22 +16,24 @@ constexpr double kLevels = 65536.0;  // 16 bits per entry
 
 uint32_t drop_below(double p) { return static_cast<uint32_t>(std::llround(p * kLevels)); }
 
-// mask[i] = scale where the entry's 16 bits are >= threshold, else 0; n entries, four per word.
+// mask[i] = scale where entry i's 16 bits are >= threshold, else 0, for n entries: the words
+// drawn first into 16-bit lanes (four entries each; entry i is bits 16 (i mod 4) .. 16 (i mod 4)
+// + 15 of word i / 4 on a little-endian CPU), then compared in one loop the compiler vectorises.
 template <typename T>
 void fill_mask(T* mask, int64_t n, uint32_t threshold, T scale) {
-  at::Generator generator = at::detail::getDefaultCPUGenerator();
-  auto* engine = at::check_generator<at::CPUGeneratorImpl>(generator);
-  std::lock_guard<std::mutex> lock(generator.mutex());
-  int64_t i = 0;
-  for (; i + 4 <= n; i += 4) {
-    const uint64_t bits = engine->random64();
-    for (int lane = 0; lane < 4; ++lane)
-      mask[i + lane] = ((bits >> (16 * lane)) & 0xFFFF) >= threshold ? scale : T(0);
+  static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "fill_mask: each word's lanes in memory order");
+  thread_local std::vector<uint16_t> entries;
+  entries.resize(static_cast<size_t>((n + 3) / 4 * 4));
+  {
+    at::Generator generator = at::detail::getDefaultCPUGenerator();
+    auto* engine = at::check_generator<at::CPUGeneratorImpl>(generator);
+    std::lock_guard<std::mutex> lock(generator.mutex());
+    for (size_t i = 0; i < entries.size(); i += 4) {
+      const uint64_t word = engine->random64();
+      std::memcpy(entries.data() + i, &word, sizeof word);
+    }
   }
-  if (i < n) {
-    const uint64_t bits = engine->random64();
-    for (int lane = 0; i < n; ++i, ++lane) mask[i] = ((bits >> (16 * lane)) & 0xFFFF) >= threshold ? scale : T(0);
-  }
+  for (int64_t i = 0; i < n; ++i) mask[i] = entries[i] >= threshold ? scale : T(0);
 }
 
 }  // namespace
