@@ -29,19 +29,23 @@ struct TrainBenchArgs {
 };
 
 // One optimizer step on fixed random tokens: a language model predicts each next token, a
-// classifier a random label per sequence. after_forward, when set, runs between the loss and the
-// backward pass (while autograd holds what the backward needs).
+// classifier a random label per sequence, a dual encoder a random label per pair of sequences.
+// after_forward, when set, runs between the loss and the backward pass (while autograd holds what
+// the backward needs).
 std::function<void()> training_step(nn::Model model, torch::optim::AdamW& optimizer, const TrainBenchArgs& a,
                                     std::function<void()> after_forward = {}) {
   auto g = make_generator(1);
   const bool lm = model->options.kind() == nn::ModelKind::language_model;
+  const bool pairs = model->options.kind() == nn::ModelKind::dual_encoder;
   const at::Tensor tokens = at::randint(1, a.vocab, {a.batch, a.length + (lm ? 1 : 0)}, g, at::kLong);
   const at::Tensor inputs = lm ? tokens.narrow(1, 0, a.length) : tokens;
+  const at::Tensor second = pairs ? at::randint(1, a.vocab, {a.batch, a.length}, g, at::kLong) : at::Tensor();
   const at::Tensor targets = lm ? tokens.narrow(1, 1, a.length) : at::randint(0, a.classes, {a.batch}, g, at::kLong);
   const at::Tensor padding = at::ones({a.batch, a.length}, at::kBool);
-  return [model, &optimizer, inputs, targets, padding, after_forward]() mutable {
+  return [model, &optimizer, inputs, second, targets, padding, after_forward]() mutable {
     optimizer.zero_grad();
-    const at::Tensor logits = model->forward(inputs, padding);  // (B, N, V) or (B, C)
+    const at::Tensor logits = second.defined() ? model->forward(inputs, padding, second, padding)
+                                               : model->forward(inputs, padding);  // (B, N, V) or (B, C)
     const at::Tensor loss = at::cross_entropy_loss(logits.flatten(0, logits.dim() - 2), targets.flatten());
     if (after_forward) after_forward();
     loss.backward();
@@ -65,21 +69,21 @@ std::pair<double, double> gradient_and_optimizer_mib(const nn::Model& model, tor
 
 void bench_train(const TrainBenchArgs& a) {
   train::Config config = train::load_config(a.config, a.overrides);
-  if (config.model.kind() == nn::ModelKind::dual_encoder)
-    throw std::invalid_argument("spe bench train: model.kind dual_encoder is not benchmarked; expected "
-                                "language_model or classifier");
   data::DatasetInfo info;
   info.task = a.grid.empty() ? "random tokens (--grid ROWS COLUMNS lays them on an image's grid)" : "random tokens";
   info.vocab_size = a.vocab;
   info.num_classes = a.classes;
   info.grid = a.grid;
+  info.fields = config.model.kind() == nn::ModelKind::dual_encoder ? 2 : 1;  // pairs of sequences
   if (!a.grid.empty() && a.length > a.grid[0] * a.grid[1])
     throw std::invalid_argument(fmt::format("spe bench train: --length {} does not fit the {} x {} grid", a.length,
                                             a.grid[0], a.grid[1]));
   nn::Model model = inference::build_model(config, info);
   model->train();
   const int64_t parameters = nn::parameter_count(*model);
-  choose_step_threads(step_flops(parameters, static_cast<double>(a.batch * a.length), true),
+  // tokens per step: a dual encoder reads two sequences per example
+  const double tokens = static_cast<double>(a.batch * a.length * (model->options.kind() == nn::ModelKind::dual_encoder ? 2 : 1));
+  choose_step_threads(step_flops(parameters, tokens, true),
                       nn::softmax_attention(config.model));  // as spe train
   torch::optim::AdamW optimizer = train::make_optimizer(*model, config.train);
   // The first step's peak (it allocates the optimizer's state), measured as peak_memory_mib does,
@@ -94,7 +98,6 @@ void bench_train(const TrainBenchArgs& a) {
   retain_freed_memory();
   const Timing timing = time_median(training_step(model, optimizer, a), a.repeats);
   const auto& t = model->options.transformer();
-  const double tokens = static_cast<double>(a.batch * a.length);
   std::cout << fmt::format(
       "{{\"scenario\": \"train\", \"model\": \"{}\", \"layers\": {}, \"dim\": {}, \"heads\": {}, \"ffn_dim\": {}, "
       "\"attention\": \"{}\", \"positional\": \"{}\", \"causal\": {}, \"parameters\": {}, \"B\": {}, \"N\": {}, "
@@ -111,7 +114,8 @@ void bench_train(const TrainBenchArgs& a) {
 
 void add_bench_train_scenario(CLI::App& bench) {
   auto a = std::make_shared<TrainBenchArgs>();
-  auto* sub = bench.add_subcommand("train", "whole training steps of a configured model on random tokens: tokens/s, peak memory");
+  auto* sub = bench.add_subcommand("train", "whole training steps of a configured model on random tokens (pairs of "
+                                            "sequences for a dual encoder): tokens/s, peak memory");
   sub->add_option("--config", a->config, "the model and optimizer of this configuration")->capture_default_str();
   sub->add_option("--set", a->overrides, "override one key, e.g. --set model.layers=4 (repeatable)")->take_all();
   sub->add_option("--batch", a->batch, "sequences per step")->check(positive_integer())->capture_default_str();

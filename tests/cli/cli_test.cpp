@@ -334,7 +334,7 @@ TEST(CliBench, EveryScenarioReportsItsMeasurements) {
 
 // `spe bench train`: whole steps of a language model (causal, next-token loss) and of a
 // classifier, each line naming the model, its throughput and its memory (gradients and AdamW's
-// state against the parameter count); a dual encoder is refused by name.
+// state against the parameter count); a dual encoder's steps read two sequences per example.
 TEST(CliBench, TrainStepsOfALanguageModelAndAClassifier) {
   const std::string tiny = " --set model.dim=16 model.heads=2 model.layers=1 model.ffn_dim=32 "
                            "model.positional.realizations=8 --batch 2 --length 24 --vocab 20 --repeats 2";
@@ -376,9 +376,13 @@ TEST(CliBench, TrainStepsOfALanguageModelAndAClassifier) {
   CliRun small_grid = run_cli(image + " --grid 4 5");
   EXPECT_NE(small_grid.status, 0);
   EXPECT_NE(small_grid.output.find("does not fit the 4 x 5 grid"), std::string::npos) << small_grid.output;
-  CliRun pairs = run_cli("--threads 1 bench train --config " SPE_SOURCE_DIR "/configs/retrieval/compare.yaml" + tiny);
-  EXPECT_NE(pairs.status, 0);
-  EXPECT_NE(pairs.output.find("dual_encoder"), std::string::npos) << pairs.output;
+  CliRun pairs = run_cli("--threads 1 bench train --config " SPE_SOURCE_DIR "/configs/retrieval/compare.yaml" + tiny +
+                         " --classes 2");
+  ASSERT_EQ(pairs.status, 0) << pairs.output;
+  lines = json_lines(pairs.output);
+  ASSERT_EQ(lines.size(), 1u) << pairs.output;
+  EXPECT_EQ(lines[0]["model"], "dual_encoder");
+  EXPECT_NEAR(lines[0]["tokens_per_s"].get<double>() * lines[0]["median_step_s"].get<double>(), 2 * 2 * 24, 0.5);
 }
 
 TEST(CliInfo, ReportsVersionsBlasThreadsAndGemmRate) {
