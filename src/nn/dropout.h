@@ -1,7 +1,8 @@
 #pragma once
 // Dropout whose mask is drawn 16 bits per entry: four entries from each 64-bit word of LibTorch's
 // default CPU generator (the stream at::dropout draws from, under the same lock), where
-// at::dropout's bernoulli_ draws a word per entry and makes it a double first. An entry is
+// at::dropout's bernoulli_ draws a word per entry (6-9 % of a training step here; Debian's
+// LibTorch has no MKL stream for it: docs/BENCHMARKS.md). An entry is
 // dropped when its 16 bits fall below round(p 2^16), so the rate is p to within 2^-17, and kept
 // entries are scaled by 1 / (1 - that rate): the expectation of every entry is unchanged.
 // Tensors off the CPU, or of other dtypes, go to at::dropout.
