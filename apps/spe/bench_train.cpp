@@ -81,8 +81,7 @@ void bench_train(const TrainBenchArgs& a) {
   nn::Model model = inference::build_model(config, info);
   model->train();
   const int64_t parameters = nn::parameter_count(*model);
-  // tokens per step: a dual encoder reads two sequences per example
-  const double tokens = static_cast<double>(a.batch * a.length * (model->options.kind() == nn::ModelKind::dual_encoder ? 2 : 1));
+  const double tokens = static_cast<double>(a.batch * a.length * info.fields);  // per step, over both of a pair
   choose_step_threads(step_flops(parameters, tokens, true),
                       nn::softmax_attention(config.model));  // as spe train
   torch::optim::AdamW optimizer = train::make_optimizer(*model, config.train);

@@ -310,22 +310,27 @@ def decayed_linear_attention(phi_q: Tensor, phi_k: Tensor, v: Tensor, log_decay:
     _check_causal(where, phi_q, phi_k)
     _check_log_decay(where, log_decay, phi_q)
     keys = mask_keys(where, phi_k, key_padding)
-    if fused_kernel_takes(phi_q):
-        if not torch.jit.is_scripting():
-            _library.load_library()
-        if causal:
-            return torch.ops.spe.decayed_causal_linear_attention(phi_q, keys, v, log_decay, eps)  # its default chunk
-        num, den = torch.ops.spe.decayed_causal_linear_sums(phi_q, keys, v, log_decay)
-        num_back, den_back = torch.ops.spe.decayed_causal_linear_sums(phi_q.flip(1), keys.flip(1), v.flip(1), log_decay)
+    fused = fused_kernel_takes(phi_q)
+    if fused and not torch.jit.is_scripting():
+        _library.load_library()
+    if causal and fused:
+        return torch.ops.spe.decayed_causal_linear_attention(phi_q, keys, v, log_decay, eps)  # its default chunk
+    num, den = _decayed_sums(phi_q, keys, v, log_decay, fused)
+    if not causal:  # the keys after each query: the same sums backwards, less the pair (m, m) both hold
+        num_back, den_back = _decayed_sums(phi_q.flip(1), keys.flip(1), v.flip(1), log_decay, fused)
         itself = (phi_q * keys).sum(-1)  # (B, N, H)
-        numerator = num + num_back.flip(1) - itself.unsqueeze(-1) * v
-        return numerator / (den + den_back.flip(1) - itself).clamp_min(eps).unsqueeze(-1)
-    values = _with_ones(v)
-    sums = _decayed_product(phi_q, keys, values, log_decay, 64)
-    if not causal:
-        backwards = _decayed_product(phi_q.flip(1), keys.flip(1), values.flip(1), log_decay, 64).flip(1)
-        sums = sums + backwards - (phi_q * keys).sum(-1, keepdim=True) * values
-    return _normalise(sums, eps)
+        num = num + num_back.flip(1) - itself.unsqueeze(-1) * v
+        den = den + den_back.flip(1) - itself
+    return num / den.clamp_min(eps).unsqueeze(-1)
+
+
+def _decayed_sums(a: Tensor, b: Tensor, v: Tensor, log_decay: Tensor, fused: bool) -> Tuple[Tensor, Tensor]:
+    """The decayed sums over n <= m: numerators (B, N, H, Dv) and normalisers (B, N, H), from the
+    fused op or the decayed causal product."""
+    if fused:
+        return torch.ops.spe.decayed_causal_linear_sums(a, b, v, log_decay)
+    sums = _decayed_product(a, b, _with_ones(v), log_decay, 64)
+    return sums[..., :-1], sums[..., -1]
 
 
 def _check_lag_bias(where: str, lag_bias: Tensor, x: Tensor) -> None:

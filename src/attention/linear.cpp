@@ -313,25 +313,25 @@ at::Tensor decayed_linear_attention(const at::Tensor& phi_q, const at::Tensor& p
   check_self_attention("decayed_linear_attention", phi_q, phi_k, v, eps);
   check_log_decay("decayed_linear_attention", log_decay, phi_q);
   const at::Tensor keys = mask_keys(phi_k, key_padding);
-  // On CPU the fused kernel with the decay (ops/causal_linear_attention.h): the causal form, or the
-  // sums of both directions, less the pair (m, m) they both hold.
-  if (ops::fused_kernel_takes(phi_q)) {
-    if (causal) return ops::decayed_causal_linear_attention(phi_q, keys, v, log_decay, eps);
+  // On CPU the fused kernel with the decay (ops/causal_linear_attention.h), else the ATen scan.
+  const bool fused = ops::fused_kernel_takes(phi_q);
+  if (causal && fused) return ops::decayed_causal_linear_attention(phi_q, keys, v, log_decay, eps);
+  // The sums over n <= m: numerators (B, N, H, Dv) and normalisers (B, N, H).
+  auto causal_sums = [&](const at::Tensor& q, const at::Tensor& k, const at::Tensor& values) {
+    if (fused) return ops::decayed_causal_linear_sums(q, k, values, log_decay);
+    const int64_t dv = values.size(3);
+    const at::Tensor sums = decayed_causal_product(q, k, with_ones_column(values), log_decay);
+    return std::make_tuple(sums.narrow(3, 0, dv), sums.select(3, dv));
+  };
+  auto [num, den] = causal_sums(phi_q, keys, v);
+  if (!causal) {  // the keys after each query: the same sums backwards, less the pair (m, m) both hold
     auto flip = [](const at::Tensor& t) { return t.flip({1}); };
-    const auto [num, den] = ops::decayed_causal_linear_sums(phi_q, keys, v, log_decay);
-    const auto [num_back, den_back] = ops::decayed_causal_linear_sums(flip(phi_q), flip(keys), flip(v), log_decay);
+    const auto [num_back, den_back] = causal_sums(flip(phi_q), flip(keys), flip(v));
     const at::Tensor itself = (phi_q * keys).sum(-1);  // (B, N, H)
-    const at::Tensor numerator = num + flip(num_back) - itself.unsqueeze(-1) * v;
-    return numerator / (den + flip(den_back) - itself).clamp_min(eps).unsqueeze(-1);
+    num = num + flip(num_back) - itself.unsqueeze(-1) * v;
+    den = den + flip(den_back) - itself;
   }
-  const at::Tensor values = with_ones_column(v);  // (B, N, H, Dv + 1)
-  at::Tensor sums = decayed_causal_product(phi_q, keys, values, log_decay);
-  if (!causal) {  // the keys after each query: the same product backwards, less the pair (m, m)
-    auto flip = [](const at::Tensor& t) { return t.flip({1}); };
-    const at::Tensor itself = (phi_q * keys).sum(-1, true) * values;
-    sums = sums + flip(decayed_causal_product(flip(phi_q), flip(keys), flip(values), log_decay)) - itself;
-  }
-  return divide_by_last(sums, eps);
+  return num / den.clamp_min(eps).unsqueeze(-1);
 }
 
 at::Tensor decayed_causal_linear_attention_step(const at::Tensor& phi_q_t, const at::Tensor& phi_k_t,

@@ -347,8 +347,8 @@ class FusedDecoder final : public Decoder {
   }
 
   // Softmax: the caches of the keys and values of position 0, (B, 1, H, P) in the op-by-op state,
-  // with room for kFirstCapacity positions.
-  // The keys in tiles of cpu::kKeyTile positions (decoding_step.h), zeros past the last position.
+  // with room for kFirstCapacity positions; the keys in tiles of cpu::kKeyTile positions
+  // (decoding_step.h), zeros past the last position.
   void start_caches(FusedLayer& layer, const AttentionState& s) {
     const int64_t B = batch_, H = options_.heads();
     layer.keys = at::zeros({B, H, kFirstCapacity / cpu::kKeyTile, s.keys.size(3), cpu::kKeyTile}, embedding_.options());
