@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "check.h"
+#include "conv_code.h"
 #include "ops/input_checks.h"
 #include "spe/ops/depthwise_correlation.h"
 
@@ -111,16 +112,6 @@ SPECode ConvSPEImpl::forward(at::IntArrayRef shape, c10::optional<int64_t> reali
   return code_for_key(shape, draw_key(generator), realizations);
 }
 
-namespace {
-
-// The noise positions of the code at position t of a sequence: Z[t + S .. t + 2S - 1].
-int64_t first_noise_row(int64_t position, int64_t kernel_size) { return position + kernel_size; }
-
-// The filters' common scale: 1 / (R D)^(1/4).
-double code_scale(int64_t realizations, int64_t dim) { return std::pow(static_cast<double>(realizations * dim), -0.25); }
-
-}  // namespace
-
 SPECode ConvSPEImpl::code_for_key(at::IntArrayRef shape, uint64_t key, c10::optional<int64_t> realizations) const {
   check_shape(options, shape);
   const int64_t r = realizations.value_or(options.realizations());
@@ -135,13 +126,14 @@ SPECode ConvSPEImpl::code_for_key(at::IntArrayRef shape, uint64_t key, c10::opti
     extents.push_back(extent + 4 * s);
     rows *= extents.back();
   }
-  const double scale = code_scale(r, d);
+  const double scale = detail::conv_code_scale(r, d);
+  const int64_t first = detail::conv_first_noise_row(0, s);  // the noise row under position 0's first tap
   if (fused_correlation(weight_q, options.algorithm())) {
     // Only the noise under the filters of positions [0, L) along each axis, [S, L + 2S - 1) (the rows
     // are keyed by position, so drawing a range gives the same values): the padded grid's rows from
     // S (whole, for an image), then their columns from S. (L + S - 1, H*D, R) or
     // (L1 + S - 1, L2 + S - 1, H*D, R).
-    const int64_t first = first_noise_row(0, s), row_width = rows / extents[0];  // row_width: 1 for a sequence
+    const int64_t row_width = rows / extents[0];  // 1 for a sequence
     std::vector<int64_t> grid = extents;
     grid[0] = shape[0] + s - 1;
     grid.insert(grid.end(), {h * d, r});
@@ -162,7 +154,7 @@ SPECode ConvSPEImpl::code_for_key(at::IntArrayRef shape, uint64_t key, c10::opti
 
   auto code_of = [&](const at::Tensor& w) {
     at::Tensor c = depthwise_correlate(z, w, options.algorithm());  // (R, H*D, extent + 3S + 1 ...)
-    for (size_t axis = 0; axis < shape.size(); ++axis) c = c.narrow(2 + axis, first_noise_row(0, s), shape[axis]);
+    for (size_t axis = 0; axis < shape.size(); ++axis) c = c.narrow(2 + axis, first, shape[axis]);
     // (R, H*D, L...) -> (L..., H, D, R) -> (N, H, D, R)
     std::vector<int64_t> out_order;
     for (size_t axis = 0; axis < shape.size(); ++axis) out_order.push_back(2 + axis);
@@ -182,13 +174,13 @@ ConvCodeStream::ConvCodeStream(const ConvSPEImpl& spe, uint64_t key, c10::option
   detail::check_positive("ConvSPE", "realizations (R)", realizations_);
   const int64_t s = spe.options.kernel_size(), hd = spe.options.heads() * spe.options.dim();
   // window[j] = Z[t + S + j], j in [0, S): (S, H*D, R)
-  window_ = keyed_normal_rows(key_, first_noise_row(0, s), s, hd * realizations_, weight_q_.options())
+  window_ = keyed_normal_rows(key_, detail::conv_first_noise_row(0, s), s, hd * realizations_, weight_q_.options())
                 .view({s, hd, realizations_});
 }
 
 SPECode ConvCodeStream::next() {
   const int64_t s = weight_q_.size(2), h = weight_q_.size(0), d = weight_q_.size(1);
-  const double scale = code_scale(realizations_, d);
+  const double scale = detail::conv_code_scale(realizations_, d);
   // code[h d, r] = sum_j w[h d, j] Z[t + S + j][h d, r]
   auto code_of = [&](const at::Tensor& w) {
     return at::einsum("cj,jcr->cr", {w.reshape({h * d, s}), window_}).view({1, h, d, realizations_}) * scale;
@@ -196,7 +188,7 @@ SPECode ConvCodeStream::next() {
   SPECode code{code_of(weight_q_), code_of(weight_k_)};
   ++position_;
   // Slide the window by one position: drop Z[t + S], append Z[t + 2S].
-  const at::Tensor incoming = keyed_normal_rows(key_, first_noise_row(position_, s) + s - 1, 1,
+  const at::Tensor incoming = keyed_normal_rows(key_, detail::conv_first_noise_row(position_, s) + s - 1, 1,
                                                 h * d * realizations_, window_.options())
                                   .view({1, h * d, realizations_});
   window_ = at::cat({window_.narrow(0, 1, s - 1), incoming}, 0);

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "attention_layout.h"
+#include "encoding/conv_code.h"
 #include "kernels/cpu/decoding_step.h"
 #include "kernels/cpu/sine_spe_filter.h"
 #include "ops/input_checks.h"
@@ -76,7 +77,7 @@ class FusedConvCode {
         S_(conv.options.kernel_size()),
         features_(conv.options.heads() * conv.options.dim()),
         R_(realizations),
-        scale_(std::pow(static_cast<double>(R_ * conv.options.dim()), -0.25)),  // as ConvSPEImpl's
+        scale_(detail::conv_code_scale(R_, conv.options.dim())),
         weight_q_(kept(conv.weight_q.reshape({features_, S_}))),
         weight_k_(kept(conv.weight_k.reshape({features_, S_}))),
         ring_(at::empty({S_, features_ * R_}, weight_q_.options())),
@@ -84,7 +85,8 @@ class FusedConvCode {
         qbar_(at::empty({features_, R_}, weight_q_.options())),
         kbar_(at::empty_like(qbar_)) {
     for (int64_t i = 0; i < S_; ++i) slots_.push_back(ring_.select(0, i));
-    for (int64_t j = 0; j < S_; ++j) keyed_normal_row_into(key_, start + S_ + j, slots_[(start + j) % S_], scratch_);
+    const int64_t first = detail::conv_first_noise_row(start, S_);
+    for (int64_t j = 0; j < S_; ++j) keyed_normal_row_into(key_, first + j, slots_[(start + j) % S_], scratch_);
     next_ = start;
   }
 
@@ -94,7 +96,7 @@ class FusedConvCode {
     code(ptr(weight_q_), ptr(qbar_));
     code(ptr(weight_k_), ptr(kbar_));
     at::Tensor& spent = slots_[position % S_];  // Z[t + S]: the next position needs Z[t + 2S] instead
-    keyed_normal_row_into(key_, position + 2 * S_, spent, scratch_);
+    keyed_normal_row_into(key_, detail::conv_first_noise_row(position + 1, S_) + S_ - 1, spent, scratch_);
     ++next_;
   }
   const T* qbar() const { return ptr(qbar_); }
