@@ -79,12 +79,12 @@ def pair_features(p):
 
 
 def learned_rule(train, valid, test, weights=(1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)):
-    """Test accuracy of logistic regression on pair features, the L2 weight chosen on validation."""
-    x = {name: pair_features(p) for name, (_, p) in (("train", train), ("valid", valid), ("test", test))}
+    """Logistic regression on pair features: (the L2 weight chosen on validation, {split: accuracy})."""
+    splits = {"train": train, "valid": valid, "test": test}
+    x = {name: pair_features(p) for name, (_, p) in splits.items()}
     mean, sd = x["train"].mean(0), x["train"].std(0) + 1e-6
     x = {name: (v - mean) / sd for name, v in x.items()}
-    y = {name: torch.from_numpy(labels.astype(np.float64)) for name, (labels, _) in
-         (("train", train), ("valid", valid), ("test", test))}
+    y = {name: torch.from_numpy(labels.astype(np.float64)) for name, (labels, _) in splits.items()}
     best = None
     for weight in weights:
         w = torch.zeros(x["train"].shape[1] + 1, dtype=torch.float64, requires_grad=True)
