@@ -10,6 +10,11 @@ namespace spe::detail {
 // The noise positions of the code at position t of a sequence: Z[t + S .. t + 2S - 1].
 inline int64_t conv_first_noise_row(int64_t position, int64_t kernel_size) { return position + kernel_size; }
 
+// The last of them, Z[t + 2S - 1]: the one row a code made position by position draws anew at t.
+inline int64_t conv_last_noise_row(int64_t position, int64_t kernel_size) {
+  return conv_first_noise_row(position, kernel_size) + kernel_size - 1;
+}
+
 // The filters' common scale: 1 / (R D)^(1/4), so E[sum_r Qbar Kbar] carries sqrt(R / D).
 inline double conv_code_scale(int64_t realizations, int64_t dim) {
   return std::pow(static_cast<double>(realizations * dim), -0.25);

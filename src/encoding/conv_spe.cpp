@@ -188,7 +188,7 @@ SPECode ConvCodeStream::next() {
   SPECode code{code_of(weight_q_), code_of(weight_k_)};
   ++position_;
   // Slide the window by one position: drop Z[t + S], append Z[t + 2S].
-  const at::Tensor incoming = keyed_normal_rows(key_, detail::conv_first_noise_row(position_, s) + s - 1, 1,
+  const at::Tensor incoming = keyed_normal_rows(key_, detail::conv_last_noise_row(position_, s), 1,
                                                 h * d * realizations_, window_.options())
                                   .view({1, h * d, realizations_});
   window_ = at::cat({window_.narrow(0, 1, s - 1), incoming}, 0);

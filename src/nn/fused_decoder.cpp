@@ -96,7 +96,7 @@ class FusedConvCode {
     code(ptr(weight_q_), ptr(qbar_));
     code(ptr(weight_k_), ptr(kbar_));
     at::Tensor& spent = slots_[position % S_];  // Z[t + S]: the next position needs Z[t + 2S] instead
-    keyed_normal_row_into(key_, detail::conv_first_noise_row(position + 1, S_) + S_ - 1, spent, scratch_);
+    keyed_normal_row_into(key_, detail::conv_last_noise_row(position + 1, S_), spent, scratch_);
     ++next_;
   }
   const T* qbar() const { return ptr(qbar_); }

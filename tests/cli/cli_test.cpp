@@ -332,36 +332,46 @@ TEST(CliBench, EveryScenarioReportsItsMeasurements) {
   EXPECT_NE(bad.output.find("--chunk"), std::string::npos) << bad.output;
 }
 
-// `spe bench train`: whole steps of a language model (causal, next-token loss) and of a
-// classifier, each line naming the model, its throughput and its memory (gradients and AdamW's
-// state against the parameter count); a dual encoder's steps read two sequences per example.
-TEST(CliBench, TrainStepsOfALanguageModelAndAClassifier) {
-  const std::string tiny = " --set model.dim=16 model.heads=2 model.layers=1 model.ffn_dim=32 "
-                           "model.positional.realizations=8 --batch 2 --length 24 --vocab 20 --repeats 2";
-  CliRun lm = run_cli("--threads 1 bench train --config " SPE_SOURCE_DIR "/configs/music/lm.yaml" + tiny);
-  ASSERT_EQ(lm.status, 0) << lm.output;
-  auto lines = json_lines(lm.output);
-  ASSERT_EQ(lines.size(), 1u) << lm.output;
-  EXPECT_EQ(lines[0]["model"], "language_model");
-  EXPECT_EQ(lines[0]["positional"], "sine_spe");
-  EXPECT_EQ(lines[0]["causal"], true);
-  EXPECT_EQ(lines[0]["N"], 24);
-  EXPECT_GT(lines[0]["parameters"].get<int64_t>(), 0);
-  EXPECT_GE(lines[0]["first_step_peak_mib"].get<double>(), 0.0);
-  EXPECT_NEAR(lines[0]["tokens_per_s"].get<double>() * lines[0]["median_step_s"].get<double>(), 2 * 24, 0.5);
+// `spe bench train`: whole steps of a language model (causal, next-token loss), a classifier and a
+// dual encoder (two sequences per example), each line naming the model, its throughput and its
+// memory (gradients and AdamW's state against the parameter count).
+TEST(CliBench, TrainStepsOfALanguageModelAClassifierAndADualEncoder) {
+  // The one JSON line of a tiny model of this config's kind (B 2, N 24).
+  auto tiny_step = [](const std::string& config, const std::string& extra = "") {
+    CliRun run = run_cli("--threads 1 bench train --config " SPE_SOURCE_DIR "/configs/" + config +
+                         " --set model.dim=16 model.heads=2 model.layers=1 model.ffn_dim=32 "
+                         "model.positional.realizations=8 --batch 2 --length 24 --vocab 20 --repeats 2" + extra);
+    EXPECT_EQ(run.status, 0) << run.output;
+    const auto lines = json_lines(run.output);
+    EXPECT_EQ(lines.size(), 1u) << run.output;
+    return lines.empty() ? nlohmann::json::object() : lines[0];
+  };
+  auto tokens_per_step = [](const nlohmann::json& line) {
+    return line["tokens_per_s"].get<double>() * line["median_step_s"].get<double>();
+  };
+  const nlohmann::json lm = tiny_step("music/lm.yaml");
+  ASSERT_FALSE(lm.empty());
+  EXPECT_EQ(lm["model"], "language_model");
+  EXPECT_EQ(lm["positional"], "sine_spe");
+  EXPECT_EQ(lm["causal"], true);
+  EXPECT_EQ(lm["N"], 24);
+  EXPECT_GT(lm["parameters"].get<int64_t>(), 0);
+  EXPECT_GE(lm["first_step_peak_mib"].get<double>(), 0.0);
+  EXPECT_NEAR(tokens_per_step(lm), 2 * 24, 0.5);
   // a gradient per parameter, AdamW's two moments per parameter; what the forward keeps is measured
-  const double parameters_mib = lines[0]["parameters"].get<double>() * 4 / (1 << 20);
-  EXPECT_NEAR(lines[0]["parameters_mib"].get<double>(), parameters_mib, 0.051);
-  EXPECT_NEAR(lines[0]["gradients_mib"].get<double>(), parameters_mib, 0.051);
-  EXPECT_NEAR(lines[0]["optimizer_state_mib"].get<double>(), 2 * parameters_mib, 0.051);
-  EXPECT_GE(lines[0]["kept_for_backward_mib"].get<double>(), 0.0);
-  CliRun classifier = run_cli("--threads 1 bench train --config " SPE_SOURCE_DIR "/configs/text/compare.yaml" + tiny +
-                              " --classes 3");
-  ASSERT_EQ(classifier.status, 0) << classifier.output;
-  lines = json_lines(classifier.output);
-  ASSERT_EQ(lines.size(), 1u) << classifier.output;
-  EXPECT_EQ(lines[0]["model"], "classifier");
-  EXPECT_EQ(lines[0]["causal"], false);
+  const double parameters_mib = lm["parameters"].get<double>() * 4 / (1 << 20);
+  EXPECT_NEAR(lm["parameters_mib"].get<double>(), parameters_mib, 0.051);
+  EXPECT_NEAR(lm["gradients_mib"].get<double>(), parameters_mib, 0.051);
+  EXPECT_NEAR(lm["optimizer_state_mib"].get<double>(), 2 * parameters_mib, 0.051);
+  EXPECT_GE(lm["kept_for_backward_mib"].get<double>(), 0.0);
+  const nlohmann::json classifier = tiny_step("text/compare.yaml", " --classes 3");
+  ASSERT_FALSE(classifier.empty());
+  EXPECT_EQ(classifier["model"], "classifier");
+  EXPECT_EQ(classifier["causal"], false);
+  const nlohmann::json pairs = tiny_step("retrieval/compare.yaml", " --classes 2");
+  ASSERT_FALSE(pairs.empty());
+  EXPECT_EQ(pairs["model"], "dual_encoder");
+  EXPECT_NEAR(tokens_per_step(pairs), 2 * 2 * 24, 0.5);
   // 2-D convSPE needs the sequences' grid: --grid gives random tokens one
   const std::string image = "--threads 1 bench train --config " SPE_SOURCE_DIR "/configs/image/compare.yaml"
                             " --set model.dim=16 model.heads=2 model.layers=1 model.ffn_dim=32 "
@@ -376,13 +386,6 @@ TEST(CliBench, TrainStepsOfALanguageModelAndAClassifier) {
   CliRun small_grid = run_cli(image + " --grid 4 5");
   EXPECT_NE(small_grid.status, 0);
   EXPECT_NE(small_grid.output.find("does not fit the 4 x 5 grid"), std::string::npos) << small_grid.output;
-  CliRun pairs = run_cli("--threads 1 bench train --config " SPE_SOURCE_DIR "/configs/retrieval/compare.yaml" + tiny +
-                         " --classes 2");
-  ASSERT_EQ(pairs.status, 0) << pairs.output;
-  lines = json_lines(pairs.output);
-  ASSERT_EQ(lines.size(), 1u) << pairs.output;
-  EXPECT_EQ(lines[0]["model"], "dual_encoder");
-  EXPECT_NEAR(lines[0]["tokens_per_s"].get<double>() * lines[0]["median_step_s"].get<double>(), 2 * 2 * 24, 0.5);
 }
 
 TEST(CliInfo, ReportsVersionsBlasThreadsAndGemmRate) {
