@@ -13,7 +13,7 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-kernels::cpu::CodeShape shape_of(const at::Tensor& x, const at::Tensor& code) {
+kernels::cpu::CodeShape code_shape_of(const at::Tensor& x, const at::Tensor& code) {
   return {x.size(0), x.size(1), x.size(2), x.size(3), code.size(3)};
 }
 
@@ -21,7 +21,7 @@ struct ApplySPECodeFunction : public torch::autograd::Function<ApplySPECodeFunct
   // code_in has exactly N rows (the caller narrows it)
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x_in, const at::Tensor& code_in) {
     const at::Tensor x = x_in.contiguous(), code = code_in.contiguous();
-    const kernels::cpu::CodeShape s = shape_of(x, code);
+    const kernels::cpu::CodeShape s = code_shape_of(x, code);
     at::Tensor out = fresh_tensor({s.batch, s.length, s.heads, s.realizations}, x.options());
     AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "apply_spe_code_forward", [&] {
       kernels::cpu::apply_spe_code_forward<scalar_t>(s, x.data_ptr<scalar_t>(), code.data_ptr<scalar_t>(),
@@ -39,7 +39,7 @@ struct ApplySPECodeFunction : public torch::autograd::Function<ApplySPECodeFunct
     const at::Tensor grad_code = ctx->needs_input_grad(1) ? fresh_like(code) : at::Tensor();
     AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "apply_spe_code_backward", [&] {
       kernels::cpu::apply_spe_code_backward<scalar_t>(
-          shape_of(x, code), x.data_ptr<scalar_t>(), code.data_ptr<scalar_t>(), grad_out.data_ptr<scalar_t>(),
+          code_shape_of(x, code), x.data_ptr<scalar_t>(), code.data_ptr<scalar_t>(), grad_out.data_ptr<scalar_t>(),
           grad_x.defined() ? grad_x.data_ptr<scalar_t>() : nullptr,
           grad_code.defined() ? grad_code.data_ptr<scalar_t>() : nullptr);
     });
@@ -47,7 +47,7 @@ struct ApplySPECodeFunction : public torch::autograd::Function<ApplySPECodeFunct
   }
 };
 
-void check_inputs(const at::Tensor& x, const at::Tensor& code) {
+void check_code_inputs(const at::Tensor& x, const at::Tensor& code) {
   const char* where = "spe::ops::apply_spe_code";
   TORCH_CHECK(x.dim() == 4 && code.dim() == 4, where, ": expected x (B, N, H, D) and code (N, H, D, R), got ",
               x.sizes(), " and ", code.sizes());
@@ -60,7 +60,7 @@ void check_inputs(const at::Tensor& x, const at::Tensor& code) {
 }  // namespace
 
 at::Tensor apply_spe_code(const at::Tensor& x, const at::Tensor& code) {
-  check_inputs(x, code);
+  check_code_inputs(x, code);
   const at::Tensor rows = code.narrow(0, 0, x.size(1));
   if (x.numel() == 0 || code.size(3) == 0 || x.size(3) == 0)
     return at::einsum("bnhd,nhdr->bnhr", {x, rows});  // empty: nothing for the kernel to do

@@ -18,7 +18,7 @@ T* data_or_null(const at::Tensor& t) {
   return t.defined() ? t.data_ptr<T>() : nullptr;
 }
 
-kernels::cpu::CausalShape shape_of(const at::Tensor& q, const at::Tensor& v) {
+kernels::cpu::CausalShape causal_shape_of(const at::Tensor& q, const at::Tensor& v) {
   return {q.size(0), q.size(1), q.size(2), q.size(3), v.size(3)};
 }
 
@@ -34,7 +34,7 @@ struct CausalLinearAttentionFunction : public torch::autograd::Function<CausalLi
     at::Tensor den = at::empty({q.size(0), q.size(1), q.size(2)}, q.options());
     AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "causal_linear_attention_forward", [&] {
       kernels::cpu::causal_linear_attention_forward<scalar_t>(
-          shape_of(q, v), q.data_ptr<scalar_t>(), k.data_ptr<scalar_t>(), v.data_ptr<scalar_t>(),
+          causal_shape_of(q, v), q.data_ptr<scalar_t>(), k.data_ptr<scalar_t>(), v.data_ptr<scalar_t>(),
           data_or_null<scalar_t>(log_decay), static_cast<scalar_t>(eps), chunk, out.data_ptr<scalar_t>(),
           den.data_ptr<scalar_t>(), /*normalize=*/!raw);
     });
@@ -64,7 +64,7 @@ struct CausalLinearAttentionFunction : public torch::autograd::Function<CausalLi
     const int64_t chunk = ctx->saved_data["chunk"].toInt();
     AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "causal_linear_attention_backward", [&] {
       kernels::cpu::causal_linear_attention_backward<scalar_t>(
-          shape_of(q, v), q.data_ptr<scalar_t>(), k.data_ptr<scalar_t>(), v.data_ptr<scalar_t>(),
+          causal_shape_of(q, v), q.data_ptr<scalar_t>(), k.data_ptr<scalar_t>(), v.data_ptr<scalar_t>(),
           data_or_null<scalar_t>(log_decay), data_or_null<scalar_t>(out), data_or_null<scalar_t>(den),
           grad_out.data_ptr<scalar_t>(), static_cast<scalar_t>(eps), chunk, grad_q.data_ptr<scalar_t>(),
           grad_k.data_ptr<scalar_t>(), grad_v.data_ptr<scalar_t>(), data_or_null<scalar_t>(pair_grads),
@@ -76,8 +76,8 @@ struct CausalLinearAttentionFunction : public torch::autograd::Function<CausalLi
 };
 
 // The checks of every op.
-void check_inputs(const char* where, const at::Tensor& phi_q, const at::Tensor& phi_k, const at::Tensor& v,
-                  int64_t chunk) {
+void check_causal_inputs(const char* where, const at::Tensor& phi_q, const at::Tensor& phi_k, const at::Tensor& v,
+                         int64_t chunk) {
   TORCH_CHECK(phi_q.dim() == 4 && phi_k.dim() == 4 && v.dim() == 4, where,
               ": inputs must be (B, N, H, M), (B, N, H, M), (B, N, H, Dv), got ", phi_q.sizes(), ", ",
               phi_k.sizes(), ", ", v.sizes());
@@ -111,7 +111,7 @@ void check_log_decay(const char* where, const at::Tensor& log_decay, const at::T
 at::Tensor causal_linear_attention(const at::Tensor& phi_q, const at::Tensor& phi_k, const at::Tensor& v,
                                    double eps, int64_t chunk) {
   const char* where = "spe::ops::causal_linear_attention";
-  check_inputs(where, phi_q, phi_k, v, chunk);
+  check_causal_inputs(where, phi_q, phi_k, v, chunk);
   TORCH_CHECK(eps > 0, where, ": eps must be positive, got ", eps);
   if (phi_q.size(1) == 0) return at::empty_like(v);
   return CausalLinearAttentionFunction::apply(phi_q, phi_k, v, c10::nullopt, eps, chunk, false)[0];
@@ -120,7 +120,7 @@ at::Tensor causal_linear_attention(const at::Tensor& phi_q, const at::Tensor& ph
 at::Tensor decayed_causal_linear_attention(const at::Tensor& phi_q, const at::Tensor& phi_k, const at::Tensor& v,
                                            const at::Tensor& log_decay, double eps, int64_t chunk) {
   const char* where = "spe::ops::decayed_causal_linear_attention";
-  check_inputs(where, phi_q, phi_k, v, chunk);
+  check_causal_inputs(where, phi_q, phi_k, v, chunk);
   TORCH_CHECK(eps > 0, where, ": eps must be positive, got ", eps);
   check_log_decay(where, log_decay, phi_q);
   if (phi_q.size(1) == 0) return at::empty_like(v);
@@ -132,7 +132,7 @@ std::tuple<at::Tensor, at::Tensor> decayed_causal_linear_sums(const at::Tensor& 
                                                               const at::Tensor& v, const at::Tensor& log_decay,
                                                               int64_t chunk) {
   const char* where = "spe::ops::decayed_causal_linear_sums";
-  check_inputs(where, phi_q, phi_k, v, chunk);
+  check_causal_inputs(where, phi_q, phi_k, v, chunk);
   check_log_decay(where, log_decay, phi_q);
   if (phi_q.size(1) == 0) return {at::empty_like(v), at::empty({phi_q.size(0), 0, phi_q.size(2)}, phi_q.options())};
   const variable_list sums =

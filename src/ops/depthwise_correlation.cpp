@@ -16,7 +16,7 @@ using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
 // A sequence is a grid of one row (X1 = S1 = 1).
-kernels::cpu::CorrelationShape shape_of(const at::Tensor& x, const at::Tensor& filters) {
+kernels::cpu::CorrelationShape correlation_shape_of(const at::Tensor& x, const at::Tensor& filters) {
   if (x.dim() == 3) return {1, x.size(0), x.size(1), x.size(2), 1, filters.size(1)};
   return {x.size(0), x.size(1), x.size(2), x.size(3), filters.size(1), filters.size(2)};
 }
@@ -31,7 +31,7 @@ std::vector<int64_t> output_shape(const at::Tensor& x, const at::Tensor& filters
 struct DepthwiseCorrelationFunction : public torch::autograd::Function<DepthwiseCorrelationFunction> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x_in, const at::Tensor& filters_in) {
     const at::Tensor x = x_in.contiguous(), filters = filters_in.contiguous();
-    const kernels::cpu::CorrelationShape s = shape_of(x, filters);
+    const kernels::cpu::CorrelationShape s = correlation_shape_of(x, filters);
     at::Tensor out = fresh_tensor(output_shape(x, filters), x.options());
     AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "depthwise_correlation_forward", [&] {
       kernels::cpu::depthwise_correlation_forward<scalar_t>(s, x.data_ptr<scalar_t>(), filters.data_ptr<scalar_t>(),
@@ -57,16 +57,16 @@ struct DepthwiseCorrelationFunction : public torch::autograd::Function<Depthwise
     if (ctx->needs_input_grad(1)) {
       grad_filters = at::empty_like(filters);
       AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "depthwise_correlation_weight_grad", [&] {
-        kernels::cpu::depthwise_correlation_weight_grad<scalar_t>(shape_of(x, filters), x.data_ptr<scalar_t>(),
-                                                                   grad_out.data_ptr<scalar_t>(),
-                                                                   grad_filters.data_ptr<scalar_t>());
+        kernels::cpu::depthwise_correlation_weight_grad<scalar_t>(
+            correlation_shape_of(x, filters), x.data_ptr<scalar_t>(), grad_out.data_ptr<scalar_t>(),
+            grad_filters.data_ptr<scalar_t>());
       });
     }
     return {grad_x, grad_filters};
   }
 };
 
-void check_inputs(const at::Tensor& x, const at::Tensor& filters) {
+void check_correlation_inputs(const at::Tensor& x, const at::Tensor& filters) {
   const char* where = "spe::ops::depthwise_correlation";
   TORCH_CHECK((x.dim() == 3 && filters.dim() == 2) || (x.dim() == 4 && filters.dim() == 3), where,
               ": expected x (X, C, R) and filters (C, S), or x (X1, X2, C, R) and filters (C, S1, S2), got ", x.sizes(),
@@ -84,7 +84,7 @@ void check_inputs(const at::Tensor& x, const at::Tensor& filters) {
 }  // namespace
 
 at::Tensor depthwise_correlation(const at::Tensor& x, const at::Tensor& filters) {
-  check_inputs(x, filters);
+  check_correlation_inputs(x, filters);
   if (x.size(-2) == 0 || x.size(-1) == 0) return at::zeros(output_shape(x, filters), x.options());
   return DepthwiseCorrelationFunction::apply(x, filters);
 }

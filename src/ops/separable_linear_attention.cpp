@@ -13,8 +13,8 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-kernels::cpu::SeparableShape shape_of(const at::Tensor& phi_q, const at::Tensor& phi_k, const at::Tensor& v,
-                                      const at::Tensor& coefficients_q) {
+kernels::cpu::SeparableShape separable_shape_of(const at::Tensor& phi_q, const at::Tensor& phi_k,
+                                                const at::Tensor& v, const at::Tensor& coefficients_q) {
   return {phi_q.size(0), phi_q.size(1), phi_k.size(1), phi_q.size(2), phi_q.size(3), coefficients_q.size(3),
           v.size(3)};
 }
@@ -24,7 +24,7 @@ struct SeparableLinearNumeratorFunction : public torch::autograd::Function<Separ
                             const at::Tensor& v_in, const at::Tensor& c_q_in, const at::Tensor& c_k_in, bool causal) {
     at::Tensor phi_q = phi_q_in.contiguous(), phi_k = phi_k_in.contiguous(), v = v_in.contiguous();
     at::Tensor c_q = c_q_in.contiguous(), c_k = c_k_in.contiguous();
-    const kernels::cpu::SeparableShape s = shape_of(phi_q, phi_k, v, c_q);
+    const kernels::cpu::SeparableShape s = separable_shape_of(phi_q, phi_k, v, c_q);
     at::Tensor out = fresh_tensor({s.batch, s.queries, s.heads, s.value_dim}, v.options());
     // kv (B, H, M J, Dv): the non-causal sums, kept for the backward (the causal one remakes its states)
     at::Tensor kv = causal ? at::Tensor()
@@ -50,7 +50,7 @@ struct SeparableLinearNumeratorFunction : public torch::autograd::Function<Separ
     at::Tensor grad_c_q = at::zeros_like(c_q), grad_c_k = at::zeros_like(c_k);  // the batch adds into them
     AT_DISPATCH_FLOATING_TYPES(v.scalar_type(), "separable_linear_numerator_backward", [&] {
       kernels::cpu::separable_linear_numerator_backward<scalar_t>(
-          shape_of(phi_q, phi_k, v, c_q), causal, phi_q.data_ptr<scalar_t>(), phi_k.data_ptr<scalar_t>(),
+          separable_shape_of(phi_q, phi_k, v, c_q), causal, phi_q.data_ptr<scalar_t>(), phi_k.data_ptr<scalar_t>(),
           v.data_ptr<scalar_t>(), c_q.data_ptr<scalar_t>(), c_k.data_ptr<scalar_t>(),
           kv.defined() ? kv.data_ptr<scalar_t>() : nullptr,
           grad_out.data_ptr<scalar_t>(), grad_phi_q.data_ptr<scalar_t>(), grad_phi_k.data_ptr<scalar_t>(),
@@ -60,8 +60,8 @@ struct SeparableLinearNumeratorFunction : public torch::autograd::Function<Separ
   }
 };
 
-void check_inputs(const at::Tensor& phi_q, const at::Tensor& phi_k, const at::Tensor& v, const at::Tensor& c_q,
-                  const at::Tensor& c_k, bool causal) {
+void check_separable_inputs(const at::Tensor& phi_q, const at::Tensor& phi_k, const at::Tensor& v,
+                            const at::Tensor& c_q, const at::Tensor& c_k, bool causal) {
   const char* where = "spe::ops::separable_linear_numerator";
   TORCH_CHECK(phi_q.dim() == 4 && phi_k.dim() == 4 && v.dim() == 4 && c_q.dim() == 4 && c_k.dim() == 4, where,
               ": expected phi_q (B, Nq, H, M), phi_k (B, Nk, H, M), v (B, Nk, H, Dv), coefficients_q (Nq, H, M, J), "
@@ -85,7 +85,7 @@ void check_inputs(const at::Tensor& phi_q, const at::Tensor& phi_k, const at::Te
 
 at::Tensor separable_linear_numerator(const at::Tensor& phi_q, const at::Tensor& phi_k, const at::Tensor& v,
                                       const at::Tensor& coefficients_q, const at::Tensor& coefficients_k, bool causal) {
-  check_inputs(phi_q, phi_k, v, coefficients_q, coefficients_k, causal);
+  check_separable_inputs(phi_q, phi_k, v, coefficients_q, coefficients_k, causal);
   if (phi_q.numel() == 0 || phi_k.size(1) == 0 || coefficients_q.size(3) == 0)
     return at::zeros({phi_q.size(0), phi_q.size(1), phi_q.size(2), v.size(3)}, v.options());
   return SeparableLinearNumeratorFunction::apply(phi_q, phi_k, v, coefficients_q, coefficients_k, causal);

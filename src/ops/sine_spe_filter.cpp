@@ -12,7 +12,7 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-kernels::cpu::SineFilterShape shape_of(const at::Tensor& x, const at::Tensor& weights, int64_t first_position) {
+kernels::cpu::SineFilterShape filter_shape_of(const at::Tensor& x, const at::Tensor& weights, int64_t first_position) {
   return {x.size(0), x.size(1), x.size(2), x.size(3), weights.size(2) / 2, weights.size(3), first_position};
 }
 
@@ -25,7 +25,7 @@ struct SineSPEFilterFunction : public torch::autograd::Function<SineSPEFilterFun
     at::Tensor out = fresh_tensor({x.size(0), x.size(1), x.size(2), w.size(3)}, x.options());
     AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sine_spe_filter_forward", [&] {
       kernels::cpu::sine_spe_filter_forward<scalar_t>(
-          shape_of(x, w, first_position), x.data_ptr<scalar_t>(), f.data_ptr<double>(), theta.data_ptr<double>(),
+          filter_shape_of(x, w, first_position), x.data_ptr<scalar_t>(), f.data_ptr<double>(), theta.data_ptr<double>(),
           w.data_ptr<scalar_t>(), a.data_ptr<scalar_t>(), c.data_ptr<scalar_t>(), out.data_ptr<scalar_t>());
     });
     ctx->save_for_backward({x, f, theta, w, a, c});
@@ -43,7 +43,7 @@ struct SineSPEFilterFunction : public torch::autograd::Function<SineSPEFilterFun
     at::Tensor grad_a = at::empty_like(a), grad_c = at::empty_like(c);
     AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sine_spe_filter_backward", [&] {
       kernels::cpu::sine_spe_filter_backward<scalar_t>(
-          shape_of(x, w, first_position), x.data_ptr<scalar_t>(), f.data_ptr<double>(), theta.data_ptr<double>(),
+          filter_shape_of(x, w, first_position), x.data_ptr<scalar_t>(), f.data_ptr<double>(), theta.data_ptr<double>(),
           w.data_ptr<scalar_t>(), a.data_ptr<scalar_t>(), c.data_ptr<scalar_t>(),
           grad_out.data_ptr<scalar_t>(), grad_x.data_ptr<scalar_t>(), grad_f.data_ptr<double>(),
           grad_theta.data_ptr<double>(), grad_w.data_ptr<scalar_t>(),
@@ -53,8 +53,8 @@ struct SineSPEFilterFunction : public torch::autograd::Function<SineSPEFilterFun
   }
 };
 
-void check_inputs(const at::Tensor& x, const at::Tensor& f, const at::Tensor& theta, const at::Tensor& w,
-                  const at::Tensor& a, const at::Tensor& c, int64_t first_position) {
+void check_filter_inputs(const at::Tensor& x, const at::Tensor& f, const at::Tensor& theta, const at::Tensor& w,
+                         const at::Tensor& a, const at::Tensor& c, int64_t first_position) {
   const char* where = "spe::ops::sine_spe_filter";
   TORCH_CHECK(x.dim() == 4, where, ": x must be (B, N, H, D), got shape ", x.sizes());
   TORCH_CHECK(x.device().is_cpu(), where, ": the fused kernel runs on CPU, got ", x.device());
@@ -85,7 +85,7 @@ void check_inputs(const at::Tensor& x, const at::Tensor& f, const at::Tensor& th
 at::Tensor sine_spe_filter(const at::Tensor& x, const at::Tensor& frequencies, const at::Tensor& phases,
                            const at::Tensor& weights, const at::Tensor& gate_scale, const at::Tensor& gate_shift,
                            int64_t first_position) {
-  check_inputs(x, frequencies, phases, weights, gate_scale, gate_shift, first_position);
+  check_filter_inputs(x, frequencies, phases, weights, gate_scale, gate_shift, first_position);
   // LibTorch 1.13's custom functions take no undefined inputs: an absent gate is a = 1, c = 0.
   const at::Tensor a = gate_scale.defined() ? gate_scale : at::ones({x.size(2), x.size(3)}, weights.options());
   const at::Tensor c = gate_shift.defined() ? gate_shift : at::zeros({x.size(2), x.size(3), weights.size(3)}, weights.options());

@@ -651,7 +651,7 @@ class LocalWorkers {
   bool record(pid_t pid, int status) {
     const int64_t rank = running_.at(pid);
     running_.erase(pid);
-    exits_.push_back({rank, pid, status, ended_.count(pid) > 0, ""});
+    exits_.push_back({rank, pid, status, ended_.count(pid) > 0, "", ""});
     return status != 0;
   }
 

@@ -24,16 +24,16 @@ at::Tensor decayed_loops(const at::Tensor& phi_q, const at::Tensor& phi_k, const
   return testing::weighted_linear_loops(phi_q, phi_k, v, weight, padding, causal);
 }
 
-struct Inputs : testing::FeatureInputs {
+struct DecayInputs : testing::FeatureInputs {
   at::Tensor log_decay;  // (H,)
 };
 
-Inputs make_inputs(int64_t B, int64_t N, int64_t H, int64_t M, int64_t Dv) {
+DecayInputs make_decay_inputs(int64_t B, int64_t N, int64_t H, int64_t M, int64_t Dv) {
   return {testing::random_feature_inputs(B, N, H, M, Dv, 5), at::log(at::linspace(0.5, 0.95, H, at::kDouble))};
 }
 
 TEST(DecayedLinearAttention, MatchesExplicitLoopsWithPadding) {
-  const Inputs in = make_inputs(2, 9, 3, 4, 5);
+  const DecayInputs in = make_decay_inputs(2, 9, 3, 4, 5);
   for (bool causal : {true, false})
     for (bool padded : {false, true}) {
       const at::Tensor padding = padded ? in.padding : at::Tensor();
@@ -46,14 +46,14 @@ TEST(DecayedLinearAttention, MatchesExplicitLoopsWithPadding) {
 // Non-causal, on the CPU the fused sums run both ways: over several chunks of the kernel (32), with
 // padding, against the loops; and its gradients across chunks.
 TEST(DecayedLinearAttention, NonCausalOverSeveralChunksMatchesTheLoopsAndFiniteDifferences) {
-  const Inputs in = make_inputs(2, 70, 2, 3, 4);
+  const DecayInputs in = make_decay_inputs(2, 70, 2, 3, 4);
   for (bool padded : {false, true}) {
     const at::Tensor padding = padded ? in.padding : at::Tensor();
     const at::Tensor got = decayed_linear_attention(in.phi_q, in.phi_k, in.v, in.log_decay, false, padding);
     const at::Tensor expected = decayed_loops(in.phi_q, in.phi_k, in.v, in.log_decay, padding, false);
     EXPECT_TRUE(at::allclose(got, expected, 1e-10, 1e-12)) << "padded " << padded;
   }
-  Inputs small = make_inputs(1, 36, 1, 2, 2);
+  DecayInputs small = make_decay_inputs(1, 36, 1, 2, 2);
   for (at::Tensor* t : {&small.phi_q, &small.phi_k, &small.v, &small.log_decay}) t->requires_grad_(true);
   const at::Tensor w = at::randn({1, 36, 1, 2}, at::kDouble);
   testing::expect_gradients_match(
@@ -62,7 +62,7 @@ TEST(DecayedLinearAttention, NonCausalOverSeveralChunksMatchesTheLoopsAndFiniteD
 }
 
 TEST(DecayedLinearAttention, ChunksOfEverySizeGiveTheSameProduct) {
-  const Inputs in = make_inputs(1, 13, 2, 3, 2);
+  const DecayInputs in = make_decay_inputs(1, 13, 2, 3, 2);
   // sum_{n <= m} g^(m - n) (a_m . b_n) v_n with the decay matrix written out
   const at::Tensor m = at::arange(13, at::kDouble).unsqueeze(1), n = at::arange(13, at::kDouble).unsqueeze(0);
   const at::Tensor weights = at::exp(in.log_decay.view({-1, 1, 1}) * (m - n).clamp_min(0)) * (m >= n);  // (H, N, N)
@@ -92,7 +92,7 @@ TEST(DecayedLinearAttention, LongSequencesStayFinite) {
 }
 
 TEST(DecayedLinearAttention, StepByStepEqualsTheCausalForm) {
-  const Inputs in = make_inputs(2, 8, 3, 4, 5);
+  const DecayInputs in = make_decay_inputs(2, 8, 3, 4, 5);
   const at::Tensor batch = decayed_linear_attention(in.phi_q, in.phi_k, in.v, in.log_decay, /*causal=*/true);
   auto state = LinearAttentionState::zeros(2, 3, 4, 5, in.v.options());
   for (int64_t t = 0; t < 8; ++t) {
@@ -104,7 +104,7 @@ TEST(DecayedLinearAttention, StepByStepEqualsTheCausalForm) {
 }
 
 TEST(DecayedLinearAttention, GradientsMatchFiniteDifferences) {
-  Inputs in = make_inputs(1, 6, 2, 2, 2);
+  DecayInputs in = make_decay_inputs(1, 6, 2, 2, 2);
   for (at::Tensor* t : {&in.phi_q, &in.phi_k, &in.v, &in.log_decay}) t->requires_grad_(true);
   for (bool causal : {true, false})
     testing::expect_gradients_match(
@@ -115,7 +115,7 @@ TEST(DecayedLinearAttention, GradientsMatchFiniteDifferences) {
 }
 
 TEST(DecayedLinearAttention, BadInputIsNamed) {
-  const Inputs in = make_inputs(1, 4, 2, 3, 2);
+  const DecayInputs in = make_decay_inputs(1, 4, 2, 3, 2);
   EXPECT_ERROR_CONTAINS(decayed_linear_attention(in.phi_q, in.phi_k, in.v, in.log_decay.narrow(0, 0, 1), true),
                         "log_decay must be (H,) with H = 2");
   EXPECT_ERROR_CONTAINS(decayed_linear_attention(in.phi_q, in.phi_k, in.v, in.log_decay.to(at::kFloat), true),

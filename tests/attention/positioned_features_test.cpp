@@ -22,14 +22,14 @@ at::Tensor positioned_loops(const at::Tensor& phi_q, const at::Tensor& phi_k, co
       [&](int64_t b, int64_t h, int64_t m, int64_t n) { return pair_dot(phi_q, phi_k, b, h, m, n); });
 }
 
-struct Inputs {
+struct PositionedInputs {
   at::Tensor phi_q, phi_k, psi_q, psi_k, v, padding;
 };
 
 // Positive phi of M features; psi of P features of either sign, as rotated or filtered ones are.
-Inputs make_inputs(int64_t B, int64_t N, int64_t H, int64_t M, int64_t P, int64_t Dv) {
+PositionedInputs make_positioned_inputs(int64_t B, int64_t N, int64_t H, int64_t M, int64_t P, int64_t Dv) {
   at::manual_seed(11);
-  Inputs in{at::rand({B, N, H, M}, at::kDouble) + 0.1, at::rand({B, N, H, M}, at::kDouble) + 0.1,
+  PositionedInputs in{at::rand({B, N, H, M}, at::kDouble) + 0.1, at::rand({B, N, H, M}, at::kDouble) + 0.1,
             at::randn({B, N, H, P}, at::kDouble),      at::randn({B, N, H, P}, at::kDouble),
             at::randn({B, N, H, Dv}, at::kDouble),     at::ones({B, N}, at::kBool)};
   in.padding[1][0] = false;  // batch 1: its first key is padding, so causal query 0 sees nothing
@@ -38,7 +38,7 @@ Inputs make_inputs(int64_t B, int64_t N, int64_t H, int64_t M, int64_t P, int64_
 }
 
 TEST(PositionedLinearAttention, MatchesExplicitLoopsWithPadding) {
-  Inputs in = make_inputs(2, 7, 2, 3, 5, 4);
+  PositionedInputs in = make_positioned_inputs(2, 7, 2, 3, 5, 4);
   for (bool causal : {false, true})
     for (bool padded : {false, true}) {
       at::Tensor padding = padded ? in.padding : at::Tensor();
@@ -53,7 +53,7 @@ TEST(PositionedLinearAttention, MatchesExplicitLoopsWithPadding) {
 }
 
 TEST(PositionedLinearAttention, PlainFeaturesAsNumeratorGiveLinearAttention) {
-  Inputs in = make_inputs(2, 6, 2, 3, 3, 4);
+  PositionedInputs in = make_positioned_inputs(2, 6, 2, 3, 3, 4);
   EXPECT_TRUE(at::allclose(linear_attention(in.phi_q, in.phi_k, in.v, {in.phi_q, in.phi_k}, in.padding),
                            linear_attention(in.phi_q, in.phi_k, in.v, in.padding), 1e-12, 1e-12));
   EXPECT_TRUE(at::allclose(causal_linear_attention(in.phi_q, in.phi_k, in.v, {in.phi_q, in.phi_k}, in.padding),
@@ -61,7 +61,7 @@ TEST(PositionedLinearAttention, PlainFeaturesAsNumeratorGiveLinearAttention) {
 }
 
 TEST(CausalProduct, MatchesTheMaskedProductForEveryChunkSize) {
-  Inputs in = make_inputs(2, 11, 3, 3, 4, 5);
+  PositionedInputs in = make_positioned_inputs(2, 11, 3, 3, 4, 5);
   // sum_{n <= m} (a_m . b_n) v_n, quadratic
   at::Tensor scores = at::einsum("bmhp,bnhp->bhmn", {in.psi_q, in.psi_k}).tril();
   at::Tensor expected = at::einsum("bhmn,bnhd->bmhd", {scores, in.v});
@@ -72,7 +72,7 @@ TEST(CausalProduct, MatchesTheMaskedProductForEveryChunkSize) {
 
 TEST(PositionedLinearAttention, RecurrentStepEqualsTheCausalForm) {
   const int64_t B = 2, N = 9, H = 2, M = 3, P = 5, Dv = 4;
-  Inputs in = make_inputs(B, N, H, M, P, Dv);
+  PositionedInputs in = make_positioned_inputs(B, N, H, M, P, Dv);
   at::Tensor batch = causal_linear_attention(in.phi_q, in.phi_k, in.v, {in.psi_q, in.psi_k});
   auto state = LinearAttentionState::zeros(B, H, M, Dv, in.v.options(), P);
   for (int64_t t = 0; t < N; ++t) {
@@ -85,7 +85,7 @@ TEST(PositionedLinearAttention, RecurrentStepEqualsTheCausalForm) {
 }
 
 TEST(PositionedLinearAttention, Gradients) {
-  Inputs in = make_inputs(2, 5, 1, 2, 3, 2);
+  PositionedInputs in = make_positioned_inputs(2, 5, 1, 2, 3, 2);
   for (at::Tensor* t : {&in.phi_q, &in.phi_k, &in.psi_q, &in.psi_k, &in.v}) *t = t->clone().requires_grad_();
   const std::vector<std::pair<std::string, at::Tensor>> leaves{
       {"phi_q", in.phi_q}, {"phi_k", in.phi_k}, {"psi_q", in.psi_q}, {"psi_k", in.psi_k}, {"v", in.v}};
@@ -101,7 +101,7 @@ TEST(PositionedLinearAttention, Gradients) {
 }
 
 TEST(PositionedLinearAttention, BadInputIsNamed) {
-  Inputs in = make_inputs(2, 4, 2, 3, 5, 4);
+  PositionedInputs in = make_positioned_inputs(2, 4, 2, 3, 5, 4);
   EXPECT_ERROR_CONTAINS(linear_attention(in.phi_q, in.phi_k, in.v, {in.psi_q, in.psi_k.narrow(3, 0, 4)}),
                         "positioned query features have P = 5, key features P = 4");
   EXPECT_ERROR_CONTAINS(linear_attention(in.phi_q, in.phi_k, in.v, {in.psi_q.narrow(1, 0, 3), in.psi_k}),
@@ -120,7 +120,7 @@ TEST(PositionedLinearAttention, BadInputIsNamed) {
 // Separable features (sineSPE's exact code on the features): psi = phi times coefficients shared by
 // the batch; the fused op (float32, float64 on CPU) against the loops over psi materialised by hand.
 TEST(PositionedLinearAttention, SeparableFeaturesMatchTheirMaterialisedFeatures) {
-  Inputs in = make_inputs(2, 7, 2, 3, 3, 4);
+  PositionedInputs in = make_positioned_inputs(2, 7, 2, 3, 3, 4);
   const SeparableFeatures separable{at::randn({7, 2, 3, 4}, at::kDouble), at::randn({7, 2, 3, 4}, at::kDouble)};
   at::Tensor psi_q = at::empty({2, 7, 2, 12}, at::kDouble), psi_k = at::empty({2, 7, 2, 12}, at::kDouble);
   for (int64_t b = 0; b < 2; ++b)

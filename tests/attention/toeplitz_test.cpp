@@ -30,17 +30,17 @@ at::Tensor toeplitz_loops(const at::Tensor& phi_q, const at::Tensor& phi_k, cons
   return testing::weighted_linear_loops(phi_q, phi_k, v, weight, padding, causal);
 }
 
-struct Inputs : testing::FeatureInputs {
+struct ToeplitzInputs : testing::FeatureInputs {
   at::Tensor lag_bias;  // (H, 2N - 1)
 };
 
-Inputs make_inputs(int64_t B, int64_t N, int64_t H, int64_t M, int64_t Dv) {
+ToeplitzInputs make_toeplitz_inputs(int64_t B, int64_t N, int64_t H, int64_t M, int64_t Dv) {
   testing::FeatureInputs features = testing::random_feature_inputs(B, N, H, M, Dv, 7);
   return {std::move(features), at::randn({H, 2 * N - 1}, at::kDouble)};
 }
 
 TEST(ToeplitzLinearAttention, MatchesExplicitLoopsWithPadding) {
-  const Inputs in = make_inputs(2, 9, 3, 4, 5);
+  const ToeplitzInputs in = make_toeplitz_inputs(2, 9, 3, 4, 5);
   for (bool causal : {true, false})
     for (bool padded : {false, true}) {
       const at::Tensor padding = padded ? in.padding : at::Tensor();
@@ -52,7 +52,7 @@ TEST(ToeplitzLinearAttention, MatchesExplicitLoopsWithPadding) {
 
 // The FFT's rounding in float32 stays at float32's scale: N = 512 against the float64 result.
 TEST(ToeplitzLinearAttention, Float32MatchesFloat64) {
-  const Inputs in = make_inputs(1, 512, 2, 4, 3);
+  const ToeplitzInputs in = make_toeplitz_inputs(1, 512, 2, 4, 3);
   for (bool causal : {true, false}) {
     const at::Tensor want = toeplitz_linear_attention(in.phi_q, in.phi_k, in.v, in.lag_bias, causal);
     const at::Tensor got = toeplitz_linear_attention(in.phi_q.to(at::kFloat), in.phi_k.to(at::kFloat),
@@ -62,7 +62,7 @@ TEST(ToeplitzLinearAttention, Float32MatchesFloat64) {
 }
 
 TEST(ToeplitzLinearAttention, GradientsMatchFiniteDifferences) {
-  Inputs in = make_inputs(1, 5, 2, 2, 2);
+  ToeplitzInputs in = make_toeplitz_inputs(1, 5, 2, 2, 2);
   for (at::Tensor* t : {&in.phi_q, &in.phi_k, &in.v, &in.lag_bias}) t->requires_grad_(true);
   for (bool causal : {true, false})
     testing::expect_gradients_match(
@@ -71,7 +71,7 @@ TEST(ToeplitzLinearAttention, GradientsMatchFiniteDifferences) {
 }
 
 TEST(ToeplitzLinearAttention, BadInputIsNamed) {
-  const Inputs in = make_inputs(1, 4, 2, 3, 2);
+  const ToeplitzInputs in = make_toeplitz_inputs(1, 4, 2, 3, 2);
   EXPECT_ERROR_CONTAINS(toeplitz_linear_attention(in.phi_q, in.phi_k, in.v, in.lag_bias.narrow(1, 0, 5), true),
                         "lag_bias must be (H, 2N - 1) = (2, 7), got [2, 5]");
   EXPECT_ERROR_CONTAINS(toeplitz_linear_attention(in.phi_q, in.phi_k, in.v, in.lag_bias.to(at::kFloat), true),

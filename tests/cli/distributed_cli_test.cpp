@@ -34,15 +34,7 @@ const std::string kRun = " train --config " SPE_SOURCE_DIR "/configs/listops/lin
                          " model.positional.realizations=8 model.positional.sines=2 train.dtype=float64"
                          " train.batch_size=8 train.warmup_steps=1 train.eval_every=2 train.log_every=1 ";
 
-fs::path listops_data() {
-  const fs::path dir = scratch("listops_dp");
-  if (!fs::exists(dir / "test.bin")) {
-    const auto run = run_cli("data listops --out " + dir.string() +
-                             " --train 64 --valid 16 --test 16 --min-length 20 --max-length 60 --max-depth 4 --seed 5");
-    EXPECT_EQ(run.status, 0) << run.output;
-  }
-  return dir;
-}
+fs::path distributed_listops() { return testing::small_listops("listops_dp", 5); }
 
 int occurrences(const std::string& text, const std::string& word) {
   int n = 0;
@@ -64,7 +56,7 @@ double max_parameter_difference(const fs::path& a, const fs::path& b) {
 }
 
 TEST(CliDistributed, TwoProcessesEqualOneOverTheSameGlobalBatch) {
-  const std::string data = " data.dir=" + listops_data().string();
+  const std::string data = " data.dir=" + distributed_listops().string();
   const fs::path one = scratch("dp_one"), two = scratch("dp_two"), own = scratch("dp_own");
   auto run = run_cli("--threads 1" + kRun + "train.steps=4 train.rank_draws=shared" + data + " --out " + one.string());
   ASSERT_EQ(run.status, 0) << run.output;
@@ -103,7 +95,7 @@ TEST(CliDistributed, TwoProcessesEqualOneOverTheSameGlobalBatch) {
 
 TEST(CliDistributed, TorchrunStartsTheSameTraining) {
   if (!fs::exists("/usr/bin/torchrun")) GTEST_SKIP() << "torchrun (python3-torch) is not installed";
-  const std::string data = " data.dir=" + listops_data().string();
+  const std::string data = " data.dir=" + distributed_listops().string();
   const fs::path ours = scratch("dp_nproc"), theirs = scratch("dp_torchrun");
   auto run = run_cli("--threads 2" + kRun + "train.steps=3" + data + " --nproc 2 --out " + ours.string());
   ASSERT_EQ(run.status, 0) << run.output;
@@ -119,7 +111,7 @@ TEST(CliDistributed, TorchrunStartsTheSameTraining) {
 // each, started by hand with torchrun's variables (rank 0 serves the store). Needs root and ip(8).
 TEST(CliDistributed, TwoHostsJoinedByAVethPair) {
   if (geteuid() != 0 || !fs::exists("/usr/sbin/ip")) GTEST_SKIP() << "needs root and /usr/sbin/ip for namespaces";
-  const std::string data = " data.dir=" + listops_data().string();
+  const std::string data = " data.dir=" + distributed_listops().string();
   const fs::path local = scratch("dp_local"), hosts = scratch("dp_hosts");
   auto run = run_cli("--threads 2" + kRun + "train.steps=3" + data + " --nproc 2 --out " + local.string());
   ASSERT_EQ(run.status, 0) << run.output;
@@ -168,7 +160,7 @@ std::map<int, pid_t> workers_of(pid_t parent) {
 }
 
 TEST(CliDistributed, AKilledWorkerStopsTheOthersWithinTheTimeout) {
-  const std::string data = " data.dir=" + listops_data().string();
+  const std::string data = " data.dir=" + distributed_listops().string();
   const fs::path out = scratch("dp_killed"), log = scratch("dp_killed.log");
   const std::string command = std::string("exec ") + SPE_CLI + " --threads 2" + kRun + "train.steps=100000" + data +
                               " --nproc 2 --timeout 20 --out " + out.string() + " > " + log.string() + " 2>&1";
@@ -215,7 +207,7 @@ TEST(CliDistributed, ARanksOwnFailureIsNamedOnceWithTheRestAsConsequences) {
   fs::create_directories(out);
   std::ofstream(out / "checkpoint.pt") << "a run's checkpoint\n";
   const auto run = run_cli("--threads 3" + kRun + "train.steps=2 train.batch_size=6 data.dir=" +
-                           listops_data().string() + " --nproc 3 --out " + out.string());
+                           distributed_listops().string() + " --nproc 3 --out " + out.string());
   EXPECT_EQ(run.status, 1) << run.output;
   const std::string own =
       fmt::format("'{}' already holds a run (checkpoint.pt); resume it or choose another output folder", out.string());

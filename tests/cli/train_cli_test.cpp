@@ -30,15 +30,7 @@ const std::string kTinyModel =
     " --set model.dim=16 model.heads=2 model.layers=1 model.ffn_dim=32 model.positional.realizations=8"
     " model.positional.sines=2 train.batch_size=4 train.warmup_steps=2 train.log_every=1 ";
 
-fs::path listops_data() {
-  const fs::path dir = scratch("listops");
-  if (!fs::exists(dir / "test.bin")) {
-    const auto run = run_cli("data listops --out " + dir.string() +
-                             " --train 64 --valid 16 --test 16 --min-length 20 --max-length 60 --max-depth 4 --seed 3");
-    EXPECT_EQ(run.status, 0) << run.output;
-  }
-  return dir;
-}
+fs::path listops_data() { return testing::small_listops("listops", 3); }
 
 nlohmann::json last_json_line(const std::string& output) {
   std::istringstream in(output);

@@ -14,9 +14,9 @@
 namespace spe::midi {
 namespace {
 
-const RemiVocabulary kVocabulary;
+const RemiVocabulary kCorpusVocabulary;
 
-std::vector<uint16_t> tokens_of(const MidiFile& file) { return kVocabulary.encode(score_from_midi(file)); }
+std::vector<uint16_t> tokens_of(const MidiFile& file) { return kCorpusVocabulary.encode(score_from_midi(file)); }
 
 // Re-encoding a decoded file gives the same tokens: quantisation is the only loss.
 TEST(Corpus, EveryFileRoundTripsThroughTokens) {
@@ -26,8 +26,8 @@ TEST(Corpus, EveryFileRoundTripsThroughTokens) {
     SCOPED_TRACE(path);
     const std::vector<uint16_t> tokens = tokens_of(load_midi(path));
     ASSERT_GT(tokens.size(), 100u);
-    for (uint16_t t : tokens) ASSERT_LT(t, kVocabulary.size());
-    const RemiDecoding decoded = kVocabulary.decode(tokens);
+    for (uint16_t t : tokens) ASSERT_LT(t, kCorpusVocabulary.size());
+    const RemiDecoding decoded = kCorpusVocabulary.decode(tokens);
     EXPECT_EQ(decoded.skipped, 0);
     const MidiFile rewritten = read_midi(write_midi(midi_from_score(decoded.score)), "rewritten");
     EXPECT_EQ(tokens_of(rewritten), tokens);
@@ -38,7 +38,7 @@ TEST(Corpus, EveryPrefixOfARealTokenSequenceDecodes) {
   const std::vector<uint16_t> tokens = tokens_of(load_midi(testing::small_files()[0]));
   size_t previous_notes = 0;
   for (size_t n = 0; n <= tokens.size(); ++n) {
-    const RemiDecoding d = kVocabulary.decode(std::vector<uint16_t>(tokens.begin(), tokens.begin() + static_cast<long>(n)));
+    const RemiDecoding d = kCorpusVocabulary.decode(std::vector<uint16_t>(tokens.begin(), tokens.begin() + static_cast<long>(n)));
     EXPECT_EQ(d.skipped, 0);
     ASSERT_GE(d.score.notes.size(), previous_notes);  // a longer prefix never loses notes
     previous_notes = d.score.notes.size();

@@ -13,10 +13,10 @@
 namespace spe::nn {
 namespace {
 
-constexpr int64_t kVocab = 9;
+constexpr int64_t kTinyVocab = 9;
 
 Model tiny_language_model() {
-  TransformerOptions o(kVocab);
+  TransformerOptions o(kTinyVocab);
   o.dim(16).heads(2).layers(2).ffn_dim(24).dropout(0.0);
   o.positional().kind(PositionalKind::sine_spe).realizations(6).sines(2).max_length(64);
   o.attention().kind(AttentionKind::linear);
@@ -74,7 +74,7 @@ TEST(Generate, IsTheOldLoopAndReproducibleWithASeed) {
   EXPECT_EQ(std::count(a.tokens.begin() + 3, a.tokens.end(), 0), 0);  // banned
   // An all-true mask changes nothing.
   GenerateOptions everything = o;
-  everything.allowed = [](const std::vector<int64_t>&) { return at::ones({kVocab}, at::kBool); };
+  everything.allowed = [](const std::vector<int64_t>&) { return at::ones({kTinyVocab}, at::kBool); };
   EXPECT_EQ(generate_with_seed(model, prompt, everything, 5).tokens, a.tokens);
 }
 
@@ -89,7 +89,7 @@ TEST(Generate, StopsAtTheStopToken) {
   // A constraint that allows only the stop token after two draws ends there.
   GenerateOptions o = options_of(500, 3);
   o.allowed = [](const std::vector<int64_t>& tokens) {
-    at::Tensor mask = at::ones({kVocab}, at::kBool);
+    at::Tensor mask = at::ones({kTinyVocab}, at::kBool);
     if (tokens.size() >= 3) mask.fill_(false)[3] = true;
     else mask[3] = false;
     return mask;
@@ -107,7 +107,7 @@ TEST(Generate, NeverDrawsADisallowedToken) {
   o.allowed = [&](const std::vector<int64_t>& tokens) {
     EXPECT_EQ(tokens.size(), expected_length++);  // the tokens so far, one more each time
     // allowed: the ids i with (i + number of tokens so far) % 3 != 0, so the mask moves every step
-    const at::Tensor mask = (at::arange(kVocab, at::kLong) + static_cast<int64_t>(tokens.size())).remainder(3).ne(0);
+    const at::Tensor mask = (at::arange(kTinyVocab, at::kLong) + static_cast<int64_t>(tokens.size())).remainder(3).ne(0);
     masks.push_back(mask);
     return mask;
   };
@@ -123,25 +123,25 @@ TEST(Generate, NamesBadInput) {
   auto fresh = [&] { return make_decoder(DecoderKind::recurrent, model, 1, generator); };
   EXPECT_ERROR_CONTAINS(generate(*fresh(), {}, options_of(4), generator), "the prompt is empty");
   EXPECT_ERROR_CONTAINS(generate(*fresh(), {1}, options_of(0), generator), "max_tokens is 0");
-  EXPECT_ERROR_CONTAINS(generate(*fresh(), {1}, options_of(4, kVocab), generator), "stop_token is 9, expected an id in [0, 9)");
+  EXPECT_ERROR_CONTAINS(generate(*fresh(), {1}, options_of(4, kTinyVocab), generator), "stop_token is 9, expected an id in [0, 9)");
   auto pair = make_decoder(DecoderKind::recurrent, model, 2, generator);
   EXPECT_ERROR_CONTAINS(generate(*pair, {1}, options_of(4), generator), "decodes 2 sequences, expected 1");
   auto used = fresh();
   used->step(at::ones({1}, at::kLong));
   EXPECT_ERROR_CONTAINS(generate(*used, {1}, options_of(4), generator), "has already read 1 tokens");
-  EXPECT_THROW(generate(*fresh(), {1, kVocab}, options_of(4), generator), std::exception);  // not a token id
+  EXPECT_THROW(generate(*fresh(), {1, kTinyVocab}, options_of(4), generator), std::exception);  // not a token id
 
   GenerateOptions o = options_of(4);
-  o.allowed = [](const std::vector<int64_t>&) { return at::ones({kVocab + 1}, at::kBool); };
+  o.allowed = [](const std::vector<int64_t>&) { return at::ones({kTinyVocab + 1}, at::kBool); };
   EXPECT_ERROR_CONTAINS(generate(*fresh(), {1}, o, generator),
                         "the allowed-next mask after 1 tokens is Bool of shape [10], expected bool of shape [9]");
-  o.allowed = [](const std::vector<int64_t>&) { return at::ones({kVocab}, at::kLong); };
+  o.allowed = [](const std::vector<int64_t>&) { return at::ones({kTinyVocab}, at::kLong); };
   EXPECT_ERROR_CONTAINS(generate(*fresh(), {1}, o, generator), "is Long of shape [9]");
   o.allowed = [](const std::vector<int64_t>&) { return at::Tensor(); };
   EXPECT_ERROR_CONTAINS(generate(*fresh(), {1}, o, generator), "is an undefined tensor");
   // Only the banned token allowed after the third token: nothing to draw, said where.
   o.allowed = [](const std::vector<int64_t>& tokens) {
-    at::Tensor mask = at::zeros({kVocab}, at::kBool);
+    at::Tensor mask = at::zeros({kTinyVocab}, at::kBool);
     if (tokens.size() < 3) mask.fill_(true);
     mask[0] = true;
     return mask;

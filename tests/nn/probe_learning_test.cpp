@@ -18,7 +18,7 @@
 namespace spe::nn {
 namespace {
 
-constexpr int64_t kLength = 12;
+constexpr int64_t kProbeLength = 12;
 
 Model small_classifier(PositionalKind pe) {
   TransformerOptions o(data::kByteVocabSize);
@@ -36,7 +36,7 @@ void train(Model& model, const data::Dataset& train_set, int64_t steps) {
   data::EpochSampler sampler(train_set.size(), 5);
   model->train();
   for (int64_t step = 0; step < steps; ++step) {
-    const data::Batch batch = data::make_batch(train_set, sampler.next(32), kLength);
+    const data::Batch batch = data::make_batch(train_set, sampler.next(32), kProbeLength);
     const at::Tensor logits = model->forward(batch.tokens, batch.padding);
     const at::Tensor loss = at::nll_loss(at::log_softmax(logits, -1), batch.labels);
     optimizer.zero_grad();
@@ -50,7 +50,7 @@ void train(Model& model, const data::Dataset& train_set, int64_t steps) {
 double accuracy_on_swapped_pairs(Model& model, const data::Dataset& test_set) {
   std::vector<int64_t> all(static_cast<size_t>(test_set.size()));
   std::iota(all.begin(), all.end(), 0);
-  const data::Batch batch = data::make_batch(test_set, all, kLength);
+  const data::Batch batch = data::make_batch(test_set, all, kProbeLength);
   const uint16_t a = 'a' + 1, b = 'b' + 1;
   const at::Tensor swapped = at::where(batch.tokens == a, b, at::where(batch.tokens == b, a, batch.tokens));
   at::NoGradGuard no_grad;
@@ -60,7 +60,7 @@ double accuracy_on_swapped_pairs(Model& model, const data::Dataset& test_set) {
 }
 
 TEST(ProbeLearning, RotarySolvesTheOrderProbeAndNoPositionStaysAtChance) {
-  const data::ProbeOptions order{data::ProbeKind::order, kLength, 3};
+  const data::ProbeOptions order{data::ProbeKind::order, kProbeLength, 3};
   const data::Dataset train_set = data::make_probe_dataset(order, 2000, 1, "train");
   const data::Dataset test_set = data::make_probe_dataset(order, 500, 1, "test");
   Model rotary = small_classifier(PositionalKind::rotary);

@@ -11,6 +11,7 @@
 #include "spe/random.h"
 #include "support/errors.h"
 #include "support/gradcheck.h"
+#include "support/tolerance.h"
 
 namespace spe {
 namespace {
@@ -34,18 +35,13 @@ at::Tensor apply_einsum(const at::Tensor& x, const at::Tensor& code) {
   return at::einsum("bnhd,nhdr->bnhr", {x, code.narrow(0, 0, x.size(1))});
 }
 
-double relative_error(const at::Tensor& got, const at::Tensor& want) {
-  return (got.to(at::kDouble) - want.to(at::kDouble)).abs().max().item<double>() /
-         std::max(1.0, want.abs().max().item<double>());
-}
-
 TEST(FusedApplySPECode, MatchesTheLoops) {
   auto g = make_generator(21);
   // {B, N, H, D, R}: batches past a block of rows (6) and under it, R past and under a vector
   for (const auto& [B, N, H, D, R] : std::vector<std::array<int64_t, 5>>{
            {8, 5, 2, 3, 33}, {1, 1, 1, 1, 1}, {7, 3, 3, 5, 4}, {13, 2, 1, 17, 20}}) {
     const at::Tensor x = at::randn({B, N, H, D}, g, at::kDouble), code = at::randn({N, H, D, R}, g, at::kDouble);
-    EXPECT_LT(relative_error(ops::apply_spe_code(x, code), apply_loops(x, code)), 1e-12)
+    EXPECT_LT(testing::relative_error(ops::apply_spe_code(x, code), apply_loops(x, code)), 1e-12)
         << "B " << B << " N " << N << " H " << H << " D " << D << " R " << R;
   }
 }
@@ -53,7 +49,9 @@ TEST(FusedApplySPECode, MatchesTheLoops) {
 TEST(FusedApplySPECode, Float32MatchesEinsumAtATextModelsSizes) {
   auto g = make_generator(22);
   const at::Tensor x = at::randn({8, 100, 4, 16}, g, at::kFloat), code = at::randn({120, 4, 16, 32}, g, at::kFloat);
-  EXPECT_LT(relative_error(ops::apply_spe_code(x, code), apply_einsum(x.to(at::kDouble), code.to(at::kDouble))), 1e-5);
+  EXPECT_LT(
+      testing::relative_error(ops::apply_spe_code(x, code), apply_einsum(x.to(at::kDouble), code.to(at::kDouble))),
+      1e-5);
 }
 
 TEST(FusedApplySPECode, BackwardMatchesFiniteDifferences) {
@@ -75,12 +73,12 @@ TEST(FusedApplySPECode, BackwardMatchesAutogradOfEinsum) {
     ((way == 0 ? ops::apply_spe_code(x, code) : apply_einsum(x, code)) * weights).sum().backward();
     grads[way] = {x.grad(), code.grad()};
   }
-  EXPECT_LT(relative_error(grads[0][0], grads[1][0]), 1e-12) << "x";
-  EXPECT_LT(relative_error(grads[0][1], grads[1][1]), 1e-12) << "code (its rows past N get zeros)";
+  EXPECT_LT(testing::relative_error(grads[0][0], grads[1][0]), 1e-12) << "x";
+  EXPECT_LT(testing::relative_error(grads[0][1], grads[1][1]), 1e-12) << "code (its rows past N get zeros)";
   // one input alone needing its gradient
   at::Tensor code = code0.clone().requires_grad_();
   (ops::apply_spe_code(x0, code) * weights).sum().backward();
-  EXPECT_LT(relative_error(code.grad(), grads[1][1]), 1e-12);
+  EXPECT_LT(testing::relative_error(code.grad(), grads[1][1]), 1e-12);
 }
 
 TEST(FusedApplySPECode, EmptyInputsGiveEmptyOrZeroOutputs) {

@@ -19,22 +19,22 @@ at::Tensor quadratic(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
   return at::einsum("bhmn,bnhd->bmhd", {s, v}) / s.sum(-1).transpose(1, 2).clamp_min(eps).unsqueeze(-1);
 }
 
-struct Inputs {
+struct CausalInputs {
   at::Tensor q, k, v;
 };
-Inputs positive_inputs(int64_t B, int64_t N, int64_t H, int64_t M, int64_t Dv, at::ScalarType dtype) {
+CausalInputs positive_inputs(int64_t B, int64_t N, int64_t H, int64_t M, int64_t Dv, at::ScalarType dtype) {
   auto g = make_generator(3);
   return {at::rand({B, N, H, M}, g, dtype), at::rand({B, N, H, M}, g, dtype), at::randn({B, N, H, Dv}, g, dtype)};
 }
 
 TEST(FusedCausalLinearAttention, MatchesTheQuadraticFormForEveryChunking) {
-  Inputs x = positive_inputs(2, 11, 3, 4, 5, at::kDouble);
+  CausalInputs x = positive_inputs(2, 11, 3, 4, 5, at::kDouble);
   at::Tensor expected = quadratic(x.q, x.k, x.v, 1e-6);
   for (int64_t chunk : {1, 3, 4, 11, 64}) {
     at::Tensor got = ops::causal_linear_attention(x.q, x.k, x.v, 1e-6, chunk);
     EXPECT_LT((got - expected).abs().max().item<double>(), 1e-10) << "chunk " << chunk;
   }
-  Inputs f = positive_inputs(2, 37, 2, 8, 6, at::kFloat);
+  CausalInputs f = positive_inputs(2, 37, 2, 8, 6, at::kFloat);
   at::Tensor got = ops::causal_linear_attention(f.q, f.k, f.v, 1e-6, 8);
   at::Tensor want = quadratic(f.q.to(at::kDouble), f.k.to(at::kDouble), f.v.to(at::kDouble), 1e-6);
   EXPECT_TRUE(at::allclose(got.to(at::kDouble), want, 1e-4, 1e-6));
@@ -42,7 +42,7 @@ TEST(FusedCausalLinearAttention, MatchesTheQuadraticFormForEveryChunking) {
 
 TEST(FusedCausalLinearAttention, BackwardMatchesAutogradOfTheQuadraticForm) {
   for (int64_t chunk : {1, 3, 64}) {
-    Inputs x = positive_inputs(2, 10, 2, 3, 4, at::kDouble);
+    CausalInputs x = positive_inputs(2, 10, 2, 3, 4, at::kDouble);
     // ReLU-like zeros: some queries see a zero denominator, which the clamp must handle
     x.q.select(1, 0).zero_();
     at::Tensor g = at::randn({2, 10, 2, 4}, at::kDouble);
@@ -65,7 +65,7 @@ TEST(FusedCausalLinearAttention, BackwardMatchesAutogradOfTheQuadraticForm) {
 // kernel (the tests above, with a few features, mostly take their scalar tails).
 TEST(FusedCausalLinearAttention, MatchesAutogradAtModelSizes) {
   for (int64_t value_dim : {64, 40}) {  // 40: vector blocks of 32 or 16 and a scalar tail
-    Inputs x = positive_inputs(1, 150, 2, 64, value_dim, at::kDouble);
+    CausalInputs x = positive_inputs(1, 150, 2, 64, value_dim, at::kDouble);
     at::Tensor g = at::randn({1, 150, 2, value_dim}, at::kDouble);
     std::vector<at::Tensor> fused, reference;
     for (auto* grads : {&fused, &reference}) {
@@ -82,7 +82,7 @@ TEST(FusedCausalLinearAttention, MatchesAutogradAtModelSizes) {
 }
 
 TEST(FusedCausalLinearAttention, GradientCheck) {
-  Inputs x = positive_inputs(1, 7, 2, 3, 2, at::kDouble);
+  CausalInputs x = positive_inputs(1, 7, 2, 3, 2, at::kDouble);
   at::Tensor q = x.q.requires_grad_(), k = x.k.requires_grad_(), v = x.v.requires_grad_();
   at::Tensor w = at::randn({1, 7, 2, 2}, at::kDouble);
   testing::expect_gradients_match([&] { return (ops::causal_linear_attention(q, k, v, 1e-6, 3) * w).sum(); },

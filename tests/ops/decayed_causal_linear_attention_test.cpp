@@ -19,17 +19,18 @@
 #include "spe/random.h"
 #include "support/errors.h"
 #include "support/gradcheck.h"
+#include "support/tolerance.h"
 #include "support/weighted_attention.h"
 
 namespace spe {
 namespace {
 
-struct Inputs {
+struct DecayedInputs {
   at::Tensor q, k, v, log_decay;  // (B, N, H, M), (B, N, H, M), (B, N, H, Dv), (H,)
 };
 
 // Positive features (every denominator well above eps), decays spread over [g_low, g_high].
-Inputs decayed_inputs(int64_t B, int64_t N, int64_t H, int64_t M, int64_t Dv, at::ScalarType dtype,
+DecayedInputs decayed_inputs(int64_t B, int64_t N, int64_t H, int64_t M, int64_t Dv, at::ScalarType dtype,
                       double g_low = 0.5, double g_high = 0.95) {
   auto g = make_generator(11);
   return {at::rand({B, N, H, M}, g, dtype) + 0.1, at::rand({B, N, H, M}, g, dtype) + 0.1,
@@ -45,18 +46,12 @@ at::Tensor aten_decayed(const at::Tensor& q, const at::Tensor& k, const at::Tens
   return sums.narrow(3, 0, dv) / sums.narrow(3, dv, 1).clamp_min(eps);
 }
 
-// The largest difference relative to the reference's largest entry (at least 1).
-double relative_error(const at::Tensor& got, const at::Tensor& want) {
-  return (got.to(at::kDouble) - want.to(at::kDouble)).abs().max().item<double>() /
-         std::max(1.0, want.abs().max().item<double>());
-}
-
 // (q, k, v, log_decay) -> out, on fresh leaves that require gradients.
 using Attention = std::function<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&)>;
 
 // out and the gradients of (out * g).sum() with respect to q, k, v and log_decay (undefined when
 // the attention does not read it).
-std::vector<at::Tensor> output_and_gradients(const Attention& attention, const Inputs& x, const at::Tensor& g) {
+std::vector<at::Tensor> output_and_gradients(const Attention& attention, const DecayedInputs& x, const at::Tensor& g) {
   at::Tensor q = x.q.clone().requires_grad_(), k = x.k.clone().requires_grad_(), v = x.v.clone().requires_grad_(),
              log_decay = x.log_decay.clone().requires_grad_();
   const at::Tensor out = attention(q, k, v, log_decay);
@@ -65,7 +60,7 @@ std::vector<at::Tensor> output_and_gradients(const Attention& attention, const I
 }
 
 TEST(FusedDecayedCausalLinearAttention, MatchesThePairLoopsForEveryChunking) {
-  Inputs x = decayed_inputs(2, 11, 3, 4, 5, at::kDouble);
+  DecayedInputs x = decayed_inputs(2, 11, 3, 4, 5, at::kDouble);
   x.log_decay[2] = 0.0;  // one head without decay
   auto weight = [&](int64_t b, int64_t h, int64_t m, int64_t n) {
     return std::exp(x.log_decay[h].item<double>() * static_cast<double>(m - n)) *
@@ -76,7 +71,7 @@ TEST(FusedDecayedCausalLinearAttention, MatchesThePairLoopsForEveryChunking) {
     const at::Tensor got = ops::decayed_causal_linear_attention(x.q, x.k, x.v, x.log_decay, 1e-6, chunk);
     EXPECT_LT((got - expected).abs().max().item<double>(), 1e-12) << "chunk " << chunk;
   }
-  Inputs f = decayed_inputs(2, 37, 2, 8, 6, at::kFloat);
+  DecayedInputs f = decayed_inputs(2, 37, 2, 8, 6, at::kFloat);
   const at::Tensor got = ops::decayed_causal_linear_attention(f.q, f.k, f.v, f.log_decay, 1e-6, 8);
   const at::Tensor want = aten_decayed(f.q.to(at::kDouble), f.k.to(at::kDouble), f.v.to(at::kDouble),
                                        f.log_decay.to(at::kDouble), 1e-6);
@@ -88,7 +83,7 @@ TEST(FusedDecayedCausalLinearAttention, MatchesThePairLoopsForEveryChunking) {
 TEST(FusedDecayedCausalLinearAttention, MatchesTheAtenScanForwardAndBackward) {
   for (int64_t value_dim : {64, 40}) {
     for (int64_t chunk : {64, 48}) {
-      const Inputs x = decayed_inputs(2, 150, 2, 64, value_dim, at::kDouble, 0.7, 0.99);
+      const DecayedInputs x = decayed_inputs(2, 150, 2, 64, value_dim, at::kDouble, 0.7, 0.99);
       const at::Tensor g = at::randn({2, 150, 2, value_dim}, at::kDouble);
       const auto fused = output_and_gradients(
           [chunk](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& log_decay) {
@@ -101,14 +96,14 @@ TEST(FusedDecayedCausalLinearAttention, MatchesTheAtenScanForwardAndBackward) {
           },
           x, g);
       for (int i = 0; i < 5; ++i)
-        EXPECT_LT(relative_error(fused[i], reference[i]), 1e-10)
+        EXPECT_LT(testing::relative_error(fused[i], reference[i]), 1e-10)
             << "output/grads q, k, v, log_decay: " << i << ", value dim " << value_dim << ", chunk " << chunk;
     }
   }
 }
 
 TEST(FusedDecayedCausalLinearAttention, NoDecayIsThePlainOp) {
-  Inputs x = decayed_inputs(2, 70, 3, 16, 8, at::kDouble);
+  DecayedInputs x = decayed_inputs(2, 70, 3, 16, 8, at::kDouble);
   x.log_decay.zero_();
   const at::Tensor g = at::randn({2, 70, 3, 8}, at::kDouble);
   const auto decayed = output_and_gradients(
@@ -121,20 +116,20 @@ TEST(FusedDecayedCausalLinearAttention, NoDecayIsThePlainOp) {
         return ops::causal_linear_attention(q, k, v, 1e-6, 16);
       },
       x, g);
-  for (int i = 0; i < 4; ++i) EXPECT_LT(relative_error(decayed[i], plain[i]), 1e-12) << "output/grads " << i;
+  for (int i = 0; i < 4; ++i) EXPECT_LT(testing::relative_error(decayed[i], plain[i]), 1e-12) << "output/grads " << i;
 }
 
 // No g^(-n) anywhere: at N = 20000 with g = 0.5 (g^-N overflows any float) every value is finite
 // and equals the scan; the gradient of log g too.
 TEST(FusedDecayedCausalLinearAttention, LongSequencesWithSmallDecaysStayFinite) {
-  Inputs x = decayed_inputs(1, 20000, 2, 8, 4, at::kFloat, 0.5, 0.999);
+  DecayedInputs x = decayed_inputs(1, 20000, 2, 8, 4, at::kFloat, 0.5, 0.999);
   at::Tensor q = x.q.requires_grad_(), k = x.k.requires_grad_(), v = x.v.requires_grad_();
   at::Tensor log_decay = x.log_decay.requires_grad_();
   const at::Tensor out = ops::decayed_causal_linear_attention(q, k, v, log_decay);
   ASSERT_TRUE(at::isfinite(out).all().item<bool>());
   const at::Tensor want = aten_decayed(q.detach().to(at::kDouble), k.detach().to(at::kDouble),
                                        v.detach().to(at::kDouble), log_decay.detach().to(at::kDouble), 1e-6);
-  EXPECT_LT(relative_error(out.detach(), want), 1e-4);
+  EXPECT_LT(testing::relative_error(out.detach(), want), 1e-4);
   out.pow(2).mean().backward();
   for (const at::Tensor* t : {&q, &k, &v, &log_decay})
     EXPECT_TRUE(at::isfinite(t->grad()).all().item<bool>());
@@ -153,7 +148,7 @@ TEST(FusedDecayedCausalLinearAttention, LongSequencesWithSmallDecaysStayFinite) 
 
 TEST(FusedDecayedCausalLinearAttention, GradientCheckIncludingTheDecay) {
   for (int64_t chunk : {3, 16}) {
-    const Inputs x = decayed_inputs(2, 7, 2, 3, 2, at::kDouble, 0.6, 0.9);
+    const DecayedInputs x = decayed_inputs(2, 7, 2, 3, 2, at::kDouble, 0.6, 0.9);
     at::Tensor q = x.q.requires_grad_(), k = x.k.requires_grad_(), v = x.v.requires_grad_();
     at::Tensor log_decay = x.log_decay.requires_grad_();
     const at::Tensor w = at::randn({2, 7, 2, 2}, at::kDouble);
@@ -168,7 +163,7 @@ TEST(FusedDecayedCausalLinearAttention, GradientCheckIncludingTheDecay) {
 // chunkings with partial last chunks; features of both signs (no normaliser is clamped here).
 TEST(DecayedCausalLinearSums, MatchTheAtenScanForwardAndBackward) {
   for (int64_t chunk : {4, 32}) {
-    Inputs x = decayed_inputs(2, 75, 3, 16, 40, at::kDouble, 0.6, 0.99);
+    DecayedInputs x = decayed_inputs(2, 75, 3, 16, 40, at::kDouble, 0.6, 0.99);
     x.q = x.q - 0.4;
     const at::Tensor g_num = at::randn({2, 75, 3, 40}, at::kDouble), g_den = at::randn({2, 75, 3}, at::kDouble);
     auto run = [&](bool fused) {
@@ -186,14 +181,14 @@ TEST(DecayedCausalLinearSums, MatchTheAtenScanForwardAndBackward) {
     };
     const auto fused = run(true), reference = run(false);
     for (int i = 0; i < 6; ++i)
-      EXPECT_LT(relative_error(fused[i], reference[i]), 1e-10)
+      EXPECT_LT(testing::relative_error(fused[i], reference[i]), 1e-10)
           << "num, den, grads q, k, v, log_decay: " << i << ", chunk " << chunk;
   }
 }
 
 // One output reaching the loss: the other's gradient is undefined and reads as zero.
 TEST(DecayedCausalLinearSums, GradientCheckThroughEitherOutput) {
-  const Inputs x = decayed_inputs(1, 9, 2, 3, 2, at::kDouble, 0.6, 0.9);
+  const DecayedInputs x = decayed_inputs(1, 9, 2, 3, 2, at::kDouble, 0.6, 0.9);
   at::Tensor q = x.q.requires_grad_(), k = x.k.requires_grad_(), v = x.v.requires_grad_();
   at::Tensor log_decay = x.log_decay.requires_grad_();
   const at::Tensor w = at::randn({1, 9, 2, 2}, at::kDouble), u = at::randn({1, 9, 2}, at::kDouble);

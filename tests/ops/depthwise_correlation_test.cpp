@@ -13,6 +13,7 @@
 #include "spe/random.h"
 #include "support/errors.h"
 #include "support/gradcheck.h"
+#include "support/tolerance.h"
 
 namespace spe {
 namespace {
@@ -63,11 +64,6 @@ at::Tensor correlation_conv1d(const at::Tensor& x, const at::Tensor& w) {
       .permute({2, 1, 0});
 }
 
-double relative_error(const at::Tensor& got, const at::Tensor& want) {
-  return (got.to(at::kDouble) - want.to(at::kDouble)).abs().max().item<double>() /
-         std::max(1.0, want.abs().max().item<double>());
-}
-
 TEST(FusedDepthwiseCorrelation, MatchesTheLoopsAcrossChunksAndBlocks) {
   auto g = make_generator(11);
   // {X, C, R, S}: 300 outputs (a chunk of 256 and one of 44), R of one partial vector, R past a
@@ -75,7 +71,7 @@ TEST(FusedDepthwiseCorrelation, MatchesTheLoopsAcrossChunksAndBlocks) {
   for (const auto& [X, C, R, S] : std::vector<std::array<int64_t, 4>>{
            {304, 3, 5, 5}, {40, 2, 33, 17}, {8, 2, 3, 8}, {10, 1, 1, 1}, {9, 2, 17, 5}, {600, 1, 2, 40}}) {
     const at::Tensor x = at::randn({X, C, R}, g, at::kDouble), w = at::randn({C, S}, g, at::kDouble);
-    EXPECT_LT(relative_error(ops::depthwise_correlation(x, w), correlation_loops(x, w)), 1e-12)
+    EXPECT_LT(testing::relative_error(ops::depthwise_correlation(x, w), correlation_loops(x, w)), 1e-12)
         << "X " << X << " C " << C << " R " << R << " S " << S;
   }
 }
@@ -87,12 +83,13 @@ TEST(FusedDepthwiseCorrelation, GridsMatchTheLoops) {
   for (const auto& [X1, X2, C, R, S1, S2] : std::vector<std::array<int64_t, 6>>{
            {4, 274, 2, 3, 2, 5}, {7, 9, 3, 17, 3, 3}, {3, 5, 1, 2, 3, 1}, {5, 6, 2, 1, 1, 2}}) {
     const at::Tensor x = at::randn({X1, X2, C, R}, g, at::kDouble), w = at::randn({C, S1, S2}, g, at::kDouble);
-    EXPECT_LT(relative_error(ops::depthwise_correlation(x, w), correlation_loops_2d(x, w)), 1e-12)
+    EXPECT_LT(testing::relative_error(ops::depthwise_correlation(x, w), correlation_loops_2d(x, w)), 1e-12)
         << "X " << X1 << " x " << X2 << " C " << C << " R " << R << " S " << S1 << " x " << S2;
   }
   // float32 against conv2d at an image's code: 28 x 28 positions, S 9, R 32
   const at::Tensor x = at::randn({36, 36, 3, 32}, g, at::kFloat), w = at::rand({3, 9, 9}, g, at::kFloat) / 8;
-  EXPECT_LT(relative_error(ops::depthwise_correlation(x, w), correlation_conv2d(x.to(at::kDouble), w.to(at::kDouble))),
+  EXPECT_LT(testing::relative_error(ops::depthwise_correlation(x, w),
+                                    correlation_conv2d(x.to(at::kDouble), w.to(at::kDouble))),
             1e-5);
 }
 
@@ -101,7 +98,7 @@ TEST(FusedDepthwiseCorrelation, Float32MatchesConv1dAtConvSPESizes) {
   // a text model's code: H D = 64 channels (4 of them here), R 32, S 128, 300 positions
   const at::Tensor x = at::randn({300 + 127, 4, 32}, g, at::kFloat), w = at::rand({4, 128}, g, at::kFloat) / 8;
   const at::Tensor want = correlation_conv1d(x.to(at::kDouble), w.to(at::kDouble));
-  EXPECT_LT(relative_error(ops::depthwise_correlation(x, w), want), 1e-5);
+  EXPECT_LT(testing::relative_error(ops::depthwise_correlation(x, w), want), 1e-5);
 }
 
 TEST(FusedDepthwiseCorrelation, BackwardMatchesFiniteDifferences) {
@@ -129,12 +126,12 @@ TEST(FusedDepthwiseCorrelation, BackwardMatchesAutogradOfConv1dAcrossChunks) {
     (out * weights).sum().backward();
     grads[way] = {x.grad(), w.grad()};
   }
-  EXPECT_LT(relative_error(grads[0][0], grads[1][0]), 1e-12) << "x";
-  EXPECT_LT(relative_error(grads[0][1], grads[1][1]), 1e-12) << "filters";
+  EXPECT_LT(testing::relative_error(grads[0][0], grads[1][0]), 1e-12) << "x";
+  EXPECT_LT(testing::relative_error(grads[0][1], grads[1][1]), 1e-12) << "filters";
   // the noise of a code needs no gradient: the filters' alone is computed
   at::Tensor w = w0.clone().requires_grad_();
   (ops::depthwise_correlation(x0, w) * weights).sum().backward();
-  EXPECT_LT(relative_error(w.grad(), grads[1][1]), 1e-12);
+  EXPECT_LT(testing::relative_error(w.grad(), grads[1][1]), 1e-12);
 }
 
 TEST(FusedDepthwiseCorrelation, GridBackwardMatchesAutogradOfConv2d) {
@@ -147,8 +144,8 @@ TEST(FusedDepthwiseCorrelation, GridBackwardMatchesAutogradOfConv2d) {
     ((way == 0 ? ops::depthwise_correlation(x, w) : correlation_conv2d(x, w)) * weights).sum().backward();
     grads[way] = {x.grad(), w.grad()};
   }
-  EXPECT_LT(relative_error(grads[0][0], grads[1][0]), 1e-12) << "x";
-  EXPECT_LT(relative_error(grads[0][1], grads[1][1]), 1e-12) << "filters";
+  EXPECT_LT(testing::relative_error(grads[0][0], grads[1][0]), 1e-12) << "x";
+  EXPECT_LT(testing::relative_error(grads[0][1], grads[1][1]), 1e-12) << "filters";
 }
 
 TEST(FusedDepthwiseCorrelation, EmptyChannelsOrRealizationsGiveEmptyOutputs) {

@@ -15,12 +15,12 @@
 namespace spe {
 namespace {
 
-struct Inputs {
+struct SeparableInputs {
   at::Tensor phi_q, phi_k, v, c_q, c_k;
 };
 
 // phi of either sign (the op does not need positive features), coefficients of either sign.
-Inputs make_inputs(int64_t B, int64_t Nq, int64_t Nk, int64_t H, int64_t M, int64_t J, int64_t Dv,
+SeparableInputs make_inputs(int64_t B, int64_t Nq, int64_t Nk, int64_t H, int64_t M, int64_t J, int64_t Dv,
                    at::ScalarType dtype = at::kDouble) {
   auto g = make_generator(5);
   return {at::randn({B, Nq, H, M}, g, dtype), at::randn({B, Nk, H, M}, g, dtype), at::randn({B, Nk, H, Dv}, g, dtype),
@@ -28,7 +28,7 @@ Inputs make_inputs(int64_t B, int64_t Nq, int64_t Nk, int64_t H, int64_t M, int6
 }
 
 // The definition, one pair (n, m) and one (d, j) at a time; causal: m <= n only.
-at::Tensor numerator_loops(const Inputs& x, bool causal = false) {
+at::Tensor numerator_loops(const SeparableInputs& x, bool causal = false) {
   const int64_t B = x.phi_q.size(0), Nq = x.phi_q.size(1), Nk = x.phi_k.size(1), H = x.phi_q.size(2);
   const int64_t M = x.phi_q.size(3), J = x.c_q.size(3), Dv = x.v.size(3);
   auto pq = x.phi_q.accessor<double, 4>(), pk = x.phi_k.accessor<double, 4>(), v = x.v.accessor<double, 4>();
@@ -59,14 +59,14 @@ at::Tensor numerator_materialised(const at::Tensor& phi_q, const at::Tensor& phi
 TEST(FusedSeparableLinearAttention, MatchesThePairLoopsAcrossTiles) {
   // 70 queries: a tile of 64 and one of 6; 131 keys: two full tiles and one of 3.
   for (auto [nq, nk] : {std::pair<int64_t, int64_t>{70, 131}, {1, 1}, {64, 5}}) {
-    const Inputs x = make_inputs(2, nq, nk, 2, 3, 4, 5);
+    const SeparableInputs x = make_inputs(2, nq, nk, 2, 3, 4, 5);
     const at::Tensor got = ops::separable_linear_numerator(x.phi_q, x.phi_k, x.v, x.c_q, x.c_k);
     const at::Tensor expected = numerator_loops(x);
     EXPECT_LT((got - expected).abs().max().item<double>(), 1e-10 * std::max(1.0, expected.abs().max().item<double>()))
         << "Nq " << nq << " Nk " << nk;
   }
   // float32 against float64, at the transformer's sizes (M 16, J 11 = 2K + 1, Dv 16)
-  const Inputs f = make_inputs(2, 100, 100, 2, 16, 11, 16, at::kFloat);
+  const SeparableInputs f = make_inputs(2, 100, 100, 2, 16, 11, 16, at::kFloat);
   const at::Tensor got = ops::separable_linear_numerator(f.phi_q, f.phi_k, f.v, f.c_q, f.c_k).to(at::kDouble);
   const at::Tensor want = numerator_materialised(f.phi_q.to(at::kDouble), f.phi_k.to(at::kDouble),
                                                  f.v.to(at::kDouble), f.c_q.to(at::kDouble), f.c_k.to(at::kDouble));
@@ -76,13 +76,13 @@ TEST(FusedSeparableLinearAttention, MatchesThePairLoopsAcrossTiles) {
 TEST(FusedSeparableLinearAttention, CausalMatchesThePairLoopsAcrossChunks) {
   // chunks of 32 positions: one partial, one full, a full and one position, three with a partial
   for (int64_t n : {1, 7, 32, 33, 70}) {
-    const Inputs x = make_inputs(2, n, n, 2, 3, 4, 5);
+    const SeparableInputs x = make_inputs(2, n, n, 2, 3, 4, 5);
     const at::Tensor got = ops::separable_linear_numerator(x.phi_q, x.phi_k, x.v, x.c_q, x.c_k, /*causal=*/true);
     const at::Tensor expected = numerator_loops(x, /*causal=*/true);
     EXPECT_LT((got - expected).abs().max().item<double>(), 1e-10 * std::max(1.0, expected.abs().max().item<double>()))
         << "N " << n;
   }
-  const Inputs f = make_inputs(2, 100, 100, 2, 16, 11, 16, at::kFloat);
+  const SeparableInputs f = make_inputs(2, 100, 100, 2, 16, 11, 16, at::kFloat);
   const at::Tensor got = ops::separable_linear_numerator(f.phi_q, f.phi_k, f.v, f.c_q, f.c_k, true).to(at::kDouble);
   const at::Tensor want = numerator_materialised(f.phi_q.to(at::kDouble), f.phi_k.to(at::kDouble), f.v.to(at::kDouble),
                                                  f.c_q.to(at::kDouble), f.c_k.to(at::kDouble), true);
@@ -92,7 +92,7 @@ TEST(FusedSeparableLinearAttention, CausalMatchesThePairLoopsAcrossChunks) {
 TEST(FusedSeparableLinearAttention, BackwardMatchesFiniteDifferences) {
   for (bool causal : {false, true}) {
     SCOPED_TRACE(causal ? "causal" : "non-causal");
-    const Inputs x = make_inputs(2, 5, causal ? 5 : 4, 2, 2, 3, 2);
+    const SeparableInputs x = make_inputs(2, 5, causal ? 5 : 4, 2, 2, 3, 2);
     std::vector<at::Tensor> leaves;
     for (const at::Tensor& t : {x.phi_q, x.phi_k, x.v, x.c_q, x.c_k}) leaves.push_back(t.clone().requires_grad_());
     const at::Tensor weights = at::randn({2, 5, 2, 2}, make_generator(6), at::kDouble);
@@ -112,7 +112,7 @@ TEST(FusedSeparableLinearAttention, BackwardMatchesAutogradOfMaterialisedFeature
   // on every instruction set
   for (auto [causal, M, J] : {std::tuple<bool, int64_t, int64_t>{false, 3, 4}, {true, 3, 4}, {false, 16, 11},
                               {true, 16, 11}}) {
-    const Inputs x = make_inputs(3, 70, causal ? 70 : 131, 2, M, J, 5);
+    const SeparableInputs x = make_inputs(3, 70, causal ? 70 : 131, 2, M, J, 5);
     const at::Tensor weights = at::randn({3, 70, 2, 5}, make_generator(7), at::kDouble);
     std::vector<at::Tensor> fused, reference;
     for (auto* grads : {&fused, &reference}) {
@@ -131,14 +131,14 @@ TEST(FusedSeparableLinearAttention, BackwardMatchesAutogradOfMaterialisedFeature
 }
 
 TEST(FusedSeparableLinearAttention, BadInputsAreClearErrors) {
-  const Inputs x = make_inputs(2, 6, 6, 2, 3, 4, 5);
+  const SeparableInputs x = make_inputs(2, 6, 6, 2, 3, 4, 5);
   EXPECT_ERROR_CONTAINS(ops::separable_linear_numerator(x.phi_q, x.phi_k, x.v, x.c_q, x.c_k.narrow(3, 0, 3)),
                         "coefficients_k");
   EXPECT_ERROR_CONTAINS(ops::separable_linear_numerator(x.phi_q, x.phi_k, x.v, x.c_q.narrow(0, 0, 5), x.c_k),
                         "coefficients_q");
   EXPECT_ERROR_CONTAINS(ops::separable_linear_numerator(x.phi_q, x.phi_k, x.v.narrow(1, 0, 5), x.c_q, x.c_k),
                         "must agree with phi_k");
-  const Inputs cross = make_inputs(2, 6, 5, 2, 3, 4, 5);
+  const SeparableInputs cross = make_inputs(2, 6, 5, 2, 3, 4, 5);
   EXPECT_ERROR_CONTAINS(ops::separable_linear_numerator(cross.phi_q, cross.phi_k, cross.v, cross.c_q, cross.c_k, true),
                         "causal attention needs as many keys as queries, got 5 and 6");
   EXPECT_ERROR_CONTAINS(ops::separable_linear_numerator(x.phi_q, x.phi_k.to(at::kFloat), x.v, x.c_q, x.c_k),

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <string>
 
 #include "support/scratch.h"
@@ -29,5 +30,17 @@ inline CliRun run_command(const std::string& command_line) {
 }
 
 inline CliRun run_cli(const std::string& arguments) { return run_command(std::string(SPE_CLI) + " " + arguments); }
+
+// A small ListOps (64 / 16 / 16 examples of 20-60 tokens, depth <= 4) made by `spe data listops`
+// once per test process, in the scratch folder `name`.
+inline std::filesystem::path small_listops(const std::string& name, int seed) {
+  const std::filesystem::path dir = scratch(name);
+  if (!std::filesystem::exists(dir / "test.bin")) {
+    const CliRun run = run_cli("data listops --out " + dir.string() + " --train 64 --valid 16 --test 16" +
+                               " --min-length 20 --max-length 60 --max-depth 4 --seed " + std::to_string(seed));
+    EXPECT_EQ(run.status, 0) << run.output;
+  }
+  return dir;
+}
 
 }  // namespace spe::testing

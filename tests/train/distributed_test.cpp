@@ -322,15 +322,18 @@ TEST(ProcessGroup, AFailureInCheckAllIsLeftForTheOthers) {
 
 TEST(LocalWorkers, OneLineNamesTheCauseOnceAndTheRest) {
   // Rank 2 was killed; rank 0 had stopped on its own failed collective, rank 3 did not stop in time.
-  EXPECT_EQ(describe_failures({{0, 100, 1, false, ""}, {2, 102, 128 + 9, false, ""}, {1, 101, 0, false, ""},
-                               {3, 103, 128 + 9, true, ""}}),
+  EXPECT_EQ(describe_failures({{0, 100, 1, false, "", ""},
+                               {2, 102, 128 + 9, false, "", ""},
+                               {1, 101, 0, false, "", ""},
+                               {3, 103, 128 + 9, true, "", ""}}),
             "rank 2 (pid 102) was killed by signal 9 (Killed); ranks 0, 3 stopped because rank 2 failed");
   // A reported failure is quoted, in the order the workers ended.
-  EXPECT_EQ(describe_failures({{1, 101, 1, false, "no disk"}, {0, 100, 1, false, ""}, {2, 102, 1, false, "no data"}}),
+  EXPECT_EQ(describe_failures(
+                {{1, 101, 1, false, "no disk", ""}, {0, 100, 1, false, "", ""}, {2, 102, 1, false, "no data", ""}}),
             "rank 1 (pid 101) failed: no disk; rank 2 (pid 102) failed: no data; rank 0 stopped because ranks 1, 2 "
             "failed");
   // Nobody said why (a failure before the ranks met): each worker's end, its message being above.
-  EXPECT_EQ(describe_failures({{0, 100, 1, false, ""}, {1, 101, 2, false, ""}}),
+  EXPECT_EQ(describe_failures({{0, 100, 1, false, "", ""}, {1, 101, 2, false, "", ""}}),
             "rank 0 (pid 100) exited with status 1 (its error is above); rank 1 (pid 101) exited with status 2 "
             "(its error is above)");
   // Nobody failed on its own (all timed out, say), and each left the error it stopped with: quoted.
@@ -338,7 +341,7 @@ TEST(LocalWorkers, OneLineNamesTheCauseOnceAndTheRest) {
                                {1, 101, 1, false, "", "rank 1 of 2: no answer within 20 s"}}),
             "rank 0 (pid 100) exited with status 1: rank 0 of 2: no answer within 20 s; rank 1 (pid 101) exited with "
             "status 1: rank 1 of 2: no answer within 20 s");
-  EXPECT_EQ(describe_failures({{0, 100, 0, false, ""}, {1, 101, 0, false, ""}}), "");
+  EXPECT_EQ(describe_failures({{0, 100, 0, false, "", ""}, {1, 101, 0, false, "", ""}}), "");
 }
 
 TEST(ProcessGroup, PortInUseAndNoMasterAreNamed) {
