@@ -9,6 +9,7 @@
 # (each cell its own `spe compare` process, the slowest kinds started first).
 #   scripts/lra_grids.sh SEEDS OUT [TASKS] [FIRST_SEED]   TASKS default: "listops retrieval text image"
 # Environment: SPE (the spe binary, default build/spe), JOBS (runs at a time, default 1),
+# LINEAR_KINDS (the linear cells, default all six; empty: none, to run the references alone),
 # SOFTMAX_KINDS (the quadratic references, default "shaw rotary"; empty: none), SOFTMAX_TASKS (the
 # tasks that get them, default all; e.g. "image": retrieval's and text's 2,048-token softmax runs
 # take hours each). The references are queued after every linear cell.
@@ -17,7 +18,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 seeds=${1:?seeds}; out=${2:?output folder}; tasks=${3:-listops retrieval text image}; first=${4:-1}
 spe=${SPE:-build/spe}; jobs=${JOBS:-1}
-linear_kinds=(conv_spe sine_spe decay rotary sinusoidal none)  # slowest first, for the runs at a time
+# slowest first, for the runs at a time
+read -r -a linear_kinds <<< "${LINEAR_KINDS-conv_spe sine_spe decay rotary sinusoidal none}"
 read -r -a softmax_kinds <<< "${SOFTMAX_KINDS-shaw rotary}"
 softmax_tasks=${SOFTMAX_TASKS-$tasks}
 
@@ -65,7 +67,9 @@ for task in $tasks; do prepare "$task"; mkdir -p "$out/$task"; done
     for task in $softmax_tasks; do for pe in "${softmax_kinds[@]}"; do echo "$task $s softmax $pe"; done; done
   done; } | xargs -P "$jobs" -L 1 bash -c 'compare "$0" "$1" "$2" "$3" > "$out/$0/$2-$3-seed$1.log" 2>&1'
 # the tables of every cell together, seeds FIRST..SEEDS
-for task in $tasks; do compare "$task" "$seeds" linear "$(IFS=,; echo "${linear_kinds[*]}")"; done
+if [ ${#linear_kinds[@]} -gt 0 ]; then
+  for task in $tasks; do compare "$task" "$seeds" linear "$(IFS=,; echo "${linear_kinds[*]}")"; done
+fi
 if [ ${#softmax_kinds[@]} -gt 0 ]; then
   for task in $softmax_tasks; do compare "$task" "$seeds" softmax "$(IFS=,; echo "${softmax_kinds[*]}")"; done
 fi
