@@ -11,6 +11,7 @@
 #include "spe/random.h"
 #include "support/errors.h"
 #include "support/gradcheck.h"
+#include "support/tolerance.h"
 
 namespace spe {
 namespace {
@@ -62,7 +63,7 @@ TEST(FusedSeparableLinearAttention, MatchesThePairLoopsAcrossTiles) {
     const SeparableInputs x = make_inputs(2, nq, nk, 2, 3, 4, 5);
     const at::Tensor got = ops::separable_linear_numerator(x.phi_q, x.phi_k, x.v, x.c_q, x.c_k);
     const at::Tensor expected = numerator_loops(x);
-    EXPECT_LT((got - expected).abs().max().item<double>(), 1e-10 * std::max(1.0, expected.abs().max().item<double>()))
+    EXPECT_LT(testing::relative_error(got, expected), 1e-10)
         << "Nq " << nq << " Nk " << nk;
   }
   // float32 against float64, at the transformer's sizes (M 16, J 11 = 2K + 1, Dv 16)
@@ -79,7 +80,7 @@ TEST(FusedSeparableLinearAttention, CausalMatchesThePairLoopsAcrossChunks) {
     const SeparableInputs x = make_inputs(2, n, n, 2, 3, 4, 5);
     const at::Tensor got = ops::separable_linear_numerator(x.phi_q, x.phi_k, x.v, x.c_q, x.c_k, /*causal=*/true);
     const at::Tensor expected = numerator_loops(x, /*causal=*/true);
-    EXPECT_LT((got - expected).abs().max().item<double>(), 1e-10 * std::max(1.0, expected.abs().max().item<double>()))
+    EXPECT_LT(testing::relative_error(got, expected), 1e-10)
         << "N " << n;
   }
   const SeparableInputs f = make_inputs(2, 100, 100, 2, 16, 11, 16, at::kFloat);
@@ -124,8 +125,7 @@ TEST(FusedSeparableLinearAttention, BackwardMatchesAutogradOfMaterialisedFeature
       for (const at::Tensor& t : in) grads->push_back(t.grad());
     }
     for (size_t i = 0; i < fused.size(); ++i)
-      EXPECT_LT((fused[i] - reference[i]).abs().max().item<double>(),
-                1e-10 * std::max(1.0, reference[i].abs().max().item<double>()))
+      EXPECT_LT(testing::relative_error(fused[i], reference[i]), 1e-10)
           << "input " << i << (causal ? ", causal" : "") << ", M " << M << ", J " << J;
   }
 }

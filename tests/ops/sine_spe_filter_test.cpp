@@ -8,6 +8,7 @@
 #include "spe/ops/sine_spe_filter.h"
 #include "support/errors.h"
 #include "support/gradcheck.h"
+#include "support/tolerance.h"
 
 namespace spe {
 namespace {
@@ -80,8 +81,7 @@ void expect_backward_matches(const Problem& p, double tolerance, int64_t first =
   const std::vector<at::Tensor> want = gradients(p64, grad, false, first);
   const char* names[] = {"x", "frequencies", "phases", "weights", "gate_scale", "gate_shift"};
   for (int i = 0; i < 6; ++i) {
-    const double scale = std::max(1.0, want[i].abs().max().item<double>());
-    EXPECT_LT((fused[i] - want[i]).abs().max().item<double>(), tolerance * scale)
+    EXPECT_LT(testing::relative_error(fused[i], want[i]), tolerance)
         << names[i] << " (" << p.x.scalar_type() << ", D " << p.x.size(3) << ", first position " << first << ")";
   }
 }
