@@ -3,11 +3,14 @@
 //   build/bench/spe_benchmarks --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
 // Sizes are (N) with B = 4, H = 8, D = M = R = 64, K = 5 (the separable numerator: J = 2K + 1
 // coefficients per feature, sineSPE's exact gated code), except convSPE's correlation, at the text
-// task's code (N = 2048: H D = 64 channels, R = 32, S = 128); counters give GFLOP/s of the fused
-// algorithm's own flop count, so reference rows read as "the same work done this fast".
+// task's code (N = 2048: H D = 64 channels, R = 32, S = 128), and Shaw's relative buckets (k = 64,
+// the steps of softmax attention's (B, H, N, N) scores, whose counter is GB/s of those tensors);
+// counters give GFLOP/s of the fused algorithm's own flop count, so reference rows read as "the
+// same work done this fast".
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <benchmark/benchmark.h>
+#include <torch/csrc/autograd/autograd.h>
 
 #include <algorithm>
 #include <thread>
@@ -17,6 +20,7 @@
 #include "spe/encoding/spe_filter.h"
 #include "spe/ops/causal_linear_attention.h"
 #include "spe/ops/depthwise_correlation.h"
+#include "spe/ops/relative_buckets.h"
 #include "spe/ops/separable_linear_attention.h"
 
 namespace {
@@ -101,6 +105,29 @@ void correlation(benchmark::State& state, bool fused) {
   state.counters["GFLOP/s"] = benchmark::Counter(per_position * n * state.iterations() / 1e9, benchmark::Counter::kIsRate);
 }
 
+// Shaw's key logits spread from the 2k + 1 distances and the weights summed back per distance,
+// forward and backward: the fused runs against ATen's gather and scatter_add over an int64 index
+// per (query, key) pair (the path of other devices).
+void relative_buckets(benchmark::State& state, bool fused) {
+  constexpr int64_t clip = 64, buckets = 2 * clip + 1;
+  const int64_t n = state.range(0);
+  at::Tensor per_bucket = at::randn({B, H, n, buckets}).requires_grad_();
+  at::Tensor weights = at::rand({B, H, n, n}).requires_grad_();
+  const at::Tensor index =
+      (at::clamp(at::arange(n).unsqueeze(0) - at::arange(n).unsqueeze(1), -clip, clip) + clip).expand({B, H, n, n});
+  const at::Tensor grad_logits = at::randn({B, H, n, n}), grad_sums = at::randn({B, H, n, buckets});
+  for (auto _ : state) {
+    for (at::Tensor* t : {&per_bucket, &weights}) t->mutable_grad().reset();
+    const at::Tensor logits = fused ? spe::ops::expand_relative_buckets(per_bucket, n) : per_bucket.gather(3, index);
+    const at::Tensor sums = fused ? spe::ops::sum_relative_buckets(weights, clip)
+                                  : at::zeros({B, H, n, buckets}).scatter_add(3, index, weights);
+    torch::autograd::backward({logits, sums}, {grad_logits, grad_sums});
+  }
+  // four passes over a (B, H, N, N) float tensor: each direction and, in the backward, its adjoint
+  const double bytes = 4.0 * B * H * n * n * sizeof(float);
+  state.counters["GB/s"] = benchmark::Counter(bytes * state.iterations() / 1e9, benchmark::Counter::kIsRate);
+}
+
 BENCHMARK_CAPTURE(causal, fused, true)->Arg(1024)->Arg(4096)->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(causal, quadratic, false)->Arg(1024)->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(sine, fused, true)->Arg(1024)->Arg(4096)->Unit(benchmark::kMillisecond);
@@ -111,6 +138,8 @@ BENCHMARK_CAPTURE(separable, causal_fused, true, true)->Arg(1024)->Arg(4096)->Un
 BENCHMARK_CAPTURE(separable, causal_materialised, false, true)->Arg(1024)->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(correlation, fused, true)->Arg(2048)->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(correlation, conv1d, false)->Arg(2048)->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(relative_buckets, fused, true)->Arg(1024)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(relative_buckets, gather, false)->Arg(1024)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 }  // namespace
 

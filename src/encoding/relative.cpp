@@ -5,6 +5,8 @@
 #include <cmath>
 
 #include "check.h"
+#include "ops/input_checks.h"
+#include "spe/ops/relative_buckets.h"
 
 namespace spe {
 
@@ -41,23 +43,28 @@ at::Tensor RelativePositionImpl::bucket_index(int64_t query_length, int64_t key_
 at::Tensor RelativePositionImpl::key_logits(const at::Tensor& q, int64_t key_length) const {
   TORCH_CHECK(q.dim() == 4 && q.size(3) == options.dim(), "RelativePosition: queries must be (B, N, H, ",
               options.dim(), "), got shape ", q.sizes());
-  // per distinct distance: (B, H, Nq, 2k + 1), then gathered for every key
+  // per distinct distance: (B, H, Nq, 2k + 1), then spread over the keys
   at::Tensor per_bucket = at::einsum("bihd,rd->bhir", {q, key_table.to(q.scalar_type())});
-  at::Tensor index = bucket_index(q.size(1), key_length);
+  if (ops::fused_kernel_takes(per_bucket)) return ops::expand_relative_buckets(per_bucket, key_length);
   auto sizes = per_bucket.sizes().vec();
   sizes.back() = key_length;
-  return per_bucket.gather(3, index.expand(sizes));  // (B, H, Nq, Nk)
+  return per_bucket.gather(3, bucket_index(q.size(1), key_length).expand(sizes));  // (B, H, Nq, Nk)
 }
 
 at::Tensor RelativePositionImpl::value_term(const at::Tensor& weights) const {
   TORCH_CHECK(options.on_values(), "RelativePosition: built with on_values = false: no value table");
   TORCH_CHECK(weights.dim() == 4, "RelativePosition: weights must be (B, H, Nq, Nk), got shape ",
               weights.sizes());
-  at::Tensor index = bucket_index(weights.size(2), weights.size(3)).expand(weights.sizes());
-  auto sizes = weights.sizes().vec();
-  sizes.back() = value_table.size(0);
   // sum the probabilities of the keys in each distance bucket: (B, H, Nq, 2k + 1)
-  at::Tensor per_bucket = at::zeros(sizes, weights.options()).scatter_add(3, index, weights);
+  at::Tensor per_bucket;
+  if (ops::fused_kernel_takes(weights)) {
+    per_bucket = ops::sum_relative_buckets(weights, options.clip());
+  } else {
+    auto sizes = weights.sizes().vec();
+    sizes.back() = value_table.size(0);
+    at::Tensor index = bucket_index(weights.size(2), weights.size(3)).expand(weights.sizes());
+    per_bucket = at::zeros(sizes, weights.options()).scatter_add(3, index, weights);
+  }
   return at::einsum("bhir,rd->bihd", {per_bucket, value_table.to(weights.scalar_type())});
 }
 

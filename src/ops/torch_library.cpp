@@ -6,6 +6,7 @@
 #include "spe/ops/apply_spe_code.h"
 #include "spe/ops/causal_linear_attention.h"
 #include "spe/ops/depthwise_correlation.h"
+#include "spe/ops/relative_buckets.h"
 #include "spe/ops/separable_linear_attention.h"
 #include "spe/ops/sine_spe_filter.h"
 
@@ -52,6 +53,8 @@ TORCH_LIBRARY(spe, m) {
         &decayed_causal_linear_sums_op);
   m.def("apply_spe_code(Tensor x, Tensor code) -> Tensor", &spe::ops::apply_spe_code);
   m.def("depthwise_correlation(Tensor x, Tensor filters) -> Tensor", &spe::ops::depthwise_correlation);
+  m.def("expand_relative_buckets(Tensor per_bucket, int key_length) -> Tensor", &spe::ops::expand_relative_buckets);
+  m.def("sum_relative_buckets(Tensor per_key, int clip) -> Tensor", &spe::ops::sum_relative_buckets);
   m.def(
       "separable_linear_numerator(Tensor phi_q, Tensor phi_k, Tensor v, Tensor coefficients_q, Tensor coefficients_k, "
       "bool causal=False) -> Tensor",

@@ -9,6 +9,7 @@
 #include "spe/encoding/relative.h"
 #include "spe/encoding/rotary.h"
 #include "support/errors.h"
+#include "support/tolerance.h"
 #include "support/gradcheck.h"
 
 namespace spe {
@@ -208,6 +209,19 @@ TEST(RelativePosition, GradientsOfBothTables) {
   testing::expect_gradients_match(
       [&] { return (softmax_attention(q, k, v, AttentionMask::causal_only(), rpe.get()) * w).sum(); },
       {{"key_table", rpe->key_table}, {"value_table", rpe->value_table}});
+}
+
+TEST(RelativePosition, OtherDtypesTakeTheGatherPathToTheSameValues) {
+  // bfloat16 is not the fused kernels' (ops/relative_buckets.h): ATen's gather and scatter_add
+  // over bucket_index, the path of other devices, against float64's fused path; a wrong bucket
+  // would be off by O(1), bfloat16's rounding is within 3e-2 of these magnitudes
+  const int64_t Nq = 4, Nk = 7, H = 2, D = 3, clip = 2;
+  at::manual_seed(6);
+  RelativePosition rpe(RelativePositionOptions(D, clip));
+  rpe->to(at::kDouble);
+  const at::Tensor q = at::randn({2, Nq, H, D}, at::kDouble), weights = at::rand({2, H, Nq, Nk}, at::kDouble);
+  EXPECT_LT(testing::relative_error(rpe->key_logits(q.to(at::kBFloat16), Nk), rpe->key_logits(q, Nk)), 3e-2);
+  EXPECT_LT(testing::relative_error(rpe->value_term(weights.to(at::kBFloat16)), rpe->value_term(weights)), 3e-2);
 }
 
 TEST(RelativePosition, BadArgumentsAreNamed) {

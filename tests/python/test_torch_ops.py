@@ -194,5 +194,40 @@ class ApplySPECode(unittest.TestCase):
             torch.ops.spe.apply_spe_code(x, code[:3])
 
 
+class RelativeBuckets(unittest.TestCase):
+    # Shaw's clipped distances: query i of Nq = 5 at i + Nk - Nq, keys Nk = 8, k = 2
+    def bucket(self, i, j):
+        return min(max(j - (i + 3), -2), 2) + 2
+
+    def test_expand_matches_the_formula(self):
+        g = torch.Generator().manual_seed(4)
+        per_bucket = torch.randn(2, 5, 5, generator=g, dtype=torch.float64)
+        out = torch.ops.spe.expand_relative_buckets(per_bucket, 8)
+        for i in range(5):
+            for j in range(8):
+                self.assertEqual(out[:, i, j].tolist(), per_bucket[:, i, self.bucket(i, j)].tolist())
+
+    def test_sum_matches_the_formula(self):
+        g = torch.Generator().manual_seed(5)
+        per_key = torch.randn(2, 5, 8, generator=g, dtype=torch.float64)
+        want = torch.zeros(2, 5, 5, dtype=torch.float64)
+        for i in range(5):
+            for j in range(8):
+                want[:, i, self.bucket(i, j)] += per_key[:, i, j]
+        out = torch.ops.spe.sum_relative_buckets(per_key, 2)
+        self.assertLess((out - want).abs().max().item(), 1e-12)
+
+    def test_gradcheck(self):
+        g = torch.Generator().manual_seed(6)
+        per_bucket = torch.randn(2, 5, 5, generator=g, dtype=torch.float64, requires_grad=True)
+        per_key = torch.randn(2, 5, 8, generator=g, dtype=torch.float64, requires_grad=True)
+        self.assertTrue(torch.autograd.gradcheck(lambda p: torch.ops.spe.expand_relative_buckets(p, 8), (per_bucket,)))
+        self.assertTrue(torch.autograd.gradcheck(lambda x: torch.ops.spe.sum_relative_buckets(x, 2), (per_key,)))
+
+    def test_bad_input_is_named(self):
+        with self.assertRaisesRegex(RuntimeError, "must be 2k \\+ 1 \\(odd\\)"):
+            torch.ops.spe.expand_relative_buckets(torch.randn(2, 5, 4, dtype=torch.float64), 8)
+
+
 if __name__ == "__main__":
     unittest.main()

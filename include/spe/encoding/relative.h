@@ -2,7 +2,9 @@
 // Relative position representations of Shaw, Uszkoreit and Vaswani (2018): learned vectors
 // w^K_r, w^V_r for the clipped distance r = clamp(j - i, -k, k), shared across heads, added to
 // the keys and values inside softmax attention. Computed in O(N k D) memory for the tables'
-// products (q_i . w_r for the 2k + 1 distinct r, then gathered), never as an N x N x D tensor.
+// products (q_i . w_r for the 2k + 1 distinct r, then spread over the keys), never as an N x N x D
+// tensor; on CPU in float32 and float64 the spreading and its adjoint are fused kernels
+// (ops/relative_buckets.h), elsewhere ATen's gather and scatter_add over bucket_index.
 #include <torch/arg.h>
 #include <torch/nn/cloneable.h>
 #include <torch/nn/pimpl.h>
