@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "spe/attention/linear.h"
+#include "spe/encoding/relative.h"
 #include "spe/encoding/sine_spe.h"
 #include "spe/encoding/spe_filter.h"
 #include "spe/ops/causal_linear_attention.h"
@@ -113,8 +114,7 @@ void relative_buckets(benchmark::State& state, bool fused) {
   const int64_t n = state.range(0);
   at::Tensor per_bucket = at::randn({B, H, n, buckets}).requires_grad_();
   at::Tensor weights = at::rand({B, H, n, n}).requires_grad_();
-  const at::Tensor index =
-      (at::clamp(at::arange(n).unsqueeze(0) - at::arange(n).unsqueeze(1), -clip, clip) + clip).expand({B, H, n, n});
+  const at::Tensor index = spe::RelativePosition(spe::RelativePositionOptions(D, clip))->bucket_index(n, n).expand({B, H, n, n});
   const at::Tensor grad_logits = at::randn({B, H, n, n}), grad_sums = at::randn({B, H, n, buckets});
   for (auto _ : state) {
     for (at::Tensor* t : {&per_bucket, &weights}) t->mutable_grad().reset();

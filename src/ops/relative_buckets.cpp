@@ -20,6 +20,9 @@ kernels::cpu::BucketShape bucket_shape(const at::Tensor& x, int64_t key_length, 
   return {x.numel() / x.size(-1), x.size(-2), key_length, clip};
 }
 
+// k of per_bucket (..., Nq, 2k + 1).
+int64_t clip_of(const at::Tensor& per_bucket) { return (per_bucket.size(-1) - 1) / 2; }
+
 // x (..., Nq, width) -> (..., Nq, width').
 std::vector<int64_t> with_last(const at::Tensor& x, int64_t width) {
   std::vector<int64_t> sizes = x.sizes().vec();
@@ -29,10 +32,9 @@ std::vector<int64_t> with_last(const at::Tensor& x, int64_t width) {
 
 at::Tensor expand_kernel(const at::Tensor& per_bucket_in, int64_t key_length) {
   const at::Tensor per_bucket = per_bucket_in.contiguous();
-  const int64_t clip = (per_bucket.size(-1) - 1) / 2;
   at::Tensor out = fresh_tensor(with_last(per_bucket, key_length), per_bucket.options());
   AT_DISPATCH_FLOATING_TYPES(per_bucket.scalar_type(), "expand_relative_buckets", [&] {
-    kernels::cpu::expand_relative_buckets<scalar_t>(bucket_shape(per_bucket, key_length, clip),
+    kernels::cpu::expand_relative_buckets<scalar_t>(bucket_shape(per_bucket, key_length, clip_of(per_bucket)),
                                                     per_bucket.data_ptr<scalar_t>(), out.data_ptr<scalar_t>());
   });
   return out;
@@ -50,7 +52,7 @@ at::Tensor sum_kernel(const at::Tensor& per_key_in, int64_t clip) {
 
 struct ExpandFunction : public torch::autograd::Function<ExpandFunction> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& per_bucket, int64_t key_length) {
-    ctx->saved_data["clip"] = (per_bucket.size(-1) - 1) / 2;
+    ctx->saved_data["clip"] = clip_of(per_bucket);
     return expand_kernel(per_bucket, key_length);
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
